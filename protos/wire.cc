@@ -1,0 +1,116 @@
+#include "protos/wire.h"
+
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace dexec::wire {
+namespace {
+
+absl::Status ValidateRegister(const Register& r) {
+  if (r.name().empty()) {
+    return absl::InvalidArgumentError("Register has an empty worker name");
+  }
+  if (r.threads() <= 0 || r.threads() > 100000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Register has threads=", r.threads(),
+                     "; it must be between 1 and 100000"));
+  }
+  if (r.prefetch() < 0 || r.prefetch() > 100000) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Register has prefetch=", r.prefetch(), "; it must be 0 to 100000"));
+  }
+  for (const std::string& t : r.tasks()) {
+    if (t.empty()) {
+      return absl::InvalidArgumentError("Register offers an empty task name");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateDispatch(const Dispatch& d) {
+  for (const Task& t : d.tasks()) {
+    if (t.job_id() == 0 || t.name().empty()) {
+      return absl::InvalidArgumentError(
+          "Dispatch has a task without a job id or a task name");
+    }
+    if (t.timeout_ms() < 0) {
+      return absl::InvalidArgumentError("Dispatch has a negative timeout");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateResults(const Results& r) {
+  for (const TaskResult& t : r.results()) {
+    if (t.job_id() == 0) {
+      return absl::InvalidArgumentError("Results has a result without job id");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateWelcome(const Welcome& w) {
+  if (w.heartbeat_interval_ms() <= 0 || w.liveness() <= 0) {
+    return absl::InvalidArgumentError(
+        "Welcome needs a positive heartbeat interval and liveness");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string EncodeFrame(Frame frame) {
+  frame.set_version(kProtocolVersion);
+  return frame.SerializeAsString();
+}
+
+absl::StatusOr<Frame> DecodeFrame(absl::string_view bytes) {
+  if (bytes.empty()) {
+    return absl::InvalidArgumentError("empty frame");
+  }
+  if (bytes.size() > kMaxFrameBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("frame is ", bytes.size(), " bytes; the limit is ",
+                     kMaxFrameBytes));
+  }
+  Frame frame;
+  if (!frame.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("frame of ", bytes.size(),
+                     " bytes is not a dexec.wire.Frame protobuf"));
+  }
+  if (frame.version() != kProtocolVersion) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("frame has protocol version ", frame.version(),
+                     "; this build speaks version ", kProtocolVersion,
+                     " (upgrade the broker and workers together)"));
+  }
+  absl::Status valid;
+  switch (frame.body_case()) {
+    case Frame::BODY_NOT_SET:
+      return absl::InvalidArgumentError("frame has no body");
+    case Frame::kRegister:
+      valid = ValidateRegister(frame.register_());
+      break;
+    case Frame::kWelcome:
+      valid = ValidateWelcome(frame.welcome());
+      break;
+    case Frame::kDispatch:
+      valid = ValidateDispatch(frame.dispatch());
+      break;
+    case Frame::kResults:
+      valid = ValidateResults(frame.results());
+      break;
+    case Frame::kHeartbeat:
+    case Frame::kAbandon:
+    case Frame::kReconnect:
+    case Frame::kWorkerState:
+      break;
+  }
+  if (!valid.ok()) return valid;
+  return frame;
+}
+
+}  // namespace dexec::wire

@@ -1,0 +1,39 @@
+// Encoding and decoding of broker <-> worker frames (protos/wire.proto).
+//
+// Every byte string read from a ZeroMQ socket goes through DecodeFrame before
+// anything looks at it; it returns INVALID_ARGUMENT for anything malformed,
+// so a garbage or hostile peer can never crash or confuse the broker.
+//
+//   std::string bytes = dexec::wire::EncodeFrame(frame);   // sets version
+//   absl::StatusOr<dexec::wire::Frame> f = dexec::wire::DecodeFrame(bytes);
+#ifndef DEXEC_PROTOS_WIRE_H_
+#define DEXEC_PROTOS_WIRE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "protos/wire.pb.h"
+
+namespace dexec::wire {
+
+// Bump on any change a peer of the previous version would misread.
+inline constexpr uint32_t kProtocolVersion = 1;
+
+// Frames larger than this are rejected before parsing. Payloads are limited
+// further by the broker's --max_payload_bytes.
+inline constexpr size_t kMaxFrameBytes = 256 << 20;
+
+// Serializes `frame` with its version set to kProtocolVersion.
+std::string EncodeFrame(Frame frame);
+
+// Parses and validates one frame: size, protobuf syntax, version, a body
+// that is set, and the body's own invariants (a Register names itself and
+// has at least one thread, a Task names its task, ...).
+absl::StatusOr<Frame> DecodeFrame(absl::string_view bytes);
+
+}  // namespace dexec::wire
+
+#endif  // DEXEC_PROTOS_WIRE_H_

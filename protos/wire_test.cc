@@ -1,0 +1,84 @@
+#include "protos/wire.h"
+
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace dexec::wire {
+namespace {
+
+Frame RegisterFrame() {
+  Frame f;
+  Register* r = f.mutable_register_();
+  r->set_name("w1");
+  r->set_threads(4);
+  r->add_tasks("sys.echo");
+  return f;
+}
+
+TEST(Wire, RoundTripsARegister) {
+  absl::StatusOr<Frame> f = DecodeFrame(EncodeFrame(RegisterFrame()));
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->version(), kProtocolVersion);
+  EXPECT_EQ(f->register_().name(), "w1");
+  EXPECT_EQ(f->register_().tasks(0), "sys.echo");
+}
+
+TEST(Wire, RejectsEmptyBytes) {
+  EXPECT_EQ(DecodeFrame("").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Wire, RejectsGarbage) {
+  // 0xff is an invalid wire type / field tag: not a protobuf.
+  std::string garbage = "\xff\xff\xff\xff garbage \x01\x02";
+  absl::StatusOr<Frame> f = DecodeFrame(garbage);
+  EXPECT_EQ(f.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Wire, RejectsEveryTruncationOfAValidFrame) {
+  Frame frame = RegisterFrame();
+  frame.mutable_register_()->add_tasks("a.much.longer.task.name");
+  std::string bytes = EncodeFrame(frame);
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    absl::StatusOr<Frame> f = DecodeFrame(bytes.substr(0, n));
+    EXPECT_FALSE(f.ok()) << "a truncation to " << n << " of " << bytes.size()
+                         << " bytes decoded";
+  }
+}
+
+TEST(Wire, RejectsAnotherProtocolVersion) {
+  Frame frame = RegisterFrame();
+  frame.set_version(kProtocolVersion + 1);
+  absl::StatusOr<Frame> f = DecodeFrame(frame.SerializeAsString());
+  ASSERT_FALSE(f.ok());
+  EXPECT_NE(f.status().message().find("protocol version"), std::string::npos);
+}
+
+TEST(Wire, RejectsAFrameWithoutBody) {
+  Frame frame;
+  absl::StatusOr<Frame> f = DecodeFrame(EncodeFrame(frame));
+  EXPECT_EQ(f.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Wire, RejectsARegisterWithoutThreads) {
+  Frame frame = RegisterFrame();
+  frame.mutable_register_()->set_threads(0);
+  EXPECT_FALSE(DecodeFrame(EncodeFrame(frame)).ok());
+}
+
+TEST(Wire, RejectsADispatchedTaskWithoutName) {
+  Frame frame;
+  Task* t = frame.mutable_dispatch()->add_tasks();
+  t->set_job_id(7);
+  EXPECT_FALSE(DecodeFrame(EncodeFrame(frame)).ok());
+}
+
+TEST(Wire, RejectsAResultWithoutJobId) {
+  Frame frame;
+  frame.mutable_results()->add_results()->set_ok(true);
+  EXPECT_FALSE(DecodeFrame(EncodeFrame(frame)).ok());
+}
+
+}  // namespace
+}  // namespace dexec::wire
