@@ -1,0 +1,578 @@
+#include "broker/broker_core.h"
+
+#include <algorithm>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/proto_time.h"
+
+namespace dexec::broker {
+namespace {
+
+constexpr size_t kMaxTaskNameBytes = 256;
+constexpr int32_t kMaxAttemptsLimit = 100;
+// A Dispatch frame carries at most this many tasks; more go in the next.
+constexpr int kMaxTasksPerDispatch = 1024;
+
+}  // namespace
+
+void Outbox::Clear() {
+  to_workers.clear();
+  to_sessions.clear();
+  open_dispatch.clear();
+}
+
+void Outbox::AddEvent(SessionId session, v1::JobEvent event) {
+  std::vector<v1::SessionResponse>& q = to_sessions[session];
+  if (q.empty() || !q.back().has_events()) q.emplace_back();
+  *q.back().mutable_events()->add_events() = std::move(event);
+}
+
+BrokerCore::BrokerCore(BrokerOptions options, absl::Time now,
+                       uint64_t first_job_id)
+    : options_(std::move(options)), jobs_(first_job_id), started_at_(now) {}
+
+// ---------------------------------------------------------------- clients
+
+absl::Status BrokerCore::ValidateSpec(const v1::JobSpec& spec) const {
+  if (spec.task().empty()) {
+    return absl::InvalidArgumentError("job has no task name");
+  }
+  if (spec.task().size() > kMaxTaskNameBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "task name is ", spec.task().size(), " bytes; the limit is ",
+        kMaxTaskNameBytes));
+  }
+  if (spec.payload().size() > options_.max_payload_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "payload of task '", spec.task(), "' is ", spec.payload().size(),
+        " bytes; the limit is ", options_.max_payload_bytes,
+        " (--max_payload_bytes)"));
+  }
+  if (spec.has_timeout() && FromProto(spec.timeout()) < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("job timeout is negative");
+  }
+  if (spec.max_attempts() < 0 || spec.max_attempts() > kMaxAttemptsLimit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_attempts is ", spec.max_attempts(),
+                     "; it must be between 0 (default) and ",
+                     kMaxAttemptsLimit));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
+    const google::protobuf::RepeatedPtrField<v1::JobSpec>& specs,
+    SessionId session, absl::Time now, Outbox* out) {
+  for (const v1::JobSpec& spec : specs) {
+    absl::Status valid = ValidateSpec(spec);
+    if (!valid.ok()) return valid;
+  }
+  const uint64_t queued = jobs_.count(v1::Job::QUEUED);
+  if (queued + specs.size() > options_.max_queued) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the broker holds ", queued, " queued jobs; the limit is ",
+        options_.max_queued, " (--max_queued): retry when workers catch up"));
+  }
+  std::vector<uint64_t> ids;
+  ids.reserve(specs.size());
+  for (const v1::JobSpec& spec : specs) {
+    if (!spec.idempotency_key().empty()) {
+      if (Job* earlier = jobs_.FindByKey(spec.idempotency_key())) {
+        ids.push_back(earlier->id);
+        if (session != 0) {
+          google::protobuf::RepeatedField<uint64_t> one;
+          one.Add(earlier->id);
+          Watch(session, one, out);
+        }
+        continue;
+      }
+    }
+    Job job;
+    job.task = spec.task();
+    job.payload = spec.payload();
+    job.priority = spec.priority();
+    if (spec.has_timeout()) job.timeout = FromProto(spec.timeout());
+    job.retry_task_errors = spec.max_attempts() > 0;
+    job.max_attempts = spec.max_attempts() > 0 ? spec.max_attempts()
+                                               : options_.default_max_attempts;
+    job.idempotency_key = spec.idempotency_key();
+    job.submitted_at = now;
+    Job& added = jobs_.Insert(std::move(job));
+    ready_.Push(added.task, added.priority, added.id);
+    if (session != 0) watchers_[added.id].push_back(session);
+    ids.push_back(added.id);
+  }
+  dirty_ = true;
+  return ids;
+}
+
+void BrokerCore::Watch(SessionId session,
+                       const google::protobuf::RepeatedField<uint64_t>& ids,
+                       Outbox* out) {
+  for (uint64_t id : ids) {
+    const Job* job = jobs_.Find(id);
+    if (job == nullptr) {
+      v1::JobEvent event;
+      event.set_job_id(id);
+      event.mutable_error()->set_kind("not_found");
+      event.mutable_error()->set_message(absl::StrCat(
+          "job ", id, " is unknown: never submitted, or its retention ended"));
+      out->AddEvent(session, std::move(event));
+      continue;
+    }
+    if (IsTerminal(job->state) || job->state == v1::Job::RUNNING) {
+      v1::JobEvent event;
+      JobToEvent(*job, &event);
+      out->AddEvent(session, std::move(event));
+    }
+    if (!IsTerminal(job->state)) {
+      auto& sessions = watchers_[id];
+      if (std::find(sessions.begin(), sessions.end(), session) ==
+          sessions.end()) {
+        sessions.push_back(session);
+      }
+    }
+  }
+}
+
+v1::CancelResponse BrokerCore::Cancel(
+    const google::protobuf::RepeatedField<uint64_t>& ids, absl::Time now,
+    Outbox* out) {
+  v1::CancelResponse resp;
+  for (uint64_t id : ids) {
+    Job* job = jobs_.Find(id);
+    if (job == nullptr) {
+      resp.add_cancelled(false);
+      resp.add_states(v1::Job::STATE_UNSPECIFIED);
+      continue;
+    }
+    bool cancelled = false;
+    if (job->state == v1::Job::QUEUED) {
+      job->error_kind = "cancelled";
+      job->error_message = "cancelled while queued";
+      Finish(*job, v1::Job::CANCELLED, now, out);
+      cancelled = true;
+    } else if (job->state == v1::Job::CANCELLED) {
+      cancelled = true;
+    }
+    resp.add_cancelled(cancelled);
+    resp.add_states(job->state);
+  }
+  return resp;
+}
+
+v1::GetJobsResponse BrokerCore::GetJobs(const v1::GetJobsRequest& req) const {
+  v1::GetJobsResponse resp;
+  for (uint64_t id : req.job_ids()) {
+    v1::Job* p = resp.add_jobs();
+    const Job* job = jobs_.Find(id);
+    if (job == nullptr) {
+      p->set_id(id);
+      p->set_state(v1::Job::STATE_UNSPECIFIED);
+      p->mutable_error()->set_kind("not_found");
+      p->mutable_error()->set_message(absl::StrCat(
+          "job ", id, " is unknown: never submitted, or its retention ended"));
+      continue;
+    }
+    JobToProto(*job, req.include_result(), p);
+    if (job->state == v1::Job::QUEUED) p->set_waiting_reason(WaitingReason(*job));
+  }
+  return resp;
+}
+
+v1::ListJobsResponse BrokerCore::ListJobs(const v1::ListJobsRequest& req) const {
+  v1::ListJobsResponse resp;
+  const int limit = req.limit() > 0 ? req.limit() : 100;
+  jobs_.ForEachNewest([&](const Job& job) {
+    if (req.state() != v1::Job::STATE_UNSPECIFIED && job.state != req.state()) {
+      return true;
+    }
+    v1::Job* p = resp.add_jobs();
+    JobToProto(job, /*include_result=*/false, p);
+    p->clear_attempt_log();
+    if (job.state == v1::Job::QUEUED) p->set_waiting_reason(WaitingReason(job));
+    return resp.jobs_size() < limit;
+  });
+  return resp;
+}
+
+v1::ListWorkersResponse BrokerCore::ListWorkers() {
+  v1::ListWorkersResponse resp;
+  for (WorkerEntry* w : workers_.All()) {
+    v1::WorkerInfo* p = resp.add_workers();
+    p->set_name(w->name);
+    p->set_host(w->host);
+    p->set_pid(w->pid);
+    p->set_threads(w->threads);
+    p->set_busy(w->busy());
+    p->set_done(w->done);
+    ToProto(w->last_heard, p->mutable_last_heartbeat());
+    ToProto(w->registered_at, p->mutable_registered_at());
+    for (const std::string& t : w->tasks) p->add_tasks(t);
+    p->set_state(w->draining ? v1::WorkerInfo::DRAINING
+                             : v1::WorkerInfo::READY);
+  }
+  return resp;
+}
+
+v1::Stats BrokerCore::GetStats(absl::Time now) const {
+  v1::Stats s;
+  s.set_queued(jobs_.count(v1::Job::QUEUED));
+  s.set_running(jobs_.count(v1::Job::RUNNING));
+  s.set_succeeded(jobs_.count(v1::Job::SUCCEEDED));
+  s.set_failed(jobs_.count(v1::Job::FAILED));
+  s.set_cancelled(jobs_.count(v1::Job::CANCELLED));
+  s.set_submitted_total(jobs_.submitted_total());
+  s.set_finished_total(jobs_.finished_total());
+  // Rate over the last 10 whole seconds.
+  const int64_t sec = absl::ToUnixSeconds(now);
+  uint64_t recent = 0;
+  for (const auto& [bucket, n] : finish_buckets_) {
+    if (bucket >= sec - 10 && bucket < sec) recent += n;
+  }
+  s.set_finish_rate(static_cast<double>(recent) / 10.0);
+  int32_t threads = 0, workers = 0;
+  for (WorkerEntry* w : const_cast<WorkerRegistry&>(workers_).All()) {
+    ++workers;
+    threads += w->threads;
+  }
+  s.set_workers(workers);
+  s.set_threads(threads);
+  ToProto(now - started_at_, s.mutable_uptime());
+  return s;
+}
+
+std::string BrokerCore::WaitingReason(const Job& job) const {
+  if (!workers_.Offers(job.task)) {
+    return absl::StrCat("no live worker offers task '", job.task, "'");
+  }
+  return "waiting for a free worker thread";
+}
+
+// ---------------------------------------------------------------- workers
+
+void BrokerCore::OnWorkerFrame(const std::string& identity,
+                               const wire::Frame& frame, absl::Time now,
+                               Outbox* out) {
+  if (frame.has_register_()) {
+    OnRegister(identity, frame.register_(), now, out);
+    return;
+  }
+  WorkerEntry* w = workers_.Find(identity);
+  if (w == nullptr) {
+    // We restarted, or declared it lost: it must introduce itself again.
+    wire::Frame reconnect;
+    reconnect.mutable_reconnect();
+    SendToWorker(identity, std::move(reconnect), out);
+    return;
+  }
+  w->last_heard = now;
+  switch (frame.body_case()) {
+    case wire::Frame::kResults:
+      OnResults(*w, frame.results(), now, out);
+      break;
+    case wire::Frame::kWorkerState:
+      if (frame.worker_state().leaving()) {
+        DEXEC_LOG(INFO) << "worker left worker=" << w->name;
+        DropWorker(*w, "worker left", now, out);
+      } else if (frame.worker_state().draining()) {
+        DEXEC_LOG(INFO) << "worker draining worker=" << w->name
+                        << " busy=" << w->busy();
+        workers_.SetDraining(*w);
+      }
+      break;
+    case wire::Frame::kHeartbeat:
+      break;
+    default:
+      // Frames only a broker sends: a confused peer. Ignore.
+      break;
+  }
+}
+
+void BrokerCore::OnRegister(const std::string& identity,
+                            const wire::Register& reg, absl::Time now,
+                            Outbox* out) {
+  if (WorkerEntry* old = workers_.Find(identity)) {
+    DropWorker(*old, "worker registered again", now, out);
+  }
+  WorkerEntry& w = workers_.Add(identity, reg, now);
+  DEXEC_LOG(INFO) << "worker joined worker=" << w.name << " host=" << w.host
+                  << " threads=" << w.threads << " prefetch=" << w.prefetch
+                  << " tasks=" << w.tasks.size();
+  wire::Frame welcome;
+  welcome.mutable_welcome()->set_heartbeat_interval_ms(
+      absl::ToInt64Milliseconds(options_.heartbeat_interval));
+  welcome.mutable_welcome()->set_liveness(options_.liveness);
+  SendToWorker(identity, std::move(welcome), out);
+  dirty_ = true;
+}
+
+void BrokerCore::OnResults(WorkerEntry& w, const wire::Results& results,
+                           absl::Time now, Outbox* out) {
+  for (const wire::TaskResult& r : results.results()) {
+    // Credit comes back whatever happens to the result.
+    auto held = w.in_flight.find(r.job_id());
+    if (held != w.in_flight.end() && held->second == r.attempt()) {
+      w.in_flight.erase(held);
+      ++w.done;
+      dirty_ = true;
+    }
+    Job* job = jobs_.Find(r.job_id());
+    // Fencing: a result counts only for a job that has not completed, and
+    // only for an attempt that was really dispatched. A late result of an
+    // attempt we gave up on still completes the job if nothing else did.
+    if (job == nullptr || IsTerminal(job->state) || r.attempt() == 0 ||
+        r.attempt() > job->attempt_number()) {
+      DEXEC_LOG(DEBUG) << "stale result dropped job=" << r.job_id()
+                       << " attempt=" << r.attempt() << " worker=" << w.name;
+      continue;
+    }
+    const bool current = r.attempt() == job->attempt_number() &&
+                         job->state == v1::Job::RUNNING;
+    if (!current && job->state == v1::Job::RUNNING) {
+      // Another attempt is running elsewhere: this result wins, stop that.
+      AbandonCurrentAttempt(*job, out);
+    }
+    AttemptRecord& a = job->attempts[r.attempt() - 1];
+    if (r.started_at_us() > 0) a.started_at = absl::FromUnixMicros(r.started_at_us());
+    a.ended_at = r.finished_at_us() > 0 ? absl::FromUnixMicros(r.finished_at_us())
+                                        : now;
+    job->result = r.output();
+    if (r.ok()) {
+      a.outcome = "succeeded";
+      job->error_kind.clear();
+      job->error_message.clear();
+      Finish(*job, v1::Job::SUCCEEDED, now, out);
+      continue;
+    }
+    const std::string kind = r.error_kind().empty() ? "task_error" : r.error_kind();
+    a.outcome = kind == "timeout" ? "timeout" : "failed";
+    const bool retryable =
+        job->retry_task_errors && kind != "unknown_task" &&
+        kind != "bad_payload" && kind != "cancelled";
+    if (current && retryable && job->attempt_number() <
+                                    static_cast<uint32_t>(job->max_attempts)) {
+      DEXEC_LOG(INFO) << "job failed, retrying job=" << job->id
+                      << " attempt=" << r.attempt() << " kind=" << kind;
+      Requeue(*job, now, out);
+      continue;
+    }
+    job->error_kind = kind;
+    job->error_message = r.error_message();
+    Finish(*job, v1::Job::FAILED, now, out);
+  }
+}
+
+void BrokerCore::OnWorkerUnreachable(const std::string& identity,
+                                     absl::Time now, Outbox* out) {
+  if (WorkerEntry* w = workers_.Find(identity)) {
+    DropWorker(*w, "worker unreachable", now, out);
+  }
+}
+
+void BrokerCore::DropWorker(WorkerEntry& w, const std::string& why,
+                            absl::Time now, Outbox* out) {
+  const std::string name = w.name;
+  const std::string identity = w.identity;
+  std::vector<std::pair<uint64_t, uint32_t>> held(w.in_flight.begin(),
+                                                  w.in_flight.end());
+  workers_.Remove(identity);  // `w` is gone from here on
+  std::sort(held.begin(), held.end());
+  size_t requeued = 0, failed = 0;
+  for (auto [id, attempt] : held) {
+    Job* job = jobs_.Find(id);
+    if (job == nullptr || job->state != v1::Job::RUNNING ||
+        job->attempt_number() != attempt) {
+      continue;
+    }
+    FailAttempt(*job, "worker_lost", /*retry=*/true, "worker_lost",
+                absl::StrCat("worker ", name, " was lost (", why,
+                             ") while running attempt ", attempt, " of ",
+                             job->max_attempts),
+                now, out);
+    (job->state == v1::Job::QUEUED ? requeued : failed)++;
+  }
+  DEXEC_LOG(INFO) << "worker removed worker=" << name << " reason=\"" << why
+                  << "\" requeued=" << requeued << " failed=" << failed;
+  dirty_ = true;
+}
+
+void BrokerCore::FailAttempt(Job& job, const std::string& outcome, bool retry,
+                             const std::string& kind,
+                             const std::string& message, absl::Time now,
+                             Outbox* out) {
+  AttemptRecord& a = job.attempts.back();
+  a.outcome = outcome;
+  a.ended_at = now;
+  if (retry &&
+      job.attempt_number() < static_cast<uint32_t>(job.max_attempts)) {
+    Requeue(job, now, out);
+    return;
+  }
+  job.error_kind = kind;
+  job.error_message = message;
+  Finish(job, v1::Job::FAILED, now, out);
+}
+
+void BrokerCore::Requeue(Job& job, absl::Time now, Outbox* out) {
+  jobs_.SetState(job, v1::Job::QUEUED, now);
+  ready_.Push(job.task, job.priority, job.id);
+  Notify(job, out);
+  dirty_ = true;
+}
+
+void BrokerCore::Finish(Job& job, JobState state, absl::Time now, Outbox* out) {
+  jobs_.SetState(job, state, now);
+  const int64_t sec = absl::ToUnixSeconds(now);
+  if (finish_buckets_.empty() || finish_buckets_.back().first != sec) {
+    finish_buckets_.emplace_back(sec, 0);
+    while (finish_buckets_.size() > 12) finish_buckets_.pop_front();
+  }
+  ++finish_buckets_.back().second;
+  // The payload is not needed any more; the result is kept for retention.
+  std::string().swap(job.payload);
+  Notify(job, out);
+  watchers_.erase(job.id);
+}
+
+void BrokerCore::AbandonCurrentAttempt(Job& job, Outbox* out) {
+  if (job.attempts.empty()) return;
+  AttemptRecord& a = job.attempts.back();
+  if (a.outcome.empty()) a.outcome = "abandoned";
+  for (WorkerEntry* w : workers_.All()) {
+    auto it = w->in_flight.find(job.id);
+    if (it == w->in_flight.end()) continue;
+    wire::Frame frame;
+    wire::TaskRef* ref = frame.mutable_abandon()->add_tasks();
+    ref->set_job_id(job.id);
+    ref->set_attempt(it->second);
+    w->in_flight.erase(it);
+    SendToWorker(w->identity, std::move(frame), out);
+    dirty_ = true;
+  }
+}
+
+void BrokerCore::Notify(const Job& job, Outbox* out) {
+  auto it = watchers_.find(job.id);
+  if (it == watchers_.end()) return;
+  for (SessionId s : it->second) {
+    v1::JobEvent event;
+    JobToEvent(job, &event);
+    out->AddEvent(s, std::move(event));
+  }
+}
+
+bool BrokerCore::IsQueued(uint64_t id) const {
+  const Job* job = jobs_.Find(id);
+  return job != nullptr && job->state == v1::Job::QUEUED;
+}
+
+void BrokerCore::Dispatch(Job& job, WorkerEntry& w, absl::Time now,
+                          Outbox* out) {
+  jobs_.SetState(job, v1::Job::RUNNING, now);
+  job.attempts.push_back(AttemptRecord{w.name, now, absl::InfinitePast(), ""});
+  const uint32_t attempt = job.attempt_number();
+  w.in_flight.emplace(job.id, attempt);
+  if (job.timeout > absl::ZeroDuration()) {
+    deadlines_.push(
+        Deadline{now + job.timeout + options_.timeout_grace, job.id, attempt});
+  }
+  auto open = out->open_dispatch.find(w.identity);
+  if (open == out->open_dispatch.end() ||
+      out->to_workers[open->second].second.dispatch().tasks_size() >=
+          kMaxTasksPerDispatch) {
+    out->to_workers.emplace_back(w.identity, wire::Frame());
+    out->to_workers.back().second.mutable_dispatch();
+    open = out->open_dispatch.insert_or_assign(w.identity,
+                                               out->to_workers.size() - 1)
+               .first;
+  }
+  wire::Task* t =
+      out->to_workers[open->second].second.mutable_dispatch()->add_tasks();
+  t->set_job_id(job.id);
+  t->set_attempt(attempt);
+  t->set_name(job.task);
+  t->set_payload(job.payload);
+  t->set_timeout_ms(absl::ToInt64Milliseconds(job.timeout));
+  Notify(job, out);
+}
+
+void BrokerCore::Schedule(absl::Time now, Outbox* out) {
+  if (!dirty_) return;
+  dirty_ = false;
+  auto is_live = [this](uint64_t id) { return IsQueued(id); };
+  std::vector<WorkerEntry*> workers = workers_.All();
+  // Two passes: first fill free threads everywhere (so no worker idles while
+  // another holds prefetched work it could run), then prefetch up to credit.
+  for (int pass = 0; pass < 2; ++pass) {
+    std::vector<WorkerEntry*> open;
+    for (WorkerEntry* w : workers) {
+      if (!w->draining) open.push_back(w);
+    }
+    // Round-robin, one job per worker per round, least busy first.
+    std::stable_sort(open.begin(), open.end(),
+                     [](const WorkerEntry* a, const WorkerEntry* b) {
+                       return a->busy() * b->threads < b->busy() * a->threads;
+                     });
+    while (!open.empty()) {
+      std::vector<WorkerEntry*> next;
+      for (WorkerEntry* w : open) {
+        const int32_t limit = pass == 0 ? w->threads : w->capacity();
+        if (w->busy() >= limit) continue;
+        uint64_t id = ready_.Pop(w->tasks, is_live);
+        if (id == 0) continue;
+        Dispatch(*jobs_.Find(id), *w, now, out);
+        if (w->busy() < limit) next.push_back(w);
+      }
+      open.swap(next);
+    }
+  }
+}
+
+void BrokerCore::Tick(absl::Time now, Outbox* out) {
+  const absl::Duration silence = options_.heartbeat_interval * options_.liveness;
+  for (WorkerEntry* w : workers_.All()) {
+    if (now - w->last_heard > silence) {
+      DEXEC_LOG(WARNING) << "worker lost worker=" << w->name << " silent_for="
+                         << absl::FormatDuration(now - w->last_heard);
+      DropWorker(*w, "no heartbeat", now, out);
+      continue;
+    }
+    if (now - w->last_sent >= options_.heartbeat_interval) {
+      wire::Frame hb;
+      hb.mutable_heartbeat();
+      SendToWorker(w->identity, std::move(hb), out);
+    }
+  }
+  while (!deadlines_.empty() && deadlines_.top().at <= now) {
+    Deadline d = deadlines_.top();
+    deadlines_.pop();
+    Job* job = jobs_.Find(d.job_id);
+    if (job == nullptr || job->state != v1::Job::RUNNING ||
+        job->attempt_number() != d.attempt) {
+      continue;
+    }
+    DEXEC_LOG(INFO) << "job timed out at broker job=" << job->id
+                    << " attempt=" << d.attempt;
+    AbandonCurrentAttempt(*job, out);
+    FailAttempt(*job, "timeout", job->retry_task_errors, "timeout",
+                absl::StrCat("no result within the job's timeout of ",
+                             absl::FormatDuration(job->timeout)),
+                now, out);
+  }
+  jobs_.Expire(now, options_.retention,
+               [this](uint64_t id) { watchers_.erase(id); });
+}
+
+void BrokerCore::SendToWorker(const std::string& identity, wire::Frame frame,
+                              Outbox* out) {
+  out->to_workers.emplace_back(identity, std::move(frame));
+}
+
+void BrokerCore::NoteSent(const std::string& identity, absl::Time now) {
+  if (WorkerEntry* w = workers_.Find(identity)) w->last_sent = now;
+}
+
+}  // namespace dexec::broker

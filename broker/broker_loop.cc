@@ -1,0 +1,205 @@
+#include "broker/broker_loop.h"
+
+#include <pthread.h>
+
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "protos/wire.h"
+
+namespace dexec::broker {
+namespace {
+
+// Frames taken from the socket per iteration before commands get a turn.
+constexpr int kMaxFramesPerIteration = 4096;
+constexpr absl::Duration kBadFrameLogInterval = absl::Seconds(10);
+
+std::string PeerName(const std::string& identity) {
+  return absl::BytesToHexString(identity);
+}
+
+}  // namespace
+
+BrokerLoop::BrokerLoop(BrokerOptions options)
+    : context_(1),
+      router_(context_, zmq::socket_type::router),
+      core_(std::move(options), absl::Now()) {
+  // Fail sends to a vanished peer instead of dropping them silently, so a
+  // worker that went away is noticed at once.
+  router_.set(zmq::sockopt::router_mandatory, 1);
+  router_.set(zmq::sockopt::linger, 0);
+  router_.set(zmq::sockopt::sndhwm, 0);
+  router_.set(zmq::sockopt::rcvhwm, 0);
+  router_.set(zmq::sockopt::maxmsgsize,
+              static_cast<int64_t>(wire::kMaxFrameBytes));
+}
+
+BrokerLoop::~BrokerLoop() { Stop(); }
+
+absl::StatusOr<std::string> BrokerLoop::BindWorkers(
+    const std::string& endpoint) {
+  std::string ep = endpoint;
+  if (ep.size() > 2 && ep.compare(ep.size() - 2, 2, ":0") == 0) {
+    ep = ep.substr(0, ep.size() - 1) + "*";
+  }
+  try {
+    router_.bind(ep);
+    return router_.get(zmq::sockopt::last_endpoint);
+  } catch (const zmq::error_t& e) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot bind the worker socket to ", endpoint, ": ", e.what(),
+        " (--worker_listen)"));
+  }
+}
+
+void BrokerLoop::Start() {
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "broker-loop");
+    Run();
+  });
+}
+
+void BrokerLoop::Stop() {
+  if (!thread_.joinable()) return;
+  stop_.store(true);
+  Post([](Context&) {});  // wake the loop
+  thread_.join();
+}
+
+void BrokerLoop::Post(Command command) { mailbox_.Post(std::move(command)); }
+
+void BrokerLoop::AddSession(SessionId id, std::shared_ptr<SessionSink> sink) {
+  Post([this, id, sink = std::move(sink)](Context&) mutable {
+    sessions_[id] = std::move(sink);
+  });
+}
+
+void BrokerLoop::RemoveSession(SessionId id) {
+  Post([this, id](Context&) { sessions_.erase(id); });
+}
+
+void BrokerLoop::Run() {
+  const absl::Duration tick_every = core_.options().heartbeat_interval / 4;
+  while (true) {
+    absl::Time now = absl::Now();
+    const absl::Duration until_tick = next_tick_ - now;
+    long timeout_ms = std::max<int64_t>(
+        0, std::min<int64_t>(absl::ToInt64Milliseconds(until_tick) + 1, 1000));
+    zmq::pollitem_t items[] = {
+        {router_.handle(), 0, ZMQ_POLLIN, 0},
+        {nullptr, mailbox_.fd(), ZMQ_POLLIN, 0},
+    };
+    try {
+      zmq::poll(items, 2, std::chrono::milliseconds(timeout_ms));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) {
+        DEXEC_LOG(ERROR) << "poll failed: " << e.what();
+      }
+    }
+    now = absl::Now();
+    if (items[0].revents & ZMQ_POLLIN) ReadWorkerFrames(now);
+    if (items[1].revents & ZMQ_POLLIN) {
+      Context ctx{core_, now, outbox_};
+      for (Command& c : mailbox_.Drain()) c(ctx);
+    }
+    core_.Schedule(now, &outbox_);
+    if (now >= next_tick_) {
+      core_.Tick(now, &outbox_);
+      core_.Schedule(now, &outbox_);
+      next_tick_ = now + tick_every;
+    }
+    Flush(now);
+    if (stop_.load()) {
+      // Run what was posted before Stop, then leave.
+      Context ctx{core_, now, outbox_};
+      for (Command& c : mailbox_.Drain()) c(ctx);
+      Flush(now);
+      break;
+    }
+  }
+  router_.close();
+}
+
+void BrokerLoop::ReadWorkerFrames(absl::Time now) {
+  for (int i = 0; i < kMaxFramesPerIteration; ++i) {
+    zmq::message_t identity;
+    zmq::message_t body;
+    try {
+      if (!router_.recv(identity, zmq::recv_flags::dontwait)) return;
+      if (!identity.more()) {
+        NoteBadFrame(identity.to_string(), "message without body", now);
+        continue;
+      }
+      (void)router_.recv(body, zmq::recv_flags::none);
+      if (body.more()) {
+        // A DEALER of ours sends one body frame; drain whatever follows.
+        zmq::message_t extra;
+        while (body.more() || extra.more()) {
+          (void)router_.recv(extra, zmq::recv_flags::none);
+          if (!extra.more()) break;
+        }
+        NoteBadFrame(identity.to_string(), "message with extra frames", now);
+        continue;
+      }
+    } catch (const zmq::error_t& e) {
+      DEXEC_LOG(ERROR) << "worker socket receive failed: " << e.what();
+      return;
+    }
+    absl::StatusOr<wire::Frame> frame = wire::DecodeFrame(
+        absl::string_view(static_cast<const char*>(body.data()), body.size()));
+    if (!frame.ok()) {
+      NoteBadFrame(identity.to_string(), std::string(frame.status().message()),
+                   now);
+      continue;
+    }
+    core_.OnWorkerFrame(identity.to_string(), *frame, now, &outbox_);
+  }
+}
+
+void BrokerLoop::NoteBadFrame(const std::string& peer, const std::string& why,
+                              absl::Time now) {
+  ++bad_frames_;
+  if (bad_frame_logged_.size() > 1024) bad_frame_logged_.clear();
+  absl::Time& last = bad_frame_logged_[peer];
+  if (now - last < kBadFrameLogInterval) return;
+  last = now;
+  DEXEC_LOG(WARNING) << "bad frame dropped peer=" << PeerName(peer)
+                     << " reason=\"" << why << "\" bad_frames_total="
+                     << bad_frames_;
+}
+
+void BrokerLoop::Flush(absl::Time now) {
+  // Sending can reveal a dead worker, whose jobs then produce more output:
+  // loop until nothing is left.
+  while (!outbox_.empty()) {
+    std::vector<std::pair<std::string, wire::Frame>> frames;
+    frames.swap(outbox_.to_workers);
+    outbox_.open_dispatch.clear();
+    auto sessions = std::move(outbox_.to_sessions);
+    outbox_.to_sessions.clear();
+    for (auto& [identity, frame] : frames) {
+      std::string bytes = wire::EncodeFrame(std::move(frame));
+      try {
+        router_.send(zmq::buffer(identity), zmq::send_flags::sndmore);
+        router_.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+        core_.NoteSent(identity, now);
+      } catch (const zmq::error_t& e) {
+        if (e.num() == EHOSTUNREACH) {
+          core_.OnWorkerUnreachable(identity, now, &outbox_);
+        } else {
+          DEXEC_LOG(ERROR) << "send to worker failed peer="
+                           << PeerName(identity) << " error=" << e.what();
+        }
+      }
+    }
+    for (auto& [id, responses] : sessions) {
+      auto it = sessions_.find(id);
+      if (it == sessions_.end()) continue;  // the client went away
+      it->second->Push(std::move(responses));
+    }
+  }
+}
+
+}  // namespace dexec::broker

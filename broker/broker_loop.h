@@ -1,0 +1,100 @@
+// The broker-loop thread: sole owner of the BrokerCore and of the ZeroMQ
+// ROUTER socket that workers connect to. Other threads (gRPC's callback
+// pool, main) never touch that state: they Post() commands, which run on
+// the loop thread with the core, the time, and an Outbox whose frames and
+// session responses the loop sends after the command batch.
+//
+// One iteration: poll the socket and the mailbox; take every waiting worker
+// frame and every command; schedule once; tick if due; send what the Outbox
+// collected. Batching falls out of this: a burst of submits or results costs
+// one Schedule and one Dispatch frame per worker.
+//
+// Thread-safe (Post, AddSession, RemoveSession, NewSessionId).
+#ifndef DEXEC_BROKER_BROKER_LOOP_H_
+#define DEXEC_BROKER_BROKER_LOOP_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "broker/broker_core.h"
+#include "common/mailbox.h"
+#include "protos/dexec.pb.h"
+#include "zmq.hpp"
+
+namespace dexec::broker {
+
+// Where a session's responses go: the gRPC stream of one client.
+// Implementations are thread-safe; Push never blocks.
+class SessionSink {
+ public:
+  virtual ~SessionSink() = default;
+  virtual void Push(std::vector<v1::SessionResponse> responses) = 0;
+};
+
+class BrokerLoop {
+ public:
+  // What a command sees; valid only during the command.
+  struct Context {
+    BrokerCore& core;
+    absl::Time now;
+    Outbox& out;
+  };
+  using Command = std::function<void(Context&)>;
+
+  explicit BrokerLoop(BrokerOptions options);
+  ~BrokerLoop();  // Stop()s
+  BrokerLoop(const BrokerLoop&) = delete;
+  BrokerLoop& operator=(const BrokerLoop&) = delete;
+
+  // Binds the worker socket (before Start). `endpoint` may end in ":*" or
+  // ":0" for a free port; returns the endpoint actually bound.
+  absl::StatusOr<std::string> BindWorkers(const std::string& endpoint);
+
+  // Starts the broker-loop thread.
+  void Start();
+
+  // Runs the commands already posted, then stops and joins the thread.
+  void Stop();
+
+  // Runs `command` on the loop thread, soon.
+  void Post(Command command);
+
+  SessionId NewSessionId() { return next_session_.fetch_add(1); }
+  void AddSession(SessionId id, std::shared_ptr<SessionSink> sink);
+  void RemoveSession(SessionId id);
+
+ private:
+  void Run();
+  void ReadWorkerFrames(absl::Time now);
+  void Flush(absl::Time now);
+  void NoteBadFrame(const std::string& peer, const std::string& why,
+                    absl::Time now);
+
+  zmq::context_t context_;
+  zmq::socket_t router_;  // owned by the loop thread once started
+  Mailbox<Command> mailbox_;
+  std::atomic<bool> stop_{false};
+  std::atomic<SessionId> next_session_{1};
+  std::thread thread_;
+
+  // ---- Owned by the loop thread. ----
+  BrokerCore core_;
+  Outbox outbox_;
+  absl::flat_hash_map<SessionId, std::shared_ptr<SessionSink>> sessions_;
+  absl::Time next_tick_ = absl::InfinitePast();
+  // Last time a bad frame from a peer was logged (once per peer per burst).
+  absl::flat_hash_map<std::string, absl::Time> bad_frame_logged_;
+  uint64_t bad_frames_ = 0;
+};
+
+}  // namespace dexec::broker
+
+#endif  // DEXEC_BROKER_BROKER_LOOP_H_

@@ -1,0 +1,73 @@
+#include "broker/job_table.h"
+
+#include <cassert>
+
+namespace dexec::broker {
+
+Job& JobTable::Insert(Job job) {
+  job.id = next_id_++;
+  job.state = v1::Job::QUEUED;
+  ++counts_[v1::Job::QUEUED];
+  ++submitted_total_;
+  if (!job.idempotency_key.empty()) by_key_[job.idempotency_key] = job.id;
+  auto [it, inserted] = jobs_.emplace(job.id, std::move(job));
+  assert(inserted);
+  return it->second;
+}
+
+Job* JobTable::Find(uint64_t id) {
+  auto it = jobs_.find(id);
+  return it == jobs_.end() ? nullptr : &it->second;
+}
+
+const Job* JobTable::Find(uint64_t id) const {
+  auto it = jobs_.find(id);
+  return it == jobs_.end() ? nullptr : &it->second;
+}
+
+Job* JobTable::FindByKey(const std::string& key) {
+  auto it = by_key_.find(key);
+  return it == by_key_.end() ? nullptr : Find(it->second);
+}
+
+void JobTable::SetState(Job& job, JobState state, absl::Time now) {
+  assert(!IsTerminal(job.state));  // a job completes exactly once
+  --counts_[job.state];
+  ++counts_[state];
+  job.state = state;
+  if (IsTerminal(state)) {
+    job.finished_at = now;
+    ++finished_total_;
+    finished_.emplace_back(now, job.id);
+  }
+}
+
+void JobTable::Expire(absl::Time now, absl::Duration retention,
+                      const std::function<void(uint64_t)>& on_erase) {
+  while (!finished_.empty() && finished_.front().first + retention <= now) {
+    uint64_t id = finished_.front().second;
+    finished_.pop_front();
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) continue;
+    on_erase(id);
+    --counts_[it->second.state];
+    if (!it->second.idempotency_key.empty()) {
+      by_key_.erase(it->second.idempotency_key);
+    }
+    jobs_.erase(it);
+  }
+}
+
+void JobTable::ForEachNewest(const std::function<bool(const Job&)>& fn) const {
+  // Ids are dense from the oldest held job up, so walking down from the
+  // newest id visits every job with few misses.
+  size_t seen = 0;
+  for (uint64_t id = next_id_ - 1; id > 0 && seen < jobs_.size(); --id) {
+    const Job* job = Find(id);
+    if (job == nullptr) continue;
+    ++seen;
+    if (!fn(*job)) return;
+  }
+}
+
+}  // namespace dexec::broker

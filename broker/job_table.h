@@ -1,0 +1,70 @@
+// Every job the broker knows, by id: the live ones and the finished ones
+// until their retention ends. Keeps the per-state counts, hands out ids
+// (unique, never reused) and maps idempotency keys to jobs.
+//
+// Not thread-safe; owned by the broker loop.
+#ifndef DEXEC_BROKER_JOB_TABLE_H_
+#define DEXEC_BROKER_JOB_TABLE_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <string>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/time/time.h"
+#include "broker/job.h"
+
+namespace dexec::broker {
+
+class JobTable {
+ public:
+  // `first_id` is the first id handed out (a restarted broker passes one past
+  // the largest id it ever used).
+  explicit JobTable(uint64_t first_id = 1) : next_id_(first_id) {}
+  JobTable(const JobTable&) = delete;
+  JobTable& operator=(const JobTable&) = delete;
+
+  // Adds `job` (its id is assigned here) in state QUEUED. Returns it.
+  Job& Insert(Job job);
+
+  // nullptr if unknown (never existed, or retention ended).
+  Job* Find(uint64_t id);
+  const Job* Find(uint64_t id) const;
+
+  // The job submitted with this idempotency key, if it is still held.
+  Job* FindByKey(const std::string& key);
+
+  // Moves a job to `state`, keeping the counts right. Terminal states also
+  // start the job's retention clock at `now`.
+  void SetState(Job& job, JobState state, absl::Time now);
+
+  // Forgets finished jobs whose retention ended by `now`; calls `on_erase`
+  // with each id before it goes.
+  void Expire(absl::Time now, absl::Duration retention,
+              const std::function<void(uint64_t)>& on_erase);
+
+  // Calls `fn` with jobs from the newest down until it returns false.
+  void ForEachNewest(const std::function<bool(const Job&)>& fn) const;
+
+  uint64_t count(JobState s) const { return counts_[s]; }
+  size_t size() const { return jobs_.size(); }
+  uint64_t submitted_total() const { return submitted_total_; }
+  uint64_t finished_total() const { return finished_total_; }
+  uint64_t next_id() const { return next_id_; }
+
+ private:
+  uint64_t next_id_;
+  absl::flat_hash_map<uint64_t, Job> jobs_;
+  absl::flat_hash_map<std::string, uint64_t> by_key_;
+  // Finished jobs in finishing order, for retention.
+  std::deque<std::pair<absl::Time, uint64_t>> finished_;
+  uint64_t counts_[v1::Job::State_ARRAYSIZE] = {};
+  uint64_t submitted_total_ = 0;
+  uint64_t finished_total_ = 0;
+};
+
+}  // namespace dexec::broker
+
+#endif  // DEXEC_BROKER_JOB_TABLE_H_

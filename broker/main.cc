@@ -1,0 +1,126 @@
+// dexec-broker: accepts jobs from clients over gRPC and hands them to
+// workers over ZeroMQ. See README.md and docs/DESIGN.md.
+//
+// Prints one line when ready, then serves until SIGTERM or SIGINT:
+//   dexec-broker listening grpc=127.0.0.1:50051 workers=tcp://127.0.0.1:50052
+#include <signal.h>
+
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "broker/broker_loop.h"
+#include "broker/grpc_service.h"
+#include "common/log.h"
+#include "grpcpp/grpcpp.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
+          "HOST:PORT for the client gRPC API; port 0 picks a free port");
+ABSL_FLAG(std::string, worker_listen, "tcp://127.0.0.1:50052",
+          "ZeroMQ endpoint workers connect to; port * or 0 picks a free port");
+ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(1),
+          "heartbeat interval told to workers");
+ABSL_FLAG(int32_t, liveness, 3,
+          "missed heartbeat intervals before a worker is declared lost");
+ABSL_FLAG(absl::Duration, retention, absl::Hours(1),
+          "how long finished jobs keep their results");
+ABSL_FLAG(int32_t, max_attempts, 3,
+          "default attempts per job (a lost worker costs one)");
+ABSL_FLAG(uint64_t, max_queued, 10'000'000,
+          "queued jobs beyond which submits get RESOURCE_EXHAUSTED");
+ABSL_FLAG(uint64_t, max_payload_bytes, 64 << 20,
+          "largest accepted job payload");
+
+namespace dexec::broker {
+namespace {
+
+int Main() {
+  SetLogComponent("broker");
+  BrokerOptions options;
+  options.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
+  options.liveness = absl::GetFlag(FLAGS_liveness);
+  options.retention = absl::GetFlag(FLAGS_retention);
+  options.default_max_attempts = absl::GetFlag(FLAGS_max_attempts);
+  options.max_queued = absl::GetFlag(FLAGS_max_queued);
+  options.max_payload_bytes = absl::GetFlag(FLAGS_max_payload_bytes);
+  if (options.heartbeat_interval <= absl::ZeroDuration() ||
+      options.liveness < 1 || options.default_max_attempts < 1) {
+    std::cerr << "dexec-broker: --heartbeat_interval, --liveness and "
+                 "--max_attempts must be positive\n";
+    return 2;
+  }
+
+  // Signals are taken by sigwait below, never by a handler: block them
+  // before any thread starts so every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  BrokerLoop loop(options);
+  absl::StatusOr<std::string> workers =
+      loop.BindWorkers(absl::GetFlag(FLAGS_worker_listen));
+  if (!workers.ok()) {
+    std::cerr << "dexec-broker: " << workers.status().message() << "\n";
+    return 1;
+  }
+
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  const size_t colon = listen.rfind(':');
+  int port_asked = 0;
+  if (colon == std::string::npos ||
+      !absl::SimpleAtoi(listen.substr(colon + 1), &port_asked)) {
+    std::cerr << "dexec-broker: --listen=" << listen
+              << " is not HOST:PORT (e.g. 127.0.0.1:50051)\n";
+    return 2;
+  }
+  BrokerService service(&loop);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  // A batch of jobs can be larger than one payload; leave room for it.
+  builder.SetMaxReceiveMessageSize(
+      static_cast<int>(std::min<uint64_t>(options.max_payload_bytes * 2 + (16 << 20),
+                                          INT32_MAX)));
+  loop.Start();
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    std::cerr << "dexec-broker: cannot listen on " << listen
+              << " (--listen): is the port in use?\n";
+    loop.Stop();
+    return 1;
+  }
+  std::cout << "dexec-broker listening grpc=" << listen.substr(0, colon) << ":"
+            << port << " workers=" << *workers << std::endl;
+  DEXEC_LOG(INFO) << "started grpc=" << listen.substr(0, colon) << ":" << port
+                  << " workers=" << *workers;
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  DEXEC_LOG(INFO) << "stopping signal=" << sig;
+  // Stop accepting calls; give running ones a moment, then cancel them. The
+  // loop still runs meanwhile, so posted commands answer their calls.
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  loop.Stop();
+  DEXEC_LOG(INFO) << "stopped";
+  return 0;
+}
+
+}  // namespace
+}  // namespace dexec::broker
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "dexec-broker [--listen=HOST:PORT] [--worker_listen=ENDPOINT]");
+  absl::ParseCommandLine(argc, argv);
+  return dexec::broker::Main();
+}

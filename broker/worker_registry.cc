@@ -1,0 +1,66 @@
+#include "broker/worker_registry.h"
+
+namespace dexec::broker {
+
+WorkerEntry& WorkerRegistry::Add(const std::string& identity,
+                                 const wire::Register& reg, absl::Time now) {
+  Remove(identity);
+  uint64_t order = next_order_++;
+  order_[identity] = order;
+  WorkerEntry& w = workers_[order];
+  w.identity = identity;
+  w.name = reg.name();
+  w.host = reg.host();
+  w.pid = reg.pid();
+  w.threads = reg.threads();
+  w.prefetch = reg.prefetch();
+  w.tasks.assign(reg.tasks().begin(), reg.tasks().end());
+  w.registered_at = now;
+  w.last_heard = now;
+  w.last_sent = absl::InfinitePast();
+  CountTasks(w, +1);
+  return w;
+}
+
+WorkerEntry* WorkerRegistry::Find(const std::string& identity) {
+  auto it = order_.find(identity);
+  if (it == order_.end()) return nullptr;
+  return &workers_.at(it->second);
+}
+
+void WorkerRegistry::Remove(const std::string& identity) {
+  auto it = order_.find(identity);
+  if (it == order_.end()) return;
+  auto w = workers_.find(it->second);
+  if (!w->second.draining) CountTasks(w->second, -1);
+  workers_.erase(w);
+  order_.erase(it);
+}
+
+void WorkerRegistry::SetDraining(WorkerEntry& w) {
+  if (w.draining) return;
+  w.draining = true;
+  CountTasks(w, -1);
+}
+
+bool WorkerRegistry::Offers(const std::string& task) const {
+  auto it = offered_.find(task);
+  return it != offered_.end() && it->second > 0;
+}
+
+std::vector<WorkerEntry*> WorkerRegistry::All() {
+  std::vector<WorkerEntry*> out;
+  out.reserve(workers_.size());
+  for (auto& [order, w] : workers_) out.push_back(&w);
+  return out;
+}
+
+void WorkerRegistry::CountTasks(const WorkerEntry& w, int delta) {
+  for (const std::string& t : w.tasks) {
+    int& n = offered_[t];
+    n += delta;
+    if (n <= 0) offered_.erase(t);
+  }
+}
+
+}  // namespace dexec::broker

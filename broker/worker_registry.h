@@ -1,0 +1,81 @@
+// The live workers: what each offers, its capacity and the jobs it holds
+// (credit-based flow control: a worker never holds more than threads +
+// prefetch jobs), and when it was last heard from.
+//
+// Not thread-safe; owned by the broker loop.
+#ifndef DEXEC_BROKER_WORKER_REGISTRY_H_
+#define DEXEC_BROKER_WORKER_REGISTRY_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/time/time.h"
+#include "protos/dexec.pb.h"
+#include "protos/wire.pb.h"
+
+namespace dexec::broker {
+
+struct WorkerEntry {
+  // ZeroMQ ROUTER identity: how frames reach it.
+  std::string identity;
+  std::string name;
+  std::string host;
+  int32_t pid = 0;
+  int32_t threads = 1;
+  int32_t prefetch = 0;
+  std::vector<std::string> tasks;
+  bool draining = false;
+  absl::Time registered_at;
+  absl::Time last_heard;  // any frame from it
+  absl::Time last_sent;   // any frame to it
+  uint64_t done = 0;
+  // Jobs dispatched to it and not answered: job id -> attempt number.
+  absl::flat_hash_map<uint64_t, uint32_t> in_flight;
+
+  int32_t capacity() const { return threads + prefetch; }
+  int32_t busy() const { return static_cast<int32_t>(in_flight.size()); }
+};
+
+class WorkerRegistry {
+ public:
+  // Adds a worker (replacing one with the same identity: its jobs must have
+  // been released by the caller first).
+  WorkerEntry& Add(const std::string& identity, const wire::Register& reg,
+                   absl::Time now);
+
+  // nullptr if unknown.
+  WorkerEntry* Find(const std::string& identity);
+
+  // Forgets the worker. The caller releases its in-flight jobs first.
+  void Remove(const std::string& identity);
+
+  // Stops counting the worker's tasks as offered; it gets no new jobs.
+  void SetDraining(WorkerEntry& w);
+
+  // Whether a live, non-draining worker offers `task`.
+  bool Offers(const std::string& task) const;
+
+  // Workers in registration order (stable, so dispatch is round-robin
+  // fair and tests are deterministic).
+  std::vector<WorkerEntry*> All();
+
+  size_t size() const { return workers_.size(); }
+
+ private:
+  void CountTasks(const WorkerEntry& w, int delta);
+
+  uint64_t next_order_ = 0;
+  // identity -> registration order; order -> worker.
+  absl::flat_hash_map<std::string, uint64_t> order_;
+  std::map<uint64_t, WorkerEntry> workers_;
+  // task -> live non-draining workers offering it.
+  absl::flat_hash_map<std::string, int> offered_;
+};
+
+}  // namespace dexec::broker
+
+#endif  // DEXEC_BROKER_WORKER_REGISTRY_H_
