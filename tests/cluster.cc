@@ -1,0 +1,79 @@
+#include "tests/cluster.h"
+
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "grpcpp/grpcpp.h"
+
+namespace dexec::testing {
+
+absl::Status TestCluster::StartBroker(std::vector<std::string> extra_flags) {
+  std::vector<std::string> argv = {BinaryPath("broker/dexec-broker"),
+                                   "--listen=127.0.0.1:0",
+                                   "--worker_listen=tcp://127.0.0.1:*"};
+  argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
+  absl::StatusOr<Process> p = Process::Start(argv);
+  if (!p.ok()) return p.status();
+  broker_ = std::make_unique<Process>(std::move(*p));
+  absl::StatusOr<std::string> line = broker_->ReadLine(absl::Seconds(20));
+  if (!line.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("broker did not report listening: ", line.status().message()));
+  }
+  // dexec-broker listening grpc=HOST:PORT workers=ENDPOINT
+  for (absl::string_view field : absl::StrSplit(*line, ' ')) {
+    if (absl::ConsumePrefix(&field, "grpc=")) grpc_address_ = std::string(field);
+    if (absl::ConsumePrefix(&field, "workers=")) worker_endpoint_ = std::string(field);
+  }
+  if (grpc_address_.empty() || worker_endpoint_.empty()) {
+    return absl::InternalError(absl::StrCat("unexpected broker line: ", *line));
+  }
+  stub_ = v1::Broker::NewStub(
+      grpc::CreateChannel(grpc_address_, grpc::InsecureChannelCredentials()));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<size_t> TestCluster::StartWorker(
+    int threads, std::vector<std::string> extra_flags) {
+  std::vector<std::string> argv = {
+      BinaryPath("worker/dexec-worker"), "--broker=" + worker_endpoint_,
+      absl::StrCat("--threads=", threads),
+      absl::StrCat("--name=worker-", workers_.size())};
+  argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
+  absl::StatusOr<Process> p = Process::Start(argv);
+  if (!p.ok()) return p.status();
+  workers_.push_back(std::make_unique<Process>(std::move(*p)));
+  return workers_.size() - 1;
+}
+
+absl::Status TestCluster::WaitForWorkers(int n, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  int seen = 0;
+  while (absl::Now() < deadline) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    v1::ListWorkersResponse resp;
+    grpc::Status s = stub_->ListWorkers(&ctx, v1::ListWorkersRequest(), &resp);
+    seen = s.ok() ? resp.workers_size() : -1;
+    if (seen == n) return absl::OkStatus();
+    // Registration is a message we cannot subscribe to; ask again shortly.
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return absl::DeadlineExceededError(absl::StrCat(
+      "broker lists ", seen, " workers, expected ", n, " within ",
+      absl::FormatDuration(timeout)));
+}
+
+absl::StatusOr<CommandResult> TestCluster::Cli(std::vector<std::string> args,
+                                               const std::string& stdin_data,
+                                               absl::Duration timeout) {
+  std::vector<std::string> argv = {BinaryPath("client/dexec"),
+                                   "--broker=" + grpc_address_};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommand(argv, stdin_data, timeout);
+}
+
+}  // namespace dexec::testing
