@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# `make demo`: a local broker and two workers on loopback, a visible job set,
+# then everything stopped by PID. Needs the binaries from `make build`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=bazel-bin
+BROKER="$BIN/broker/dexec-broker"
+WORKER="$BIN/worker/dexec-worker"
+DEXEC="$BIN/client/dexec"
+LOGS=$(mktemp -d /tmp/dexec-demo.XXXXXX)
+PIDS=()
+
+stop_all() {
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap stop_all EXIT
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+run() { printf '$ %s\n' "$*"; "$@"; }
+
+say "Starting a broker on free loopback ports"
+coproc BROKER_PROC { exec "$BROKER" --listen=127.0.0.1:0 --worker_listen='tcp://127.0.0.1:*' 2>"$LOGS/broker.log"; }
+PIDS+=("$BROKER_PROC_PID")
+# Readiness: the broker prints one line with the addresses it bound.
+read -r -t 30 line <&"${BROKER_PROC[0]}"
+echo "$line"
+GRPC=$(sed -n 's/.*grpc=\([^ ]*\).*/\1/p' <<<"$line")
+WORKERS=$(sed -n 's/.*workers=\([^ ]*\).*/\1/p' <<<"$line")
+export DEXEC_BROKER="$GRPC"
+
+say "Starting two workers with 5 threads each"
+for i in 1 2; do
+  "$WORKER" --broker="$WORKERS" --threads=5 --name="demo-worker-$i" >"$LOGS/worker-$i.out" 2>"$LOGS/worker-$i.log" &
+  PIDS+=("$!")
+done
+# Readiness: the broker lists both workers.
+for _ in $(seq 1 300); do
+  n=$("$DEXEC" workers --json 2>/dev/null | grep -c '"name"' || true)
+  [ "$n" = 2 ] && break
+  sleep 0.05
+done
+run "$DEXEC" workers
+
+say "Ten one-second jobs on ten threads: about one second, not ten"
+start=$(date +%s%N)
+ids=()
+for i in $(seq 1 10); do ids+=("$("$DEXEC" submit sys.sleep 1000)"); done
+run "$DEXEC" wait "${ids[@]}"
+end=$(date +%s%N)
+ms=$(( (end - start) / 1000000 ))
+printf 'ten sleeps of 1 s took %d.%03d s (submit, run and wait)\n' $((ms / 1000)) $((ms % 1000))
+
+say "A map: one payload per line in, one result per line out, in order"
+printf 'alpha\nbravo\ncharlie\ndelta\necho\n' | { printf '$ printf "alpha\\nbravo\\n..." | dexec map sys.echo\n'; "$DEXEC" map sys.echo; }
+
+say "A failing job and its error"
+run "$DEXEC" submit --wait sys.fail "the disk is full" || echo "(exit code $?)"
+
+say "Running a shell command on a worker"
+run "$DEXEC" exec --wait -- sh -c 'echo "hello from $(hostname), pid $$"; uname -sr'
+
+say "The workers and the jobs"
+run "$DEXEC" workers
+run "$DEXEC" list --limit=20
+run "$DEXEC" stats
+
+say "Stopping everything we started (by PID)"
+stop_all
+trap - EXIT
+echo "logs in $LOGS"
