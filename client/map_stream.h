@@ -1,0 +1,85 @@
+// The untyped engine behind MapResults<T>: pulls inputs lazily, keeps at most
+// `window` jobs in flight, submits them in chunks, and hands back finished
+// jobs in input order. Internal to the client library.
+//
+// Not thread-safe: owned by one MapResults, used by one consumer.
+#ifndef DEXEC_CLIENT_MAP_STREAM_H_
+#define DEXEC_CLIENT_MAP_STREAM_H_
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "client/future_state.h"
+#include "client/options.h"
+
+namespace dexec {
+namespace internal {
+
+// Where a map's jobs go (the executor's session; tests use a small real
+// alternative). Thread-safe.
+class BatchSubmitter : public FutureHost {
+ public:
+  // Queues `payloads` as jobs of `task`, sent as one Submit message of their
+  // own. Appends one state per payload to `states`, in order. Never blocks
+  // on the network; failures (e.g. shut down) complete the states.
+  virtual void SubmitBatch(absl::string_view task,
+                           const SubmitOptions& options,
+                           std::vector<std::string> payloads,
+                           std::vector<std::shared_ptr<FutureState>>* states) = 0;
+};
+
+// Cancels every state of `states` that is still queued with one Cancel RPC
+// through `host` (waiting for unacknowledged ids first), and completes the
+// ones the broker cancelled as CANCELLED. Returns the per-state outcome of
+// Future::Cancel.
+std::vector<bool> CancelStates(
+    FutureHost* host, const std::vector<std::shared_ptr<FutureState>>& states);
+
+class MapStream {
+ public:
+  // Writes the next input's payload to *out; false when inputs are
+  // exhausted.
+  using InputSource = std::function<bool(std::string* out)>;
+
+  MapStream(std::shared_ptr<BatchSubmitter> submitter, std::string task,
+            MapOptions options, InputSource inputs);
+  MapStream(const MapStream&) = delete;
+  MapStream& operator=(const MapStream&) = delete;
+  // Cancels what is still outstanding (see Abort).
+  ~MapStream();
+
+  // The next job in input order, done. nullopt when all were yielded. An
+  // error (the job's own, or DEADLINE_EXCEEDED after options.timeout)
+  // aborts the stream: later calls return nullopt.
+  std::optional<absl::StatusOr<std::shared_ptr<FutureState>>> Next();
+
+  // Stops submitting, cancels outstanding jobs (one Cancel RPC) and ends
+  // the stream. Idempotent.
+  void Abort();
+
+  // Jobs submitted and not yet yielded (for tests: never above window).
+  size_t in_flight() const { return in_flight_.size(); }
+
+ private:
+  void Refill();
+
+  const std::shared_ptr<BatchSubmitter> submitter_;
+  const std::string task_;
+  MapOptions options_;
+  InputSource inputs_;
+  bool inputs_done_ = false;
+  bool finished_ = false;
+  std::deque<std::shared_ptr<FutureState>> in_flight_;
+  std::vector<std::shared_ptr<FutureState>> batch_;  // reused per chunk
+};
+
+}  // namespace internal
+}  // namespace dexec
+
+#endif  // DEXEC_CLIENT_MAP_STREAM_H_
