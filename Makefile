@@ -4,7 +4,7 @@ BAZEL ?= bazel
 # Extra flags for bazel build/test, e.g. BAZEL_FLAGS=--config=asan
 BAZEL_FLAGS ?=
 
-.PHONY: deps build test demo bench clean
+.PHONY: deps build test demo bench clean sanitize
 
 deps:
 	./bazel/install-deps.sh
@@ -21,3 +21,9 @@ demo: build
 
 clean:
 	$(BAZEL) clean
+
+# Every test under AddressSanitizer, then ThreadSanitizer (with suppressions
+# for Debian's uninstrumented gRPC/Abseil/protobuf/ZeroMQ).
+sanitize: deps
+	$(BAZEL) test -k --config=asan //...
+	$(BAZEL) test -k --config=tsan --test_env=TSAN_OPTIONS=suppressions=$(CURDIR)/bazel/tsan.supp //...
