@@ -1,0 +1,751 @@
+#include "client/cli_commands.h"
+
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "client/executor.h"
+#include "client/table.h"
+#include "common/proto_time.h"
+#include "google/protobuf/util/json_util.h"
+#include "grpcpp/grpcpp.h"
+#include "protos/tasks.pb.h"
+
+namespace dexec::cli {
+namespace {
+
+// Unary calls answer from the broker's loop at once; this only bounds a
+// broker that accepted the connection and then hung.
+constexpr absl::Duration kRpcTimeout = absl::Seconds(30);
+// Longest error text in a table cell; `status --json` has the whole text.
+constexpr size_t kMaxCellChars = 100;
+
+bool IsTerminal(v1::Job::State s) {
+  return s == v1::Job::SUCCEEDED || s == v1::Job::FAILED ||
+         s == v1::Job::CANCELLED;
+}
+
+// The state as printed; an id the broker does not know has no state.
+std::string StateName(v1::Job::State s) {
+  if (s == v1::Job::STATE_UNSPECIFIED) return "NOT_FOUND";
+  return v1::Job::State_Name(s);
+}
+
+std::string Truncate(std::string s, size_t max) {
+  if (s.size() > max) {
+    s.resize(max - 3);
+    s += "...";
+  }
+  return s;
+}
+
+std::string ErrorText(const v1::JobError& e) {
+  if (e.kind().empty()) return e.message();
+  return absl::StrCat(e.kind(), ": ", e.message());
+}
+
+// Today's times as 15:04:05.123, older ones with their date.
+std::string FormatTime(const google::protobuf::Timestamp& ts, absl::Time now) {
+  if (ts.seconds() == 0 && ts.nanos() == 0) return "-";
+  const absl::Time t = FromProto(ts);
+  const absl::TimeZone tz = absl::LocalTimeZone();
+  if (absl::FormatTime("%Y-%m-%d", t, tz) ==
+      absl::FormatTime("%Y-%m-%d", now, tz)) {
+    return absl::FormatTime("%H:%M:%E3S", t, tz);
+  }
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S", t, tz);
+}
+
+// "0.4s ago", "42s ago", "3m5s ago", "2h10m ago".
+std::string FormatAge(const google::protobuf::Timestamp& ts, absl::Time now) {
+  if (ts.seconds() == 0 && ts.nanos() == 0) return "-";
+  absl::Duration age = now - FromProto(ts);
+  if (age < absl::ZeroDuration()) age = absl::ZeroDuration();
+  if (age < absl::Seconds(10)) {
+    return absl::StrFormat("%.1fs ago", absl::ToDoubleSeconds(age));
+  }
+  const int64_t s = absl::ToInt64Seconds(age);
+  if (s < 60) return absl::StrCat(s, "s ago");
+  if (s < 3600) return absl::StrCat(s / 60, "m", s % 60, "s ago");
+  return absl::StrCat(s / 3600, "h", (s % 3600) / 60, "m ago");
+}
+
+void PrintJson(const google::protobuf::Message& m, std::ostream& out) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.always_print_primitive_fields = false;
+  std::string line;
+  // Our own messages always convert; a failure would be our bug.
+  (void)google::protobuf::util::MessageToJsonString(m, &line, options);
+  out << line << '\n';
+}
+
+void SetDeadline(grpc::ClientContext* ctx, absl::Duration timeout) {
+  ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+}
+
+// Reports a failed call to the broker: exit 2 if the broker went away
+// (usage-level trouble: nothing about the jobs is known), else 1.
+int RpcFailed(const ParsedCommand& cmd, absl::string_view what,
+              const grpc::Status& s, std::ostream& err) {
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    err << "dexec: cannot reach broker at " << cmd.broker << ": "
+        << s.error_message() << "\n";
+    return kExitUsage;
+  }
+  err << "dexec: " << what << " failed: " << s.error_message() << "\n";
+  return kExitFailed;
+}
+
+absl::StatusOr<std::string> ReadAll(std::istream& in) {
+  std::string data((std::istreambuf_iterator<char>(in)),
+                   std::istreambuf_iterator<char>());
+  if (in.bad()) return absl::DataLossError("read error");
+  return data;
+}
+
+absl::StatusOr<std::string> ReadPayloadFile(const std::string& path,
+                                            std::istream& in) {
+  if (path == "-") return ReadAll(in);
+  std::ifstream file(path, std::ios::binary);
+  if (!file) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot read --payload_file '", path, "'"));
+  }
+  return ReadAll(file);
+}
+
+v1::JobSpec SpecOf(const ParsedCommand& cmd, std::string task,
+                   std::string payload) {
+  v1::JobSpec spec;
+  spec.set_task(std::move(task));
+  spec.set_payload(std::move(payload));
+  spec.set_priority(cmd.priority);
+  if (cmd.timeout.has_value()) ToProto(*cmd.timeout, spec.mutable_timeout());
+  spec.set_max_attempts(cmd.max_attempts);
+  spec.set_idempotency_key(cmd.idempotency_key);
+  return spec;
+}
+
+// Submits one job with the unary RPC. On failure, reports it on `err` and
+// returns the exit code in the error's place.
+std::variant<uint64_t, int> SubmitOne(const ParsedCommand& cmd,
+                                      v1::Broker::Stub& broker,
+                                      v1::JobSpec spec, std::ostream& err) {
+  v1::SubmitRequest req;
+  *req.add_jobs() = std::move(spec);
+  v1::SubmitResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, kRpcTimeout);
+  grpc::Status s = broker.Submit(&ctx, req, &resp);
+  if (!s.ok()) return RpcFailed(cmd, "submit", s, err);
+  if (resp.job_ids_size() != 1) {
+    err << "dexec: the broker answered the submit without a job id\n";
+    return kExitFailed;
+  }
+  return resp.job_ids(0);
+}
+
+// What a Session watch learned: the latest event of each job, and why it
+// stopped early if it did (DEADLINE_EXCEEDED, or the broker went away).
+struct Watched {
+  std::map<uint64_t, v1::JobEvent> last;
+  grpc::Status status;
+};
+
+bool IsFinal(const v1::JobEvent& e) {
+  // An unknown id gets one event with no state and error "not_found".
+  return IsTerminal(e.state()) || e.state() == v1::Job::STATE_UNSPECIFIED;
+}
+
+// Watches `ids` on a Session stream until each reached a final state or
+// `timeout` passed. Pushed events, not polling: the broker sends a job's
+// terminal event at once if it already finished.
+Watched WatchUntilDone(v1::Broker::Stub& broker,
+                       const std::vector<uint64_t>& ids,
+                       std::optional<absl::Duration> timeout) {
+  Watched w;
+  const std::set<uint64_t> wanted(ids.begin(), ids.end());
+  grpc::ClientContext ctx;
+  if (timeout.has_value()) SetDeadline(&ctx, *timeout);
+  std::unique_ptr<grpc::ClientReaderWriter<v1::SessionRequest,
+                                           v1::SessionResponse>>
+      stream = broker.Session(&ctx);
+  v1::SessionRequest req;
+  req.mutable_watch()->mutable_job_ids()->Add(wanted.begin(), wanted.end());
+  size_t pending = wanted.size();
+  if (stream->Write(req)) {
+    v1::SessionResponse resp;
+    while (pending > 0 && stream->Read(&resp)) {
+      if (!resp.has_events()) continue;
+      for (v1::JobEvent& e : *resp.mutable_events()->mutable_events()) {
+        if (wanted.count(e.job_id()) == 0) continue;
+        auto it = w.last.find(e.job_id());
+        if (it != w.last.end() && IsFinal(it->second)) continue;
+        if (IsFinal(e)) --pending;
+        w.last[e.job_id()] = std::move(e);
+      }
+    }
+  }
+  if (pending == 0) {
+    // Done: no need to half-close politely and wait for the broker.
+    ctx.TryCancel();
+    (void)stream->Finish();
+    return w;
+  }
+  w.status = stream->Finish();
+  if (w.status.ok()) {
+    w.status = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                            "the broker ended the session early");
+  }
+  return w;
+}
+
+// Waits for one job; on trouble reports it and returns the exit code.
+std::variant<v1::JobEvent, int> WaitForOne(const ParsedCommand& cmd,
+                                           v1::Broker::Stub& broker,
+                                           uint64_t id, std::ostream& err) {
+  Watched w = WatchUntilDone(broker, {id}, std::nullopt);
+  if (!w.status.ok()) return RpcFailed(cmd, "waiting for the job", w.status, err);
+  return w.last[id];
+}
+
+void PrintJobError(const v1::JobEvent& e, std::ostream& err) {
+  if (e.has_error()) {
+    err << "error: " << ErrorText(e.error()) << "\n";
+  } else {
+    err << "error: job " << e.job_id() << " is " << StateName(e.state())
+        << "\n";
+  }
+}
+
+// The table of `status` and `list`.
+void PrintJobTable(const std::vector<const v1::Job*>& jobs, std::ostream& out) {
+  const absl::Time now = absl::Now();
+  Table t({"ID", "STATE", "TASK", "ATTEMPTS", "WORKER", "SUBMITTED", "STARTED",
+           "FINISHED", "ERROR/WAITING"});
+  for (const v1::Job* j : jobs) {
+    std::string why;
+    if (j->has_error()) {
+      why = ErrorText(j->error());
+    } else if (!j->waiting_reason().empty()) {
+      why = j->waiting_reason();
+    }
+    if (j->state() == v1::Job::STATE_UNSPECIFIED) {
+      t.AddRow({absl::StrCat(j->id()), StateName(j->state()), "", "", "", "",
+                "", "", Truncate(why, kMaxCellChars)});
+      continue;
+    }
+    t.AddRow({absl::StrCat(j->id()), StateName(j->state()), j->task(),
+              j->max_attempts() > 0
+                  ? absl::StrCat(j->attempts(), "/", j->max_attempts())
+                  : absl::StrCat(j->attempts()),
+              j->worker().empty() ? "-" : j->worker(),
+              FormatTime(j->submitted_at(), now),
+              FormatTime(j->started_at(), now),
+              FormatTime(j->finished_at(), now), Truncate(why, kMaxCellChars)});
+  }
+  t.Print(out);
+}
+
+void PrintAttemptLog(const v1::Job& j, std::ostream& out) {
+  const absl::Time now = absl::Now();
+  out << "\nattempts of job " << j.id() << ":\n";
+  Table t({"#", "WORKER", "STARTED", "ENDED", "OUTCOME"});
+  for (const v1::Attempt& a : j.attempt_log()) {
+    t.AddRow({absl::StrCat(a.number()), a.worker(),
+              FormatTime(a.started_at(), now), FormatTime(a.ended_at(), now),
+              a.outcome().empty() ? "(running)" : a.outcome()});
+  }
+  t.Print(out);
+}
+
+// Job ids of a `map`'s input lines, read lazily: std::getline on demand, so
+// a map over millions of lines never holds them all.
+class LineRange {
+ public:
+  // `in` and `lines_read` are borrowed and must outlive the range.
+  LineRange(std::istream& in, size_t* lines_read)
+      : in_(&in), lines_read_(lines_read) {}
+
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = std::string;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const std::string*;
+    using reference = const std::string&;
+
+    iterator() = default;  // The end.
+    const std::string& operator*() const { return line_; }
+    iterator& operator++() {
+      Read();
+      return *this;
+    }
+    friend bool operator==(const iterator& a, const iterator& b) {
+      return a.range_ == nullptr && b.range_ == nullptr;
+    }
+    friend bool operator!=(const iterator& a, const iterator& b) {
+      return !(a == b);
+    }
+
+   private:
+    friend class LineRange;
+    explicit iterator(LineRange* range) : range_(range) { Read(); }
+    void Read() {
+      if (range_ == nullptr) return;
+      if (std::getline(*range_->in_, line_)) {
+        ++*range_->lines_read_;
+      } else {
+        range_ = nullptr;
+      }
+    }
+    LineRange* range_ = nullptr;
+    std::string line_;
+  };
+
+  iterator begin() { return iterator(this); }
+  iterator end() { return iterator(); }
+
+ private:
+  std::istream* in_;
+  size_t* lines_read_;
+};
+
+// A one-line progress display on a terminal's stderr, redrawn at most ten
+// times a second.
+class Progress {
+ public:
+  Progress(std::ostream& err, bool enabled) : err_(err), enabled_(enabled) {}
+  ~Progress() { Clear(); }
+
+  void Update(size_t done, size_t read) {
+    if (!enabled_) return;
+    const absl::Time now = absl::Now();
+    if (now - last_draw_ < absl::Milliseconds(100)) return;
+    last_draw_ = now;
+    const double secs = absl::ToDoubleSeconds(now - start_);
+    err_ << absl::StrFormat("\r\033[Kmap: %d done, %d in flight, %.0f/s",
+                            done, read - done, secs > 0 ? done / secs : 0.0)
+         << std::flush;
+    drawn_ = true;
+  }
+
+  void Clear() {
+    if (drawn_) err_ << "\r\033[K" << std::flush;
+    drawn_ = false;
+  }
+
+ private:
+  std::ostream& err_;
+  const bool enabled_;
+  const absl::Time start_ = absl::Now();
+  absl::Time last_draw_ = absl::InfinitePast();
+  bool drawn_ = false;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<v1::Broker::Stub>> ConnectToBroker(
+    const std::string& broker, absl::Duration timeout) {
+  grpc::ChannelArguments args;
+  // Results and payloads can be up to the broker's limit (64 MiB by
+  // default), far past gRPC's 4 MiB default.
+  args.SetMaxReceiveMessageSize(-1);
+  args.SetMaxSendMessageSize(-1);
+  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
+      broker, grpc::InsecureChannelCredentials(), args);
+  const auto deadline = absl::ToChronoTime(absl::Now() + timeout);
+  grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/true);
+  while (state != GRPC_CHANNEL_READY) {
+    // A refused or unresolvable address shows up as TRANSIENT_FAILURE after
+    // the first attempt: fail now rather than retrying until the deadline.
+    if (state == GRPC_CHANNEL_TRANSIENT_FAILURE ||
+        state == GRPC_CHANNEL_SHUTDOWN) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot reach broker at ", broker,
+          ": connection failed (is dexec-broker running there? set --broker "
+          "or DEXEC_BROKER)"));
+    }
+    if (!channel->WaitForStateChange(state, deadline)) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot reach broker at ", broker, ": no answer within ",
+          absl::FormatDuration(timeout)));
+    }
+    state = channel->GetState(/*try_to_connect=*/true);
+  }
+  return v1::Broker::NewStub(channel);
+}
+
+int Submit(const ParsedCommand& cmd, v1::Broker::Stub& broker,
+           Terminal& term) {
+  std::string payload = cmd.payload.value_or("");
+  if (cmd.payload_file.has_value()) {
+    absl::StatusOr<std::string> data =
+        ReadPayloadFile(*cmd.payload_file, term.in);
+    if (!data.ok()) {
+      term.err << "dexec: " << data.status().message() << "\n";
+      return kExitUsage;
+    }
+    payload = *std::move(data);
+  }
+  std::variant<uint64_t, int> id =
+      SubmitOne(cmd, broker, SpecOf(cmd, cmd.task, std::move(payload)),
+                term.err);
+  if (std::holds_alternative<int>(id)) return std::get<int>(id);
+  const uint64_t job_id = std::get<uint64_t>(id);
+  if (!cmd.wait) {
+    term.out << job_id << "\n";
+    return kExitOk;
+  }
+  std::variant<v1::JobEvent, int> done =
+      WaitForOne(cmd, broker, job_id, term.err);
+  if (std::holds_alternative<int>(done)) return std::get<int>(done);
+  const v1::JobEvent& e = std::get<v1::JobEvent>(done);
+  if (e.state() != v1::Job::SUCCEEDED) {
+    PrintJobError(e, term.err);
+    return kExitFailed;
+  }
+  term.out << e.result() << std::flush;
+  return kExitOk;
+}
+
+int Exec(const ParsedCommand& cmd, v1::Broker::Stub& broker, Terminal& term) {
+  tasks::ExecRequest request;
+  request.mutable_argv()->Add(cmd.argv.begin(), cmd.argv.end());
+  if (cmd.forward_stdin) {
+    absl::StatusOr<std::string> in = ReadAll(term.in);
+    if (!in.ok()) {
+      term.err << "dexec: cannot read stdin: " << in.status().message()
+               << "\n";
+      return kExitUsage;
+    }
+    request.set_stdin(*std::move(in));
+  }
+  std::variant<uint64_t, int> id = SubmitOne(
+      cmd, broker, SpecOf(cmd, "sys.exec", request.SerializeAsString()),
+      term.err);
+  if (std::holds_alternative<int>(id)) return std::get<int>(id);
+  const uint64_t job_id = std::get<uint64_t>(id);
+  if (!cmd.wait) {
+    term.out << job_id << "\n";
+    return kExitOk;
+  }
+  std::variant<v1::JobEvent, int> done =
+      WaitForOne(cmd, broker, job_id, term.err);
+  if (std::holds_alternative<int>(done)) return std::get<int>(done);
+  const v1::JobEvent& e = std::get<v1::JobEvent>(done);
+
+  // A non-zero exit fails the job with kind "exit_code" but keeps the
+  // ExecResult as its result, so the output is shown either way.
+  tasks::ExecResult result;
+  const bool have_result =
+      !e.result().empty() && result.ParseFromString(e.result());
+  if (have_result) {
+    term.out << result.stdout() << std::flush;
+    term.err << result.stderr() << std::flush;
+  }
+  if (e.state() == v1::Job::SUCCEEDED) {
+    return have_result ? result.exit_code() : kExitOk;
+  }
+  if (have_result && e.error().kind() == "exit_code" &&
+      result.exit_code() != 0) {
+    return result.exit_code();
+  }
+  PrintJobError(e, term.err);
+  return kExitFailed;
+}
+
+int Map(const ParsedCommand& cmd, Terminal& term) {
+  ExecutorOptions options;
+  options.broker = cmd.broker;
+  options.connect_timeout = kConnectTimeout;
+  absl::StatusOr<std::unique_ptr<Executor>> executor =
+      Executor::Connect(options);
+  if (!executor.ok()) {
+    term.err << "dexec: cannot reach broker at " << cmd.broker << ": "
+             << executor.status().message() << "\n";
+    return kExitUsage;
+  }
+  MapOptions map_options;
+  map_options.submit.priority = cmd.priority;
+  map_options.submit.timeout = cmd.timeout.value_or(absl::ZeroDuration());
+  map_options.submit.max_attempts = cmd.max_attempts;
+
+  size_t lines_read = 0;
+  size_t done = 0;
+  LineRange lines(term.in, &lines_read);
+  Progress progress(term.err, term.err_is_tty);
+  int exit_code = kExitOk;
+  {
+    MapResults<std::string> results =
+        (*executor)->Map<std::string>(cmd.task, lines, map_options);
+    while (std::optional<absl::StatusOr<std::string>> r = results.Next()) {
+      if (!r->ok()) {
+        progress.Clear();
+        term.err << "error: line " << done + 1 << ": " << r->status().message()
+                 << "\n";
+        exit_code = kExitFailed;
+        break;
+      }
+      ++done;
+      // Flush per line so results stream out as they arrive, also into a
+      // pipe: a consumer may be waiting on the first lines.
+      term.out << **r << '\n' << std::flush;
+      progress.Update(done, lines_read);
+    }
+  }
+  progress.Clear();
+  if (term.in.bad()) {
+    term.err << "dexec: error reading stdin after line " << lines_read << "\n";
+    return kExitFailed;
+  }
+  return exit_code;
+}
+
+int Status(const ParsedCommand& cmd, v1::Broker::Stub& broker,
+           std::ostream& out, std::ostream& err) {
+  v1::GetJobsRequest req;
+  req.mutable_job_ids()->Add(cmd.job_ids.begin(), cmd.job_ids.end());
+  v1::GetJobsResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, kRpcTimeout);
+  grpc::Status s = broker.GetJobs(&ctx, req, &resp);
+  if (!s.ok()) return RpcFailed(cmd, "status", s, err);
+  bool all_found = true;
+  std::vector<const v1::Job*> jobs;
+  for (const v1::Job& j : resp.jobs()) {
+    if (j.state() == v1::Job::STATE_UNSPECIFIED) all_found = false;
+    jobs.push_back(&j);
+  }
+  if (cmd.json) {
+    for (const v1::Job* j : jobs) PrintJson(*j, out);
+  } else {
+    PrintJobTable(jobs, out);
+    for (const v1::Job* j : jobs) {
+      if (j->attempt_log_size() > 1) PrintAttemptLog(*j, out);
+    }
+  }
+  return all_found ? kExitOk : kExitFailed;
+}
+
+int Wait(const ParsedCommand& cmd, v1::Broker::Stub& broker,
+         std::ostream& out, std::ostream& err) {
+  Watched w = WatchUntilDone(broker, cmd.job_ids, cmd.timeout);
+  const bool timed_out =
+      w.status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+  if (!w.status.ok() && !timed_out) {
+    return RpcFailed(cmd, "wait", w.status, err);
+  }
+  bool all_succeeded = true;
+  size_t unfinished = 0;
+  for (uint64_t id : cmd.job_ids) {
+    auto it = w.last.find(id);
+    // No event yet: the job is queued (running and final ones are pushed).
+    const v1::Job::State state =
+        it == w.last.end() ? v1::Job::QUEUED : it->second.state();
+    if (state != v1::Job::SUCCEEDED) all_succeeded = false;
+    if (it == w.last.end() || !IsFinal(it->second)) ++unfinished;
+    if (!cmd.json) out << id << " " << StateName(state) << "\n";
+  }
+  if (cmd.json) {
+    // One Job per line, as `status --json` prints them.
+    v1::GetJobsRequest req;
+    req.mutable_job_ids()->Add(cmd.job_ids.begin(), cmd.job_ids.end());
+    v1::GetJobsResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, kRpcTimeout);
+    grpc::Status s = broker.GetJobs(&ctx, req, &resp);
+    if (!s.ok()) return RpcFailed(cmd, "wait", s, err);
+    for (const v1::Job& j : resp.jobs()) PrintJson(j, out);
+  }
+  if (timed_out) {
+    err << "dexec: " << unfinished << " of " << cmd.job_ids.size()
+        << " jobs not finished after "
+        << absl::FormatDuration(cmd.timeout.value_or(absl::ZeroDuration()))
+        << "\n";
+    return kExitFailed;
+  }
+  return all_succeeded ? kExitOk : kExitFailed;
+}
+
+int Result(const ParsedCommand& cmd, v1::Broker::Stub& broker,
+           std::ostream& out, std::ostream& err) {
+  v1::GetJobsRequest req;
+  req.add_job_ids(cmd.job_ids.front());
+  req.set_include_result(true);
+  v1::GetJobsResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, kRpcTimeout);
+  grpc::Status s = broker.GetJobs(&ctx, req, &resp);
+  if (!s.ok()) return RpcFailed(cmd, "result", s, err);
+  if (resp.jobs_size() != 1) {
+    err << "dexec: the broker answered without the job\n";
+    return kExitFailed;
+  }
+  const v1::Job& j = resp.jobs(0);
+  if (cmd.json) PrintJson(j, out);
+  switch (j.state()) {
+    case v1::Job::SUCCEEDED:
+      if (!cmd.json) out << j.result() << std::flush;
+      return kExitOk;
+    case v1::Job::FAILED:
+    case v1::Job::CANCELLED:
+      err << "error: " << ErrorText(j.error()) << "\n";
+      return kExitFailed;
+    case v1::Job::STATE_UNSPECIFIED:
+      err << "dexec: " << j.error().message() << "\n";
+      return kExitFailed;
+    default:
+      err << "dexec: job " << j.id() << " is " << StateName(j.state())
+          << "; no result yet (run 'dexec wait " << j.id() << "' first)\n";
+      return kExitFailed;
+  }
+}
+
+int Cancel(const ParsedCommand& cmd, v1::Broker::Stub& broker,
+           std::ostream& out, std::ostream& err) {
+  v1::CancelRequest req;
+  req.mutable_job_ids()->Add(cmd.job_ids.begin(), cmd.job_ids.end());
+  v1::CancelResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, kRpcTimeout);
+  grpc::Status s = broker.Cancel(&ctx, req, &resp);
+  if (!s.ok()) return RpcFailed(cmd, "cancel", s, err);
+  if (resp.cancelled_size() != req.job_ids_size() ||
+      resp.states_size() != req.job_ids_size()) {
+    err << "dexec: the broker's cancel answer does not match the request\n";
+    return kExitFailed;
+  }
+  if (cmd.json) {
+    PrintJson(resp, out);
+  }
+  bool all = true;
+  for (int i = 0; i < req.job_ids_size(); ++i) {
+    if (!resp.cancelled(i)) all = false;
+    if (cmd.json) continue;
+    out << req.job_ids(i)
+        << (resp.cancelled(i)
+                ? " cancelled"
+                : absl::StrCat(" not cancelled (",
+                               StateName(static_cast<v1::Job::State>(
+                                   resp.states(i))),
+                               ")"))
+        << "\n";
+  }
+  return all ? kExitOk : kExitFailed;
+}
+
+int List(const ParsedCommand& cmd, v1::Broker::Stub& broker,
+         std::ostream& out, std::ostream& err) {
+  v1::ListJobsRequest req;
+  req.set_state(cmd.state_filter);
+  req.set_limit(cmd.limit);
+  v1::ListJobsResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, kRpcTimeout);
+  grpc::Status s = broker.ListJobs(&ctx, req, &resp);
+  if (!s.ok()) return RpcFailed(cmd, "list", s, err);
+  if (cmd.json) {
+    for (const v1::Job& j : resp.jobs()) PrintJson(j, out);
+    return kExitOk;
+  }
+  std::vector<const v1::Job*> jobs;
+  for (const v1::Job& j : resp.jobs()) jobs.push_back(&j);
+  PrintJobTable(jobs, out);
+  return kExitOk;
+}
+
+int Workers(const ParsedCommand& cmd, v1::Broker::Stub& broker,
+            std::ostream& out, std::ostream& err) {
+  v1::ListWorkersResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, kRpcTimeout);
+  grpc::Status s = broker.ListWorkers(&ctx, v1::ListWorkersRequest(), &resp);
+  if (!s.ok()) return RpcFailed(cmd, "workers", s, err);
+  if (cmd.json) {
+    for (const v1::WorkerInfo& w : resp.workers()) PrintJson(w, out);
+    return kExitOk;
+  }
+  const absl::Time now = absl::Now();
+  Table t({"NAME", "HOST", "THREADS", "BUSY", "DONE", "STATE",
+           "LAST-HEARTBEAT"});
+  for (const v1::WorkerInfo& w : resp.workers()) {
+    t.AddRow({w.name(), w.host(), absl::StrCat(w.threads()),
+              absl::StrCat(w.busy()), absl::StrCat(w.done()),
+              v1::WorkerInfo::State_Name(w.state()),
+              FormatAge(w.last_heartbeat(), now)});
+  }
+  t.Print(out);
+  return kExitOk;
+}
+
+int Stats(const ParsedCommand& cmd, v1::Broker::Stub& broker,
+          std::ostream& out, std::ostream& err) {
+  v1::Stats st;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, kRpcTimeout);
+  grpc::Status s = broker.GetStats(&ctx, v1::GetStatsRequest(), &st);
+  if (!s.ok()) return RpcFailed(cmd, "stats", s, err);
+  if (cmd.json) {
+    PrintJson(st, out);
+    return kExitOk;
+  }
+  Table t({});
+  t.AddRow({"queued", absl::StrCat(st.queued())});
+  t.AddRow({"running", absl::StrCat(st.running())});
+  t.AddRow({"succeeded", absl::StrCat(st.succeeded())});
+  t.AddRow({"failed", absl::StrCat(st.failed())});
+  t.AddRow({"cancelled", absl::StrCat(st.cancelled())});
+  t.AddRow({"submitted", absl::StrCat(st.submitted_total())});
+  t.AddRow({"finished", absl::StrCat(st.finished_total())});
+  t.AddRow({"finish rate", absl::StrFormat("%.1f/s", st.finish_rate())});
+  t.AddRow({"workers", absl::StrCat(st.workers())});
+  t.AddRow({"threads", absl::StrCat(st.threads())});
+  t.AddRow({"uptime", absl::FormatDuration(absl::Trunc(
+                          FromProto(st.uptime()), absl::Seconds(1)))});
+  t.Print(out);
+  return kExitOk;
+}
+
+int RunCommand(const ParsedCommand& cmd, v1::Broker::Stub& broker,
+               Terminal& term) {
+  switch (cmd.verb) {
+    case Verb::kSubmit:
+      return Submit(cmd, broker, term);
+    case Verb::kExec:
+      return Exec(cmd, broker, term);
+    case Verb::kMap:
+      return Map(cmd, term);
+    case Verb::kStatus:
+      return Status(cmd, broker, term.out, term.err);
+    case Verb::kWait:
+      return Wait(cmd, broker, term.out, term.err);
+    case Verb::kResult:
+      return Result(cmd, broker, term.out, term.err);
+    case Verb::kCancel:
+      return Cancel(cmd, broker, term.out, term.err);
+    case Verb::kList:
+      return List(cmd, broker, term.out, term.err);
+    case Verb::kWorkers:
+      return Workers(cmd, broker, term.out, term.err);
+    case Verb::kStats:
+      return Stats(cmd, broker, term.out, term.err);
+    case Verb::kHelp:
+      term.out << UsageText();
+      return kExitOk;
+  }
+  return kExitUsage;
+}
+
+}  // namespace dexec::cli

@@ -1,0 +1,52 @@
+// dexec: the command-line client of a dexec broker. `dexec --help` lists
+// the verbs; client/cli_flags.h has the parsing rules and
+// client/cli_commands.h the exit codes.
+#include <unistd.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "client/cli_commands.h"
+#include "client/cli_flags.h"
+#include "grpc/support/log.h"
+
+namespace {
+
+// gRPC's own log lines would break the promise of one clear error line.
+void DropGrpcLog(gpr_log_func_args*) {}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace dexec::cli;  // NOLINT: the file's only subject.
+  gpr_set_log_function(DropGrpcLog);
+
+  const char* env_broker = std::getenv("DEXEC_BROKER");
+  absl::StatusOr<ParsedCommand> cmd = ParseCommandLine(
+      std::vector<std::string>(argv + 1, argv + argc),
+      env_broker != nullptr ? std::optional<std::string>(env_broker)
+                            : std::nullopt);
+  if (!cmd.ok()) {
+    std::cerr << "dexec: " << cmd.status().message() << "\n";
+    return kExitUsage;
+  }
+  if (cmd->verb == Verb::kHelp) {
+    std::cout << UsageText();
+    return kExitOk;
+  }
+  absl::StatusOr<std::unique_ptr<dexec::v1::Broker::Stub>> broker =
+      ConnectToBroker(cmd->broker);
+  if (!broker.ok()) {
+    std::cerr << "dexec: " << broker.status().message() << "\n";
+    return kExitUsage;
+  }
+  Terminal term{std::cin, std::cout, std::cerr, isatty(STDERR_FILENO) == 1};
+  const int code = RunCommand(*cmd, **broker, term);
+  std::cout.flush();
+  return code;
+}
