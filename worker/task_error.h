@@ -1,0 +1,45 @@
+// How a task failure says *why* it failed. Every failed job carries an
+// error kind, a short machine-readable word the client can branch on
+// ("timeout", "exit_code", "bad_payload", ...), beside a human message.
+//
+// A task returns an ordinary absl::Status; a plain non-OK status becomes
+// kind "task_error". To choose another kind, build the status with
+// TaskError():
+//
+//   if (rows.empty()) return dexec::worker::TaskError("no_rows", "table empty");
+//
+// The kind travels inside the status as a payload, so it survives
+// RETURN_IF_ERROR and other code that forwards statuses unchanged.
+#ifndef DEXEC_WORKER_TASK_ERROR_H_
+#define DEXEC_WORKER_TASK_ERROR_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
+namespace dexec::worker {
+
+// Kinds the worker itself reports. Tasks may use any other short word too.
+inline constexpr absl::string_view kTaskErrorKind = "task_error";
+inline constexpr absl::string_view kBadPayloadKind = "bad_payload";
+inline constexpr absl::string_view kExceptionKind = "exception";
+inline constexpr absl::string_view kUnknownTaskKind = "unknown_task";
+inline constexpr absl::string_view kTimeoutKind = "timeout";
+inline constexpr absl::string_view kCancelledKind = "cancelled";
+inline constexpr absl::string_view kExitCodeKind = "exit_code";
+
+// Status payload type URL under which the kind is stored.
+inline constexpr absl::string_view kErrorKindUrl = "type.dexec/error_kind";
+
+// An UNKNOWN-code status whose error kind is `kind` (kTaskErrorKind if
+// empty) and whose message is `message`.
+absl::Status TaskError(absl::string_view kind, absl::string_view message);
+
+// The error kind of `status`: "" for OK, the kind stored by TaskError() if
+// any, otherwise "task_error".
+std::string ErrorKindOf(const absl::Status& status);
+
+}  // namespace dexec::worker
+
+#endif  // DEXEC_WORKER_TASK_ERROR_H_

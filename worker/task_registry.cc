@@ -1,0 +1,56 @@
+#include "worker/task_registry.h"
+
+#include <algorithm>
+#include <exception>
+
+namespace dexec::worker {
+
+absl::Status TaskRegistry::Register(std::string name, RawTaskFn fn) {
+  if (name.empty()) {
+    return absl::InvalidArgumentError("a task name must not be empty");
+  }
+  if (!fn) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("task '", name, "' has no function"));
+  }
+  if (tasks_.contains(name)) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "task '", name, "' is already registered; task names are unique"));
+  }
+  tasks_.emplace(std::move(name), std::move(fn));
+  return absl::OkStatus();
+}
+
+absl::Status TaskRegistry::Run(absl::string_view name, TaskContext& ctx,
+                               absl::string_view payload,
+                               std::string* output) const {
+  auto it = tasks_.find(name);
+  if (it == tasks_.end()) {
+    return TaskError(kUnknownTaskKind,
+                     absl::StrCat("this worker has no task named '", name,
+                                  "'"));
+  }
+  // A task's exception is its own failure, not the worker's: catch it here,
+  // on the thread that ran the task, so it never unwinds a pool thread.
+  try {
+    return it->second(ctx, payload, output);
+  } catch (const std::exception& e) {
+    return TaskError(kExceptionKind,
+                     absl::StrCat("task '", name, "' threw: ", e.what()));
+  } catch (...) {
+    return TaskError(kExceptionKind,
+                     absl::StrCat("task '", name,
+                                  "' threw something not derived from "
+                                  "std::exception"));
+  }
+}
+
+std::vector<std::string> TaskRegistry::Names() const {
+  std::vector<std::string> names;
+  names.reserve(tasks_.size());
+  for (const auto& [name, fn] : tasks_) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+}  // namespace dexec::worker
