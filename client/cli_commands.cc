@@ -178,8 +178,8 @@ Watched WatchUntilDone(v1::Broker::Stub& broker,
   const std::set<uint64_t> wanted(ids.begin(), ids.end());
   grpc::ClientContext ctx;
   if (timeout.has_value()) SetDeadline(&ctx, *timeout);
-  std::unique_ptr<grpc::ClientReaderWriter<v1::SessionRequest,
-                                           v1::SessionResponse>>
+  std::unique_ptr<
+      grpc::ClientReaderWriter<v1::SessionRequest, v1::SessionResponse>>
       stream = broker.Session(&ctx);
   v1::SessionRequest req;
   req.mutable_watch()->mutable_job_ids()->Add(wanted.begin(), wanted.end());
@@ -216,7 +216,8 @@ std::variant<v1::JobEvent, int> WaitForOne(const ParsedCommand& cmd,
                                            v1::Broker::Stub& broker,
                                            uint64_t id, std::ostream& err) {
   Watched w = WatchUntilDone(broker, {id}, std::nullopt);
-  if (!w.status.ok()) return RpcFailed(cmd, "waiting for the job", w.status, err);
+  if (!w.status.ok())
+    return RpcFailed(cmd, "waiting for the job", w.status, err);
   return w.last[id];
 }
 
@@ -335,8 +336,8 @@ class Progress {
     if (now - last_draw_ < absl::Milliseconds(100)) return;
     last_draw_ = now;
     const double secs = absl::ToDoubleSeconds(now - start_);
-    err_ << absl::StrFormat("\r\033[Kmap: %d done, %d in flight, %.0f/s",
-                            done, read - done, secs > 0 ? done / secs : 0.0)
+    err_ << absl::StrFormat("\r\033[Kmap: %d done, %d in flight, %.0f/s", done,
+                            read - done, secs > 0 ? done / secs : 0.0)
          << std::flush;
     drawn_ = true;
   }
@@ -378,17 +379,16 @@ absl::StatusOr<std::unique_ptr<v1::Broker::Stub>> ConnectToBroker(
           "or DEXEC_BROKER)"));
     }
     if (!channel->WaitForStateChange(state, deadline)) {
-      return absl::UnavailableError(absl::StrCat(
-          "cannot reach broker at ", broker, ": no answer within ",
-          absl::FormatDuration(timeout)));
+      return absl::UnavailableError(
+          absl::StrCat("cannot reach broker at ", broker, ": no answer within ",
+                       absl::FormatDuration(timeout)));
     }
     state = channel->GetState(/*try_to_connect=*/true);
   }
   return v1::Broker::NewStub(channel);
 }
 
-int Submit(const ParsedCommand& cmd, v1::Broker::Stub& broker,
-           Terminal& term) {
+int Submit(const ParsedCommand& cmd, v1::Broker::Stub& broker, Terminal& term) {
   std::string payload = cmd.payload.value_or("");
   if (cmd.payload_file.has_value()) {
     absl::StatusOr<std::string> data =
@@ -399,9 +399,8 @@ int Submit(const ParsedCommand& cmd, v1::Broker::Stub& broker,
     }
     payload = *std::move(data);
   }
-  std::variant<uint64_t, int> id =
-      SubmitOne(cmd, broker, SpecOf(cmd, cmd.task, std::move(payload)),
-                term.err);
+  std::variant<uint64_t, int> id = SubmitOne(
+      cmd, broker, SpecOf(cmd, cmd.task, std::move(payload)), term.err);
   if (std::holds_alternative<int>(id)) return std::get<int>(id);
   const uint64_t job_id = std::get<uint64_t>(id);
   if (!cmd.wait) {
@@ -426,15 +425,14 @@ int Exec(const ParsedCommand& cmd, v1::Broker::Stub& broker, Terminal& term) {
   if (cmd.forward_stdin) {
     absl::StatusOr<std::string> in = ReadAll(term.in);
     if (!in.ok()) {
-      term.err << "dexec: cannot read stdin: " << in.status().message()
-               << "\n";
+      term.err << "dexec: cannot read stdin: " << in.status().message() << "\n";
       return kExitUsage;
     }
     request.set_stdin(*std::move(in));
   }
-  std::variant<uint64_t, int> id = SubmitOne(
-      cmd, broker, SpecOf(cmd, "sys.exec", request.SerializeAsString()),
-      term.err);
+  std::variant<uint64_t, int> id =
+      SubmitOne(cmd, broker,
+                SpecOf(cmd, "sys.exec", request.SerializeAsString()), term.err);
   if (std::holds_alternative<int>(id)) return std::get<int>(id);
   const uint64_t job_id = std::get<uint64_t>(id);
   if (!cmd.wait) {
@@ -539,8 +537,8 @@ int Status(const ParsedCommand& cmd, v1::Broker::Stub& broker,
   return all_found ? kExitOk : kExitFailed;
 }
 
-int Wait(const ParsedCommand& cmd, v1::Broker::Stub& broker,
-         std::ostream& out, std::ostream& err) {
+int Wait(const ParsedCommand& cmd, v1::Broker::Stub& broker, std::ostream& out,
+         std::ostream& err) {
   Watched w = WatchUntilDone(broker, cmd.job_ids, cmd.timeout);
   const bool timed_out =
       w.status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
@@ -637,17 +635,17 @@ int Cancel(const ParsedCommand& cmd, v1::Broker::Stub& broker,
     out << req.job_ids(i)
         << (resp.cancelled(i)
                 ? " cancelled"
-                : absl::StrCat(" not cancelled (",
-                               StateName(static_cast<v1::Job::State>(
-                                   resp.states(i))),
-                               ")"))
+                : absl::StrCat(
+                      " not cancelled (",
+                      StateName(static_cast<v1::Job::State>(resp.states(i))),
+                      ")"))
         << "\n";
   }
   return all ? kExitOk : kExitFailed;
 }
 
-int List(const ParsedCommand& cmd, v1::Broker::Stub& broker,
-         std::ostream& out, std::ostream& err) {
+int List(const ParsedCommand& cmd, v1::Broker::Stub& broker, std::ostream& out,
+         std::ostream& err) {
   v1::ListJobsRequest req;
   req.set_state(cmd.state_filter);
   req.set_limit(cmd.limit);
@@ -678,8 +676,8 @@ int Workers(const ParsedCommand& cmd, v1::Broker::Stub& broker,
     return kExitOk;
   }
   const absl::Time now = absl::Now();
-  Table t({"NAME", "HOST", "THREADS", "BUSY", "DONE", "STATE",
-           "LAST-HEARTBEAT"});
+  Table t(
+      {"NAME", "HOST", "THREADS", "BUSY", "DONE", "STATE", "LAST-HEARTBEAT"});
   for (const v1::WorkerInfo& w : resp.workers()) {
     t.AddRow({w.name(), w.host(), absl::StrCat(w.threads()),
               absl::StrCat(w.busy()), absl::StrCat(w.done()),
@@ -690,8 +688,8 @@ int Workers(const ParsedCommand& cmd, v1::Broker::Stub& broker,
   return kExitOk;
 }
 
-int Stats(const ParsedCommand& cmd, v1::Broker::Stub& broker,
-          std::ostream& out, std::ostream& err) {
+int Stats(const ParsedCommand& cmd, v1::Broker::Stub& broker, std::ostream& out,
+          std::ostream& err) {
   v1::Stats st;
   grpc::ClientContext ctx;
   SetDeadline(&ctx, kRpcTimeout);
@@ -712,8 +710,8 @@ int Stats(const ParsedCommand& cmd, v1::Broker::Stub& broker,
   t.AddRow({"finish rate", absl::StrFormat("%.1f/s", st.finish_rate())});
   t.AddRow({"workers", absl::StrCat(st.workers())});
   t.AddRow({"threads", absl::StrCat(st.threads())});
-  t.AddRow({"uptime", absl::FormatDuration(absl::Trunc(
-                          FromProto(st.uptime()), absl::Seconds(1)))});
+  t.AddRow({"uptime", absl::FormatDuration(absl::Trunc(FromProto(st.uptime()),
+                                                       absl::Seconds(1)))});
   t.Print(out);
   return kExitOk;
 }

@@ -41,9 +41,9 @@ absl::StatusOr<std::unique_ptr<v1::Broker::Stub>> ConnectToBroker(
 
 // Streams a verb may use besides the broker.
 struct Terminal {
-  std::istream& in;    // map's payloads; exec --stdin; --payload_file=-
-  std::ostream& out;   // results and tables
-  std::ostream& err;   // errors, progress
+  std::istream& in;         // map's payloads; exec --stdin; --payload_file=-
+  std::ostream& out;        // results and tables
+  std::ostream& err;        // errors, progress
   bool err_is_tty = false;  // draw map's progress bar on `err`
 };
 
@@ -59,18 +59,18 @@ int Exec(const ParsedCommand& cmd, v1::Broker::Stub& broker, Terminal& term);
 int Map(const ParsedCommand& cmd, Terminal& term);
 int Status(const ParsedCommand& cmd, v1::Broker::Stub& broker,
            std::ostream& out, std::ostream& err);
-int Wait(const ParsedCommand& cmd, v1::Broker::Stub& broker,
-         std::ostream& out, std::ostream& err);
+int Wait(const ParsedCommand& cmd, v1::Broker::Stub& broker, std::ostream& out,
+         std::ostream& err);
 int Result(const ParsedCommand& cmd, v1::Broker::Stub& broker,
            std::ostream& out, std::ostream& err);
 int Cancel(const ParsedCommand& cmd, v1::Broker::Stub& broker,
            std::ostream& out, std::ostream& err);
-int List(const ParsedCommand& cmd, v1::Broker::Stub& broker,
-         std::ostream& out, std::ostream& err);
+int List(const ParsedCommand& cmd, v1::Broker::Stub& broker, std::ostream& out,
+         std::ostream& err);
 int Workers(const ParsedCommand& cmd, v1::Broker::Stub& broker,
             std::ostream& out, std::ostream& err);
-int Stats(const ParsedCommand& cmd, v1::Broker::Stub& broker,
-          std::ostream& out, std::ostream& err);
+int Stats(const ParsedCommand& cmd, v1::Broker::Stub& broker, std::ostream& out,
+          std::ostream& err);
 
 }  // namespace dexec::cli
 

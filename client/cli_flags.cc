@@ -23,11 +23,11 @@ struct VerbSpec {
 };
 
 constexpr VerbSpec kVerbs[] = {
-    {Verb::kHelp, "help"},       {Verb::kSubmit, "submit"},
-    {Verb::kExec, "exec"},       {Verb::kMap, "map"},
-    {Verb::kStatus, "status"},   {Verb::kWait, "wait"},
-    {Verb::kResult, "result"},   {Verb::kCancel, "cancel"},
-    {Verb::kList, "list"},       {Verb::kWorkers, "workers"},
+    {Verb::kHelp, "help"},     {Verb::kSubmit, "submit"},
+    {Verb::kExec, "exec"},     {Verb::kMap, "map"},
+    {Verb::kStatus, "status"}, {Verb::kWait, "wait"},
+    {Verb::kResult, "result"}, {Verb::kCancel, "cancel"},
+    {Verb::kList, "list"},     {Verb::kWorkers, "workers"},
     {Verb::kStats, "stats"},
 };
 
@@ -80,8 +80,7 @@ absl::StatusOr<Scanned> Scan(const std::vector<std::string>& args) {
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
     if (arg == "--") {
-      s.positional.insert(s.positional.end(), args.begin() + i + 1,
-                          args.end());
+      s.positional.insert(s.positional.end(), args.begin() + i + 1, args.end());
       break;
     }
     // A single dash is an argument ("-" or a negative number as payload).
@@ -104,9 +103,9 @@ absl::StatusOr<Scanned> Scan(const std::vector<std::string>& args) {
       } else {
         bool b;
         if (!absl::SimpleAtob(body.substr(eq + 1), &b)) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "--", name, " takes no value (or true/false), got '",
-              body.substr(eq + 1), "'"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("--", name, " takes no value (or true/false), got '",
+                           body.substr(eq + 1), "'"));
         }
         use.value = b ? "true" : "false";
       }
@@ -152,11 +151,11 @@ absl::StatusOr<int32_t> ParseInt32(absl::string_view flag,
                                    absl::string_view value, int32_t min) {
   int32_t n;
   if (!absl::SimpleAtoi(value, &n) || n < min) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "invalid --", flag, " '", value, "': expected ",
-        min == 0   ? "an integer >= 0"
-        : min == 1 ? "a positive integer"
-                   : "an integer"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid --", flag, " '", value, "': expected ",
+                     min == 0   ? "an integer >= 0"
+                     : min == 1 ? "a positive integer"
+                                : "an integer"));
   }
   return n;
 }
@@ -198,9 +197,8 @@ absl::StatusOr<uint64_t> ParseJobId(absl::string_view word) {
 }
 
 bool Applies(const FlagSpec& spec, Verb verb) {
-  return spec.verbs.empty() ||
-         std::find(spec.verbs.begin(), spec.verbs.end(), verb) !=
-             spec.verbs.end();
+  return spec.verbs.empty() || std::find(spec.verbs.begin(), spec.verbs.end(),
+                                         verb) != spec.verbs.end();
 }
 
 absl::Status ApplyFlag(const FlagUse& use, ParsedCommand* cmd) {
@@ -253,14 +251,14 @@ absl::Status NoArguments(Verb verb, const std::vector<std::string>& args) {
 absl::Status ParseJobIds(Verb verb, const std::vector<std::string>& args,
                          ParsedCommand* cmd) {
   if (args.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "'", VerbName(verb), "' needs a job id, e.g. dexec ", VerbName(verb),
-        " 42"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", VerbName(verb), "' needs a job id, e.g. dexec ",
+                     VerbName(verb), " 42"));
   }
   if (verb == Verb::kResult && args.size() > 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "'result' takes one job id, got ", args.size(),
-        "; run it once per job"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("'result' takes one job id, got ", args.size(),
+                     "; run it once per job"));
   }
   for (const std::string& a : args) {
     ASSIGN_OR_RETURN(uint64_t id, ParseJobId(a));
@@ -281,9 +279,9 @@ absl::Status ApplyArguments(const std::vector<std::string>& args,
             "'submit' needs a TASK, e.g. dexec submit sys.echo hello");
       }
       if (args.size() > 2) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "'submit' takes TASK [PAYLOAD], got ", args.size(),
-            " arguments; quote a payload that has spaces"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("'submit' takes TASK [PAYLOAD], got ", args.size(),
+                         " arguments; quote a payload that has spaces"));
       }
       cmd->task = args[0];
       if (args.size() == 2) cmd->payload = args[1];
@@ -302,9 +300,9 @@ absl::Status ApplyArguments(const std::vector<std::string>& args,
       return absl::OkStatus();
     case Verb::kMap:
       if (args.size() != 1) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "'map' takes one TASK, got ", args.size(),
-            " arguments; payloads come one per line on stdin"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("'map' takes one TASK, got ", args.size(),
+                         " arguments; payloads come one per line on stdin"));
       }
       cmd->task = args[0];
       return absl::OkStatus();

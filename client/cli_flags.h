@@ -58,8 +58,8 @@ struct ParsedCommand {
   bool json = false;
 
   // submit, exec, map: what to run and how.
-  std::string task;                     // submit, map
-  std::optional<std::string> payload;   // submit's PAYLOAD argument
+  std::string task;                         // submit, map
+  std::optional<std::string> payload;       // submit's PAYLOAD argument
   std::optional<std::string> payload_file;  // submit --payload_file
   int32_t priority = 0;
   // submit/exec/map: the job's per-attempt limit. wait: how long to wait.
@@ -67,10 +67,10 @@ struct ParsedCommand {
   std::optional<absl::Duration> timeout;
   // From --retries=N: N + 1. 0 means the broker's default.
   int32_t max_attempts = 0;
-  std::string idempotency_key;          // submit, exec --key
-  bool wait = false;                    // submit, exec --wait
-  bool forward_stdin = false;           // exec --stdin
-  std::vector<std::string> argv;        // exec: the command and its args
+  std::string idempotency_key;    // submit, exec --key
+  bool wait = false;              // submit, exec --wait
+  bool forward_stdin = false;     // exec --stdin
+  std::vector<std::string> argv;  // exec: the command and its args
 
   // status, wait, result, cancel.
   std::vector<uint64_t> job_ids;

@@ -26,15 +26,16 @@ std::string ErrorOf(std::vector<std::string> args) {
   if (cmd.ok()) return "";
   EXPECT_EQ(cmd.status().code(), absl::StatusCode::kInvalidArgument);
   const std::string message(cmd.status().message());
-  EXPECT_EQ(message.find('\n'), std::string::npos) << "not one line: " << message;
+  EXPECT_EQ(message.find('\n'), std::string::npos)
+      << "not one line: " << message;
   return message;
 }
 
 TEST(CliFlags, FlagsMayComeBeforeOrAfterTheCommand) {
-  for (const auto& args : std::vector<std::vector<std::string>>{
-           {"--json", "status", "5"},
-           {"status", "--json", "5"},
-           {"status", "5", "--json"}}) {
+  for (const auto& args :
+       std::vector<std::vector<std::string>>{{"--json", "status", "5"},
+                                             {"status", "--json", "5"},
+                                             {"status", "5", "--json"}}) {
     absl::StatusOr<ParsedCommand> cmd = Parse(args);
     ASSERT_TRUE(cmd.ok()) << cmd.status();
     EXPECT_EQ(cmd->verb, Verb::kStatus);
@@ -46,9 +47,8 @@ TEST(CliFlags, FlagsMayComeBeforeOrAfterTheCommand) {
 TEST(CliFlags, ValuesMayBeJoinedWithEqualsOrSeparate) {
   absl::StatusOr<ParsedCommand> joined =
       Parse({"submit", "t", "--priority=7", "--timeout=500ms", "--key=k1"});
-  absl::StatusOr<ParsedCommand> separate =
-      Parse({"submit", "--priority", "7", "t", "--timeout", "500ms", "--key",
-             "k1"});
+  absl::StatusOr<ParsedCommand> separate = Parse(
+      {"submit", "--priority", "7", "t", "--timeout", "500ms", "--key", "k1"});
   for (const auto* cmd : {&joined, &separate}) {
     ASSERT_TRUE(cmd->ok()) << cmd->status();
     EXPECT_EQ((*cmd)->task, "t");
@@ -66,7 +66,8 @@ TEST(CliFlags, AValueMayContainEqualsSigns) {
 }
 
 TEST(CliFlags, NegativePriorityAsASeparateValue) {
-  absl::StatusOr<ParsedCommand> cmd = Parse({"submit", "t", "--priority", "-3"});
+  absl::StatusOr<ParsedCommand> cmd =
+      Parse({"submit", "t", "--priority", "-3"});
   ASSERT_TRUE(cmd.ok()) << cmd.status();
   EXPECT_EQ(cmd->priority, -3);
 }
@@ -82,7 +83,8 @@ TEST(CliFlags, DoubleDashEndsFlagParsing) {
 }
 
 TEST(CliFlags, DoubleDashLetsAPayloadLookLikeAFlag) {
-  absl::StatusOr<ParsedCommand> cmd = Parse({"submit", "sys.echo", "--", "--x"});
+  absl::StatusOr<ParsedCommand> cmd =
+      Parse({"submit", "sys.echo", "--", "--x"});
   ASSERT_TRUE(cmd.ok()) << cmd.status();
   EXPECT_EQ(cmd->payload, "--x");
 }
@@ -189,10 +191,11 @@ TEST(CliFlags, HelpAfterDoubleDashIsAnArgument) {
 TEST(CliFlags, UsageMentionsEveryVerbAndFlag) {
   const std::string usage = UsageText();
   for (const char* word :
-       {"submit", "exec", "map", "status", "wait", "result", "cancel", "list",
-        "workers", "stats", "help", "--broker", "--json", "--payload_file",
-        "--priority", "--timeout", "--retries", "--key", "--wait", "--stdin",
-        "--state", "--limit", "DEXEC_BROKER"}) {
+       {"submit",    "exec",      "map",         "status",         "wait",
+        "result",    "cancel",    "list",        "workers",        "stats",
+        "help",      "--broker",  "--json",      "--payload_file", "--priority",
+        "--timeout", "--retries", "--key",       "--wait",         "--stdin",
+        "--state",   "--limit",   "DEXEC_BROKER"}) {
     EXPECT_THAT(usage, HasSubstr(word));
   }
 }
@@ -262,8 +265,8 @@ TEST(CliFlags, StatesAreCaseInsensitive) {
   absl::StatusOr<ParsedCommand> cmd = Parse({"list", "--state=Succeeded"});
   ASSERT_TRUE(cmd.ok()) << cmd.status();
   EXPECT_EQ(cmd->state_filter, v1::Job::SUCCEEDED);
-  absl::StatusOr<ParsedCommand> q = Parse({"list", "--state", "QUEUED",
-                                           "--limit", "5"});
+  absl::StatusOr<ParsedCommand> q =
+      Parse({"list", "--state", "QUEUED", "--limit", "5"});
   ASSERT_TRUE(q.ok()) << q.status();
   EXPECT_EQ(q->state_filter, v1::Job::QUEUED);
   EXPECT_EQ(q->limit, 5);
@@ -275,8 +278,8 @@ TEST(CliFlags, JobIdsArePositiveIntegers) {
   absl::StatusOr<ParsedCommand> cmd = Parse({"cancel", "1", "22", "333"});
   ASSERT_TRUE(cmd.ok()) << cmd.status();
   EXPECT_THAT(cmd->job_ids, ElementsAre(1u, 22u, 333u));
-  for (const char* bad : {"not-an-id", "0", "-1", "1.5", "18446744073709551616",
-                          ""}) {
+  for (const char* bad :
+       {"not-an-id", "0", "-1", "1.5", "18446744073709551616", ""}) {
     EXPECT_THAT(ErrorOf({"status", bad}), HasSubstr("is not a job id")) << bad;
   }
 }

@@ -65,8 +65,8 @@ std::string EncodeInput(const In& input) {
 template <typename Range>
 MapStream::InputSource MakeInputSource(Range&& inputs) {
   if constexpr (std::is_lvalue_reference_v<Range>) {
-    return [it = std::begin(inputs), end = std::end(inputs)](
-               std::string* out) mutable {
+    return [it = std::begin(inputs),
+            end = std::end(inputs)](std::string* out) mutable {
       if (it == end) return false;
       *out = EncodeInput(*it);
       ++it;
@@ -74,8 +74,8 @@ MapStream::InputSource MakeInputSource(Range&& inputs) {
     };
   } else {
     auto owned = std::make_shared<std::decay_t<Range>>(std::move(inputs));
-    return [owned, it = std::begin(*owned), end = std::end(*owned)](
-               std::string* out) mutable {
+    return [owned, it = std::begin(*owned),
+            end = std::end(*owned)](std::string* out) mutable {
       if (it == end) return false;
       *out = EncodeInput(*it);
       ++it;
@@ -187,9 +187,9 @@ class Executor {
   template <typename T = std::string, typename Range>
   MapResults<T> Map(absl::string_view task, Range&& inputs,
                     MapOptions options = {}) {
-    return MapResults<T>(StartMap(
-        task, std::move(options),
-        internal::MakeInputSource(std::forward<Range>(inputs))));
+    return MapResults<T>(
+        StartMap(task, std::move(options),
+                 internal::MakeInputSource(std::forward<Range>(inputs))));
   }
 
   // Stops accepting work: later Submit/Attach/Map return failed futures.

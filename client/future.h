@@ -123,8 +123,8 @@ class Future {
   void AddDoneCallback(std::function<void(const Future<T>&)> fn) {
     if (!state_) return;
     state_->AddDoneCallback(
-        state_, [fn = std::move(fn)](
-                    const std::shared_ptr<internal::FutureState>& s) {
+        state_,
+        [fn = std::move(fn)](const std::shared_ptr<internal::FutureState>& s) {
           fn(Future<T>(s));
         });
   }
@@ -144,9 +144,7 @@ class Future {
   friend bool operator==(const Future& a, const Future& b) {
     return a.state_ == b.state_;
   }
-  friend bool operator!=(const Future& a, const Future& b) {
-    return !(a == b);
-  }
+  friend bool operator!=(const Future& a, const Future& b) { return !(a == b); }
 
  private:
   explicit Future(std::shared_ptr<internal::FutureState> state)

@@ -54,9 +54,10 @@ class Waiter {
 // JobError {kind, message} as an absl::Status with the kind attached under
 // the payload URL kErrorKindUrl.
 inline constexpr absl::string_view kErrorKindUrl = "type.dexec/error_kind";
-absl::Status JobErrorToStatus(absl::string_view kind, absl::string_view message);
+absl::Status JobErrorToStatus(absl::string_view kind,
+                              absl::string_view message);
 
-class FutureState {
+class FutureState : public std::enable_shared_from_this<FutureState> {
  public:
   using Callback = std::function<void(const std::shared_ptr<FutureState>&)>;
 
@@ -72,11 +73,12 @@ class FutureState {
   void SetJobId(uint64_t job_id);
   // The job started on a worker. Ignored once done.
   void MarkRunning();
-  // Finishes the future. `status` OK means succeeded. `result` is kept in
-  // both cases (an exit_code failure still carries its output). Also resolves
-  // JobId() with `status` if no id was assigned yet. Returns false if the
-  // future was already done (then nothing changes). Done callbacks are
-  // posted to the host's callback thread in the order they were added.
+  // Finishes the future (must be owned by a shared_ptr). `status` OK means
+  // succeeded. `result` is kept in both cases (an exit_code failure still
+  // carries its output). Also resolves JobId() with `status` if no id was
+  // assigned yet. Returns false if the future was already done (then nothing
+  // changes). Done callbacks are posted to the host's callback thread in the
+  // order they were added.
   bool Complete(absl::Status status, std::string result = {});
 
   // ---- Read by Future<T>. ----

@@ -28,10 +28,10 @@ class BatchSubmitter : public FutureHost {
   // Queues `payloads` as jobs of `task`, sent as one Submit message of their
   // own. Appends one state per payload to `states`, in order. Never blocks
   // on the network; failures (e.g. shut down) complete the states.
-  virtual void SubmitBatch(absl::string_view task,
-                           const SubmitOptions& options,
-                           std::vector<std::string> payloads,
-                           std::vector<std::shared_ptr<FutureState>>* states) = 0;
+  virtual void SubmitBatch(
+      absl::string_view task, const SubmitOptions& options,
+      std::vector<std::string> payloads,
+      std::vector<std::shared_ptr<FutureState>>* states) = 0;
 };
 
 // Cancels every state of `states` that is still queued with one Cancel RPC

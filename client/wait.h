@@ -155,10 +155,9 @@ class AsCompletedIterator {
                        [](size_t, size_t, bool ready) { return ready; })) {
       finished_ = true;
       Unregister();
-      return absl::StatusOr<Future<T>>(absl::DeadlineExceededError(
-          absl::StrCat(fs_.size() - yielded_, " of ", fs_.size(),
-                       " futures not done after ",
-                       absl::FormatDuration(timeout_))));
+      return absl::StatusOr<Future<T>>(absl::DeadlineExceededError(absl::StrCat(
+          fs_.size() - yielded_, " of ", fs_.size(), " futures not done after ",
+          absl::FormatDuration(timeout_))));
     }
     ++yielded_;
     return absl::StatusOr<Future<T>>(fs_[*queue_->Pop()]);
