@@ -1,0 +1,226 @@
+// dexec-worker: runs the built-in tasks (builtin_tasks.h) for a broker.
+// See README.md and docs/DESIGN.md.
+//
+// Prints one line when started, then works until a signal:
+//   dexec-worker started name=host:42 broker=tcp://127.0.0.1:50052 threads=8
+// SIGTERM or SIGINT: drain (finish received tasks, up to --drain_timeout),
+// then exit 0. A second signal: stop at once (cancel running tasks). A
+// third: exit immediately, for tasks that ignore cancellation.
+//
+// Exit codes: 0 after a drain or stop, 1 if the worker cannot start,
+// 2 for bad flags or arguments.
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "common/log.h"
+#include "worker/builtin_tasks.h"
+#include "worker/task_registry.h"
+#include "worker/worker.h"
+
+ABSL_FLAG(std::string, broker, "tcp://127.0.0.1:50052",
+          "ZeroMQ endpoint of the broker's worker socket");
+ABSL_FLAG(int32_t, threads, 0,
+          "tasks run at once; 0 = one per hardware thread");
+ABSL_FLAG(int32_t, prefetch, -1,
+          "tasks accepted beyond --threads; -1 = max(1, threads/4)");
+ABSL_FLAG(std::string, name, "", "worker name shown by the broker; "
+          "empty = host:pid");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
+          "on SIGTERM, how long running tasks may finish before they are "
+          "cancelled");
+
+namespace dexec::worker {
+namespace {
+
+constexpr int kUsageError = 2;
+
+// Flags absl handles itself inside ParseCommandLine (usage and flag files);
+// FindCommandLineFlag does not know them.
+constexpr absl::string_view kAbslBuiltinFlags[] = {
+    "help",    "helpfull",        "helpshort", "helppackage", "helpon",
+    "helpmatch", "version",       "only_check_args", "flagfile", "fromenv",
+    "tryfromenv", "undefok"};
+
+// absl::ParseCommandLine exits with status 1 on a bad flag, but scripts
+// and the process tests tell usage errors apart by status 2. So check every
+// argument first: unknown flags, missing or malformed values and stray
+// arguments get one line on stderr and `false`. Valid input is left for
+// ParseCommandLine.
+bool CheckArguments(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--") break;
+    if (!absl::StartsWith(arg, "-") || arg == "-") {
+      std::cerr << "dexec-worker: unexpected argument '" << arg
+                << "'; dexec-worker takes only flags (see --help)\n";
+      return false;
+    }
+    arg.remove_prefix(absl::StartsWith(arg, "--") ? 2 : 1);
+    const size_t eq = arg.find('=');
+    absl::string_view name = arg.substr(0, eq);
+    if (std::find(std::begin(kAbslBuiltinFlags), std::end(kAbslBuiltinFlags),
+                  name) != std::end(kAbslBuiltinFlags)) {
+      if (eq == absl::string_view::npos &&
+          (name == "flagfile" || name == "fromenv" || name == "tryfromenv" ||
+           name == "undefok" || name == "helpon" || name == "helpmatch")) {
+        ++i;
+      }
+      continue;
+    }
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr && absl::StartsWith(name, "no") &&
+        eq == absl::string_view::npos) {
+      // --noflag sets a boolean flag to false.
+      absl::CommandLineFlag* negated = absl::FindCommandLineFlag(name.substr(2));
+      if (negated != nullptr && negated->IsOfType<bool>()) continue;
+    }
+    if (flag == nullptr) {
+      std::cerr << "dexec-worker: unknown flag --" << name
+                << " (see --help)\n";
+      return false;
+    }
+    std::string value;
+    if (eq != absl::string_view::npos) {
+      value = std::string(arg.substr(eq + 1));
+    } else if (flag->IsOfType<bool>()) {
+      continue;
+    } else if (i + 1 < argc) {
+      value = argv[++i];  // "--threads 8"
+    } else {
+      std::cerr << "dexec-worker: flag --" << name << " needs a value\n";
+      return false;
+    }
+    // Parsing here sets the flag too; ParseCommandLine sets the same value.
+    std::string error;
+    if (!flag->ParseFrom(value, &error)) {
+      std::cerr << "dexec-worker: bad value '" << value << "' for --" << name
+                << ": " << error << "\n";
+      return false;
+    }
+  }
+  return true;
+}
+
+// Takes SIGTERM/SIGINT for the whole process (all threads block them, see
+// Main) and turns them into Worker calls, on a thread of its own: nothing
+// runs in an asynchronous signal handler.
+class SignalWatcher {
+ public:
+  explicit SignalWatcher(Worker* worker) : worker_(worker) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~SignalWatcher() {
+    done_.store(true);
+    pthread_kill(thread_.native_handle(), SIGUSR1);
+    thread_.join();
+  }
+
+  // Every signal the watcher takes; block them before starting threads.
+  static sigset_t Signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGUSR1);  // our own wake-up at exit
+    return set;
+  }
+
+ private:
+  void Run() {
+    pthread_setname_np(pthread_self(), "worker-signals");
+    const sigset_t set = Signals();
+    int received = 0;
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0) continue;
+      if (sig == SIGUSR1) {
+        if (done_.load()) return;
+        continue;
+      }
+      ++received;
+      if (received == 1) {
+        DEXEC_LOG(INFO) << "signal received, draining signal=" << sig;
+        worker_->Drain();
+      } else if (received == 2) {
+        DEXEC_LOG(INFO) << "second signal received, stopping signal=" << sig;
+        worker_->Stop();
+      } else {
+        DEXEC_LOG(WARNING) << "third signal received, exiting now; tasks "
+                              "that ignored cancellation are abandoned";
+        _exit(1);
+      }
+    }
+  }
+
+  Worker* const worker_;
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
+int Main(int argc, char** argv) {
+  SetLogComponent("worker");
+  absl::SetProgramUsageMessage(
+      "Runs dexec's built-in tasks for a broker.\n"
+      "Usage: dexec-worker [--broker=tcp://HOST:PORT] [--threads=N] ...");
+  if (!CheckArguments(argc, argv)) return kUsageError;
+  absl::ParseCommandLine(argc, argv);
+
+  WorkerOptions options;
+  options.broker = absl::GetFlag(FLAGS_broker);
+  options.threads = absl::GetFlag(FLAGS_threads);
+  options.prefetch = absl::GetFlag(FLAGS_prefetch);
+  options.name = absl::GetFlag(FLAGS_name);
+  options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+
+  TaskRegistry registry;
+  absl::Status registered = RegisterBuiltinTasks(&registry);
+  if (!registered.ok()) {
+    std::cerr << "dexec-worker: " << registered.message() << "\n";
+    return 1;
+  }
+
+  // Before any thread exists, so that every thread inherits the mask and
+  // only the watcher's sigwait sees these signals. A child that sys.exec
+  // starts gets its mask reset (exec_task.cc).
+  const sigset_t signals = SignalWatcher::Signals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A write to a closed pipe or socket must fail with EPIPE, not kill us.
+  signal(SIGPIPE, SIG_IGN);
+
+  Worker worker(options, &registry);
+  absl::Status started = worker.Start();
+  if (!started.ok()) {
+    std::cerr << "dexec-worker: " << started.message() << "\n";
+    return absl::IsInvalidArgument(started) ? kUsageError : 1;
+  }
+  SignalWatcher watcher(&worker);
+  std::printf("dexec-worker started name=%s broker=%s threads=%d\n",
+              worker.name().c_str(), options.broker.c_str(),
+              worker.threads());
+  std::fflush(stdout);
+
+  worker.Wait();
+  return 0;
+}
+
+}  // namespace
+}  // namespace dexec::worker
+
+int main(int argc, char** argv) { return dexec::worker::Main(argc, argv); }

@@ -1,0 +1,109 @@
+// A worker process's connection to the broker: receives tasks over ZeroMQ,
+// runs them on a pool of threads with the tasks of a TaskRegistry, and
+// sends their results back. The protocol is protos/wire.proto, described in
+// docs/DESIGN.md, "Worker protocol".
+//
+//   TaskRegistry registry;
+//   RETURN_IF_ERROR(RegisterBuiltinTasks(&registry));
+//   WorkerOptions options;
+//   options.broker = "tcp://broker.internal:50052";
+//   Worker worker(options, &registry);
+//   RETURN_IF_ERROR(worker.Start());
+//   ...                 // on SIGTERM, from any thread: worker.Drain();
+//   worker.Wait();      // returns once the worker has left the broker
+//
+// Threads: "worker-io" owns the socket for life and all connection state;
+// "worker-pool-N" run tasks and hand results back through a mailbox.
+//
+// Connection: the worker registers, adopts the heartbeat interval and
+// liveness of the broker's Welcome, and sends a Heartbeat when it has sent
+// nothing else for an interval. When nothing arrives from the broker for
+// interval x liveness it presumes the broker dead, closes the socket, and
+// after a backoff (250 ms doubling to 8 s, reset by a Welcome) connects a
+// new one and registers again (zguide's Paranoid Pirate). Tasks keep
+// running meanwhile; their results wait for the next Welcome.
+//
+// Shutdown:
+//   Drain(): tells the broker to send no more tasks, finishes every task
+//     already received, sends their results, then leaves. Tasks still
+//     running after drain_timeout are cancelled and the worker leaves
+//     without their results (the broker requeues them).
+//   Stop(): cancels every task at once, sends the results already finished,
+//     and leaves. Tasks not yet started are dropped.
+// Leaving = WorkerState{leaving} sent, socket closed. Pool threads are then
+// joined; a task that ignores its context's cancellation keeps Wait() and
+// the destructor waiting until it returns.
+//
+// Thread-safe.
+#ifndef DEXEC_WORKER_WORKER_H_
+#define DEXEC_WORKER_WORKER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "worker/task_registry.h"
+
+namespace dexec::worker {
+
+struct WorkerOptions {
+  // ZeroMQ endpoint of the broker's worker socket.
+  std::string broker = "tcp://127.0.0.1:50052";
+  // Pool threads, i.e. tasks run at once; 0 = the machine's hardware
+  // threads.
+  int threads = 0;
+  // Tasks accepted beyond `threads`, so a pool thread that finishes finds
+  // the next task already here instead of waiting a round trip;
+  // -1 = max(1, threads / 4).
+  int prefetch = -1;
+  // Shown by the broker and in logs; empty = "host:pid".
+  std::string name;
+  // How long Drain() lets running tasks finish before cancelling them.
+  absl::Duration drain_timeout = absl::Seconds(30);
+  // Used until the broker's Welcome says otherwise.
+  absl::Duration heartbeat_interval = absl::Seconds(1);
+  int liveness = 3;
+};
+
+class Worker {
+ public:
+  // `registry` is borrowed: it must outlive the Worker and not change once
+  // Start() is called.
+  Worker(WorkerOptions options, const TaskRegistry* registry);
+  // Stops (as Stop()) and joins every thread.
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Validates the options, connects, and starts the threads; returns at
+  // once (registration happens in the background). INVALID_ARGUMENT for
+  // bad options or an endpoint ZeroMQ rejects, FAILED_PRECONDITION if
+  // called twice.
+  absl::Status Start();
+
+  // Begins a graceful shutdown (see above) and returns at once. No-op if
+  // not started or already stopping.
+  void Drain();
+
+  // Begins an immediate shutdown (see above) and returns at once. May
+  // follow Drain() to cut it short.
+  void Stop();
+
+  // Blocks until the worker has left the broker and every pool thread has
+  // returned. Returns at once if Start() was never called or failed.
+  void Wait();
+
+  // The worker's name as sent to the broker (options.name or "host:pid").
+  const std::string& name() const;
+  // Pool threads (options.threads, or the hardware threads if 0).
+  int threads() const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dexec::worker
+
+#endif  // DEXEC_WORKER_WORKER_H_

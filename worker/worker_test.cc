@@ -1,0 +1,386 @@
+// Drives a real Worker against a real ZeroMQ ROUTER socket that this test
+// binds and speaks the broker's side of protos/wire.proto through.
+#include "worker/worker.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "protos/wire.h"
+#include "protos/wire.pb.h"
+#include "worker/builtin_tasks.h"
+#include "worker/task_registry.h"
+#include "zmq.hpp"
+
+namespace dexec::worker {
+namespace {
+
+constexpr absl::Duration kWait = absl::Seconds(10);
+
+struct Received {
+  std::string identity;
+  wire::Frame frame;
+};
+
+// The broker's end: a ROUTER bound on a port the OS picks.
+class FakeBroker {
+ public:
+  FakeBroker() : socket_(context_, zmq::socket_type::router) {
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.bind("tcp://127.0.0.1:*");
+    endpoint_ = socket_.get(zmq::sockopt::last_endpoint);
+  }
+
+  const std::string& endpoint() const { return endpoint_; }
+
+  // The next frame, or nullopt if none arrives by `deadline`.
+  std::optional<Received> Receive(absl::Time deadline) {
+    for (;;) {
+      const absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) return std::nullopt;
+      zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1,
+                std::chrono::milliseconds(absl::ToInt64Milliseconds(left) + 1));
+      if (!(item.revents & ZMQ_POLLIN)) continue;
+      zmq::message_t identity, body;
+      (void)socket_.recv(identity);
+      EXPECT_TRUE(identity.more());
+      (void)socket_.recv(body);
+      EXPECT_FALSE(body.more()) << "a worker message has one body part";
+      absl::StatusOr<wire::Frame> frame = wire::DecodeFrame(
+          absl::string_view(static_cast<const char*>(body.data()), body.size()));
+      EXPECT_TRUE(frame.ok()) << "worker sent a bad frame: " << frame.status();
+      if (!frame.ok()) continue;
+      return Received{identity.to_string(), *std::move(frame)};
+    }
+  }
+
+  // The next frame with body `body`, skipping heartbeats; nullopt if
+  // another kind arrives or nothing does by `deadline`.
+  std::optional<Received> Expect(wire::Frame::BodyCase body,
+                                 absl::Time deadline) {
+    for (;;) {
+      std::optional<Received> r = Receive(deadline);
+      if (!r.has_value()) {
+        ADD_FAILURE() << "no frame of kind " << body << " arrived in time";
+        return std::nullopt;
+      }
+      if (r->frame.body_case() == body) return r;
+      if (r->frame.body_case() == wire::Frame::kHeartbeat) continue;
+      ADD_FAILURE() << "expected frame kind " << body << ", got "
+                    << r->frame.ShortDebugString();
+      return std::nullopt;
+    }
+  }
+
+  void SendRaw(const std::string& identity, const std::string& bytes) {
+    socket_.send(zmq::buffer(identity), zmq::send_flags::sndmore);
+    socket_.send(zmq::buffer(bytes), zmq::send_flags::none);
+  }
+
+  void Send(const std::string& identity, wire::Frame frame) {
+    SendRaw(identity, wire::EncodeFrame(std::move(frame)));
+  }
+
+  void Welcome(const std::string& identity, absl::Duration interval,
+               int liveness) {
+    wire::Frame frame;
+    frame.mutable_welcome()->set_heartbeat_interval_ms(
+        absl::ToInt64Milliseconds(interval));
+    frame.mutable_welcome()->set_liveness(liveness);
+    Send(identity, std::move(frame));
+  }
+
+  void Dispatch(const std::string& identity, uint64_t job_id,
+                uint32_t attempt, const std::string& task,
+                const std::string& payload, int64_t timeout_ms = 0) {
+    wire::Frame frame;
+    wire::Task* t = frame.mutable_dispatch()->add_tasks();
+    t->set_job_id(job_id);
+    t->set_attempt(attempt);
+    t->set_name(task);
+    t->set_payload(payload);
+    t->set_timeout_ms(timeout_ms);
+    Send(identity, std::move(frame));
+  }
+
+  // Collects results until `want` job ids have reported or `deadline`.
+  std::vector<wire::TaskResult> Results(size_t want, absl::Time deadline,
+                                        std::string* from = nullptr) {
+    std::vector<wire::TaskResult> out;
+    while (out.size() < want) {
+      std::optional<Received> r = Receive(deadline);
+      if (!r.has_value()) break;
+      if (r->frame.body_case() == wire::Frame::kHeartbeat) continue;
+      EXPECT_TRUE(r->frame.has_results()) << r->frame.ShortDebugString();
+      if (from != nullptr) *from = r->identity;
+      for (const wire::TaskResult& t : r->frame.results().results()) {
+        out.push_back(t);
+      }
+    }
+    return out;
+  }
+
+ private:
+  zmq::context_t context_{1};
+  zmq::socket_t socket_;
+  std::string endpoint_;
+};
+
+class WorkerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(RegisterBuiltinTasks(&registry_).ok()); }
+
+  // Starts a worker and completes the Register/Welcome handshake; returns
+  // the worker's identity at the broker.
+  std::string StartAndRegister(WorkerOptions options,
+                               absl::Duration interval = absl::Seconds(1),
+                               int liveness = 3) {
+    options.broker = broker_.endpoint();
+    if (options.name.empty()) options.name = "test-worker";
+    worker_ = std::make_unique<Worker>(options, &registry_);
+    absl::Status started = worker_->Start();
+    EXPECT_TRUE(started.ok()) << started;
+    std::optional<Received> reg =
+        broker_.Expect(wire::Frame::kRegister, absl::Now() + kWait);
+    if (!reg.has_value()) return "";
+    registered_ = reg->frame.register_();
+    broker_.Welcome(reg->identity, interval, liveness);
+    return reg->identity;
+  }
+
+  // Waits for a heartbeat saying `busy` tasks run: proof that the worker
+  // has the Welcome and the dispatched tasks. Needs a short heartbeat
+  // interval (kFastBeat).
+  void WaitUntilBusy(int busy) {
+    for (;;) {
+      std::optional<Received> hb =
+          broker_.Expect(wire::Frame::kHeartbeat, absl::Now() + kWait);
+      ASSERT_TRUE(hb.has_value()) << "no heartbeat with busy=" << busy;
+      if (hb->frame.heartbeat().busy() == busy) return;
+    }
+  }
+
+  static constexpr absl::Duration kFastBeat = absl::Milliseconds(20);
+
+  TaskRegistry registry_;
+  FakeBroker broker_;
+  std::unique_ptr<Worker> worker_;
+  wire::Register registered_;
+};
+
+TEST_F(WorkerTest, RegistersAndReturnsResultsOfDispatchedTasks) {
+  WorkerOptions options;
+  options.threads = 2;
+  const std::string id = StartAndRegister(options);
+  ASSERT_FALSE(id.empty());
+  EXPECT_EQ(registered_.name(), "test-worker");
+  EXPECT_EQ(registered_.threads(), 2);
+  EXPECT_EQ(registered_.prefetch(), 1);  // max(1, 2 / 4)
+  EXPECT_GT(registered_.pid(), 0);
+  EXPECT_NE(std::find(registered_.tasks().begin(), registered_.tasks().end(),
+                      "sys.exec"),
+            registered_.tasks().end());
+
+  constexpr int kTasks = 200;
+  const int64_t before_us = absl::ToUnixMicros(absl::Now());
+  for (int i = 1; i <= kTasks; ++i) {
+    broker_.Dispatch(id, i, 3, "sys.echo", absl::StrCat("payload-", i));
+  }
+  std::vector<wire::TaskResult> results =
+      broker_.Results(kTasks, absl::Now() + kWait);
+  ASSERT_EQ(results.size(), size_t{kTasks});
+  std::vector<bool> seen(kTasks + 1);
+  for (const wire::TaskResult& r : results) {
+    ASSERT_GE(r.job_id(), 1u);
+    ASSERT_LE(r.job_id(), uint64_t{kTasks});
+    EXPECT_FALSE(seen[r.job_id()]) << "two results for job " << r.job_id();
+    seen[r.job_id()] = true;
+    EXPECT_TRUE(r.ok()) << r.error_message();
+    EXPECT_EQ(r.attempt(), 3u);
+    EXPECT_EQ(r.output(), absl::StrCat("payload-", r.job_id()));
+    EXPECT_GE(r.started_at_us(), before_us);
+    EXPECT_LE(r.started_at_us(), r.finished_at_us());
+  }
+}
+
+TEST_F(WorkerTest, ReportsErrorKinds) {
+  const std::string id = StartAndRegister(WorkerOptions{});
+  broker_.Dispatch(id, 1, 1, "no.such.task", "");
+  broker_.Dispatch(id, 2, 1, "sys.fail", "on purpose");
+  broker_.Dispatch(id, 3, 1, "sys.sleep", "60000", /*timeout_ms=*/50);
+  std::vector<wire::TaskResult> results =
+      broker_.Results(3, absl::Now() + kWait);
+  ASSERT_EQ(results.size(), 3u);
+  std::sort(results.begin(), results.end(),
+            [](const auto& a, const auto& b) { return a.job_id() < b.job_id(); });
+  EXPECT_EQ(results[0].error_kind(), "unknown_task");
+  EXPECT_EQ(results[1].error_kind(), "task_error");
+  EXPECT_EQ(results[1].error_message(), "on purpose");
+  EXPECT_EQ(results[2].error_kind(), "timeout");
+  for (const auto& r : results) EXPECT_FALSE(r.ok());
+}
+
+TEST_F(WorkerTest, AbandonedRunningTaskIsCancelledAndReportsNothing) {
+  WorkerOptions options;
+  options.threads = 1;  // job 2 can only run once job 1 let go of the thread
+  options.prefetch = 1;
+  const std::string id = StartAndRegister(options, kFastBeat, 100);
+  broker_.Dispatch(id, 1, 1, "sys.sleep", "60000");
+  WaitUntilBusy(1);
+  wire::Frame abandon;
+  wire::TaskRef* ref = abandon.mutable_abandon()->add_tasks();
+  ref->set_job_id(1);
+  ref->set_attempt(1);
+  broker_.Send(id, std::move(abandon));
+  broker_.Dispatch(id, 2, 1, "sys.echo", "after");
+
+  std::vector<wire::TaskResult> results =
+      broker_.Results(1, absl::Now() + kWait);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].job_id(), 2u);
+  EXPECT_EQ(results[0].output(), "after");
+
+  // Nothing about job 1 comes before the worker leaves.
+  worker_->Stop();
+  for (;;) {
+    std::optional<Received> r = broker_.Receive(absl::Now() + kWait);
+    ASSERT_TRUE(r.has_value()) << "the worker never said it was leaving";
+    EXPECT_FALSE(r->frame.has_results()) << r->frame.ShortDebugString();
+    if (r->frame.has_worker_state() && r->frame.worker_state().leaving()) break;
+  }
+  worker_->Wait();
+}
+
+TEST_F(WorkerTest, GarbageFramesAreDroppedAndTheWorkerKeepsWorking) {
+  const std::string id = StartAndRegister(WorkerOptions{});
+  broker_.SendRaw(id, "this is not a protobuf \xff\xff");
+  broker_.SendRaw(id, "");
+  wire::Frame wrong_version;
+  wrong_version.mutable_heartbeat();
+  wrong_version.set_version(99);
+  broker_.SendRaw(id, wrong_version.SerializeAsString());
+  wire::Frame bad_dispatch;  // a task without a name
+  bad_dispatch.mutable_dispatch()->add_tasks()->set_job_id(5);
+  broker_.Send(id, std::move(bad_dispatch));
+
+  broker_.Dispatch(id, 7, 1, "sys.echo", "still alive");
+  std::vector<wire::TaskResult> results =
+      broker_.Results(1, absl::Now() + kWait);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].job_id(), 7u);
+  EXPECT_EQ(results[0].output(), "still alive");
+}
+
+TEST_F(WorkerTest, ReconnectFrameMakesTheWorkerRegisterAgainOnTheSameSocket) {
+  const std::string id = StartAndRegister(WorkerOptions{});
+  wire::Frame reconnect;
+  reconnect.mutable_reconnect();
+  broker_.Send(id, std::move(reconnect));
+  std::optional<Received> reg =
+      broker_.Expect(wire::Frame::kRegister, absl::Now() + kWait);
+  ASSERT_TRUE(reg.has_value());
+  EXPECT_EQ(reg->identity, id);
+}
+
+TEST_F(WorkerTest, SilentBrokerIsPresumedDeadAndResultsWaitForTheNextSession) {
+  // 30 ms x 3: the worker gives up on a silent broker quickly.
+  const std::string id =
+      StartAndRegister(WorkerOptions{}, absl::Milliseconds(30), 3);
+  // Still running when the worker reconnects; reported to the new session.
+  broker_.Dispatch(id, 9, 2, "sys.sleep", "300");
+
+  // Say nothing more. The worker must open a new socket and register again.
+  std::optional<Received> again;
+  const absl::Time deadline = absl::Now() + kWait;
+  for (;;) {
+    std::optional<Received> r = broker_.Receive(deadline);
+    ASSERT_TRUE(r.has_value()) << "the worker never registered again";
+    EXPECT_FALSE(r->frame.has_results())
+        << "a result went to a broker presumed dead";
+    if (r->frame.has_register_()) {
+      again = std::move(r);
+      break;
+    }
+  }
+  EXPECT_NE(again->identity, id) << "expected a new DEALER socket";
+  broker_.Welcome(again->identity, absl::Seconds(1), 3);
+  std::string from;
+  std::vector<wire::TaskResult> results =
+      broker_.Results(1, absl::Now() + kWait, &from);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].job_id(), 9u);
+  EXPECT_EQ(results[0].attempt(), 2u);
+  EXPECT_TRUE(results[0].ok()) << results[0].error_message();
+  EXPECT_EQ(from, again->identity);
+}
+
+TEST_F(WorkerTest, DrainFinishesReceivedTasksThenLeaves) {
+  const std::string id = StartAndRegister(WorkerOptions{}, kFastBeat, 100);
+  broker_.Dispatch(id, 1, 1, "sys.sleep", "200");
+  WaitUntilBusy(1);
+  worker_->Drain();
+  std::optional<Received> draining =
+      broker_.Expect(wire::Frame::kWorkerState, absl::Now() + kWait);
+  ASSERT_TRUE(draining.has_value());
+  EXPECT_TRUE(draining->frame.worker_state().draining());
+  std::vector<wire::TaskResult> results =
+      broker_.Results(1, absl::Now() + kWait);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_TRUE(results[0].ok());
+  std::optional<Received> leaving =
+      broker_.Expect(wire::Frame::kWorkerState, absl::Now() + kWait);
+  ASSERT_TRUE(leaving.has_value());
+  EXPECT_TRUE(leaving->frame.worker_state().leaving());
+  worker_->Wait();
+}
+
+TEST_F(WorkerTest, DrainTimeoutCancelsRunningTasksAndLeavesWithoutThem) {
+  WorkerOptions options;
+  options.drain_timeout = absl::Milliseconds(100);
+  const std::string id = StartAndRegister(options, kFastBeat, 100);
+  broker_.Dispatch(id, 1, 1, "sys.sleep", "60000");
+  WaitUntilBusy(1);
+  const absl::Time start = absl::Now();
+  worker_->Drain();
+  std::optional<Received> draining =
+      broker_.Expect(wire::Frame::kWorkerState, absl::Now() + kWait);
+  ASSERT_TRUE(draining.has_value());
+  EXPECT_TRUE(draining->frame.worker_state().draining());
+  std::optional<Received> leaving =
+      broker_.Expect(wire::Frame::kWorkerState, absl::Now() + kWait);
+  ASSERT_TRUE(leaving.has_value());
+  EXPECT_TRUE(leaving->frame.worker_state().leaving());
+  worker_->Wait();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+TEST_F(WorkerTest, StartRejectsBadOptions) {
+  WorkerOptions options;
+  options.broker = "not an endpoint";
+  Worker bad_endpoint(options, &registry_);
+  EXPECT_TRUE(absl::IsInvalidArgument(bad_endpoint.Start()));
+
+  options.broker = broker_.endpoint();
+  options.threads = -1;
+  Worker bad_threads(options, &registry_);
+  EXPECT_TRUE(absl::IsInvalidArgument(bad_threads.Start()));
+}
+
+TEST_F(WorkerTest, DestructorStopsAWorkerThatWasNeverDrained) {
+  const std::string id = StartAndRegister(WorkerOptions{}, kFastBeat, 100);
+  broker_.Dispatch(id, 1, 1, "sys.sleep", "60000");
+  WaitUntilBusy(1);
+  const absl::Time start = absl::Now();
+  worker_.reset();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+}  // namespace
+}  // namespace dexec::worker
