@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -23,6 +25,10 @@
 #include "worker/task_context.h"
 #include "worker/task_error.h"
 #include "zmq.hpp"
+
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#endif
 
 namespace dexec::worker {
 namespace {
@@ -65,43 +71,64 @@ struct IoEvent {
 };
 
 // The pool's work queue. Thread-safe.
+//
+// std::mutex rather than absl::Mutex: Debian's Abseil is built without
+// ThreadSanitizer annotations, so TSan cannot see absl::Mutex order threads
+// and would report every hand-off through this queue as a race.
 class TaskQueue {
  public:
   void PushAll(std::vector<std::shared_ptr<TaskRun>> runs) {
-    absl::MutexLock lock(&mu_);
-    if (closed_) return;
-    for (auto& r : runs) tasks_.push_back(std::move(r));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (closed_) return;
+      for (auto& r : runs) tasks_.push_back(std::move(r));
+    }
+    if (runs.size() == 1) {
+      ready_.notify_one();
+    } else {
+      ready_.notify_all();
+    }
   }
 
   // Blocks until a task is queued (returns it) or Close() (returns null).
   std::shared_ptr<TaskRun> Pop() {
-    mu_.LockWhen(absl::Condition(this, &TaskQueue::ReadyLocked));
-    std::shared_ptr<TaskRun> run;
-    if (!closed_) {
-      run = std::move(tasks_.front());
-      tasks_.pop_front();
-    }
-    mu_.Unlock();
+    std::unique_lock<std::mutex> lock(mu_);
+    ready_.wait(lock, [this] { return closed_ || !tasks_.empty(); });
+    if (closed_) return nullptr;
+    std::shared_ptr<TaskRun> run = std::move(tasks_.front());
+    tasks_.pop_front();
     return run;
   }
 
   // Drops queued tasks and makes every Pop() return null from now on.
   void Close() {
-    absl::MutexLock lock(&mu_);
-    closed_ = true;
-    tasks_.clear();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      closed_ = true;
+      tasks_.clear();
+    }
+    ready_.notify_all();
   }
 
  private:
-  bool ReadyLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return closed_ || !tasks_.empty();
-  }
-
   // Guards the queue between the io thread (pushes) and the pool (pops).
-  absl::Mutex mu_;
-  std::deque<std::shared_ptr<TaskRun>> tasks_ ABSL_GUARDED_BY(mu_);
-  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  std::mutex mu_;
+  std::condition_variable ready_;
+  std::deque<std::shared_ptr<TaskRun>> tasks_;  // guarded by mu_
+  bool closed_ = false;                         // guarded by mu_
 };
+
+// Marks the hand-off of a finished TaskRun through the mailbox for
+// ThreadSanitizer. The Mailbox's absl::Mutex already orders it, but TSan
+// cannot see that mutex (see TaskQueue); without these it would report the
+// io thread reading TaskRun::result as a race.
+#if defined(__SANITIZE_THREAD__)
+void TsanRelease(void* addr) { __tsan_release(addr); }
+void TsanAcquire(void* addr) { __tsan_acquire(addr); }
+#else
+void TsanRelease(void*) {}
+void TsanAcquire(void*) {}
+#endif
 
 std::string DefaultName() {
   char host[256] = {};
@@ -606,7 +633,9 @@ void Worker::Impl::NoteBadFrame(absl::string_view why, absl::Time now) {
 }
 
 void Worker::Impl::CollectResults(bool leaving) {
-  for (IoEvent& event : mailbox_.Drain()) {
+  std::vector<IoEvent> events = mailbox_.Drain();
+  TsanAcquire(&mailbox_);
+  for (IoEvent& event : events) {
     if (event.finished == nullptr) continue;  // a wake-up
     TaskRun& run = *event.finished;
     auto it = active_.find(TaskKey(run.task.job_id(), run.task.attempt()));
@@ -662,6 +691,7 @@ void Worker::Impl::PoolLoop(int index) {
   while (std::shared_ptr<TaskRun> run = queue_.Pop()) {
     if (run->abandoned.load(std::memory_order_relaxed)) continue;
     Execute(*run);
+    TsanRelease(&mailbox_);
     mailbox_.Post(IoEvent{std::move(run)});
   }
 }
