@@ -1,11 +1,17 @@
 #include "client/cli_commands.h"
 
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <map>
 #include <optional>
 #include <set>
 #include <sstream>
+#include <thread>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -355,7 +361,56 @@ class Progress {
   bool drawn_ = false;
 };
 
+sigset_t InterruptSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+
+// While alive, takes SIGINT/SIGTERM (blocked by BlockInterruptSignals) on its
+// `cli-signals` thread: cancels the executor's queued jobs, so an abandoned
+// map does not keep the cluster busy, and exits 130 like a shell would.
+// Running jobs are left to finish; waiting for them would make Ctrl-C slow.
+class InterruptCancelsMap {
+ public:
+  // `executor` and `err` are borrowed and outlive this object.
+  InterruptCancelsMap(Executor* executor, std::ostream& err, bool err_is_tty)
+      : thread_([this, executor, &err, err_is_tty] {
+          pthread_setname_np(pthread_self(), "cli-signals");
+          sigset_t set = InterruptSignals();
+          sigaddset(&set, SIGUSR2);  // Our own wake-up from the destructor.
+          int sig = 0;
+          sigwait(&set, &sig);
+          if (done_.load()) return;
+          // Erase a half-drawn progress line first.
+          if (err_is_tty) err << "\r\033[K";
+          err << "dexec: interrupted; cancelling the queued jobs\n"
+              << std::flush;
+          executor->Shutdown(/*wait=*/false, /*cancel_futures=*/true);
+          std::_Exit(128 + sig);
+        }) {}
+  InterruptCancelsMap(const InterruptCancelsMap&) = delete;
+  InterruptCancelsMap& operator=(const InterruptCancelsMap&) = delete;
+  ~InterruptCancelsMap() {
+    done_.store(true);
+    pthread_kill(thread_.native_handle(), SIGUSR2);
+    thread_.join();
+  }
+
+ private:
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
 }  // namespace
+
+void BlockInterruptSignals() {
+  sigset_t set = InterruptSignals();
+  sigaddset(&set, SIGUSR2);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
 
 absl::StatusOr<std::unique_ptr<v1::Broker::Stub>> ConnectToBroker(
     const std::string& broker, absl::Duration timeout) {
@@ -486,6 +541,7 @@ int Map(const ParsedCommand& cmd, Terminal& term) {
   Progress progress(term.err, term.err_is_tty);
   int exit_code = kExitOk;
   {
+    InterruptCancelsMap interrupt(executor->get(), term.err, term.err_is_tty);
     MapResults<std::string> results =
         (*executor)->Map<std::string>(cmd.task, lines, map_options);
     while (std::optional<absl::StatusOr<std::string>> r = results.Next()) {
@@ -500,6 +556,15 @@ int Map(const ParsedCommand& cmd, Terminal& term) {
       // Flush per line so results stream out as they arrive, also into a
       // pipe: a consumer may be waiting on the first lines.
       term.out << **r << '\n' << std::flush;
+      if (!term.out) {
+        // The reader went away (e.g. `| head`); leaving `results` cancels
+        // the jobs still queued.
+        progress.Clear();
+        term.err << "dexec: cannot write the results (stdout closed); "
+                    "cancelled the remaining jobs\n";
+        exit_code = kExitFailed;
+        break;
+      }
       progress.Update(done, lines_read);
     }
   }

@@ -39,6 +39,13 @@ inline constexpr absl::Duration kConnectTimeout = absl::Seconds(5);
 absl::StatusOr<std::unique_ptr<v1::Broker::Stub>> ConnectToBroker(
     const std::string& broker, absl::Duration timeout = kConnectTimeout);
 
+// Blocks SIGINT, SIGTERM (and SIGUSR2, used internally) in the calling
+// thread and every thread it starts later, so that Map can take them on its
+// own thread and cancel its queued jobs before exiting. Call it in main
+// before anything starts a thread, and only for Verb::kMap: for other verbs
+// the default (die at once) is right.
+void BlockInterruptSignals();
+
 // Streams a verb may use besides the broker.
 struct Terminal {
   std::istream& in;         // map's payloads; exec --stdin; --payload_file=-

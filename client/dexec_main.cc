@@ -1,6 +1,7 @@
 // dexec: the command-line client of a dexec broker. `dexec --help` lists
 // the verbs; client/cli_flags.h has the parsing rules and
 // client/cli_commands.h the exit codes.
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -25,6 +26,9 @@ void DropGrpcLog(gpr_log_func_args*) {}
 int main(int argc, char** argv) {
   using namespace dexec::cli;  // NOLINT: the file's only subject.
   gpr_set_log_function(DropGrpcLog);
+  // A closed stdout shows up as a failed write, so `map` can stop and cancel
+  // its remaining jobs instead of dying with them still queued.
+  signal(SIGPIPE, SIG_IGN);
 
   const char* env_broker = std::getenv("DEXEC_BROKER");
   absl::StatusOr<ParsedCommand> cmd = ParseCommandLine(
@@ -39,6 +43,8 @@ int main(int argc, char** argv) {
     std::cout << UsageText();
     return kExitOk;
   }
+  // Before the first gRPC thread starts, so every thread inherits the mask.
+  if (cmd->verb == Verb::kMap) BlockInterruptSignals();
   absl::StatusOr<std::unique_ptr<dexec::v1::Broker::Stub>> broker =
       ConnectToBroker(cmd->broker);
   if (!broker.ok()) {
