@@ -18,18 +18,18 @@ CallbackThread::~CallbackThread() {
 }
 
 void CallbackThread::Post(std::function<void()> fn) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (stopping_) return;
   queue_.push_back(std::move(fn));
 }
 
 void CallbackThread::Stop() {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
   }
   if (IsCurrent()) return;
-  absl::MutexLock lock(&join_mu_);
+  MutexLock lock(&join_mu_);
   if (thread_.joinable()) thread_.join();
 }
 
@@ -38,11 +38,11 @@ void CallbackThread::Loop() {
   std::deque<std::function<void()>> batch;
   for (;;) {
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
         return stopping_ || !queue_.empty();
       };
-      mu_.Await(absl::Condition(&ready));
+      mu_.Await(ready);
       if (queue_.empty()) return;  // stopping, and everything ran
       batch.swap(queue_);
     }

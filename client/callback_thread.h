@@ -11,7 +11,7 @@
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "client/mutex.h"
 
 namespace dexec {
 namespace internal {
@@ -39,11 +39,11 @@ class CallbackThread {
  private:
   void Loop();
 
-  absl::Mutex mu_;  // guards the queue and the stop flag
+  Mutex mu_;  // guards the queue and the stop flag
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   // Serialises Stop's join against concurrent Stops.
-  absl::Mutex join_mu_;
+  Mutex join_mu_;
   const std::string name_;
   std::thread thread_;
   std::thread::id id_;

@@ -35,21 +35,21 @@ FutureState::FutureState(std::weak_ptr<FutureHost> host)
     : host_(std::move(host)) {}
 
 void FutureState::SetJobId(uint64_t job_id) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (has_id_) return;
   has_id_ = true;
   job_id_ = job_id;
 }
 
 void FutureState::MarkRunning() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (phase_ == Phase::kPending) phase_ = Phase::kRunning;
 }
 
 bool FutureState::Complete(absl::Status status, std::string result) {
   std::vector<Callback> callbacks;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (phase_ == Phase::kDone) return false;
     status_ = std::move(status);
     result_ = std::move(result);
@@ -77,23 +77,23 @@ bool FutureState::Complete(absl::Status status, std::string result) {
 }
 
 bool FutureState::Done() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return phase_ == Phase::kDone;
 }
 
 bool FutureState::Running() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return phase_ == Phase::kRunning;
 }
 
 bool FutureState::Cancelled() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return phase_ == Phase::kDone &&
          status_.code() == absl::StatusCode::kCancelled;
 }
 
 bool FutureState::HasJobId() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return has_id_;
 }
 
@@ -101,16 +101,16 @@ bool FutureState::WaitDone(absl::Time deadline) const {
   auto done = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
     return phase_ == Phase::kDone;
   };
-  absl::MutexLock lock(&mu_);
-  return mu_.AwaitWithDeadline(absl::Condition(&done), deadline);
+  MutexLock lock(&mu_);
+  return mu_.AwaitWithDeadline(done, deadline);
 }
 
 absl::StatusOr<uint64_t> FutureState::JobId(absl::Time deadline) const {
   auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
     return has_id_ || phase_ == Phase::kDone;
   };
-  absl::MutexLock lock(&mu_);
-  if (!mu_.AwaitWithDeadline(absl::Condition(&ready), deadline)) {
+  MutexLock lock(&mu_);
+  if (!mu_.AwaitWithDeadline(ready, deadline)) {
     return absl::DeadlineExceededError(
         "the broker has not acknowledged the submit yet");
   }
@@ -123,7 +123,7 @@ const std::string& FutureState::result() const { return result_; }
 
 bool FutureState::Cancel(const std::shared_ptr<FutureState>& self) {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (phase_ == Phase::kDone) {
       return status_.code() == absl::StatusCode::kCancelled;
     }
@@ -137,7 +137,7 @@ bool FutureState::Cancel(const std::shared_ptr<FutureState>& self) {
 void FutureState::AddDoneCallback(const std::shared_ptr<FutureState>& self,
                                   Callback fn) {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (phase_ != Phase::kDone) {
       callbacks_.push_back(std::move(fn));
       return;
@@ -147,14 +147,14 @@ void FutureState::AddDoneCallback(const std::shared_ptr<FutureState>& self,
 }
 
 bool FutureState::AddWaiter(Waiter* waiter, size_t tag) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (phase_ == Phase::kDone) return false;
   waiters_.emplace_back(waiter, tag);
   return true;
 }
 
 void FutureState::RemoveWaiter(Waiter* waiter) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   for (size_t i = 0; i < waiters_.size();) {
     if (waiters_[i].first == waiter) {
       waiters_[i] = waiters_.back();

@@ -20,8 +20,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "client/mutex.h"
 
 namespace dexec {
 namespace internal {
@@ -118,7 +118,7 @@ class FutureState : public std::enable_shared_from_this<FutureState> {
 
   // Guards everything below. Held only for field updates and Waiter::Notify,
   // never across I/O or user callbacks.
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kPending;
   bool has_id_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t job_id_ ABSL_GUARDED_BY(mu_) = 0;

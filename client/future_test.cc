@@ -7,11 +7,11 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/future_state.h"
 #include "client/local_host.h"
+#include "client/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -147,22 +147,22 @@ TEST_F(FutureTest, RunningThenDone) {
 TEST_F(FutureTest, CallbacksRunInOrderOnTheCallbackThread) {
   auto state = host_->NewAcknowledgedJob();
   Future<int> f = MakeFuture<int>(state);
-  absl::Mutex mu;
+  internal::Mutex mu;
   std::vector<int> order;
   bool all_on_callback_thread = true;
-  absl::Notification done;
   for (int i = 0; i < 3; ++i) {
     f.AddDoneCallback([&, i](const Future<int>& g) {
-      absl::MutexLock lock(&mu);
+      internal::MutexLock lock(&mu);
       order.push_back(i);
       all_on_callback_thread &= host_->OnCallbackThread();
       EXPECT_EQ(g.Result(absl::ZeroDuration()).value(), 7);
-      if (i == 2) done.Notify();
     });
   }
   state->Complete(absl::OkStatus(), "7");
-  ASSERT_TRUE(done.WaitForNotificationWithTimeout(kBound));
-  absl::MutexLock lock(&mu);
+  internal::MutexLock lock(&mu);
+  ASSERT_TRUE(mu.AwaitWithDeadline([&] { return order.size() == 3; },
+                                   absl::Now() + kBound))
+      << "callbacks did not run";
   EXPECT_THAT(order, ElementsAre(0, 1, 2));
   EXPECT_TRUE(all_on_callback_thread);
 }

@@ -15,10 +15,10 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "client/callback_thread.h"
 #include "client/future_state.h"
 #include "client/map_stream.h"
+#include "client/mutex.h"
 
 namespace dexec {
 namespace internal {
@@ -41,7 +41,7 @@ class LocalHost final : public BatchSubmitter,
   uint64_t Acknowledge(const std::shared_ptr<FutureState>& state) {
     uint64_t id;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       id = ++last_id_;
       jobs_.push_back(state);
     }
@@ -56,7 +56,7 @@ class LocalHost final : public BatchSubmitter,
   }
 
   void set_on_submit(OnSubmit fn) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     on_submit_ = std::move(fn);
   }
 
@@ -65,7 +65,7 @@ class LocalHost final : public BatchSubmitter,
                    std::vector<std::shared_ptr<FutureState>>* states) override {
     OnSubmit on_submit;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       batch_sizes_.push_back(payloads.size());
       on_submit = on_submit_;
     }
@@ -83,7 +83,7 @@ class LocalHost final : public BatchSubmitter,
   absl::StatusOr<std::vector<bool>> CancelJobs(
       const std::vector<uint64_t>& job_ids) override {
     std::vector<bool> out;
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     cancel_calls_.push_back(job_ids);
     for (uint64_t id : job_ids) {
       const std::shared_ptr<FutureState>& s = jobs_.at(id - 1);
@@ -95,20 +95,20 @@ class LocalHost final : public BatchSubmitter,
   bool OnCallbackThread() const { return callbacks_.IsCurrent(); }
 
   std::vector<size_t> batch_sizes() const {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return batch_sizes_;
   }
   std::vector<std::vector<uint64_t>> cancel_calls() const {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return cancel_calls_;
   }
   size_t jobs_submitted() const {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return jobs_.size();
   }
 
  private:
-  mutable absl::Mutex mu_;  // guards every field below
+  mutable Mutex mu_;  // guards every field below
   uint64_t last_id_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::shared_ptr<FutureState>> jobs_ ABSL_GUARDED_BY(mu_);
   std::vector<size_t> batch_sizes_ ABSL_GUARDED_BY(mu_);

@@ -135,7 +135,7 @@ std::shared_ptr<FutureState> Session::Submit(absl::string_view task,
   const size_t max_batch = std::max<size_t>(1, options_.max_batch);
   absl::Status closed;
   {
-    absl::MutexLock lock(&queue_mu_);
+    MutexLock lock(&queue_mu_);
     if (!closed_) {
       // Join the batch the sender has not picked up yet: concurrent submits
       // coalesce into one message while the sender is busy writing.
@@ -176,7 +176,7 @@ void Session::SubmitBatch(absl::string_view task, const SubmitOptions& options,
   }
   absl::Status closed;
   {
-    absl::MutexLock lock(&queue_mu_);
+    MutexLock lock(&queue_mu_);
     if (!closed_) {
       for (OutBatch& batch : built) batches_.push_back(std::move(batch));
       return;
@@ -192,10 +192,10 @@ std::shared_ptr<FutureState> Session::Attach(uint64_t job_id) {
   state->SetJobId(job_id);
   absl::Status closed;
   {
-    absl::MutexLock lock(&queue_mu_);
+    MutexLock lock(&queue_mu_);
     if (!closed_) {
       {
-        absl::MutexLock ids_lock(&mu_);
+        MutexLock ids_lock(&mu_);
         ids_[job_id].push_back(Watcher{state, /*submitted=*/false});
       }
       watch_ids_.push_back(job_id);
@@ -244,11 +244,11 @@ void Session::SendLoop() {
   std::vector<uint64_t> watches;
   for (;;) {
     {
-      absl::MutexLock lock(&queue_mu_);
+      MutexLock lock(&queue_mu_);
       auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(queue_mu_) {
         return stop_sender_ || !batches_.empty() || !watch_ids_.empty();
       };
-      queue_mu_.Await(absl::Condition(&ready));
+      queue_mu_.Await(ready);
       if (batches_.empty() && watch_ids_.empty()) break;  // stop_sender_
       batches.swap(batches_);
       watches.swap(watch_ids_);
@@ -276,7 +276,7 @@ void Session::SendLoop() {
       absl::Status broken;
       {
         // Registered before the write: the Submitted may arrive at once.
-        absl::MutexLock lock(&mu_);
+        MutexLock lock(&mu_);
         if (broken_) {
           broken = broken_status_;
         } else {
@@ -292,11 +292,11 @@ void Session::SendLoop() {
       if (healthy) healthy = write(*batch.request);
     }
     batches.clear();
-    absl::MutexLock lock(&queue_mu_);
+    MutexLock lock(&queue_mu_);
     sending_ = false;
   }
   if (healthy) stream_->WritesDone();
-  absl::MutexLock lock(&queue_mu_);
+  MutexLock lock(&queue_mu_);
   sender_exited_ = true;
 }
 
@@ -317,12 +317,12 @@ void Session::RecvLoop() {
   }
   {
     // Finish must not race the sender's Write.
-    absl::MutexLock lock(&queue_mu_);
+    MutexLock lock(&queue_mu_);
     stop_sender_ = true;
     auto exited = [this]() ABSL_SHARED_LOCKS_REQUIRED(queue_mu_) {
       return sender_exited_;
     };
-    queue_mu_.Await(absl::Condition(&exited));
+    queue_mu_.Await(exited);
   }
   const grpc::Status status = stream_->Finish();
   FailOutstanding(absl::UnavailableError(absl::StrCat(
@@ -339,7 +339,7 @@ void Session::HandleSubmitted(v1::SessionResponse::Submitted* submitted) {
   std::vector<std::shared_ptr<FutureState>> states;
   absl::Status failure;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = unacked_.find(submitted->seq());
     if (it == unacked_.end()) return;  // not a seq of ours: ignore
     states = std::move(it->second);
@@ -381,7 +381,7 @@ void Session::HandleEvents(v1::SessionResponse::Events* events) {
   std::vector<Update> updates;
   updates.reserve(events->events_size());
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     for (int k = 0; k < events->events_size(); ++k) {
       const v1::JobEvent& event = events->events(k);
       auto it = ids_.find(event.job_id());
@@ -415,7 +415,7 @@ void Session::HandleEvents(v1::SessionResponse::Events* events) {
 void Session::FailOutstanding(const absl::Status& status) {
   std::deque<OutBatch> unsent;
   {
-    absl::MutexLock lock(&queue_mu_);
+    MutexLock lock(&queue_mu_);
     if (!closed_) {
       closed_ = true;
       closed_status_ = status;
@@ -427,7 +427,7 @@ void Session::FailOutstanding(const absl::Status& status) {
       unacked;
   absl::flat_hash_map<uint64_t, absl::InlinedVector<Watcher, 1>> ids;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     broken_ = true;
     broken_status_ = status;
     unacked.swap(unacked_);
@@ -447,7 +447,7 @@ void Session::FailOutstanding(const absl::Status& status) {
 void Session::Shutdown(bool wait, bool cancel_futures) {
   std::deque<OutBatch> unsent;
   {
-    absl::MutexLock lock(&queue_mu_);
+    MutexLock lock(&queue_mu_);
     if (!closed_) {
       closed_ = true;
       closed_status_ = absl::FailedPreconditionError(
@@ -464,19 +464,19 @@ void Session::Shutdown(bool wait, bool cancel_futures) {
     // Jobs already sent need their ids before they can be cancelled; the
     // acknowledgements are on their way (or the stream breaks).
     {
-      absl::MutexLock lock(&queue_mu_);
+      MutexLock lock(&queue_mu_);
       auto sent = [this]() ABSL_SHARED_LOCKS_REQUIRED(queue_mu_) {
         return !sending_ || sender_exited_;
       };
-      queue_mu_.Await(absl::Condition(&sent));
+      queue_mu_.Await(sent);
     }
     std::vector<std::shared_ptr<FutureState>> to_cancel;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       auto acked = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
         return broken_ || unacked_.empty();
       };
-      mu_.Await(absl::Condition(&acked));
+      mu_.Await(acked);
       for (const auto& [id, watchers] : ids_) {
         for (const Watcher& w : watchers) {
           if (w.submitted) to_cancel.push_back(w.state);
@@ -487,37 +487,37 @@ void Session::Shutdown(bool wait, bool cancel_futures) {
   }
   if (!wait) return;
   {
-    absl::MutexLock lock(&queue_mu_);
+    MutexLock lock(&queue_mu_);
     auto drained = [this]() ABSL_SHARED_LOCKS_REQUIRED(queue_mu_) {
       return sender_exited_ ||
              (batches_.empty() && watch_ids_.empty() && !sending_);
     };
-    queue_mu_.Await(absl::Condition(&drained));
+    queue_mu_.Await(drained);
   }
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto all_done = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
       return broken_ || (unacked_.empty() && ids_.empty());
     };
-    mu_.Await(absl::Condition(&all_done));
+    mu_.Await(all_done);
   }
   Stop();
 }
 
 void Session::Stop() {
-  absl::MutexLock stop_lock(&stop_mu_);
+  MutexLock stop_lock(&stop_mu_);
   if (stopped_) return;
   stopped_ = true;
   {
-    absl::MutexLock lock(&queue_mu_);
+    MutexLock lock(&queue_mu_);
     stop_sender_ = true;
   }
   if (sender_.joinable()) sender_.join();  // it half-closes the stream
   bool ended;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto over = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return broken_; };
-    ended = mu_.AwaitWithTimeout(absl::Condition(&over), kCloseGrace);
+    ended = mu_.AwaitWithDeadline(over, absl::Now() + kCloseGrace);
   }
   // A broker that doesn't end the stream after our half-close must not
   // hang the shutdown.

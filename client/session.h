@@ -26,10 +26,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "client/callback_thread.h"
 #include "client/future_state.h"
 #include "client/map_stream.h"
+#include "client/mutex.h"
 #include "client/options.h"
 #include "grpcpp/grpcpp.h"
 #include "protos/dexec.grpc.pb.h"
@@ -118,7 +118,7 @@ class Session final : public BatchSubmitter,
 
   // Guards the outgoing queue: what Submit/Attach hand to `client-send`.
   // Lock order: queue_mu_ before mu_.
-  absl::Mutex queue_mu_;
+  Mutex queue_mu_;
   std::deque<OutBatch> batches_ ABSL_GUARDED_BY(queue_mu_);
   std::vector<uint64_t> watch_ids_ ABSL_GUARDED_BY(queue_mu_);
   // The sender holds items taken from the queue and not yet registered.
@@ -132,7 +132,7 @@ class Session final : public BatchSubmitter,
   // Guards what the broker has yet to answer: sent batches by seq, and
   // watchers by job id. Held for map updates only; futures are completed
   // after it is released.
-  absl::Mutex mu_ ABSL_ACQUIRED_AFTER(queue_mu_);
+  Mutex mu_ ABSL_ACQUIRED_AFTER(queue_mu_);
   absl::flat_hash_map<uint64_t, std::vector<std::shared_ptr<FutureState>>>
       unacked_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, absl::InlinedVector<Watcher, 1>> ids_
@@ -145,7 +145,7 @@ class Session final : public BatchSubmitter,
   uint64_t next_seq_ = 0;
 
   // Serialises Stop (joining) across concurrent Shutdown calls.
-  absl::Mutex stop_mu_;
+  Mutex stop_mu_;
   bool stopped_ ABSL_GUARDED_BY(stop_mu_) = false;
 
   CallbackThread callbacks_;

@@ -24,10 +24,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "client/future.h"
 #include "client/future_state.h"
+#include "client/mutex.h"
 
 namespace dexec {
 
@@ -49,7 +49,7 @@ namespace internal {
 class CompletionQueue final : public Waiter {
  public:
   void Notify(size_t tag, bool failed, bool cancelled) override {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     ready_.push_back(tag);
     ++completed_;
     if (failed && !cancelled) ++failed_;
@@ -60,15 +60,15 @@ class CompletionQueue final : public Waiter {
   // Waits until `pred(completed, failed, ready_nonempty)` or `deadline`.
   template <typename Pred>
   bool Await(absl::Time deadline, Pred pred) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto cond = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
       return pred(completed_, failed_, !ready_.empty());
     };
-    return mu_.AwaitWithDeadline(absl::Condition(&cond), deadline);
+    return mu_.AwaitWithDeadline(cond, deadline);
   }
   // Pops the oldest completion, if any.
   std::optional<size_t> Pop() {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (ready_.empty()) return std::nullopt;
     size_t tag = ready_.front();
     ready_.pop_front();
@@ -76,7 +76,7 @@ class CompletionQueue final : public Waiter {
   }
 
  private:
-  absl::Mutex mu_;
+  Mutex mu_;
   std::deque<size_t> ready_ ABSL_GUARDED_BY(mu_);
   size_t completed_ ABSL_GUARDED_BY(mu_) = 0;
   size_t failed_ ABSL_GUARDED_BY(mu_) = 0;

@@ -1,0 +1,424 @@
+// The executor over the real wire: an in-process gRPC server implements
+// dexec.v1.Broker's Session and Cancel minimally (TestBroker below), on
+// 127.0.0.1:0.
+#include "client/executor.h"
+
+#include <pthread.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "client/future.h"
+#include "client/mutex.h"
+#include "client/wait.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "protos/dexec.grpc.pb.h"
+
+namespace dexec {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr absl::Duration kBound = absl::Seconds(20);
+
+// Ids 1..n. Per task:
+//   "fail"   -> FAILED at once, kind task_error;
+//   "reject" -> the whole batch is rejected with RESOURCE_EXHAUSTED;
+//   "hang"   -> stays QUEUED until cancelled;
+//   "run"    -> RUNNING, never finishes (not cancellable);
+//   "script" -> by payload: "fail" fails, "hang" hangs, else echoes;
+//   anything else -> SUCCEEDED, echoing the payload.
+class TestBroker final : public v1::Broker::Service {
+ public:
+  grpc::Status Session(
+      grpc::ServerContext*,
+      grpc::ServerReaderWriter<v1::SessionResponse, v1::SessionRequest>* stream)
+      override {
+    {
+      internal::MutexLock lock(&mu_);
+      stream_ = stream;
+    }
+    v1::SessionRequest request;
+    while (stream->Read(&request)) {
+      internal::MutexLock lock(&mu_);
+      if (request.has_submit()) {
+        HandleSubmit(request.submit(), stream);
+      } else if (request.has_watch()) {
+        v1::SessionResponse events;
+        for (uint64_t id : request.watch().job_ids()) {
+          v1::JobEvent* event = events.mutable_events()->add_events();
+          auto it = jobs_.find(id);
+          if (it == jobs_.end()) {
+            event->set_job_id(id);
+            event->mutable_error()->set_kind("not_found");
+            event->mutable_error()->set_message(absl::StrCat("no job ", id));
+          } else {
+            *event = it->second;
+          }
+        }
+        stream->Write(events);
+      }
+    }
+    internal::MutexLock lock(&mu_);
+    if (stream_ == stream) stream_ = nullptr;
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Cancel(grpc::ServerContext*, const v1::CancelRequest* request,
+                      v1::CancelResponse* response) override {
+    internal::MutexLock lock(&mu_);
+    ++cancel_rpcs_;
+    v1::SessionResponse events;
+    for (uint64_t id : request->job_ids()) {
+      auto it = jobs_.find(id);
+      const bool queued =
+          it != jobs_.end() && it->second.state() == v1::Job::QUEUED;
+      response->add_cancelled(queued);
+      if (queued) {
+        it->second.set_state(v1::Job::CANCELLED);
+        it->second.mutable_error()->set_kind("cancelled");
+        it->second.mutable_error()->set_message("cancelled by request");
+        *events.mutable_events()->add_events() = it->second;
+        cancelled_ids_.push_back(id);
+      }
+      response->add_states(it == jobs_.end() ? v1::Job::STATE_UNSPECIFIED
+                                             : it->second.state());
+    }
+    if (stream_ != nullptr && events.events().events_size() > 0) {
+      stream_->Write(events);
+    }
+    return grpc::Status::OK;
+  }
+
+  std::vector<size_t> submit_sizes() const {
+    internal::MutexLock lock(&mu_);
+    return submit_sizes_;
+  }
+  int cancel_rpcs() const {
+    internal::MutexLock lock(&mu_);
+    return cancel_rpcs_;
+  }
+  std::vector<uint64_t> cancelled_ids() const {
+    internal::MutexLock lock(&mu_);
+    return cancelled_ids_;
+  }
+
+ private:
+  using Stream =
+      grpc::ServerReaderWriter<v1::SessionResponse, v1::SessionRequest>;
+  void HandleSubmit(const v1::SessionRequest::Submit& submit, Stream* stream)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    submit_sizes_.push_back(submit.jobs_size());
+    v1::SessionResponse ack;
+    v1::SessionResponse::Submitted* submitted = ack.mutable_submitted();
+    submitted->set_seq(submit.seq());
+    for (const v1::JobSpec& job : submit.jobs()) {
+      if (job.task() == "reject") {
+        submitted->clear_job_ids();
+        submitted->set_error_code(
+            static_cast<int>(absl::StatusCode::kResourceExhausted));
+        submitted->set_error_message("queue is full (test)");
+        stream->Write(ack);
+        return;
+      }
+    }
+    v1::SessionResponse events;
+    for (const v1::JobSpec& job : submit.jobs()) {
+      const uint64_t id = ++last_id_;
+      submitted->add_job_ids(id);
+      v1::JobEvent& event = jobs_[id];
+      event.set_job_id(id);
+      const std::string behaviour =
+          job.task() == "script" ? job.payload() : job.task();
+      if (behaviour == "hang") {
+        event.set_state(v1::Job::QUEUED);
+        continue;
+      }
+      if (behaviour == "run") {
+        event.set_state(v1::Job::RUNNING);
+      } else if (behaviour == "fail") {
+        event.set_state(v1::Job::FAILED);
+        event.mutable_error()->set_kind("task_error");
+        event.mutable_error()->set_message("failed on purpose");
+      } else {
+        event.set_state(v1::Job::SUCCEEDED);
+        event.set_result(job.payload());
+      }
+      *events.mutable_events()->add_events() = event;
+    }
+    stream->Write(ack);
+    if (events.events().events_size() > 0) stream->Write(events);
+  }
+
+  // Guards everything below, and serialises writes on a stream (the
+  // Session handler and Cancel both write). Cancel's events go to the
+  // latest session (tests cancel through the session that submitted).
+  mutable internal::Mutex mu_;
+  grpc::ServerReaderWriter<v1::SessionResponse, v1::SessionRequest>* stream_
+      ABSL_GUARDED_BY(mu_) = nullptr;
+  uint64_t last_id_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<uint64_t, v1::JobEvent> jobs_ ABSL_GUARDED_BY(mu_);
+  std::vector<size_t> submit_sizes_ ABSL_GUARDED_BY(mu_);
+  int cancel_rpcs_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<uint64_t> cancelled_ids_ ABSL_GUARDED_BY(mu_);
+};
+
+class ExecutorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                             &port);
+    builder.RegisterService(&broker_);
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    ASSERT_NE(port, 0);
+    address_ = absl::StrCat("127.0.0.1:", port);
+    executor_ = Connect();
+  }
+  void TearDown() override {
+    executor_.reset();
+    if (server_) server_->Shutdown(absl::ToChronoTime(absl::Now()));
+  }
+
+  std::unique_ptr<Executor> Connect(size_t max_batch = 1000) {
+    ExecutorOptions options;
+    options.broker = address_;
+    options.max_batch = max_batch;
+    absl::StatusOr<std::unique_ptr<Executor>> ex = Executor::Connect(options);
+    EXPECT_TRUE(ex.ok()) << ex.status();
+    return ex.ok() ? *std::move(ex) : nullptr;
+  }
+
+  TestBroker broker_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string address_;
+  std::unique_ptr<Executor> executor_;
+};
+
+TEST_F(ExecutorTest, SubmitReturnsTheResult) {
+  Future<std::string> f = executor_->Submit("echo", "hello");
+  EXPECT_EQ(f.Result(kBound).value(), "hello");
+  EXPECT_EQ(f.JobId(kBound).value(), 1u);
+  Future<int64_t> g = executor_->Submit<int64_t>("echo", int64_t{49});
+  EXPECT_EQ(g.Result(kBound).value(), 49);
+}
+
+TEST_F(ExecutorTest, ConcurrentSubmitsCoalesceIntoBatches) {
+  executor_ = Connect(/*max_batch=*/100);
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 1000;
+  std::vector<std::vector<Future<int>>> futures(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        futures[t].push_back(
+            executor_->Submit<int>("echo", t * kPerThread + i));
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int t = 0; t < kThreads; ++t) {
+    for (int i = 0; i < kPerThread; ++i) {
+      ASSERT_EQ(futures[t][i].Result(kBound).value(), t * kPerThread + i);
+    }
+  }
+  size_t jobs = 0;
+  for (size_t size : broker_.submit_sizes()) {
+    EXPECT_LE(size, 100u);
+    jobs += size;
+  }
+  EXPECT_EQ(jobs, size_t{kThreads * kPerThread});
+  EXPECT_LT(broker_.submit_sizes().size(), size_t{kThreads * kPerThread});
+}
+
+TEST_F(ExecutorTest, MapOverTenThousandInputsKeepsInputOrder) {
+  std::vector<int64_t> inputs;
+  for (int64_t i = 0; i < 10000; ++i) inputs.push_back(i * 7);
+  MapOptions options;
+  options.chunksize = 256;
+  options.window = 1000;
+  options.timeout = kBound;
+  int64_t i = 0;
+  for (absl::StatusOr<int64_t> v :
+       executor_->Map<int64_t>("echo", inputs, options)) {
+    ASSERT_TRUE(v.ok()) << v.status();
+    ASSERT_EQ(*v, i * 7);
+    ++i;
+  }
+  EXPECT_EQ(i, 10000);
+  for (size_t size : broker_.submit_sizes()) EXPECT_LE(size, 256u);
+}
+
+TEST_F(ExecutorTest, MapTakesOwnershipOfATemporaryRange) {
+  MapOptions options;
+  options.timeout = kBound;
+  MapResults<std::string> results =
+      executor_->Map("echo", std::vector<std::string>{"a", "b", "c"}, options);
+  std::string all;
+  for (absl::StatusOr<std::string> v : results) all += v.value();
+  EXPECT_EQ(all, "abc");
+}
+
+TEST_F(ExecutorTest, RemoteFailureBecomesStatusWithKind) {
+  Future<std::string> f = executor_->Submit("fail", "x");
+  absl::Status s = f.Exception(kBound);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnknown);
+  EXPECT_EQ(s.message(), "task_error: failed on purpose");
+  EXPECT_EQ(ErrorKind(s), "task_error");
+}
+
+TEST_F(ExecutorTest, RejectedBatchFailsItsFutures) {
+  Future<std::string> f = executor_->Submit("reject", "x");
+  EXPECT_EQ(f.Result(kBound).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(f.JobId(kBound).status().code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+TEST_F(ExecutorTest, WaitAndAsCompletedOverTheWire) {
+  std::vector<Future<std::string>> fs = {executor_->Submit("echo", "a"),
+                                         executor_->Submit("fail", "b"),
+                                         executor_->Submit("hang", "c")};
+  WaitResult<std::string> first = Wait(fs, kBound, ReturnWhen::kFirstException);
+  EXPECT_GE(first.done.size(), 1u);
+  EXPECT_EQ(first.not_done.size(), 1u);  // the hanging one
+  WaitResult<std::string> all =
+      Wait(fs, absl::Milliseconds(50), ReturnWhen::kAllCompleted);
+  EXPECT_EQ(all.not_done.size(), 1u);
+  int yielded = 0;
+  for (absl::StatusOr<Future<std::string>> f :
+       AsCompleted(fs, absl::Milliseconds(200))) {
+    if (!f.ok()) {
+      EXPECT_EQ(f.status().code(), absl::StatusCode::kDeadlineExceeded);
+      break;
+    }
+    ++yielded;
+  }
+  EXPECT_EQ(yielded, 2);
+  EXPECT_TRUE(fs[2].Cancel());
+  EXPECT_EQ(Wait(fs, kBound).done.size(), 3u);
+}
+
+TEST_F(ExecutorTest, MapCancelsOutstandingJobsOnFirstError) {
+  std::vector<std::string> inputs = {"1", "2", "fail", "hang", "hang", "hang"};
+  MapOptions options;
+  options.timeout = kBound;
+  MapResults<std::string> results = executor_->Map("script", inputs, options);
+  EXPECT_EQ(results.Next()->value(), "1");
+  EXPECT_EQ(results.Next()->value(), "2");
+  std::optional<absl::StatusOr<std::string>> error = results.Next();
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(ErrorKind(error->status()), "task_error");
+  EXPECT_FALSE(results.Next().has_value());
+  EXPECT_EQ(broker_.cancel_rpcs(), 1);
+  EXPECT_EQ(broker_.cancelled_ids(), (std::vector<uint64_t>{4, 5, 6}));
+}
+
+TEST_F(ExecutorTest, CancelOnlyCancelsQueuedJobs) {
+  Future<std::string> queued = executor_->Submit("hang", "");
+  EXPECT_TRUE(queued.Cancel());
+  EXPECT_EQ(queued.Result(kBound).status().code(),
+            absl::StatusCode::kCancelled);
+  EXPECT_TRUE(queued.Cancel());
+
+  Future<std::string> running = executor_->Submit("run", "");
+  // Events arrive in order: once a later job's result is here, so is the
+  // RUNNING event of the earlier one.
+  ASSERT_TRUE(executor_->Submit("echo", "").Result(kBound).ok());
+  EXPECT_TRUE(running.Running());
+  EXPECT_FALSE(running.Cancel());
+  Future<std::string> done = executor_->Submit("echo", "x");
+  ASSERT_TRUE(done.Result(kBound).ok());
+  EXPECT_FALSE(done.Cancel());
+  executor_->Shutdown(/*wait=*/false, /*cancel_futures=*/false);
+  // The running job never ends here: don't wait for it at teardown.
+  server_->Shutdown(absl::ToChronoTime(absl::Now()));
+  EXPECT_EQ(running.Result(kBound).status().code(),
+            absl::StatusCode::kUnavailable);
+}
+
+TEST_F(ExecutorTest, AttachFollowsAnExistingJob) {
+  Future<std::string> f = executor_->Submit("echo", "shared");
+  const uint64_t id = f.JobId(kBound).value();
+  ASSERT_TRUE(f.Result(kBound).ok());
+  std::unique_ptr<Executor> other = Connect();
+  EXPECT_EQ(other->Attach(id).Result(kBound).value(), "shared");
+  absl::Status missing = other->Attach(424242).Exception(kBound);
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ErrorKind(missing), "not_found");
+}
+
+TEST_F(ExecutorTest, DoneCallbacksRunOnTheCallbackThread) {
+  Future<std::string> f = executor_->Submit("hang", "");
+  internal::Mutex mu;
+  std::string thread_name;
+  bool ran = false;
+  f.AddDoneCallback([&](const Future<std::string>& g) {
+    char name[16] = {};
+    pthread_getname_np(pthread_self(), name, sizeof(name));
+    EXPECT_TRUE(g.Cancelled());
+    internal::MutexLock lock(&mu);
+    thread_name = name;
+    ran = true;
+  });
+  ASSERT_TRUE(f.Cancel());
+  internal::MutexLock lock(&mu);
+  ASSERT_TRUE(mu.AwaitWithDeadline([&] { return ran; }, absl::Now() + kBound))
+      << "the done callback did not run";
+  EXPECT_EQ(thread_name, "client-callback");  // 15-char kernel limit
+}
+
+TEST_F(ExecutorTest, LostConnectionFailsOutstandingFutures) {
+  Future<std::string> f = executor_->Submit("hang", "");
+  ASSERT_TRUE(f.JobId(kBound).ok());
+  server_->Shutdown(absl::ToChronoTime(absl::Now()));
+  absl::Status s = f.Exception(kBound);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(s.message(), HasSubstr(absl::StrCat(
+                               "lost connection to broker at ", address_)));
+  EXPECT_EQ(executor_->Submit("echo", "").Exception(kBound).code(),
+            absl::StatusCode::kUnavailable);
+}
+
+TEST_F(ExecutorTest, ShutdownWaitsThenRefusesSubmits) {
+  Future<std::string> f = executor_->Submit("echo", "last");
+  executor_->Shutdown();
+  EXPECT_TRUE(f.Done());
+  EXPECT_EQ(f.Result().value(), "last");
+  EXPECT_EQ(executor_->Submit("echo", "").Exception(kBound).code(),
+            absl::StatusCode::kFailedPrecondition);
+  executor_->Shutdown();  // idempotent
+}
+
+TEST_F(ExecutorTest, ShutdownCancelsQueuedFuturesWhenAsked) {
+  std::vector<Future<std::string>> fs;
+  for (int i = 0; i < 5; ++i) fs.push_back(executor_->Submit("hang", ""));
+  executor_->Shutdown(/*wait=*/true, /*cancel_futures=*/true);
+  for (const Future<std::string>& f : fs) EXPECT_TRUE(f.Cancelled());
+}
+
+TEST(ExecutorConnectTest, UnreachableBrokerIsUnavailable) {
+  ExecutorOptions options;
+  options.broker = "127.0.0.1:1";
+  options.connect_timeout = absl::Milliseconds(300);
+  absl::StatusOr<std::unique_ptr<Executor>> ex = Executor::Connect(options);
+  EXPECT_EQ(ex.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(ex.status().message(), HasSubstr("127.0.0.1:1"));
+}
+
+}  // namespace
+}  // namespace dexec

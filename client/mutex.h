@@ -1,0 +1,97 @@
+// absl::Mutex with ThreadSanitizer annotations, for the client library.
+//
+// Debian's Abseil is built without TSan annotations, so under --config=tsan
+// TSan cannot see absl::Mutex order anything and reports every guarded field
+// as racy. This wrapper tells TSan about each acquire and release (a no-op in
+// other builds) and keeps absl's conditional waits. Remove once Abseil is
+// built with TSan or we link an instrumented one.
+//
+// Thread-safe.
+#ifndef DEXEC_CLIENT_MUTEX_H_
+#define DEXEC_CLIENT_MUTEX_H_
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#endif
+
+namespace dexec {
+namespace internal {
+
+inline void TsanAcquire(const void* addr) {
+#if defined(__SANITIZE_THREAD__)
+  __tsan_acquire(const_cast<void*>(addr));
+#else
+  (void)addr;
+#endif
+}
+
+inline void TsanRelease(const void* addr) {
+#if defined(__SANITIZE_THREAD__)
+  __tsan_release(const_cast<void*>(addr));
+#else
+  (void)addr;
+#endif
+}
+
+class ABSL_LOCKABLE Mutex {
+ public:
+  Mutex() = default;
+  Mutex(const Mutex&) = delete;
+  Mutex& operator=(const Mutex&) = delete;
+
+  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
+    mu_.Lock();
+    TsanAcquire(this);
+  }
+  void Unlock() ABSL_UNLOCK_FUNCTION() {
+    TsanRelease(this);
+    mu_.Unlock();
+  }
+
+  // With the lock held: releases it until `pred()` holds or `deadline`
+  // passes, and returns holding it again; true if `pred()` holds. `pred` is
+  // evaluated with the lock held, possibly in another thread.
+  template <typename Pred>
+  bool AwaitWithDeadline(const Pred& pred, absl::Time deadline)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(this) {
+    auto annotated = [this, &pred]() {
+      TsanAcquire(this);
+      return static_cast<bool>(pred());
+    };
+    TsanRelease(this);
+    const bool ok =
+        mu_.AwaitWithDeadline(absl::Condition(&annotated), deadline);
+    TsanAcquire(this);
+    return ok;
+  }
+  template <typename Pred>
+  void Await(const Pred& pred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(this) {
+    AwaitWithDeadline(pred, absl::InfiniteFuture());
+  }
+
+ private:
+  absl::Mutex mu_;
+};
+
+class ABSL_SCOPED_LOCKABLE MutexLock {
+ public:
+  explicit MutexLock(Mutex* mu) ABSL_EXCLUSIVE_LOCK_FUNCTION(mu) : mu_(mu) {
+    mu_->Lock();
+  }
+  MutexLock(const MutexLock&) = delete;
+  MutexLock& operator=(const MutexLock&) = delete;
+  ~MutexLock() ABSL_UNLOCK_FUNCTION() { mu_->Unlock(); }
+
+ private:
+  Mutex* const mu_;
+};
+
+}  // namespace internal
+}  // namespace dexec
+
+#endif  // DEXEC_CLIENT_MUTEX_H_
