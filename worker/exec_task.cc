@@ -310,6 +310,7 @@ absl::Status ExecTask(TaskContext& ctx, absl::string_view payload,
   bool exited = false;
   absl::Time exited_at;
   int wait_status = 0;
+  bool status_lost = false;
 
   for (;;) {
     absl::Time now = absl::Now();
@@ -317,11 +318,18 @@ absl::Status ExecTask(TaskContext& ctx, absl::string_view payload,
       // WNOWAIT leaves the child a zombie, so its pid (= our process group
       // id) cannot be reused before the group is SIGKILLed below.
       siginfo_t info{};
-      if (::waitid(P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-          info.si_pid == pid) {
+      const int rc = ::waitid(P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT);
+      if (rc == 0 && info.si_pid == pid) {
         if (reason != StopReason::kNone) ::kill(-pid, SIGKILL);
         ::waitpid(pid, &wait_status, 0);
         exited = true;
+      } else if (rc != 0 && errno == ECHILD) {
+        // The embedding program ignores SIGCHLD, so the kernel reaped the
+        // child itself and its exit status is gone.
+        status_lost = true;
+        exited = true;
+      }
+      if (exited) {
         exited_at = now;
         pidfd.reset();
       }
@@ -409,6 +417,14 @@ absl::Status ExecTask(TaskContext& ctx, absl::string_view payload,
                                     truncated));
     case StopReason::kNone:
       break;
+  }
+  if (status_lost) {
+    result.set_exit_code(255);
+    *output = result.SerializeAsString();
+    return TaskError(kExitCodeKind,
+                     absl::StrCat("the exit status of '", req.argv(0),
+                                  "' is unknown: this process ignores "
+                                  "SIGCHLD, so the kernel discarded it"));
   }
   if (result.signal() != 0) {
     return TaskError(kExitCodeKind,

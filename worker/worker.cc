@@ -194,7 +194,7 @@ class Worker::Impl {
   void Leave(absl::Time now, absl::string_view why);
 
   // ---- worker-pool-N threads.
-  void PoolLoop(int index);
+  void PoolLoop();
   void Execute(TaskRun& run);
 
   // Fixed at construction.
@@ -301,7 +301,7 @@ absl::Status Worker::Impl::Start() {
   for (int i = 0; i < threads_; ++i) {
     pool_.emplace_back([this, i] {
       NameThisThread(absl::StrCat("worker-pool-", i));
-      PoolLoop(i);
+      PoolLoop();
     });
   }
   DEXEC_LOG(INFO) << "worker started worker=" << name_
@@ -686,8 +686,7 @@ void Worker::Impl::Leave(absl::Time now, absl::string_view why) {
 
 // ------------------------------------------------------------ worker-pool
 
-void Worker::Impl::PoolLoop(int index) {
-  (void)index;
+void Worker::Impl::PoolLoop() {
   while (std::shared_ptr<TaskRun> run = queue_.Pop()) {
     if (run->abandoned.load(std::memory_order_relaxed)) continue;
     Execute(*run);
