@@ -360,7 +360,7 @@ Values are given as --flag=value or --flag value.
 
 Commands:
   submit TASK [PAYLOAD]   Submit one job; print its id.
-      --payload_file=F      read the payload from file F instead
+      --payload_file=F      read the payload from file F ('-': stdin)
       --priority=N          higher runs first (default 0)
       --timeout=DUR         limit of one attempt, e.g. 500ms, 10s, 1h
       --retries=N           retry up to N times (N+1 attempts)
