@@ -55,7 +55,7 @@ struct WorkerOptions {
   int threads = 0;
   // Tasks accepted beyond `threads`, so a pool thread that finishes finds
   // the next task already here instead of waiting a round trip;
-  // -1 = max(1, threads / 4).
+  // -1 = max(8, threads).
   int prefetch = -1;
   // Shown by the broker and in logs; empty = "host:pid".
   std::string name;
