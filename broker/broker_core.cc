@@ -226,13 +226,16 @@ v1::Stats BrokerCore::GetStats(absl::Time now) const {
   s.set_cancelled(jobs_.count(v1::Job::CANCELLED));
   s.set_submitted_total(jobs_.submitted_total());
   s.set_finished_total(jobs_.finished_total());
-  // Rate over the last 10 whole seconds.
+  // Rate over the last 10 seconds (or the uptime, if shorter), counting
+  // the current second too.
   const int64_t sec = absl::ToUnixSeconds(now);
   uint64_t recent = 0;
   for (const auto& [bucket, n] : finish_buckets_) {
-    if (bucket >= sec - 10 && bucket < sec) recent += n;
+    if (bucket > sec - 10) recent += n;
   }
-  s.set_finish_rate(static_cast<double>(recent) / 10.0);
+  const double window = std::clamp(
+      absl::ToDoubleSeconds(now - started_at_), 1.0, 10.0);
+  s.set_finish_rate(static_cast<double>(recent) / window);
   int32_t threads = 0, workers = 0;
   for (WorkerEntry* w : const_cast<WorkerRegistry&>(workers_).All()) {
     ++workers;

@@ -5,7 +5,7 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "common/status_grpc.h"
 
 namespace dexec::broker {
@@ -87,7 +87,7 @@ class SessionReactor final
     void Push(std::vector<v1::SessionResponse> responses) override {
       Next next;
       {
-        absl::MutexLock lock(&mu_);
+        MutexLock lock(&mu_);
         if (reactor_ == nullptr || finish_started_) return;
         for (v1::SessionResponse& r : responses) {
           // Merge events into a queued (not yet writing) Events response.
@@ -110,7 +110,7 @@ class SessionReactor final
     void OnRead() {
       Next next;
       {
-        absl::MutexLock lock(&mu_);
+        MutexLock lock(&mu_);
         if (reactor_ == nullptr) return;
         if (++unhandled_ < kMaxUnhandledRequests) {
           next.reactor = reactor_;
@@ -126,7 +126,7 @@ class SessionReactor final
     void OnHandled() {
       Next next;
       {
-        absl::MutexLock lock(&mu_);
+        MutexLock lock(&mu_);
         --unhandled_;
         if (read_paused_ && !reads_done_ && reactor_ != nullptr) {
           read_paused_ = false;
@@ -140,7 +140,7 @@ class SessionReactor final
     void CloseWhenDrained() {
       Next next;
       {
-        absl::MutexLock lock(&mu_);
+        MutexLock lock(&mu_);
         reads_done_ = true;
         next = NextWriteLocked();
       }
@@ -150,7 +150,7 @@ class SessionReactor final
     void OnWriteDone(bool ok) {
       Next next;
       {
-        absl::MutexLock lock(&mu_);
+        MutexLock lock(&mu_);
         writing_ = false;
         if (!ok) {
           // The stream is broken; the read side ends too.
@@ -163,7 +163,7 @@ class SessionReactor final
     }
 
     void Detach() {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       reactor_ = nullptr;
     }
 
@@ -204,7 +204,7 @@ class SessionReactor final
     }
 
     // Guards everything below: touched by gRPC reactions and the loop.
-    absl::Mutex mu_;
+    Mutex mu_;
     SessionReactor* reactor_ ABSL_GUARDED_BY(mu_);
     std::deque<v1::SessionResponse> queue_ ABSL_GUARDED_BY(mu_);
     // The response being written; stable until OnWriteDone.

@@ -11,7 +11,7 @@
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
-#include "client/mutex.h"
+#include "common/mutex.h"
 
 namespace dexec {
 namespace internal {

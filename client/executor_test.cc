@@ -18,7 +18,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/future.h"
-#include "client/mutex.h"
+#include "common/mutex.h"
 #include "client/wait.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
@@ -46,12 +46,12 @@ class TestBroker final : public v1::Broker::Service {
       grpc::ServerReaderWriter<v1::SessionResponse, v1::SessionRequest>* stream)
       override {
     {
-      internal::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       stream_ = stream;
     }
     v1::SessionRequest request;
     while (stream->Read(&request)) {
-      internal::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (request.has_submit()) {
         HandleSubmit(request.submit(), stream);
       } else if (request.has_watch()) {
@@ -70,14 +70,14 @@ class TestBroker final : public v1::Broker::Service {
         stream->Write(events);
       }
     }
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (stream_ == stream) stream_ = nullptr;
     return grpc::Status::OK;
   }
 
   grpc::Status Cancel(grpc::ServerContext*, const v1::CancelRequest* request,
                       v1::CancelResponse* response) override {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     ++cancel_rpcs_;
     v1::SessionResponse events;
     for (uint64_t id : request->job_ids()) {
@@ -102,15 +102,15 @@ class TestBroker final : public v1::Broker::Service {
   }
 
   std::vector<size_t> submit_sizes() const {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return submit_sizes_;
   }
   int cancel_rpcs() const {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return cancel_rpcs_;
   }
   std::vector<uint64_t> cancelled_ids() const {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return cancelled_ids_;
   }
 
@@ -164,7 +164,7 @@ class TestBroker final : public v1::Broker::Service {
   // Guards everything below, and serialises writes on a stream (the
   // Session handler and Cancel both write). Cancel's events go to the
   // latest session (tests cancel through the session that submitted).
-  mutable internal::Mutex mu_;
+  mutable Mutex mu_;
   grpc::ServerReaderWriter<v1::SessionResponse, v1::SessionRequest>* stream_
       ABSL_GUARDED_BY(mu_) = nullptr;
   uint64_t last_id_ ABSL_GUARDED_BY(mu_) = 0;
@@ -364,19 +364,19 @@ TEST_F(ExecutorTest, AttachFollowsAnExistingJob) {
 
 TEST_F(ExecutorTest, DoneCallbacksRunOnTheCallbackThread) {
   Future<std::string> f = executor_->Submit("hang", "");
-  internal::Mutex mu;
+  Mutex mu;
   std::string thread_name;
   bool ran = false;
   f.AddDoneCallback([&](const Future<std::string>& g) {
     char name[16] = {};
     pthread_getname_np(pthread_self(), name, sizeof(name));
     EXPECT_TRUE(g.Cancelled());
-    internal::MutexLock lock(&mu);
+    MutexLock lock(&mu);
     thread_name = name;
     ran = true;
   });
   ASSERT_TRUE(f.Cancel());
-  internal::MutexLock lock(&mu);
+  MutexLock lock(&mu);
   ASSERT_TRUE(mu.AwaitWithDeadline([&] { return ran; }, absl::Now() + kBound))
       << "the done callback did not run";
   EXPECT_EQ(thread_name, "client-callback");  // 15-char kernel limit

@@ -21,7 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "client/mutex.h"
+#include "common/mutex.h"
 
 namespace dexec {
 namespace internal {

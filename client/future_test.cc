@@ -11,7 +11,7 @@
 #include "absl/time/time.h"
 #include "client/future_state.h"
 #include "client/local_host.h"
-#include "client/mutex.h"
+#include "common/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -147,19 +147,19 @@ TEST_F(FutureTest, RunningThenDone) {
 TEST_F(FutureTest, CallbacksRunInOrderOnTheCallbackThread) {
   auto state = host_->NewAcknowledgedJob();
   Future<int> f = MakeFuture<int>(state);
-  internal::Mutex mu;
+  Mutex mu;
   std::vector<int> order;
   bool all_on_callback_thread = true;
   for (int i = 0; i < 3; ++i) {
     f.AddDoneCallback([&, i](const Future<int>& g) {
-      internal::MutexLock lock(&mu);
+      MutexLock lock(&mu);
       order.push_back(i);
       all_on_callback_thread &= host_->OnCallbackThread();
       EXPECT_EQ(g.Result(absl::ZeroDuration()).value(), 7);
     });
   }
   state->Complete(absl::OkStatus(), "7");
-  internal::MutexLock lock(&mu);
+  MutexLock lock(&mu);
   ASSERT_TRUE(mu.AwaitWithDeadline([&] { return order.size() == 3; },
                                    absl::Now() + kBound))
       << "callbacks did not run";

@@ -18,7 +18,7 @@
 #include "client/callback_thread.h"
 #include "client/future_state.h"
 #include "client/map_stream.h"
-#include "client/mutex.h"
+#include "common/mutex.h"
 
 namespace dexec {
 namespace internal {

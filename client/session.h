@@ -29,7 +29,7 @@
 #include "client/callback_thread.h"
 #include "client/future_state.h"
 #include "client/map_stream.h"
-#include "client/mutex.h"
+#include "common/mutex.h"
 #include "client/options.h"
 #include "grpcpp/grpcpp.h"
 #include "protos/dexec.grpc.pb.h"

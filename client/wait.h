@@ -27,7 +27,7 @@
 #include "absl/time/time.h"
 #include "client/future.h"
 #include "client/future_state.h"
-#include "client/mutex.h"
+#include "common/mutex.h"
 
 namespace dexec {
 

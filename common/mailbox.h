@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 
 namespace dexec {
 
@@ -36,7 +36,7 @@ class Mailbox {
   void Post(T item) {
     bool was_empty;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       was_empty = items_.empty();
       items_.push_back(std::move(item));
     }
@@ -56,7 +56,7 @@ class Mailbox {
     ssize_t ignored = ::read(fd_, &count, sizeof(count));
     (void)ignored;
     std::vector<T> out;
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     out.swap(items_);
     return out;
   }
@@ -64,7 +64,7 @@ class Mailbox {
  private:
   const int fd_;
   // Guards items_: the only state shared between posters and the owner.
-  absl::Mutex mu_;
+  Mutex mu_;
   std::vector<T> items_ ABSL_GUARDED_BY(mu_);
 };
 

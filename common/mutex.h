@@ -1,4 +1,4 @@
-// absl::Mutex with ThreadSanitizer annotations, for the client library.
+// absl::Mutex with ThreadSanitizer annotations: use it for every lock in dexec.
 //
 // Debian's Abseil is built without TSan annotations, so under --config=tsan
 // TSan cannot see absl::Mutex order anything and reports every guarded field
@@ -7,8 +7,8 @@
 // built with TSan or we link an instrumented one.
 //
 // Thread-safe.
-#ifndef DEXEC_CLIENT_MUTEX_H_
-#define DEXEC_CLIENT_MUTEX_H_
+#ifndef DEXEC_COMMON_MUTEX_H_
+#define DEXEC_COMMON_MUTEX_H_
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -20,7 +20,6 @@
 #endif
 
 namespace dexec {
-namespace internal {
 
 inline void TsanAcquire(const void* addr) {
 #if defined(__SANITIZE_THREAD__)
@@ -91,7 +90,6 @@ class ABSL_SCOPED_LOCKABLE MutexLock {
   Mutex* const mu_;
 };
 
-}  // namespace internal
 }  // namespace dexec
 
-#endif  // DEXEC_CLIENT_MUTEX_H_
+#endif  // DEXEC_COMMON_MUTEX_H_
