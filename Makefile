@@ -27,3 +27,8 @@ clean:
 sanitize: deps
 	$(BAZEL) test -k --config=asan //...
 	$(BAZEL) test -k --config=tsan --test_env=TSAN_OPTIONS=suppressions=$(CURDIR)/bazel/tsan.supp //...
+
+# Benchmarks (bench/README.md): dexec's workloads on a loopback cluster;
+# PEERS=1 also runs the peer systems. Results land in bench/results/.
+bench:
+	./bench/run.sh
