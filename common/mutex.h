@@ -48,25 +48,33 @@ class ABSL_LOCKABLE Mutex {
     TsanAcquire(this);
   }
   void Unlock() ABSL_UNLOCK_FUNCTION() {
+    // Waiters re-check their predicate on their own thread (see
+    // AwaitWithDeadline), so wake them whenever the state may have changed.
+    if (waiters_ > 0) cv_.SignalAll();
     TsanRelease(this);
     mu_.Unlock();
   }
 
   // With the lock held: releases it until `pred()` holds or `deadline`
   // passes, and returns holding it again; true if `pred()` holds. `pred` is
-  // evaluated with the lock held, possibly in another thread.
+  // evaluated with the lock held, always on the calling thread: absl's
+  // Condition would evaluate it on whichever thread unlocks, which TSan
+  // cannot see through Debian's uninstrumented Abseil.
   template <typename Pred>
   bool AwaitWithDeadline(const Pred& pred, absl::Time deadline)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(this) {
-    auto annotated = [this, &pred]() {
+    // Whoever holds the lock may have changed the state before waiting, and
+    // its release inside the wait bypasses Unlock(): wake the others once.
+    if (waiters_ > 0) cv_.SignalAll();
+    while (!pred()) {
+      ++waiters_;
+      TsanRelease(this);
+      const bool timed_out = cv_.WaitWithDeadline(&mu_, deadline);
       TsanAcquire(this);
-      return static_cast<bool>(pred());
-    };
-    TsanRelease(this);
-    const bool ok =
-        mu_.AwaitWithDeadline(absl::Condition(&annotated), deadline);
-    TsanAcquire(this);
-    return ok;
+      --waiters_;
+      if (timed_out) return static_cast<bool>(pred());
+    }
+    return true;
   }
   template <typename Pred>
   void Await(const Pred& pred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(this) {
@@ -75,6 +83,8 @@ class ABSL_LOCKABLE Mutex {
 
  private:
   absl::Mutex mu_;
+  absl::CondVar cv_;
+  int waiters_ = 0;  // guarded by mu_
 };
 
 class ABSL_SCOPED_LOCKABLE MutexLock {
