@@ -20,8 +20,11 @@ HIGHER_IS_BETTER = {"tasks/s"}
 
 # Peers name their memory measurement differently (100k queued vs pending);
 # dexec queues 1M. They are compared as one row.
+# No-op throughput is compared as tasks/s across N (dexec runs 100k, the
+# peers with --skip-100k 10k); each cell then names its N.
 ALIASES = [
     (re.compile(r"^mem_\d+k_(queued|pending)$"), "mem_per_queued_task"),
+    (re.compile(r"^noop_\d+k$"), "noop_throughput"),
 ]
 
 
@@ -186,6 +189,8 @@ def main():
                 continue
             cell = "%s (%s–%s)" % (fmt(num(r["median"])), fmt(num(r["min"])),
                                    fmt(num(r["max"])))
+            if measure_key(r["measure"]) != r["measure"]:
+                cell += " [%s]" % r["measure"]
             if r.get("speedup_median"):
                 cell += "; speedup %s×" % r["speedup_median"]
             cells.append(cell)
