@@ -39,6 +39,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "client/next_iterator.h"
 #include "client/future.h"
 #include "client/future_state.h"
 #include "client/map_stream.h"
@@ -117,34 +118,7 @@ class MapResults {
     if (stream_) stream_->Abort();
   }
 
-  class iterator {
-   public:
-    using iterator_category = std::input_iterator_tag;
-    using value_type = absl::StatusOr<T>;
-    using difference_type = std::ptrdiff_t;
-    using pointer = value_type*;
-    using reference = value_type&;
-    reference operator*() { return *current_; }
-    pointer operator->() { return &*current_; }
-    iterator& operator++() {
-      current_ = owner_->Next();
-      return *this;
-    }
-    friend bool operator==(const iterator& a, const iterator& b) {
-      return !a.current_.has_value() && !b.current_.has_value();
-    }
-    friend bool operator!=(const iterator& a, const iterator& b) {
-      return !(a == b);
-    }
-
-   private:
-    friend class MapResults;
-    explicit iterator(MapResults* owner) : owner_(owner) {
-      if (owner_) current_ = owner_->Next();
-    }
-    MapResults* owner_;
-    std::optional<value_type> current_;
-  };
+  using iterator = internal::NextIterator<MapResults, absl::StatusOr<T>>;
   iterator begin() { return iterator(this); }
   iterator end() { return iterator(nullptr); }
 

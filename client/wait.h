@@ -25,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "client/next_iterator.h"
 #include "client/future.h"
 #include "client/future_state.h"
 #include "common/mutex.h"
@@ -163,34 +164,7 @@ class AsCompletedIterator {
     return absl::StatusOr<Future<T>>(fs_[*queue_->Pop()]);
   }
 
-  class iterator {
-   public:
-    using iterator_category = std::input_iterator_tag;
-    using value_type = absl::StatusOr<Future<T>>;
-    using difference_type = std::ptrdiff_t;
-    using pointer = value_type*;
-    using reference = value_type&;
-    reference operator*() { return *current_; }
-    pointer operator->() { return &*current_; }
-    iterator& operator++() {
-      current_ = owner_->Next();
-      return *this;
-    }
-    friend bool operator==(const iterator& a, const iterator& b) {
-      return !a.current_.has_value() && !b.current_.has_value();
-    }
-    friend bool operator!=(const iterator& a, const iterator& b) {
-      return !(a == b);
-    }
-
-   private:
-    friend class AsCompletedIterator;
-    explicit iterator(AsCompletedIterator* owner) : owner_(owner) {
-      if (owner_) current_ = owner_->Next();
-    }
-    AsCompletedIterator* owner_;
-    std::optional<value_type> current_;
-  };
+  using iterator = internal::NextIterator<AsCompletedIterator, absl::StatusOr<Future<T>>>;
   iterator begin() { return iterator(this); }
   iterator end() { return iterator(nullptr); }
 
