@@ -236,13 +236,8 @@ v1::Stats BrokerCore::GetStats(absl::Time now) const {
   const double window = std::clamp(
       absl::ToDoubleSeconds(now - started_at_), 1.0, 10.0);
   s.set_finish_rate(static_cast<double>(recent) / window);
-  int32_t threads = 0, workers = 0;
-  for (WorkerEntry* w : const_cast<WorkerRegistry&>(workers_).All()) {
-    ++workers;
-    threads += w->threads;
-  }
-  s.set_workers(workers);
-  s.set_threads(threads);
+  s.set_workers(static_cast<int32_t>(workers_.size()));
+  s.set_threads(workers_.total_threads());
   ToProto(now - started_at_, s.mutable_uptime());
   return s;
 }

@@ -64,6 +64,11 @@ class WorkerRegistry {
   std::vector<WorkerEntry*> All();
 
   size_t size() const { return workers_.size(); }
+  int32_t total_threads() const {
+    int32_t n = 0;
+    for (const auto& [order, w] : workers_) n += w.threads;
+    return n;
+  }
 
  private:
   void CountTasks(const WorkerEntry& w, int delta);

@@ -26,9 +26,6 @@
 #include "worker/task_error.h"
 #include "zmq.hpp"
 
-#if defined(__SANITIZE_THREAD__)
-#include <sanitizer/tsan_interface.h>
-#endif
 
 namespace dexec::worker {
 namespace {
@@ -117,18 +114,6 @@ class TaskQueue {
   std::deque<std::shared_ptr<TaskRun>> tasks_;  // guarded by mu_
   bool closed_ = false;                         // guarded by mu_
 };
-
-// Marks the hand-off of a finished TaskRun through the mailbox for
-// ThreadSanitizer. The Mailbox's absl::Mutex already orders it, but TSan
-// cannot see that mutex (see TaskQueue); without these it would report the
-// io thread reading TaskRun::result as a race.
-#if defined(__SANITIZE_THREAD__)
-void TsanRelease(void* addr) { __tsan_release(addr); }
-void TsanAcquire(void* addr) { __tsan_acquire(addr); }
-#else
-void TsanRelease(void*) {}
-void TsanAcquire(void*) {}
-#endif
 
 std::string DefaultName() {
   char host[256] = {};
@@ -634,7 +619,6 @@ void Worker::Impl::NoteBadFrame(absl::string_view why, absl::Time now) {
 
 void Worker::Impl::CollectResults(bool leaving) {
   std::vector<IoEvent> events = mailbox_.Drain();
-  TsanAcquire(&mailbox_);
   for (IoEvent& event : events) {
     if (event.finished == nullptr) continue;  // a wake-up
     TaskRun& run = *event.finished;
@@ -690,7 +674,6 @@ void Worker::Impl::PoolLoop() {
   while (std::shared_ptr<TaskRun> run = queue_.Pop()) {
     if (run->abandoned.load(std::memory_order_relaxed)) continue;
     Execute(*run);
-    TsanRelease(&mailbox_);
     mailbox_.Post(IoEvent{std::move(run)});
   }
 }
