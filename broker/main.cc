@@ -37,6 +37,11 @@ ABSL_FLAG(uint64_t, max_queued, 10'000'000,
           "queued jobs beyond which submits get RESOURCE_EXHAUSTED");
 ABSL_FLAG(uint64_t, max_payload_bytes, 64 << 20,
           "largest accepted job payload");
+ABSL_FLAG(std::string, data_dir, "./dexec-data",
+          "directory of the job journal (RocksDB); created if missing. A "
+          "restarted broker recovers every acknowledged job from it");
+ABSL_FLAG(bool, in_memory, false,
+          "keep jobs in memory only (no journal): a broker restart loses them");
 
 namespace dexec::broker {
 namespace {
