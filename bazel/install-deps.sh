@@ -7,7 +7,7 @@ PACKAGES=(
   bazel-bootstrap
   build-essential
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libzmq3-dev cppzmq-dev
+  libzmq3-dev cppzmq-dev librocksdb-dev
   libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   pkg-config python3 iproute2 procps

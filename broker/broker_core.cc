@@ -14,6 +14,14 @@ constexpr size_t kMaxTaskNameBytes = 256;
 constexpr int32_t kMaxAttemptsLimit = 100;
 // A Dispatch frame carries at most this many tasks; more go in the next.
 constexpr int kMaxTasksPerDispatch = 1024;
+// Acknowledged batches remembered per client for idempotent resubmission:
+// far more than a client has unacknowledged at any time.
+constexpr size_t kMaxBatchesPerClient = 256;
+
+google::protobuf::RepeatedField<uint64_t> ToField(
+    const std::vector<uint64_t>& ids) {
+  return google::protobuf::RepeatedField<uint64_t>(ids.begin(), ids.end());
+}
 
 }  // namespace
 
@@ -27,6 +35,27 @@ void Outbox::AddEvent(SessionId session, v1::JobEvent event) {
   std::vector<v1::SessionResponse>& q = to_sessions[session];
   if (q.empty() || !q.back().has_events()) q.emplace_back();
   *q.back().mutable_events()->add_events() = std::move(event);
+}
+
+std::vector<uint64_t> BatchRecord::Ids() const {
+  std::vector<uint64_t> ids;
+  for (auto [first, count] : id_runs) {
+    for (uint32_t i = 0; i < count; ++i) ids.push_back(first + i);
+  }
+  return ids;
+}
+
+std::vector<std::pair<uint64_t, uint32_t>> BatchRecord::ToRuns(
+    const std::vector<uint64_t>& ids) {
+  std::vector<std::pair<uint64_t, uint32_t>> runs;
+  for (uint64_t id : ids) {
+    if (!runs.empty() && runs.back().first + runs.back().second == id) {
+      ++runs.back().second;
+    } else {
+      runs.emplace_back(id, 1);
+    }
+  }
+  return runs;
 }
 
 BrokerCore::BrokerCore(BrokerOptions options, absl::Time now,
@@ -64,7 +93,15 @@ absl::Status BrokerCore::ValidateSpec(const v1::JobSpec& spec) const {
 
 absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
     const google::protobuf::RepeatedPtrField<v1::JobSpec>& specs,
-    SessionId session, absl::Time now, Outbox* out) {
+    SessionId session, absl::Time now, Outbox* out, const BatchKey* batch) {
+  if (batch != nullptr && !batch->client_id.empty()) {
+    if (const BatchRecord* seen = FindBatch(*batch)) {
+      // A resubmission (the client did not see our answer): same ids.
+      std::vector<uint64_t> ids = seen->Ids();
+      if (session != 0) Watch(session, ToField(ids), out);
+      return ids;
+    }
+  }
   for (const v1::JobSpec& spec : specs) {
     absl::Status valid = ValidateSpec(spec);
     if (!valid.ok()) return valid;
@@ -81,11 +118,7 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
     if (!spec.idempotency_key().empty()) {
       if (Job* earlier = jobs_.FindByKey(spec.idempotency_key())) {
         ids.push_back(earlier->id);
-        if (session != 0) {
-          google::protobuf::RepeatedField<uint64_t> one;
-          one.Add(earlier->id);
-          Watch(session, one, out);
-        }
+        if (session != 0) Watch(session, ToField({earlier->id}), out);
         continue;
       }
     }
@@ -101,11 +134,39 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
     job.submitted_at = now;
     Job& added = jobs_.Insert(std::move(job));
     ready_.Push(added.task, added.priority, added.id);
+    if (options_.journal) changes_.new_jobs.push_back(added.id);
+    Changed(added);
     if (session != 0) watchers_[added.id].push_back(session);
     ids.push_back(added.id);
   }
+  if (batch != nullptr && !batch->client_id.empty()) {
+    AddBatch(BatchRecord{*batch, BatchRecord::ToRuns(ids), now});
+  }
   dirty_ = true;
   return ids;
+}
+
+const BatchRecord* BrokerCore::FindBatch(const BatchKey& key) const {
+  auto it = batches_.find(key.client_id);
+  if (it == batches_.end()) return nullptr;
+  const std::deque<BatchRecord>& q = it->second.batches;
+  for (auto r = q.rbegin(); r != q.rend(); ++r) {
+    if (r->key.seq == key.seq) return &*r;
+  }
+  return nullptr;
+}
+
+void BrokerCore::AddBatch(BatchRecord record) {
+  ClientBatches& client = batches_[record.key.client_id];
+  client.last_used = std::max(client.last_used, record.at);
+  if (options_.journal) changes_.batches_added.push_back(record);
+  client.batches.push_back(std::move(record));
+  while (client.batches.size() > kMaxBatchesPerClient) {
+    if (options_.journal) {
+      changes_.batches_removed.push_back(client.batches.front().key);
+    }
+    client.batches.pop_front();
+  }
 }
 
 void BrokerCore::Watch(SessionId session,
@@ -152,6 +213,20 @@ v1::CancelResponse BrokerCore::Cancel(
     if (job->state == v1::Job::QUEUED) {
       job->error_kind = "cancelled";
       job->error_message = "cancelled while queued";
+      Finish(*job, v1::Job::CANCELLED, now, out);
+      cancelled = true;
+    } else if (job->state == v1::Job::RUNNING) {
+      // The worker is told to stop (a cooperative C++ task may still run to
+      // its end); whatever it sends back is stale from here on.
+      AbandonCurrentAttempt(*job, out);
+      AttemptRecord& a = job->attempts.back();
+      a.outcome = "cancelled";
+      a.ended_at = now;
+      job->error_kind = "cancelled";
+      job->error_message =
+          absl::StrCat("cancelled while running (attempt ",
+                       job->attempt_number(), " on worker ", a.worker, ")");
+      orphans_.erase(job->id);
       Finish(*job, v1::Job::CANCELLED, now, out);
       cancelled = true;
     } else if (job->state == v1::Job::CANCELLED) {
@@ -243,6 +318,11 @@ v1::Stats BrokerCore::GetStats(absl::Time now) const {
 }
 
 std::string BrokerCore::WaitingReason(const Job& job) const {
+  if (auto it = delayed_until_.find(job.id); it != delayed_until_.end()) {
+    return absl::StrCat("attempt ", job.attempt_number(),
+                        " failed; the next one may start at ",
+                        absl::FormatTime(it->second));
+  }
   if (!workers_.Offers(job.task)) {
     return absl::StrCat("no live worker offers task '", job.task, "'");
   }
@@ -261,6 +341,9 @@ void BrokerCore::OnWorkerFrame(const std::string& identity,
   WorkerEntry* w = workers_.Find(identity);
   if (w == nullptr) {
     // We restarted, or declared it lost: it must introduce itself again.
+    // Its results still count where fencing allows (a job nobody else
+    // completed), so work done across a broker restart is not redone.
+    if (frame.has_results()) OnResults(nullptr, frame.results(), now, out);
     wire::Frame reconnect;
     reconnect.mutable_reconnect();
     SendToWorker(identity, std::move(reconnect), out);
@@ -269,7 +352,7 @@ void BrokerCore::OnWorkerFrame(const std::string& identity,
   w->last_heard = now;
   switch (frame.body_case()) {
     case wire::Frame::kResults:
-      OnResults(*w, frame.results(), now, out);
+      OnResults(w, frame.results(), now, out);
       break;
     case wire::Frame::kWorkerState:
       if (frame.worker_state().leaving()) {
@@ -293,29 +376,69 @@ void BrokerCore::OnRegister(const std::string& identity,
                             const wire::Register& reg, absl::Time now,
                             Outbox* out) {
   if (WorkerEntry* old = workers_.Find(identity)) {
+    // Attempts the worker says it still holds stay with it; the rest of
+    // what we thought it held is released.
+    for (const wire::TaskRef& ref : reg.held()) {
+      auto it = old->in_flight.find(ref.job_id());
+      if (it != old->in_flight.end() && it->second == ref.attempt()) {
+        old->in_flight.erase(it);
+      }
+    }
     DropWorker(*old, "worker registered again", now, out);
   }
   WorkerEntry& w = workers_.Add(identity, reg, now);
-  DEXEC_LOG(INFO) << "worker joined worker=" << w.name << " host=" << w.host
-                  << " threads=" << w.threads << " prefetch=" << w.prefetch
-                  << " tasks=" << w.tasks.size();
   wire::Frame welcome;
   welcome.mutable_welcome()->set_heartbeat_interval_ms(
       absl::ToInt64Milliseconds(options_.heartbeat_interval));
   welcome.mutable_welcome()->set_liveness(options_.liveness);
   SendToWorker(identity, std::move(welcome), out);
+  // Held attempts of settled jobs are worthless: tell the worker to stop.
+  wire::Frame abandon;
+  int reclaimed = 0;
+  for (const wire::TaskRef& ref : reg.held()) {
+    if (Reclaim(w, ref)) {
+      ++reclaimed;
+      continue;
+    }
+    const Job* job = jobs_.Find(ref.job_id());
+    if (job == nullptr || IsTerminal(job->state)) {
+      *abandon.mutable_abandon()->add_tasks() = ref;
+    }
+  }
+  if (abandon.has_abandon()) SendToWorker(identity, std::move(abandon), out);
+  DEXEC_LOG(INFO) << "worker joined worker=" << w.name << " host=" << w.host
+                  << " threads=" << w.threads << " prefetch=" << w.prefetch
+                  << " tasks=" << w.tasks.size() << " held=" << reg.held_size()
+                  << " reclaimed=" << reclaimed;
   dirty_ = true;
 }
 
-void BrokerCore::OnResults(WorkerEntry& w, const wire::Results& results,
+bool BrokerCore::Reclaim(WorkerEntry& w, const wire::TaskRef& ref) {
+  Job* job = jobs_.Find(ref.job_id());
+  if (job == nullptr || job->state != v1::Job::RUNNING ||
+      job->attempt_number() != ref.attempt()) {
+    return false;
+  }
+  for (WorkerEntry* other : workers_.All()) {
+    if (other != &w && other->in_flight.contains(job->id)) return false;
+  }
+  w.in_flight.emplace(job->id, ref.attempt());
+  orphans_.erase(job->id);
+  return true;
+}
+
+void BrokerCore::OnResults(WorkerEntry* w, const wire::Results& results,
                            absl::Time now, Outbox* out) {
+  const std::string worker_name = w != nullptr ? w->name : "(unregistered)";
   for (const wire::TaskResult& r : results.results()) {
     // Credit comes back whatever happens to the result.
-    auto held = w.in_flight.find(r.job_id());
-    if (held != w.in_flight.end() && held->second == r.attempt()) {
-      w.in_flight.erase(held);
-      ++w.done;
-      dirty_ = true;
+    if (w != nullptr) {
+      auto held = w->in_flight.find(r.job_id());
+      if (held != w->in_flight.end() && held->second == r.attempt()) {
+        w->in_flight.erase(held);
+        ++w->done;
+        dirty_ = true;
+      }
     }
     Job* job = jobs_.Find(r.job_id());
     // Fencing: a result counts only for a job that has not completed, and
@@ -324,7 +447,8 @@ void BrokerCore::OnResults(WorkerEntry& w, const wire::Results& results,
     if (job == nullptr || IsTerminal(job->state) || r.attempt() == 0 ||
         r.attempt() > job->attempt_number()) {
       DEXEC_LOG(DEBUG) << "stale result dropped job=" << r.job_id()
-                       << " attempt=" << r.attempt() << " worker=" << w.name;
+                       << " attempt=" << r.attempt()
+                       << " worker=" << worker_name;
       continue;
     }
     const bool current = r.attempt() == job->attempt_number() &&
@@ -333,6 +457,8 @@ void BrokerCore::OnResults(WorkerEntry& w, const wire::Results& results,
       // Another attempt is running elsewhere: this result wins, stop that.
       AbandonCurrentAttempt(*job, out);
     }
+    orphans_.erase(job->id);
+    delayed_until_.erase(job->id);
     AttemptRecord& a = job->attempts[r.attempt() - 1];
     if (r.started_at_us() > 0) a.started_at = absl::FromUnixMicros(r.started_at_us());
     a.ended_at = r.finished_at_us() > 0 ? absl::FromUnixMicros(r.finished_at_us())
@@ -354,7 +480,7 @@ void BrokerCore::OnResults(WorkerEntry& w, const wire::Results& results,
                                     static_cast<uint32_t>(job->max_attempts)) {
       DEXEC_LOG(INFO) << "job failed, retrying job=" << job->id
                       << " attempt=" << r.attempt() << " kind=" << kind;
-      Requeue(*job, now, out);
+      Requeue(*job, now, out, /*backoff=*/true);
       continue;
     }
     job->error_kind = kind;
@@ -406,7 +532,7 @@ void BrokerCore::FailAttempt(Job& job, const std::string& outcome, bool retry,
   a.ended_at = now;
   if (retry &&
       job.attempt_number() < static_cast<uint32_t>(job.max_attempts)) {
-    Requeue(job, now, out);
+    Requeue(job, now, out, /*backoff=*/true);
     return;
   }
   job.error_kind = kind;
@@ -414,11 +540,43 @@ void BrokerCore::FailAttempt(Job& job, const std::string& outcome, bool retry,
   Finish(job, v1::Job::FAILED, now, out);
 }
 
-void BrokerCore::Requeue(Job& job, absl::Time now, Outbox* out) {
-  jobs_.SetState(job, v1::Job::QUEUED, now);
-  ready_.Push(job.task, job.priority, job.id);
+void BrokerCore::Requeue(Job& job, absl::Time now, Outbox* out,
+                         bool backoff) {
+  if (job.state != v1::Job::QUEUED) jobs_.SetState(job, v1::Job::QUEUED, now);
+  if (backoff && options_.requeue_backoff > absl::ZeroDuration()) {
+    const int doublings =
+        std::min<int>(20, std::max<int>(0, job.attempt_number() - 1));
+    const absl::Duration wait = std::min(
+        options_.requeue_backoff * (int64_t{1} << doublings),
+        options_.max_requeue_backoff);
+    delayed_.push(Delayed{now + wait, job.id});
+    delayed_until_[job.id] = now + wait;
+  } else {
+    ready_.Push(job.task, job.priority, job.id);
+  }
+  Changed(job);
   Notify(job, out);
   dirty_ = true;
+}
+
+void BrokerCore::ReleaseDelayed(absl::Time now) {
+  while (!delayed_.empty() && delayed_.top().at <= now) {
+    const Delayed d = delayed_.top();
+    delayed_.pop();
+    auto it = delayed_until_.find(d.job_id);
+    if (it == delayed_until_.end() || it->second != d.at) continue;
+    delayed_until_.erase(it);
+    const Job* job = jobs_.Find(d.job_id);
+    if (job == nullptr || job->state != v1::Job::QUEUED) continue;
+    ready_.Push(job->task, job->priority, job->id);
+    dirty_ = true;
+  }
+}
+
+absl::Time BrokerCore::NextWakeup() const {
+  absl::Time next = orphans_due_;
+  if (!delayed_.empty()) next = std::min(next, delayed_.top().at);
+  return next;
 }
 
 void BrokerCore::Finish(Job& job, JobState state, absl::Time now, Outbox* out) {
@@ -431,6 +589,8 @@ void BrokerCore::Finish(Job& job, JobState state, absl::Time now, Outbox* out) {
   ++finish_buckets_.back().second;
   // The payload is not needed any more; the result is kept for retention.
   std::string().swap(job.payload);
+  delayed_until_.erase(job.id);
+  Changed(job);
   Notify(job, out);
   watchers_.erase(job.id);
 }
@@ -494,10 +654,12 @@ void BrokerCore::Dispatch(Job& job, WorkerEntry& w, absl::Time now,
   t->set_name(job.task);
   t->set_payload(job.payload);
   t->set_timeout_ms(absl::ToInt64Milliseconds(job.timeout));
+  Changed(job);
   Notify(job, out);
 }
 
 void BrokerCore::Schedule(absl::Time now, Outbox* out) {
+  ReleaseDelayed(now);
   if (!dirty_) return;
   dirty_ = false;
   auto is_live = [this](uint64_t id) { return IsQueued(id); };
@@ -560,8 +722,98 @@ void BrokerCore::Tick(absl::Time now, Outbox* out) {
                              absl::FormatDuration(job->timeout)),
                 now, out);
   }
-  jobs_.Expire(now, options_.retention,
-               [this](uint64_t id) { watchers_.erase(id); });
+  if (now >= orphans_due_) {
+    // Jobs that were running when the broker stopped and whose worker did
+    // not come back to claim them: run them again.
+    size_t requeued = 0;
+    for (uint64_t id : orphans_) {
+      Job* job = jobs_.Find(id);
+      if (job == nullptr || job->state != v1::Job::RUNNING) continue;
+      AttemptRecord& a = job->attempts.back();
+      a.outcome = "broker_restarted";
+      a.ended_at = now;
+      Requeue(*job, now, out, /*backoff=*/false);
+      ++requeued;
+    }
+    if (requeued > 0) {
+      DEXEC_LOG(INFO) << "jobs running before the restart were not claimed "
+                         "by their workers; requeued="
+                      << requeued;
+    }
+    orphans_.clear();
+    orphans_due_ = absl::InfiniteFuture();
+  }
+  jobs_.Expire(now, options_.retention, [this](uint64_t id) {
+    watchers_.erase(id);
+    if (options_.journal) changes_.erased.push_back(id);
+  });
+  for (auto it = batches_.begin(); it != batches_.end();) {
+    if (it->second.last_used + options_.retention > now) {
+      ++it;
+      continue;
+    }
+    if (options_.journal) {
+      for (const BatchRecord& r : it->second.batches) {
+        changes_.batches_removed.push_back(r.key);
+      }
+    }
+    batches_.erase(it++);
+  }
+}
+
+void BrokerCore::Restore(RecoveredState state, absl::Time now) {
+  jobs_.AdvanceNextId(state.next_id);
+  // Finished jobs in finishing order keep the retention queue cheap to
+  // build; live ones (finished_at in the past) come first.
+  std::sort(state.jobs.begin(), state.jobs.end(),
+            [](const Job& a, const Job& b) {
+              return a.finished_at < b.finished_at ||
+                     (a.finished_at == b.finished_at && a.id < b.id);
+            });
+  size_t queued = 0, running = 0, finished = 0;
+  for (Job& recovered : state.jobs) {
+    const uint64_t id = recovered.id;
+    jobs_.Restore(std::move(recovered));
+    Job& job = *jobs_.Find(id);
+    if (job.state == v1::Job::QUEUED) {
+      ready_.Push(job.task, job.priority, id);
+      ++queued;
+    } else if (job.state == v1::Job::RUNNING) {
+      orphans_.insert(id);
+      if (job.timeout > absl::ZeroDuration() && !job.attempts.empty()) {
+        deadlines_.push(Deadline{job.attempts.back().started_at + job.timeout +
+                                     options_.timeout_grace,
+                                 id, job.attempt_number()});
+      }
+      ++running;
+    } else {
+      ++finished;
+    }
+  }
+  if (!orphans_.empty()) {
+    orphans_due_ =
+        now + options_.heartbeat_interval * (options_.liveness + 1);
+  }
+  for (BatchRecord& r : state.batches) AddBatchRestored(std::move(r));
+  DEXEC_LOG(INFO) << "recovered queued=" << queued << " running=" << running
+                  << " finished=" << finished << " next_id=" << jobs_.next_id();
+  dirty_ = true;
+}
+
+void BrokerCore::AddBatchRestored(BatchRecord record) {
+  ClientBatches& client = batches_[record.key.client_id];
+  client.last_used = std::max(client.last_used, record.at);
+  client.batches.push_back(std::move(record));
+}
+
+Changes BrokerCore::TakeChanges() {
+  Changes c = std::move(changes_);
+  changes_ = Changes();
+  for (uint64_t id : c.jobs) {
+    if (Job* job = jobs_.Find(id)) job->journal_dirty = false;
+  }
+  c.next_id = jobs_.next_id();
+  return c;
 }
 
 void BrokerCore::SendToWorker(const std::string& identity, wire::Frame frame,

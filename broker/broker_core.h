@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -42,6 +43,62 @@ struct BrokerOptions {
   // A job with a timeout fails at the broker this long after its deadline
   // if its worker has not answered.
   absl::Duration timeout_grace = absl::Seconds(2);
+  // A failed or lost attempt is retried after requeue_backoff doubled per
+  // attempt already made, at most max_requeue_backoff.
+  absl::Duration requeue_backoff = absl::Milliseconds(100);
+  absl::Duration max_requeue_backoff = absl::Seconds(10);
+  // Record every change for the journal (TakeChanges). False for an
+  // in-memory broker.
+  bool journal = false;
+};
+
+// Identifies a submit batch across reconnections and restarts
+// (SessionRequest.Submit's client_id and seq).
+struct BatchKey {
+  std::string client_id;
+  uint64_t seq = 0;
+  bool operator==(const BatchKey& o) const {
+    return seq == o.seq && client_id == o.client_id;
+  }
+};
+
+// A batch the broker acknowledged: its jobs' ids (as runs of consecutive
+// ids, [first, first + count)) and when.
+struct BatchRecord {
+  BatchKey key;
+  std::vector<std::pair<uint64_t, uint32_t>> id_runs;
+  absl::Time at;
+
+  std::vector<uint64_t> Ids() const;
+  static std::vector<std::pair<uint64_t, uint32_t>> ToRuns(
+      const std::vector<uint64_t>& ids);
+};
+
+// What changed since the last BrokerCore::TakeChanges: what the journal
+// must write for the state on disk to match the core's.
+struct Changes {
+  // Jobs whose record must be (re)written.
+  std::vector<uint64_t> jobs;
+  // Jobs new since the last call: their payload must be written too.
+  std::vector<uint64_t> new_jobs;
+  // Jobs forgotten (retention ended): delete everything of theirs.
+  std::vector<uint64_t> erased;
+  std::vector<BatchRecord> batches_added;
+  std::vector<BatchKey> batches_removed;
+  // Never hand out ids below this again.
+  uint64_t next_id = 1;
+
+  bool empty() const {
+    return jobs.empty() && erased.empty() && batches_added.empty() &&
+           batches_removed.empty();
+  }
+};
+
+// The state read back from the journal after a restart.
+struct RecoveredState {
+  std::vector<Job> jobs;
+  std::vector<BatchRecord> batches;
+  uint64_t next_id = 1;
 };
 
 // A session: one client's Session stream; events of the jobs it watches are
@@ -74,17 +131,21 @@ class BrokerCore {
 
   // Validates and enqueues `specs` (all or none). If `session` is not 0 the
   // jobs are watched by it. Returns one id per spec; an idempotency key seen
-  // before returns the earlier job's id.
+  // before returns the earlier job's id. A batch whose `batch` key was
+  // acknowledged before returns the same ids and adds nothing.
   absl::StatusOr<std::vector<uint64_t>> Submit(
       const google::protobuf::RepeatedPtrField<v1::JobSpec>& specs,
-      SessionId session, absl::Time now, Outbox* out);
+      SessionId session, absl::Time now, Outbox* out,
+      const BatchKey* batch = nullptr);
 
   // Watch `ids` from `session`: RUNNING and terminal events are pushed; a job
   // already finished (or unknown) gets its event at once.
   void Watch(SessionId session, const google::protobuf::RepeatedField<uint64_t>& ids,
              Outbox* out);
 
-  // Cancels jobs that are still QUEUED.
+  // Cancels jobs that have not finished. A RUNNING job is CANCELLED at once
+  // and its worker is told to abandon the attempt; its result, if it still
+  // comes, is discarded.
   v1::CancelResponse Cancel(const google::protobuf::RepeatedField<uint64_t>& ids,
                             absl::Time now, Outbox* out);
 
@@ -114,6 +175,21 @@ class BrokerCore {
   // sent when nothing else was).
   void NoteSent(const std::string& identity, absl::Time now);
 
+  // ---- Journal ----
+
+  // Puts back the state recovered from the journal; call once, before
+  // anything else. QUEUED jobs are ready at once; RUNNING ones wait one
+  // liveness period for their worker to claim them (Register.held), then
+  // run again.
+  void Restore(RecoveredState state, absl::Time now);
+
+  // What changed since the last call (empty unless options().journal).
+  Changes TakeChanges();
+
+  // The earliest time something is due (a backed-off job becomes ready);
+  // InfiniteFuture if nothing is.
+  absl::Time NextWakeup() const;
+
   const BrokerOptions& options() const { return options_; }
   const JobTable& jobs() const { return jobs_; }
 
@@ -125,12 +201,39 @@ class BrokerCore {
     bool operator>(const Deadline& o) const { return at > o.at; }
   };
 
+  struct Delayed {
+    absl::Time at;
+    uint64_t job_id;
+    bool operator>(const Delayed& o) const { return at > o.at; }
+  };
+  // A client's recent batches, oldest first.
+  struct ClientBatches {
+    std::deque<BatchRecord> batches;
+    absl::Time last_used;
+  };
+
   absl::Status ValidateSpec(const v1::JobSpec& spec) const;
+  // Notes that the job must be written by the journal.
+  void Changed(Job& job) {
+    if (!options_.journal || job.journal_dirty) return;
+    job.journal_dirty = true;
+    changes_.jobs.push_back(job.id);
+  }
+  const BatchRecord* FindBatch(const BatchKey& key) const;
+  void AddBatch(BatchRecord record);
+  void AddBatchRestored(BatchRecord record);
+  // Moves backed-off jobs whose time came to the ready queue.
+  void ReleaseDelayed(absl::Time now);
+  // Registers `w`'s claim on an attempt it still holds; false if the
+  // attempt is settled or held elsewhere.
+  bool Reclaim(WorkerEntry& w, const wire::TaskRef& ref);
   bool IsQueued(uint64_t id) const;
   void Dispatch(Job& job, WorkerEntry& w, absl::Time now, Outbox* out);
   void OnRegister(const std::string& identity, const wire::Register& reg,
                   absl::Time now, Outbox* out);
-  void OnResults(WorkerEntry& w, const wire::Results& results, absl::Time now,
+  // `w` is null for results from a worker the broker does not know (it
+  // restarted, or declared the worker lost): fencing still applies.
+  void OnResults(WorkerEntry* w, const wire::Results& results, absl::Time now,
                  Outbox* out);
   // Ends the job's current attempt with `outcome`; requeues the job if it has
   // attempts left and `retry`, else finishes it FAILED with `kind`/`message`.
@@ -138,7 +241,8 @@ class BrokerCore {
                    const std::string& kind, const std::string& message,
                    absl::Time now, Outbox* out);
   void Finish(Job& job, JobState state, absl::Time now, Outbox* out);
-  void Requeue(Job& job, absl::Time now, Outbox* out);
+  // Back to QUEUED; after a failed attempt, `backoff` delays the next one.
+  void Requeue(Job& job, absl::Time now, Outbox* out, bool backoff);
   // Releases `w`'s jobs (requeue or fail as worker_lost) and forgets it.
   void DropWorker(WorkerEntry& w, const std::string& why, absl::Time now,
                   Outbox* out);
@@ -159,6 +263,17 @@ class BrokerCore {
   // Timeouts of running attempts, earliest first; stale entries skipped.
   std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>>
       deadlines_;
+  // Requeued jobs waiting out their backoff, earliest first (stale entries
+  // — cancelled since — are skipped), and their due times by id.
+  std::priority_queue<Delayed, std::vector<Delayed>, std::greater<>> delayed_;
+  absl::flat_hash_map<uint64_t, absl::Time> delayed_until_;
+  // Jobs recovered RUNNING that no worker has claimed yet, and when they
+  // run again if none does.
+  absl::flat_hash_set<uint64_t> orphans_;
+  absl::Time orphans_due_ = absl::InfiniteFuture();
+  // Recent acknowledged batches by client id, for idempotent resubmission.
+  absl::flat_hash_map<std::string, ClientBatches> batches_;
+  Changes changes_;
   // Jobs finished per second over the last seconds, for the finish rate.
   std::deque<std::pair<int64_t, uint64_t>> finish_buckets_;
   absl::Time started_at_;

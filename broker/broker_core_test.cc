@@ -23,6 +23,8 @@ class BrokerCoreTest : public ::testing::Test {
     o.liveness = 3;
     o.max_queued = 1000;
     o.max_payload_bytes = 1024;
+    // Retries at once unless a test is about backoff.
+    o.requeue_backoff = absl::ZeroDuration();
     return o;
   }
 
@@ -189,21 +191,40 @@ TEST_F(BrokerCoreTest, AJobNoWorkerOffersStaysQueuedAndSaysWhy) {
             "no live worker offers task 'nobody.offers.this'");
 }
 
-TEST_F(BrokerCoreTest, CancelsQueuedJobsButNotRunningOnes) {
+TEST_F(BrokerCoreTest, CancelsQueuedAndRunningJobsAndTellsTheWorker) {
   Register("w", 1);
-  std::vector<uint64_t> ids = Submit(2);
+  std::vector<uint64_t> ids = Submit(3);
   Dispatched();  // ids[0] runs
-  google::protobuf::RepeatedField<uint64_t> both;
-  both.Add(ids[0]);
-  both.Add(ids[1]);
-  v1::CancelResponse resp = core_.Cancel(both, now_, &out_);
+  Result("w", ids[0], 1, true);  // ... and finishes
+  Dispatched();  // ids[1] runs
+  google::protobuf::RepeatedField<uint64_t> all(ids.begin(), ids.end());
+  v1::CancelResponse resp = core_.Cancel(all, now_, &out_);
+  // A finished job cannot be cancelled.
   EXPECT_FALSE(resp.cancelled(0));
-  EXPECT_EQ(resp.states(0), v1::Job::RUNNING);
+  EXPECT_EQ(resp.states(0), v1::Job::SUCCEEDED);
+  // The running one is cancelled and its worker told to abandon it.
   EXPECT_TRUE(resp.cancelled(1));
   EXPECT_EQ(JobOf(ids[1]).state, v1::Job::CANCELLED);
-  // A cancelled job is never dispatched.
-  Result("w", ids[0], 1, true);
-  EXPECT_TRUE(Dispatched().empty());
+  EXPECT_EQ(JobOf(ids[1]).attempts[0].outcome, "cancelled");
+  bool abandoned = false;
+  for (auto& [w, frame] : out_.to_workers) {
+    if (!frame.has_abandon()) continue;
+    EXPECT_EQ(w, "w");
+    EXPECT_EQ(frame.abandon().tasks(0).job_id(), ids[1]);
+    EXPECT_EQ(frame.abandon().tasks(0).attempt(), 1u);
+    abandoned = true;
+  }
+  EXPECT_TRUE(abandoned);
+  EXPECT_TRUE(resp.cancelled(2));
+  EXPECT_EQ(JobOf(ids[2]).state, v1::Job::CANCELLED);
+  // The worker's thread is free again, and a late result changes nothing.
+  Result("w", ids[1], 1, true, "too late");
+  EXPECT_EQ(JobOf(ids[1]).state, v1::Job::CANCELLED);
+  EXPECT_TRUE(Dispatched().empty());  // a cancelled job is never dispatched
+  uint64_t next = Submit(1)[0];
+  auto tasks = Dispatched();
+  ASSERT_EQ(tasks.size(), 1u);
+  EXPECT_EQ(tasks[0].second.job_id(), next);
 }
 
 TEST_F(BrokerCoreTest, RequeuesTheJobsOfASilentWorkerAndRunsThemElsewhere) {
@@ -358,6 +379,204 @@ TEST_F(BrokerCoreTest, DrainingWorkerGetsNoNewJobs) {
   Submit(2);
   EXPECT_TRUE(Dispatched().empty());
   EXPECT_EQ(core_.ListWorkers().workers(0).state(), v1::WorkerInfo::DRAINING);
+}
+
+
+TEST_F(BrokerCoreTest, BacksOffBeforeRetryingAFailedAttempt) {
+  BrokerOptions o = Options();
+  o.requeue_backoff = absl::Milliseconds(100);
+  o.max_requeue_backoff = absl::Milliseconds(150);
+  BrokerCore core(o, kT0);
+  Outbox out;
+  auto register_worker = [&](const std::string& name) {
+    wire::Frame f;
+    f.mutable_register_()->set_name(name);
+    f.mutable_register_()->set_threads(1);
+    f.mutable_register_()->add_tasks("t");
+    core.OnWorkerFrame(name, f, now_, &out);
+  };
+  auto dispatched = [&] {
+    core.Schedule(now_, &out);
+    int n = 0;
+    for (auto& [w, frame] : out.to_workers) n += frame.dispatch().tasks_size();
+    out.Clear();
+    return n;
+  };
+  google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
+  specs.Add()->set_task("t");
+  const uint64_t id = core.Submit(specs, 0, now_, &out).value()[0];
+  register_worker("w0");
+  ASSERT_EQ(dispatched(), 1);
+  int n = 0;
+  for (absl::Duration wait : {absl::Milliseconds(100), absl::Milliseconds(150)}) {
+    now_ += absl::Seconds(4);
+    core.Tick(now_, &out);  // the worker is lost; the job waits out a backoff
+    EXPECT_EQ(core.jobs().Find(id)->state, v1::Job::QUEUED);
+    register_worker(absl::StrCat("fresh", ++n));
+    EXPECT_EQ(dispatched(), 0);
+    EXPECT_EQ(core.NextWakeup(), now_ + wait);
+    v1::GetJobsRequest req;
+    req.add_job_ids(id);
+    EXPECT_NE(core.GetJobs(req).jobs(0).waiting_reason().find("failed"),
+              std::string::npos);
+    now_ += wait - absl::Milliseconds(1);
+    EXPECT_EQ(dispatched(), 0);
+    now_ += absl::Milliseconds(1);
+    ASSERT_EQ(dispatched(), 1);  // 100 ms, then doubled but capped at 150
+  }
+}
+
+TEST_F(BrokerCoreTest, AResubmittedBatchGetsTheSameIdsAndAddsNothing) {
+  google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
+  for (int i = 0; i < 3; ++i) specs.Add()->set_task("t");
+  BatchKey key{"client-a", 7};
+  auto first = core_.Submit(specs, 1, now_, &out_, &key);
+  ASSERT_TRUE(first.ok());
+  auto again = core_.Submit(specs, 1, now_, &out_, &key);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*first, *again);
+  EXPECT_EQ(core_.jobs().size(), 3u);
+  // Another client, or another seq, is another batch.
+  BatchKey other{"client-b", 7};
+  auto b = core_.Submit(specs, 1, now_, &out_, &other);
+  ASSERT_TRUE(b.ok());
+  EXPECT_NE((*b)[0], (*first)[0]);
+  EXPECT_EQ(core_.jobs().size(), 6u);
+}
+
+TEST_F(BrokerCoreTest, ResultsFromAnUnregisteredWorkerCountAndItIsAskedToRegister) {
+  Register("w", 1);
+  uint64_t id = Submit(1)[0];
+  Dispatched();
+  now_ += absl::Seconds(4);
+  core_.Tick(now_, &out_);  // "w" declared lost; the job waits for a worker
+  out_.Clear();
+  Result("w", id, 1, true, "late but first");
+  EXPECT_EQ(JobOf(id).state, v1::Job::SUCCEEDED);
+  EXPECT_EQ(JobOf(id).result, "late but first");
+  ASSERT_EQ(out_.to_workers.size(), 1u);
+  EXPECT_TRUE(out_.to_workers[0].second.has_reconnect());
+}
+
+// A journal-backed core: what TakeChanges reports, and a restart from it.
+class BrokerCoreJournalTest : public BrokerCoreTest {
+ protected:
+  static BrokerOptions JournalOptions() {
+    BrokerOptions o = Options();
+    o.journal = true;
+    return o;
+  }
+};
+
+TEST_F(BrokerCoreJournalTest, ReportsEveryChangedJobOnce) {
+  BrokerCore core(JournalOptions(), kT0);
+  Outbox out;
+  google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
+  for (int i = 0; i < 2; ++i) specs.Add()->set_task("t");
+  BatchKey key{"c", 1};
+  std::vector<uint64_t> ids = core.Submit(specs, 0, now_, &out, &key).value();
+  google::protobuf::RepeatedField<uint64_t> one;
+  one.Add(ids[0]);
+  core.Cancel(one, now_, &out);
+  Changes c = core.TakeChanges();
+  EXPECT_EQ(c.jobs, ids);  // the cancelled one once, though it changed twice
+  EXPECT_EQ(c.new_jobs, ids);
+  ASSERT_EQ(c.batches_added.size(), 1u);
+  EXPECT_EQ(c.batches_added[0].Ids(), ids);
+  EXPECT_EQ(c.next_id, ids.back() + 1);
+  EXPECT_TRUE(core.TakeChanges().empty());
+  // Retention ends: the finished job is erased.
+  core.Tick(now_ + absl::Hours(2), &out);
+  c = core.TakeChanges();
+  EXPECT_EQ(c.erased, std::vector<uint64_t>{ids[0]});
+  EXPECT_EQ(c.batches_removed.size(), 1u);
+}
+
+TEST_F(BrokerCoreJournalTest, ARestartedCoreRunsQueuedJobsAndLetsWorkersReclaimRunningOnes) {
+  // Before the restart: job 1 queued, 2 and 3 running (attempt 1), 4 done.
+  RecoveredState state;
+  for (uint64_t id = 1; id <= 4; ++id) {
+    Job job;
+    job.id = id;
+    job.task = "t";
+    job.max_attempts = 3;
+    job.submitted_at = kT0 - absl::Minutes(1);
+    if (id == 2 || id == 3) {
+      job.state = v1::Job::RUNNING;
+      job.attempts.push_back(AttemptRecord{"old", kT0 - absl::Seconds(30),
+                                           absl::InfinitePast(), ""});
+    } else if (id == 4) {
+      job.state = v1::Job::SUCCEEDED;
+      job.finished_at = kT0 - absl::Seconds(10);
+      job.result = "kept";
+    }
+    state.jobs.push_back(std::move(job));
+  }
+  state.next_id = 10;  // ids up to 9 were handed out once
+  BatchRecord batch;
+  batch.key = BatchKey{"c", 5};
+  batch.id_runs = {{1, 4}};
+  batch.at = kT0 - absl::Minutes(1);
+  state.batches.push_back(batch);
+  BrokerCore core(JournalOptions(), kT0);
+  core.Restore(std::move(state), kT0);
+  Outbox out;
+  EXPECT_EQ(core.jobs().count(v1::Job::QUEUED), 1u);
+  EXPECT_EQ(core.jobs().count(v1::Job::RUNNING), 2u);
+  EXPECT_EQ(core.jobs().Find(4)->result, "kept");
+
+  // The old worker comes back holding job 2's attempt and a stale one of 4.
+  wire::Frame f;
+  wire::Register* r = f.mutable_register_();
+  r->set_name("old");
+  r->set_threads(2);
+  r->add_tasks("t");
+  wire::TaskRef* held = r->add_held();
+  held->set_job_id(2);
+  held->set_attempt(1);
+  held = r->add_held();
+  held->set_job_id(4);
+  held->set_attempt(1);
+  core.OnWorkerFrame("old", f, kT0, &out);
+  bool abandoned_4 = false;
+  for (auto& [w, frame] : out.to_workers) {
+    if (frame.has_abandon()) abandoned_4 = frame.abandon().tasks(0).job_id() == 4;
+  }
+  EXPECT_TRUE(abandoned_4);
+  out.Clear();
+  // Job 1 is dispatched at once; job 2 is the worker's again; job 3 waits.
+  core.Schedule(kT0, &out);
+  std::vector<uint64_t> dispatched;
+  for (auto& [w, frame] : out.to_workers) {
+    for (const wire::Task& t : frame.dispatch().tasks()) dispatched.push_back(t.job_id());
+  }
+  EXPECT_EQ(dispatched, std::vector<uint64_t>{1});
+  out.Clear();
+  // Nobody claims job 3 within the grace: it runs again (attempt 2).
+  const absl::Time later = kT0 + absl::Seconds(5);
+  wire::Frame hb;
+  hb.mutable_heartbeat();
+  core.OnWorkerFrame("old", hb, later, &out);
+  core.Tick(later, &out);
+  EXPECT_EQ(core.jobs().Find(3)->attempts[0].outcome, "broker_restarted");
+  EXPECT_EQ(core.jobs().Find(2)->state, v1::Job::RUNNING);
+  // The reclaimed job's result completes it normally.
+  wire::Frame res;
+  wire::TaskResult* tr = res.mutable_results()->add_results();
+  tr->set_job_id(2);
+  tr->set_attempt(1);
+  tr->set_ok(true);
+  tr->set_output("done");
+  core.OnWorkerFrame("old", res, later, &out);
+  EXPECT_EQ(core.jobs().Find(2)->state, v1::Job::SUCCEEDED);
+  // New ids start above anything used before the restart, and the batch
+  // acknowledged before it is still recognised.
+  google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
+  specs.Add()->set_task("t");
+  EXPECT_EQ(core.Submit(specs, 0, later, &out).value()[0], 10u);
+  BatchKey key{"c", 5};
+  EXPECT_EQ(core.Submit(specs, 0, later, &out, &key).value(),
+            (std::vector<uint64_t>{1, 2, 3, 4}));
 }
 
 }  // namespace

@@ -84,7 +84,8 @@ void BrokerLoop::Run() {
   const absl::Duration tick_every = core_.options().heartbeat_interval / 4;
   while (true) {
     absl::Time now = absl::Now();
-    const absl::Duration until_tick = next_tick_ - now;
+    const absl::Duration until_tick =
+        std::min(next_tick_, core_.NextWakeup()) - now;
     long timeout_ms = std::max<int64_t>(
         0, std::min<int64_t>(absl::ToInt64Milliseconds(until_tick) + 1, 1000));
     zmq::pollitem_t items[] = {

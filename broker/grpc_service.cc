@@ -51,8 +51,9 @@ class SessionReactor final
         std::vector<v1::SessionResponse>& q = c.out.to_sessions[id];
         const size_t index = q.size();
         q.emplace_back().mutable_submitted()->set_seq(req->submit().seq());
+        const BatchKey batch{req->submit().client_id(), req->submit().seq()};
         absl::StatusOr<std::vector<uint64_t>> ids =
-            c.core.Submit(req->submit().jobs(), id, c.now, &c.out);
+            c.core.Submit(req->submit().jobs(), id, c.now, &c.out, &batch);
         v1::SessionResponse::Submitted* submitted =
             c.out.to_sessions[id][index].mutable_submitted();
         if (ids.ok()) {

@@ -25,7 +25,7 @@ struct AttemptRecord {
   absl::Time started_at = absl::InfinitePast();
   absl::Time ended_at = absl::InfinitePast();
   // Empty while the attempt runs; else "succeeded", "failed", "timeout",
-  // "worker_lost", "cancelled", "abandoned".
+  // "worker_lost", "cancelled", "abandoned", "broker_restarted".
   std::string outcome;
 };
 
@@ -39,6 +39,8 @@ struct Job {
   // Whether the submitter asked for max_attempts: only then are a task's own
   // failures retried (a lost worker is retried either way).
   bool retry_task_errors = false;
+  // Changed since the journal last wrote it (see BrokerCore::TakeChanges).
+  bool journal_dirty = false;
   std::string idempotency_key;
 
   JobState state = v1::Job::QUEUED;

@@ -1,5 +1,6 @@
 #include "broker/job_table.h"
 
+#include <algorithm>
 #include <cassert>
 
 namespace dexec::broker {
@@ -13,6 +14,23 @@ Job& JobTable::Insert(Job job) {
   auto [it, inserted] = jobs_.emplace(job.id, std::move(job));
   assert(inserted);
   return it->second;
+}
+
+void JobTable::Restore(Job job) {
+  const uint64_t id = job.id;
+  if (id >= next_id_) next_id_ = id + 1;
+  ++counts_[job.state];
+  if (!job.idempotency_key.empty()) by_key_[job.idempotency_key] = id;
+  if (IsTerminal(job.state)) {
+    // Keep the retention deque in finishing order.
+    auto pos = std::upper_bound(
+        finished_.begin(), finished_.end(), job.finished_at,
+        [](absl::Time t, const std::pair<absl::Time, uint64_t>& e) {
+          return t < e.first;
+        });
+    finished_.insert(pos, {job.finished_at, id});
+  }
+  jobs_.insert_or_assign(id, std::move(job));
 }
 
 Job* JobTable::Find(uint64_t id) {

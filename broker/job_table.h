@@ -29,6 +29,16 @@ class JobTable {
   // Adds `job` (its id is assigned here) in state QUEUED. Returns it.
   Job& Insert(Job job);
 
+  // Puts back a job recovered from the journal, with its id and state.
+  // Call in id order before any Insert; terminal jobs keep their
+  // finished_at for retention.
+  void Restore(Job job);
+
+  // Ids handed out from here on start at least at `next_id`.
+  void AdvanceNextId(uint64_t next_id) {
+    if (next_id > next_id_) next_id_ = next_id;
+  }
+
   // nullptr if unknown (never existed, or retention ended).
   Job* Find(uint64_t id);
   const Job* Find(uint64_t id) const;
