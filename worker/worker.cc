@@ -481,6 +481,21 @@ void Worker::Impl::SendRegister(absl::Time now) {
   reg->set_threads(threads_);
   reg->set_prefetch(prefetch_);
   for (std::string& task : registry_->Names()) reg->add_tasks(std::move(task));
+  // Everything we still hold, so that a broker that restarted (or forgot
+  // us) keeps these attempts assigned to us instead of running them again.
+  // Sorted so the frame does not depend on hash order.
+  std::vector<TaskKey> held;
+  held.reserve(active_.size() + unsent_.size());
+  for (const auto& [key, run] : active_) held.push_back(key);
+  for (const wire::TaskResult& r : unsent_) {
+    held.emplace_back(r.job_id(), r.attempt());
+  }
+  std::sort(held.begin(), held.end());
+  for (const TaskKey& key : held) {
+    wire::TaskRef* ref = reg->add_held();
+    ref->set_job_id(key.first);
+    ref->set_attempt(key.second);
+  }
   Send(std::move(frame), now);
 }
 
@@ -597,9 +612,21 @@ void Worker::Impl::OnDispatch(wire::Dispatch& dispatch, absl::Time now) {
 
 void Worker::Impl::OnAbandon(const wire::Abandon& abandon) {
   for (const wire::TaskRef& ref : abandon.tasks()) {
-    auto it = active_.find(TaskKey(ref.job_id(), ref.attempt()));
-    if (it == active_.end()) continue;  // finished already, or unknown
-    // The broker has already settled this attempt: cancel it and never
+    const TaskKey key(ref.job_id(), ref.attempt());
+    auto it = active_.find(key);
+    if (it == active_.end()) {
+      // Finished already: its result may still wait for a Welcome (the
+      // broker abandons held attempts of settled jobs right after one).
+      unsent_.erase(std::remove_if(unsent_.begin(), unsent_.end(),
+                                   [&key](const wire::TaskResult& r) {
+                                     return TaskKey(r.job_id(), r.attempt()) ==
+                                            key;
+                                   }),
+                    unsent_.end());
+      continue;
+    }
+    // The broker has already settled this attempt: cancel it (a sleeping
+    // task wakes at once, sys.exec kills its process group) and never
     // report it, whatever it returns.
     it->second->abandoned.store(true);
     it->second->ctx.Cancel();

@@ -21,7 +21,10 @@
 // interval x liveness it presumes the broker dead, closes the socket, and
 // after a backoff (250 ms doubling to 8 s, reset by a Welcome) connects a
 // new one and registers again (zguide's Paranoid Pirate). Tasks keep
-// running meanwhile; their results wait for the next Welcome.
+// running meanwhile; their results wait for the next Welcome. Every
+// Register lists the attempts the worker still holds (running, queued, or
+// finished with the result unsent), so a restarted broker keeps them here
+// instead of running them again.
 //
 // Shutdown:
 //   Drain(): tells the broker to send no more tasks, finishes every task

@@ -2,19 +2,36 @@
 // binds and speaks the broker's side of protos/wire.proto through.
 #include "worker/worker.h"
 
+#include <errno.h>
+#include <signal.h>
+#include <sys/types.h>
+
+#include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "protos/wire.h"
+#include "protos/tasks.pb.h"
 #include "protos/wire.pb.h"
 #include "worker/builtin_tasks.h"
+#include "worker/exec_task.h"
+#include "worker/task_context.h"
+#include "worker/task_error.h"
 #include "worker/task_registry.h"
 #include "zmq.hpp"
 
@@ -22,6 +39,54 @@ namespace dexec::worker {
 namespace {
 
 constexpr absl::Duration kWait = absl::Seconds(10);
+
+// True once `pid` no longer runs: no such process, or a zombie (dead, only
+// waiting for a parent that is not us to reap it).
+bool ProcessGone(pid_t pid) {
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
+  std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+  std::string line;
+  if (!std::getline(stat, line)) return true;
+  // "PID (comm) S ...": the state follows the last ')'.
+  const size_t paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() &&
+         line[paren + 2] == 'Z';
+}
+
+// Polls until ProcessGone(pid) or `deadline`.
+bool WaitProcessGone(pid_t pid, absl::Time deadline) {
+  while (!ProcessGone(pid)) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(10));  // nothing to wait on but /proc
+  }
+  return true;
+}
+
+// The pid a shell command wrote to `path`, once the file holds a full line;
+// 0 if it does not by `deadline`.
+pid_t WaitForPidFile(const std::string& path, absl::Time deadline) {
+  while (absl::Now() < deadline) {
+    std::ifstream in(path);
+    std::string text((std::istreambuf_iterator<char>(in)),
+                     std::istreambuf_iterator<char>());
+    int pid = 0;
+    if (absl::EndsWith(text, "\n") &&
+        absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &pid) && pid > 0) {
+      return pid;
+    }
+    absl::SleepFor(absl::Milliseconds(10));  // the child writes it; poll
+  }
+  return 0;
+}
+
+// A sys.exec payload running `script` with /bin/sh.
+std::string ShellPayload(const std::string& script) {
+  tasks::ExecRequest req;
+  req.add_argv("/bin/sh");
+  req.add_argv("-c");
+  req.add_argv(script);
+  return req.SerializeAsString();
+}
 
 struct Received {
   std::string identity;
@@ -107,6 +172,21 @@ class FakeBroker {
     t->set_name(task);
     t->set_payload(payload);
     t->set_timeout_ms(timeout_ms);
+    Send(identity, std::move(frame));
+  }
+
+  void Abandon(const std::string& identity, uint64_t job_id,
+               uint32_t attempt) {
+    wire::Frame frame;
+    wire::TaskRef* ref = frame.mutable_abandon()->add_tasks();
+    ref->set_job_id(job_id);
+    ref->set_attempt(attempt);
+    Send(identity, std::move(frame));
+  }
+
+  void Reconnect(const std::string& identity) {
+    wire::Frame frame;
+    frame.mutable_reconnect();
     Send(identity, std::move(frame));
   }
 
@@ -234,11 +314,8 @@ TEST_F(WorkerTest, AbandonedRunningTaskIsCancelledAndReportsNothing) {
   const std::string id = StartAndRegister(options, kFastBeat, 100);
   broker_.Dispatch(id, 1, 1, "sys.sleep", "60000");
   WaitUntilBusy(1);
-  wire::Frame abandon;
-  wire::TaskRef* ref = abandon.mutable_abandon()->add_tasks();
-  ref->set_job_id(1);
-  ref->set_attempt(1);
-  broker_.Send(id, std::move(abandon));
+  const absl::Time abandoned_at = absl::Now();
+  broker_.Abandon(id, 1, 1);
   broker_.Dispatch(id, 2, 1, "sys.echo", "after");
 
   std::vector<wire::TaskResult> results =
@@ -246,6 +323,8 @@ TEST_F(WorkerTest, AbandonedRunningTaskIsCancelledAndReportsNothing) {
   ASSERT_EQ(results.size(), 1u);
   EXPECT_EQ(results[0].job_id(), 2u);
   EXPECT_EQ(results[0].output(), "after");
+  // The sleep woke at the Abandon, not at the end of its minute.
+  EXPECT_LT(absl::Now() - abandoned_at, absl::Seconds(2));
 
   // Nothing about job 1 comes before the worker leaves.
   worker_->Stop();
@@ -256,6 +335,166 @@ TEST_F(WorkerTest, AbandonedRunningTaskIsCancelledAndReportsNothing) {
     if (r->frame.has_worker_state() && r->frame.worker_state().leaving()) break;
   }
   worker_->Wait();
+}
+
+TEST_F(WorkerTest, AbandonedRunningExecKillsItsWholeProcessGroup) {
+  WorkerOptions options;
+  options.threads = 1;  // job 2 can only run once job 1 let go of the thread
+  options.prefetch = 1;
+  const std::string id = StartAndRegister(options, kFastBeat, 100);
+  const std::string shell_file = ::testing::TempDir() + "/abandon-shell.pid";
+  const std::string child_file = ::testing::TempDir() + "/abandon-child.pid";
+  std::remove(shell_file.c_str());
+  std::remove(child_file.c_str());
+  // A shell and a grandchild of the worker, both in the command's group.
+  broker_.Dispatch(id, 1, 1, "sys.exec",
+                   ShellPayload("sleep 300 & echo $! > " + child_file +
+                                "; echo $$ > " + shell_file + "; wait"));
+  const pid_t child = WaitForPidFile(child_file, absl::Now() + kWait);
+  const pid_t shell = WaitForPidFile(shell_file, absl::Now() + kWait);
+  ASSERT_GT(child, 0) << "the command never wrote " << child_file;
+  ASSERT_GT(shell, 0) << "the command never wrote " << shell_file;
+  ASSERT_FALSE(ProcessGone(child));
+
+  const absl::Time abandoned_at = absl::Now();
+  broker_.Abandon(id, 1, 1);
+  EXPECT_TRUE(WaitProcessGone(shell, absl::Now() + kWait))
+      << "shell " << shell << " still runs after Abandon";
+  EXPECT_TRUE(WaitProcessGone(child, absl::Now() + kWait))
+      << "grandchild " << child << " still runs after Abandon";
+  // SIGTERM was enough: no wait for the SIGKILL grace.
+  EXPECT_LT(absl::Now() - abandoned_at, kExecKillGrace);
+
+  broker_.Dispatch(id, 2, 1, "sys.echo", "after");
+  std::vector<wire::TaskResult> results =
+      broker_.Results(1, absl::Now() + kWait);
+  ASSERT_EQ(results.size(), 1u) << "the pool thread was not freed";
+  EXPECT_EQ(results[0].job_id(), 2u) << "a result of the abandoned attempt";
+}
+
+TEST_F(WorkerTest, AbandonedExecThatIgnoresSigtermIsKilledAfterTheGrace) {
+  WorkerOptions options;
+  options.threads = 1;
+  options.prefetch = 1;
+  // The fake broker sends no heartbeats: a liveness far beyond the grace
+  // keeps the worker from presuming it dead meanwhile.
+  const std::string id = StartAndRegister(options, absl::Seconds(1), 60);
+  const std::string shell_file = ::testing::TempDir() + "/stubborn-shell.pid";
+  const std::string child_file = ::testing::TempDir() + "/stubborn-child.pid";
+  std::remove(shell_file.c_str());
+  std::remove(child_file.c_str());
+  // The ignored SIGTERM is inherited by the background sleep too.
+  broker_.Dispatch(id, 1, 1, "sys.exec",
+                   ShellPayload("trap '' TERM; sleep 300 & echo $! > " +
+                                child_file + "; echo $$ > " + shell_file +
+                                "; wait"));
+  const pid_t child = WaitForPidFile(child_file, absl::Now() + kWait);
+  const pid_t shell = WaitForPidFile(shell_file, absl::Now() + kWait);
+  ASSERT_GT(child, 0) << "the command never wrote " << child_file;
+  ASSERT_GT(shell, 0) << "the command never wrote " << shell_file;
+
+  broker_.Abandon(id, 1, 1);
+  const absl::Time deadline = absl::Now() + kExecKillGrace + kWait;
+  EXPECT_TRUE(WaitProcessGone(shell, deadline))
+      << "shell " << shell << " survived SIGKILL";
+  EXPECT_TRUE(WaitProcessGone(child, deadline))
+      << "grandchild " << child << " survived SIGKILL";
+
+  broker_.Dispatch(id, 2, 1, "sys.echo", "after");
+  std::vector<wire::TaskResult> results =
+      broker_.Results(1, absl::Now() + kWait);
+  ASSERT_EQ(results.size(), 1u) << "the pool thread was not freed";
+  EXPECT_EQ(results[0].job_id(), 2u) << "a result of the abandoned attempt";
+}
+
+TEST_F(WorkerTest, ReRegisterListsEveryAttemptItStillHolds) {
+  // Runs until cancelled; says when it has started.
+  auto blocker_started = std::make_shared<absl::Notification>();
+  ASSERT_TRUE(registry_
+                  .Register("test.block",
+                            [blocker_started](TaskContext& ctx,
+                                              absl::string_view,
+                                              std::string*) {
+                              blocker_started->Notify();
+                              ctx.SleepFor(absl::InfiniteDuration());
+                              return TaskError(kCancelledKind, "cancelled");
+                            })
+                  .ok());
+  WorkerOptions options;
+  options.threads = 1;  // job 2 holds the thread, so job 3 waits in the pool
+  options.prefetch = 4;
+  const std::string id = StartAndRegister(options, kFastBeat, 100);
+  EXPECT_EQ(registered_.held_size(), 0);
+
+  // As a restarted broker would: from here on the worker is not welcomed,
+  // so results must wait.
+  broker_.Reconnect(id);
+  std::optional<Received> reg =
+      broker_.Expect(wire::Frame::kRegister, absl::Now() + kWait);
+  ASSERT_TRUE(reg.has_value());
+  EXPECT_EQ(reg->frame.register_().held_size(), 0);
+  broker_.Dispatch(id, 1, 1, "sys.echo", "one");
+  broker_.Dispatch(id, 2, 3, "test.block", "");
+  broker_.Dispatch(id, 3, 2, "sys.echo", "three");
+  // Job 1 has finished (result unsent), job 2 runs, job 3 is queued.
+  ASSERT_TRUE(blocker_started->WaitForNotificationWithTimeout(kWait));
+
+  broker_.Reconnect(id);
+  reg = broker_.Expect(wire::Frame::kRegister, absl::Now() + kWait);
+  ASSERT_TRUE(reg.has_value()) << "no Register after Reconnect, or a result "
+                                  "was sent before the Welcome";
+  std::vector<std::pair<uint64_t, uint32_t>> held;
+  for (const wire::TaskRef& ref : reg->frame.register_().held()) {
+    held.emplace_back(ref.job_id(), ref.attempt());
+  }
+  EXPECT_EQ(held, (std::vector<std::pair<uint64_t, uint32_t>>{
+                      {1, 1}, {2, 3}, {3, 2}}));
+
+  // The held result goes out right after the Welcome.
+  broker_.Welcome(reg->identity, kFastBeat, 100);
+  std::vector<wire::TaskResult> results =
+      broker_.Results(1, absl::Now() + kWait);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].job_id(), 1u);
+  EXPECT_EQ(results[0].output(), "one");
+  broker_.Abandon(id, 2, 3);
+  results = broker_.Results(1, absl::Now() + kWait);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].job_id(), 3u);
+  EXPECT_EQ(results[0].attempt(), 2u);
+  EXPECT_EQ(results[0].output(), "three");
+}
+
+TEST_F(WorkerTest, AbandonOfAnUnsentResultDropsIt) {
+  auto blocker_started = std::make_shared<absl::Notification>();
+  ASSERT_TRUE(registry_
+                  .Register("test.block",
+                            [blocker_started](TaskContext& ctx,
+                                              absl::string_view,
+                                              std::string*) {
+                              blocker_started->Notify();
+                              ctx.SleepFor(absl::InfiniteDuration());
+                              return TaskError(kCancelledKind, "cancelled");
+                            })
+                  .ok());
+  WorkerOptions options;
+  options.threads = 1;
+  const std::string id = StartAndRegister(options, kFastBeat, 100);
+  broker_.Reconnect(id);
+  ASSERT_TRUE(
+      broker_.Expect(wire::Frame::kRegister, absl::Now() + kWait).has_value());
+  broker_.Dispatch(id, 1, 1, "sys.echo", "settled elsewhere");
+  broker_.Dispatch(id, 2, 1, "test.block", "");
+  // Job 1 finished before job 2 started; its result waits for a Welcome.
+  ASSERT_TRUE(blocker_started->WaitForNotificationWithTimeout(kWait));
+  broker_.Abandon(id, 1, 1);
+  broker_.Abandon(id, 2, 1);
+  broker_.Welcome(id, kFastBeat, 100);
+  broker_.Dispatch(id, 3, 1, "sys.echo", "three");
+  std::vector<wire::TaskResult> results =
+      broker_.Results(1, absl::Now() + kWait);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].job_id(), 3u) << "an abandoned attempt was reported";
 }
 
 TEST_F(WorkerTest, GarbageFramesAreDroppedAndTheWorkerKeepsWorking) {
