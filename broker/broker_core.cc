@@ -29,6 +29,7 @@ void Outbox::Clear() {
   to_workers.clear();
   to_sessions.clear();
   open_dispatch.clear();
+  replies.clear();
 }
 
 void Outbox::AddEvent(SessionId session, v1::JobEvent event) {

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <queue>
 #include <string>
 #include <utility>
@@ -113,6 +114,9 @@ struct Outbox {
   // Dispatch frames under construction, by worker identity (index into
   // to_workers), so one loop iteration sends one Dispatch per worker.
   absl::flat_hash_map<std::string, size_t> open_dispatch;
+  // Answers to unary calls. Like session responses, they are released only
+  // once the changes made before them are durable (see journal.h).
+  std::vector<std::function<void()>> replies;
 
   bool empty() const { return to_workers.empty() && to_sessions.empty(); }
   void Clear();

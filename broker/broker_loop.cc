@@ -22,10 +22,13 @@ std::string PeerName(const std::string& identity) {
 
 }  // namespace
 
-BrokerLoop::BrokerLoop(BrokerOptions options)
+BrokerLoop::BrokerLoop(BrokerOptions options, std::unique_ptr<Journal> journal,
+                       RecoveredState recovered)
     : context_(1),
       router_(context_, zmq::socket_type::router),
-      core_(std::move(options), absl::Now()) {
+      core_(std::move(options), absl::Now()),
+      journal_(std::move(journal)) {
+  if (journal_ != nullptr) core_.Restore(std::move(recovered), absl::Now());
   // Fail sends to a vanished peer instead of dropping them silently, so a
   // worker that went away is noticed at once.
   router_.set(zmq::sockopt::router_mandatory, 1);
@@ -66,6 +69,7 @@ void BrokerLoop::Stop() {
   stop_.store(true);
   Post([](Context&) {});  // wake the loop
   thread_.join();
+  if (journal_ != nullptr) journal_->Close();
 }
 
 void BrokerLoop::Post(Command command) { mailbox_.Post(std::move(command)); }
@@ -172,6 +176,11 @@ void BrokerLoop::NoteBadFrame(const std::string& peer, const std::string& why,
 }
 
 void BrokerLoop::Flush(absl::Time now) {
+  // Replies to clients, in the order the core produced them. Frames to
+  // workers go out at once: a dispatch ahead of its journal record is safe
+  // (a job not yet durable was not acknowledged either).
+  std::vector<Journal::Reply> replies = std::move(outbox_.replies);
+  outbox_.replies.clear();
   // Sending can reveal a dead worker, whose jobs then produce more output:
   // loop until nothing is left.
   while (!outbox_.empty()) {
@@ -198,8 +207,18 @@ void BrokerLoop::Flush(absl::Time now) {
     for (auto& [id, responses] : sessions) {
       auto it = sessions_.find(id);
       if (it == sessions_.end()) continue;  // the client went away
-      it->second->Push(std::move(responses));
+      replies.push_back(
+          [sink = it->second, responses = std::move(responses)]() mutable {
+            sink->Push(std::move(responses));
+          });
     }
+    for (auto& r : outbox_.replies) replies.push_back(std::move(r));
+    outbox_.replies.clear();
+  }
+  if (journal_ != nullptr) {
+    journal_->Commit(core_.TakeChanges(), core_.jobs(), std::move(replies));
+  } else {
+    for (Journal::Reply& r : replies) r();
   }
 }
 

@@ -25,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "broker/broker_core.h"
+#include "broker/journal.h"
 #include "common/mailbox.h"
 #include "protos/dexec.pb.h"
 #include "zmq.hpp"
@@ -49,7 +50,11 @@ class BrokerLoop {
   };
   using Command = std::function<void(Context&)>;
 
-  explicit BrokerLoop(BrokerOptions options);
+  // With a `journal` (see journal.h), the core starts from `recovered` and
+  // every reply to a client waits until what it reports is on disk.
+  explicit BrokerLoop(BrokerOptions options,
+                      std::unique_ptr<Journal> journal = nullptr,
+                      RecoveredState recovered = {});
   ~BrokerLoop();  // Stop()s
   BrokerLoop(const BrokerLoop&) = delete;
   BrokerLoop& operator=(const BrokerLoop&) = delete;
@@ -61,7 +66,8 @@ class BrokerLoop {
   // Starts the broker-loop thread.
   void Start();
 
-  // Runs the commands already posted, then stops and joins the thread.
+  // Runs the commands already posted, then stops and joins the thread, and
+  // closes the journal once everything is written.
   void Stop();
 
   // Runs `command` on the loop thread, soon.
@@ -87,6 +93,7 @@ class BrokerLoop {
 
   // ---- Owned by the loop thread. ----
   BrokerCore core_;
+  std::unique_ptr<Journal> journal_;  // null: in memory
   Outbox outbox_;
   absl::flat_hash_map<SessionId, std::shared_ptr<SessionSink>> sessions_;
   absl::Time next_tick_ = absl::InfinitePast();

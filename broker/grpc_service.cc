@@ -230,7 +230,10 @@ grpc::ServerUnaryReactor* Unary(BrokerLoop* loop,
                                 grpc::CallbackServerContext* ctx, Fill fill) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   loop->Post([reactor, fill = std::move(fill)](BrokerLoop::Context& c) {
-    reactor->Finish(ToGrpcStatus(fill(c)));
+    // Answered after what the call changed is durable (journal.h).
+    c.out.replies.push_back([reactor, status = ToGrpcStatus(fill(c))] {
+      reactor->Finish(status);
+    });
   });
   return reactor;
 }

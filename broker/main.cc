@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "broker/broker_loop.h"
 #include "broker/grpc_service.h"
+#include "broker/journal.h"
 #include "common/log.h"
 #include "grpcpp/grpcpp.h"
 
@@ -70,7 +71,32 @@ int Main() {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  BrokerLoop loop(options);
+  std::unique_ptr<Journal> journal;
+  RecoveredState recovered;
+  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+  if (!absl::GetFlag(FLAGS_in_memory)) {
+    if (data_dir.empty()) {
+      std::cerr << "dexec-broker: --data_dir is empty; name a directory, or "
+                   "pass --in_memory to run without a journal\n";
+      return 2;
+    }
+    const absl::Time open_start = absl::Now();
+    absl::StatusOr<std::unique_ptr<Journal>> opened =
+        Journal::Open(data_dir, &recovered);
+    if (!opened.ok()) {
+      std::cerr << "dexec-broker: " << opened.status().message() << "\n";
+      return 1;
+    }
+    journal = std::move(*opened);
+    options.journal = true;
+    DEXEC_LOG(INFO) << "journal opened data_dir=" << data_dir
+                    << " jobs=" << recovered.jobs.size() << " took="
+                    << absl::FormatDuration(absl::Now() - open_start);
+  } else {
+    DEXEC_LOG(INFO) << "in memory: jobs are lost if the broker stops";
+  }
+
+  BrokerLoop loop(options, std::move(journal), std::move(recovered));
   absl::StatusOr<std::string> workers =
       loop.BindWorkers(absl::GetFlag(FLAGS_worker_listen));
   if (!workers.ok()) {
@@ -113,7 +139,8 @@ int Main() {
   sigwait(&signals, &sig);
   DEXEC_LOG(INFO) << "stopping signal=" << sig;
   // Stop accepting calls; give running ones a moment, then cancel them. The
-  // loop still runs meanwhile, so posted commands answer their calls.
+  // loop and the journal still run meanwhile, so posted commands answer
+  // their calls. Then the loop stops and the journal writes what is left.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   loop.Stop();
   DEXEC_LOG(INFO) << "stopped";

@@ -1,5 +1,9 @@
 #include "tests/cluster.h"
 
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -15,6 +19,19 @@ absl::Status TestCluster::StartBroker(std::vector<std::string> extra_flags) {
                                    "--listen=127.0.0.1:0",
                                    "--worker_listen=tcp://127.0.0.1:*"};
   argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
+  // Each broker gets its own fresh journal unless the test chose one.
+  bool chose_store = false;
+  for (const std::string& f : extra_flags) {
+    if (absl::StartsWith(f, "--data_dir") || absl::StartsWith(f, "--in_memory")) {
+      chose_store = true;
+    }
+  }
+  if (!chose_store) {
+    static std::atomic<int> brokers{0};
+    const char* tmp = std::getenv("TEST_TMPDIR");
+    argv.push_back(absl::StrCat("--data_dir=", tmp != nullptr ? tmp : "/tmp",
+                                "/dexec-data-", ::getpid(), "-", brokers++));
+  }
   absl::StatusOr<Process> p = Process::Start(argv);
   if (!p.ok()) return p.status();
   broker_ = std::make_unique<Process>(std::move(*p));
