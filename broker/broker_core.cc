@@ -115,6 +115,7 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
   }
   std::vector<uint64_t> ids;
   ids.reserve(specs.size());
+  TaskName last_task;
   for (const v1::JobSpec& spec : specs) {
     if (!spec.idempotency_key().empty()) {
       if (Job* earlier = jobs_.FindByKey(spec.idempotency_key())) {
@@ -124,17 +125,21 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
       }
     }
     Job job;
-    job.task = spec.task();
+    // Consecutive jobs of one task (the usual batch) intern its name once.
+    if (last_task.str() != spec.task()) last_task = TaskName::Intern(spec.task());
+    job.task = last_task;
     job.payload = spec.payload();
     job.priority = spec.priority();
     if (spec.has_timeout()) job.timeout = FromProto(spec.timeout());
     job.retry_task_errors = spec.max_attempts() > 0;
     job.max_attempts = spec.max_attempts() > 0 ? spec.max_attempts()
                                                : options_.default_max_attempts;
-    job.idempotency_key = spec.idempotency_key();
+    if (!spec.idempotency_key().empty()) {
+      job.mutable_info().idempotency_key = spec.idempotency_key();
+    }
     job.submitted_at = now;
     Job& added = jobs_.Insert(std::move(job));
-    ready_.Push(added.task, added.priority, added.id);
+    ready_.Push(added.task.str(), added.priority, added.id);
     if (options_.journal) changes_.new_jobs.push_back(added.id);
     Changed(added);
     if (session != 0) watchers_[added.id].push_back(session);
@@ -212,19 +217,19 @@ v1::CancelResponse BrokerCore::Cancel(
     }
     bool cancelled = false;
     if (job->state == v1::Job::QUEUED) {
-      job->error_kind = "cancelled";
-      job->error_message = "cancelled while queued";
+      job->mutable_info().error_kind = "cancelled";
+      job->mutable_info().error_message = "cancelled while queued";
       Finish(*job, v1::Job::CANCELLED, now, out);
       cancelled = true;
     } else if (job->state == v1::Job::RUNNING) {
       // The worker is told to stop (a cooperative C++ task may still run to
       // its end); whatever it sends back is stale from here on.
       AbandonCurrentAttempt(*job, out);
-      AttemptRecord& a = job->attempts.back();
+      AttemptRecord& a = job->mutable_info().attempts.back();
       a.outcome = "cancelled";
       a.ended_at = now;
-      job->error_kind = "cancelled";
-      job->error_message =
+      job->mutable_info().error_kind = "cancelled";
+      job->mutable_info().error_message =
           absl::StrCat("cancelled while running (attempt ",
                        job->attempt_number(), " on worker ", a.worker, ")");
       orphans_.erase(job->id);
@@ -324,8 +329,8 @@ std::string BrokerCore::WaitingReason(const Job& job) const {
                         " failed; the next one may start at ",
                         absl::FormatTime(it->second));
   }
-  if (!workers_.Offers(job.task)) {
-    return absl::StrCat("no live worker offers task '", job.task, "'");
+  if (!workers_.Offers(job.task.str())) {
+    return absl::StrCat("no live worker offers task '", job.task.str(), "'");
   }
   return "waiting for a free worker thread";
 }
@@ -460,15 +465,15 @@ void BrokerCore::OnResults(WorkerEntry* w, const wire::Results& results,
     }
     orphans_.erase(job->id);
     delayed_until_.erase(job->id);
-    AttemptRecord& a = job->attempts[r.attempt() - 1];
+    AttemptRecord& a = job->mutable_info().attempts[r.attempt() - 1];
     if (r.started_at_us() > 0) a.started_at = absl::FromUnixMicros(r.started_at_us());
     a.ended_at = r.finished_at_us() > 0 ? absl::FromUnixMicros(r.finished_at_us())
                                         : now;
-    job->result = r.output();
+    job->mutable_info().result = r.output();
     if (r.ok()) {
       a.outcome = "succeeded";
-      job->error_kind.clear();
-      job->error_message.clear();
+      job->mutable_info().error_kind.clear();
+      job->mutable_info().error_message.clear();
       Finish(*job, v1::Job::SUCCEEDED, now, out);
       continue;
     }
@@ -484,8 +489,8 @@ void BrokerCore::OnResults(WorkerEntry* w, const wire::Results& results,
       Requeue(*job, now, out, /*backoff=*/true);
       continue;
     }
-    job->error_kind = kind;
-    job->error_message = r.error_message();
+    job->mutable_info().error_kind = kind;
+    job->mutable_info().error_message = r.error_message();
     Finish(*job, v1::Job::FAILED, now, out);
   }
 }
@@ -528,7 +533,7 @@ void BrokerCore::FailAttempt(Job& job, const std::string& outcome, bool retry,
                              const std::string& kind,
                              const std::string& message, absl::Time now,
                              Outbox* out) {
-  AttemptRecord& a = job.attempts.back();
+  AttemptRecord& a = job.mutable_info().attempts.back();
   a.outcome = outcome;
   a.ended_at = now;
   if (retry &&
@@ -536,8 +541,8 @@ void BrokerCore::FailAttempt(Job& job, const std::string& outcome, bool retry,
     Requeue(job, now, out, /*backoff=*/true);
     return;
   }
-  job.error_kind = kind;
-  job.error_message = message;
+  job.mutable_info().error_kind = kind;
+  job.mutable_info().error_message = message;
   Finish(job, v1::Job::FAILED, now, out);
 }
 
@@ -553,7 +558,7 @@ void BrokerCore::Requeue(Job& job, absl::Time now, Outbox* out,
     delayed_.push(Delayed{now + wait, job.id});
     delayed_until_[job.id] = now + wait;
   } else {
-    ready_.Push(job.task, job.priority, job.id);
+    ready_.Push(job.task.str(), job.priority, job.id);
   }
   Changed(job);
   Notify(job, out);
@@ -569,7 +574,7 @@ void BrokerCore::ReleaseDelayed(absl::Time now) {
     delayed_until_.erase(it);
     const Job* job = jobs_.Find(d.job_id);
     if (job == nullptr || job->state != v1::Job::QUEUED) continue;
-    ready_.Push(job->task, job->priority, job->id);
+    ready_.Push(job->task.str(), job->priority, job->id);
     dirty_ = true;
   }
 }
@@ -597,8 +602,8 @@ void BrokerCore::Finish(Job& job, JobState state, absl::Time now, Outbox* out) {
 }
 
 void BrokerCore::AbandonCurrentAttempt(Job& job, Outbox* out) {
-  if (job.attempts.empty()) return;
-  AttemptRecord& a = job.attempts.back();
+  if (job.info().attempts.empty()) return;
+  AttemptRecord& a = job.mutable_info().attempts.back();
   if (a.outcome.empty()) a.outcome = "abandoned";
   for (WorkerEntry* w : workers_.All()) {
     auto it = w->in_flight.find(job.id);
@@ -631,7 +636,7 @@ bool BrokerCore::IsQueued(uint64_t id) const {
 void BrokerCore::Dispatch(Job& job, WorkerEntry& w, absl::Time now,
                           Outbox* out) {
   jobs_.SetState(job, v1::Job::RUNNING, now);
-  job.attempts.push_back(AttemptRecord{w.name, now, absl::InfinitePast(), ""});
+  job.mutable_info().attempts.push_back(AttemptRecord{w.name, now, absl::InfinitePast(), ""});
   const uint32_t attempt = job.attempt_number();
   w.in_flight.emplace(job.id, attempt);
   if (job.timeout > absl::ZeroDuration()) {
@@ -652,7 +657,7 @@ void BrokerCore::Dispatch(Job& job, WorkerEntry& w, absl::Time now,
       out->to_workers[open->second].second.mutable_dispatch()->add_tasks();
   t->set_job_id(job.id);
   t->set_attempt(attempt);
-  t->set_name(job.task);
+  t->set_name(job.task.str());
   t->set_payload(job.payload);
   t->set_timeout_ms(absl::ToInt64Milliseconds(job.timeout));
   Changed(job);
@@ -730,7 +735,7 @@ void BrokerCore::Tick(absl::Time now, Outbox* out) {
     for (uint64_t id : orphans_) {
       Job* job = jobs_.Find(id);
       if (job == nullptr || job->state != v1::Job::RUNNING) continue;
-      AttemptRecord& a = job->attempts.back();
+      AttemptRecord& a = job->mutable_info().attempts.back();
       a.outcome = "broker_restarted";
       a.ended_at = now;
       Requeue(*job, now, out, /*backoff=*/false);
@@ -768,8 +773,9 @@ void BrokerCore::Restore(RecoveredState state, absl::Time now) {
   // build; live ones (finished_at in the past) come first.
   std::sort(state.jobs.begin(), state.jobs.end(),
             [](const Job& a, const Job& b) {
-              return a.finished_at < b.finished_at ||
-                     (a.finished_at == b.finished_at && a.id < b.id);
+              const absl::Time fa = a.info().finished_at;
+              const absl::Time fb = b.info().finished_at;
+              return fa < fb || (fa == fb && a.id < b.id);
             });
   size_t queued = 0, running = 0, finished = 0;
   for (Job& recovered : state.jobs) {
@@ -777,12 +783,12 @@ void BrokerCore::Restore(RecoveredState state, absl::Time now) {
     jobs_.Restore(std::move(recovered));
     Job& job = *jobs_.Find(id);
     if (job.state == v1::Job::QUEUED) {
-      ready_.Push(job.task, job.priority, id);
+      ready_.Push(job.task.str(), job.priority, id);
       ++queued;
     } else if (job.state == v1::Job::RUNNING) {
       orphans_.insert(id);
-      if (job.timeout > absl::ZeroDuration() && !job.attempts.empty()) {
-        deadlines_.push(Deadline{job.attempts.back().started_at + job.timeout +
+      if (job.timeout > absl::ZeroDuration() && !job.info().attempts.empty()) {
+        deadlines_.push(Deadline{job.info().attempts.back().started_at + job.timeout +
                                      options_.timeout_grace,
                                  id, job.attempt_number()});
       }

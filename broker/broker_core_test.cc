@@ -149,7 +149,7 @@ TEST_F(BrokerCoreTest, JobGoesQueuedRunningSucceededAndWatcherSeesEachStep) {
   EXPECT_EQ(JobOf(id).state, v1::Job::RUNNING);
   Result("w", id, 1, true, "hello");
   EXPECT_EQ(JobOf(id).state, v1::Job::SUCCEEDED);
-  EXPECT_EQ(JobOf(id).result, "hello");
+  EXPECT_EQ(JobOf(id).info().result, "hello");
   std::vector<v1::JobEvent> events = Events(7);
   ASSERT_EQ(events.size(), 1u);  // RUNNING went out with the dispatch batch
   EXPECT_EQ(events[0].state(), v1::Job::SUCCEEDED);
@@ -162,8 +162,8 @@ TEST_F(BrokerCoreTest, ATaskErrorFailsTheJobWithItsKindAndMessage) {
   Dispatched();
   Result("w", id, 1, false, "", "task_error");
   EXPECT_EQ(JobOf(id).state, v1::Job::FAILED);
-  EXPECT_EQ(JobOf(id).error_kind, "task_error");
-  EXPECT_EQ(JobOf(id).error_message, "boom");
+  EXPECT_EQ(JobOf(id).info().error_kind, "task_error");
+  EXPECT_EQ(JobOf(id).info().error_message, "boom");
 }
 
 TEST_F(BrokerCoreTest, RetriesTaskErrorsOnlyWhenTheSubmitAskedForAttempts) {
@@ -205,7 +205,7 @@ TEST_F(BrokerCoreTest, CancelsQueuedAndRunningJobsAndTellsTheWorker) {
   // The running one is cancelled and its worker told to abandon it.
   EXPECT_TRUE(resp.cancelled(1));
   EXPECT_EQ(JobOf(ids[1]).state, v1::Job::CANCELLED);
-  EXPECT_EQ(JobOf(ids[1]).attempts[0].outcome, "cancelled");
+  EXPECT_EQ(JobOf(ids[1]).info().attempts[0].outcome, "cancelled");
   bool abandoned = false;
   for (auto& [w, frame] : out_.to_workers) {
     if (!frame.has_abandon()) continue;
@@ -244,7 +244,7 @@ TEST_F(BrokerCoreTest, RequeuesTheJobsOfASilentWorkerAndRunsThemElsewhere) {
     EXPECT_EQ(w, "lives");
     EXPECT_EQ(t.attempt(), 2u);
   }
-  EXPECT_EQ(JobOf(ids[0]).attempts[0].outcome, "worker_lost");
+  EXPECT_EQ(JobOf(ids[0]).info().attempts[0].outcome, "worker_lost");
 }
 
 TEST_F(BrokerCoreTest, FailsAJobAsWorkerLostAfterItsAttemptsAreUsed) {
@@ -257,8 +257,8 @@ TEST_F(BrokerCoreTest, FailsAJobAsWorkerLostAfterItsAttemptsAreUsed) {
     core_.Tick(now_, &out_);
   }
   EXPECT_EQ(JobOf(id).state, v1::Job::FAILED);
-  EXPECT_EQ(JobOf(id).error_kind, "worker_lost");
-  EXPECT_EQ(JobOf(id).attempts.size(), 3u);
+  EXPECT_EQ(JobOf(id).info().error_kind, "worker_lost");
+  EXPECT_EQ(JobOf(id).info().attempts.size(), 3u);
 }
 
 TEST_F(BrokerCoreTest, CompletesAJobExactlyOnceWhenALostWorkerAnswersLate) {
@@ -274,7 +274,7 @@ TEST_F(BrokerCoreTest, CompletesAJobExactlyOnceWhenALostWorkerAnswersLate) {
   // "slow" comes back with its late result for attempt 1: dropped.
   Register("slow", 1);
   Result("slow", id, 1, true, "from-slow");
-  EXPECT_EQ(JobOf(id).result, "from-fast");
+  EXPECT_EQ(JobOf(id).info().result, "from-fast");
   int terminal = 0;
   for (const v1::JobEvent& e : Events(3)) {
     if (IsTerminal(e.state())) ++terminal;
@@ -291,7 +291,7 @@ TEST_F(BrokerCoreTest, ALateResultCompletesAJobNothingElseCompletedYet) {
   Register("slow", 1);      // it reconnects...
   Result("slow", id, 1, true, "late but fine");
   EXPECT_EQ(JobOf(id).state, v1::Job::SUCCEEDED);
-  EXPECT_EQ(JobOf(id).result, "late but fine");
+  EXPECT_EQ(JobOf(id).info().result, "late but fine");
   EXPECT_TRUE(Dispatched().empty());  // and the requeued copy never runs
 }
 
@@ -308,7 +308,7 @@ TEST_F(BrokerCoreTest, FailsAJobWhoseWorkerMissesItsTimeout) {
     core_.Tick(now_, &out_);
   }
   EXPECT_EQ(JobOf(id).state, v1::Job::FAILED);
-  EXPECT_EQ(JobOf(id).error_kind, "timeout");
+  EXPECT_EQ(JobOf(id).info().error_kind, "timeout");
   bool abandoned = false;
   for (auto& [w, f] : out_.to_workers) abandoned |= f.has_abandon();
   EXPECT_TRUE(abandoned);
@@ -453,7 +453,7 @@ TEST_F(BrokerCoreTest, ResultsFromAnUnregisteredWorkerCountAndItIsAskedToRegiste
   out_.Clear();
   Result("w", id, 1, true, "late but first");
   EXPECT_EQ(JobOf(id).state, v1::Job::SUCCEEDED);
-  EXPECT_EQ(JobOf(id).result, "late but first");
+  EXPECT_EQ(JobOf(id).info().result, "late but first");
   ASSERT_EQ(out_.to_workers.size(), 1u);
   EXPECT_TRUE(out_.to_workers[0].second.has_reconnect());
 }
@@ -498,17 +498,17 @@ TEST_F(BrokerCoreJournalTest, ARestartedCoreRunsQueuedJobsAndLetsWorkersReclaimR
   for (uint64_t id = 1; id <= 4; ++id) {
     Job job;
     job.id = id;
-    job.task = "t";
+    job.task = TaskName::Intern("t");
     job.max_attempts = 3;
     job.submitted_at = kT0 - absl::Minutes(1);
     if (id == 2 || id == 3) {
       job.state = v1::Job::RUNNING;
-      job.attempts.push_back(AttemptRecord{"old", kT0 - absl::Seconds(30),
+      job.mutable_info().attempts.push_back(AttemptRecord{"old", kT0 - absl::Seconds(30),
                                            absl::InfinitePast(), ""});
     } else if (id == 4) {
       job.state = v1::Job::SUCCEEDED;
-      job.finished_at = kT0 - absl::Seconds(10);
-      job.result = "kept";
+      job.mutable_info().finished_at = kT0 - absl::Seconds(10);
+      job.mutable_info().result = "kept";
     }
     state.jobs.push_back(std::move(job));
   }
@@ -523,7 +523,7 @@ TEST_F(BrokerCoreJournalTest, ARestartedCoreRunsQueuedJobsAndLetsWorkersReclaimR
   Outbox out;
   EXPECT_EQ(core.jobs().count(v1::Job::QUEUED), 1u);
   EXPECT_EQ(core.jobs().count(v1::Job::RUNNING), 2u);
-  EXPECT_EQ(core.jobs().Find(4)->result, "kept");
+  EXPECT_EQ(core.jobs().Find(4)->info().result, "kept");
 
   // The old worker comes back holding job 2's attempt and a stale one of 4.
   wire::Frame f;
@@ -558,7 +558,7 @@ TEST_F(BrokerCoreJournalTest, ARestartedCoreRunsQueuedJobsAndLetsWorkersReclaimR
   hb.mutable_heartbeat();
   core.OnWorkerFrame("old", hb, later, &out);
   core.Tick(later, &out);
-  EXPECT_EQ(core.jobs().Find(3)->attempts[0].outcome, "broker_restarted");
+  EXPECT_EQ(core.jobs().Find(3)->info().attempts[0].outcome, "broker_restarted");
   EXPECT_EQ(core.jobs().Find(2)->state, v1::Job::RUNNING);
   // The reclaimed job's result completes it normally.
   wire::Frame res;

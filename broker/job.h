@@ -4,9 +4,11 @@
 #define DEXEC_BROKER_JOB_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "protos/dexec.pb.h"
 
@@ -29,33 +31,65 @@ struct AttemptRecord {
   std::string outcome;
 };
 
+// A task name, interned: every job of a task points at one shared string,
+// so a queued job costs 8 bytes for its task name, not a std::string.
+// Interned names live for the process (distinct task names are few).
+class TaskName {
+ public:
+  TaskName();
+  // Thread-safe.
+  static TaskName Intern(absl::string_view name);
+
+  const std::string& str() const { return *name_; }
+  bool operator==(const TaskName& o) const { return name_ == o.name_; }
+
+ private:
+  explicit TaskName(const std::string* name) : name_(name) {}
+  const std::string* name_;
+};
+
+// What a job gathers once it has an idempotency key, has been dispatched or
+// has finished. A queued job that never ran has none of it, and does not
+// pay for it (see Job::details).
+struct JobDetails {
+  std::string idempotency_key;
+  absl::Time finished_at = absl::InfinitePast();
+  // One per dispatch; attempt numbers are 1-based indexes into this, and the
+  // number is the fencing token sent to the worker.
+  std::vector<AttemptRecord> attempts;
+  std::string result;
+  std::string error_kind;
+  std::string error_message;
+};
+
+// A job as the broker holds it: about 100 bytes plus its payload while it
+// waits, so a million queued jobs fit in little memory.
 struct Job {
   uint64_t id = 0;
-  std::string task;
+  TaskName task;
   std::string payload;
-  int32_t priority = 0;
+  absl::Time submitted_at = absl::InfinitePast();
   absl::Duration timeout = absl::ZeroDuration();  // zero: none
-  int32_t max_attempts = 0;                       // resolved, >= 1
+  int32_t priority = 0;
+  int32_t max_attempts = 0;  // resolved, >= 1
+  JobState state = v1::Job::QUEUED;
   // Whether the submitter asked for max_attempts: only then are a task's own
   // failures retried (a lost worker is retried either way).
   bool retry_task_errors = false;
   // Changed since the journal last wrote it (see BrokerCore::TakeChanges).
   bool journal_dirty = false;
-  std::string idempotency_key;
+  // Null until the job needs any of it.
+  std::unique_ptr<JobDetails> details;
 
-  JobState state = v1::Job::QUEUED;
-  absl::Time submitted_at = absl::InfinitePast();
-  absl::Time finished_at = absl::InfinitePast();
-  // One per dispatch; attempt numbers are 1-based indexes into this, and the
-  // number is the fencing token sent to the worker.
-  std::vector<AttemptRecord> attempts;
-
-  std::string result;
-  std::string error_kind;
-  std::string error_message;
+  // The details, or empty ones (read only).
+  const JobDetails& info() const;
+  // The details, created if missing.
+  JobDetails& mutable_info();
 
   uint32_t attempt_number() const {
-    return static_cast<uint32_t>(attempts.size());
+    return details == nullptr
+               ? 0
+               : static_cast<uint32_t>(details->attempts.size());
   }
 };
 

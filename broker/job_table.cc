@@ -10,7 +10,7 @@ Job& JobTable::Insert(Job job) {
   job.state = v1::Job::QUEUED;
   ++counts_[v1::Job::QUEUED];
   ++submitted_total_;
-  if (!job.idempotency_key.empty()) by_key_[job.idempotency_key] = job.id;
+  if (!job.info().idempotency_key.empty()) by_key_[job.info().idempotency_key] = job.id;
   auto [it, inserted] = jobs_.emplace(job.id, std::move(job));
   assert(inserted);
   return it->second;
@@ -20,15 +20,15 @@ void JobTable::Restore(Job job) {
   const uint64_t id = job.id;
   if (id >= next_id_) next_id_ = id + 1;
   ++counts_[job.state];
-  if (!job.idempotency_key.empty()) by_key_[job.idempotency_key] = id;
+  if (!job.info().idempotency_key.empty()) by_key_[job.info().idempotency_key] = id;
   if (IsTerminal(job.state)) {
     // Keep the retention deque in finishing order.
     auto pos = std::upper_bound(
-        finished_.begin(), finished_.end(), job.finished_at,
+        finished_.begin(), finished_.end(), job.info().finished_at,
         [](absl::Time t, const std::pair<absl::Time, uint64_t>& e) {
           return t < e.first;
         });
-    finished_.insert(pos, {job.finished_at, id});
+    finished_.insert(pos, {job.info().finished_at, id});
   }
   jobs_.insert_or_assign(id, std::move(job));
 }
@@ -54,7 +54,7 @@ void JobTable::SetState(Job& job, JobState state, absl::Time now) {
   ++counts_[state];
   job.state = state;
   if (IsTerminal(state)) {
-    job.finished_at = now;
+    job.mutable_info().finished_at = now;
     ++finished_total_;
     finished_.emplace_back(now, job.id);
   }
@@ -69,8 +69,8 @@ void JobTable::Expire(absl::Time now, absl::Duration retention,
     if (it == jobs_.end()) continue;
     on_erase(id);
     --counts_[it->second.state];
-    if (!it->second.idempotency_key.empty()) {
-      by_key_.erase(it->second.idempotency_key);
+    if (!it->second.info().idempotency_key.empty()) {
+      by_key_.erase(it->second.info().idempotency_key);
     }
     jobs_.erase(it);
   }

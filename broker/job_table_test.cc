@@ -11,8 +11,8 @@ const absl::Time kT0 = absl::FromUnixSeconds(1'000'000);
 
 Job NewJob(const std::string& key = "") {
   Job j;
-  j.task = "sys.echo";
-  j.idempotency_key = key;
+  j.task = TaskName::Intern("sys.echo");
+  j.mutable_info().idempotency_key = key;
   return j;
 }
 
@@ -32,7 +32,7 @@ TEST(JobTable, CountsFollowStateChanges) {
   table.SetState(j, v1::Job::SUCCEEDED, kT0);
   EXPECT_EQ(table.count(v1::Job::SUCCEEDED), 1u);
   EXPECT_EQ(table.finished_total(), 1u);
-  EXPECT_EQ(j.finished_at, kT0);
+  EXPECT_EQ(j.info().finished_at, kT0);
 }
 
 TEST(JobTable, ForgetsFinishedJobsWhenRetentionEndsButNotBefore) {

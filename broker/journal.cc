@@ -53,50 +53,56 @@ absl::Time FromUs(int64_t us) {
 
 void JobToRecord(const Job& job, store::JobRecord* r) {
   r->set_id(job.id);
-  r->set_task(job.task);
+  r->set_task(job.task.str());
   r->set_priority(job.priority);
   r->set_timeout_us(absl::ToInt64Microseconds(job.timeout));
   r->set_max_attempts(job.max_attempts);
   r->set_retry_task_errors(job.retry_task_errors);
-  r->set_idempotency_key(job.idempotency_key);
+  r->set_idempotency_key(job.info().idempotency_key);
   r->set_state(job.state);
   r->set_submitted_at_us(ToUs(job.submitted_at));
-  r->set_finished_at_us(ToUs(job.finished_at));
-  for (const AttemptRecord& a : job.attempts) {
+  r->set_finished_at_us(ToUs(job.info().finished_at));
+  for (const AttemptRecord& a : job.info().attempts) {
     store::Attempt* p = r->add_attempts();
     p->set_worker(a.worker);
     p->set_started_at_us(ToUs(a.started_at));
     p->set_ended_at_us(ToUs(a.ended_at));
     p->set_outcome(a.outcome);
   }
-  r->set_result(job.result);
-  r->set_error_kind(job.error_kind);
-  r->set_error_message(job.error_message);
+  r->set_result(job.info().result);
+  r->set_error_kind(job.info().error_kind);
+  r->set_error_message(job.info().error_message);
 }
 
 Job RecordToJob(store::JobRecord&& r) {
   Job job;
   job.id = r.id();
-  job.task = std::move(*r.mutable_task());
+  job.task = TaskName::Intern(r.task());
   job.priority = r.priority();
   job.timeout = absl::Microseconds(r.timeout_us());
   job.max_attempts = r.max_attempts();
   job.retry_task_errors = r.retry_task_errors();
-  job.idempotency_key = std::move(*r.mutable_idempotency_key());
   job.state = v1::Job::State_IsValid(r.state())
                   ? static_cast<JobState>(r.state())
                   : v1::Job::QUEUED;
   job.submitted_at = FromUs(r.submitted_at_us());
-  job.finished_at = FromUs(r.finished_at_us());
-  for (store::Attempt& a : *r.mutable_attempts()) {
-    job.attempts.push_back(AttemptRecord{std::move(*a.mutable_worker()),
-                                         FromUs(a.started_at_us()),
-                                         FromUs(a.ended_at_us()),
-                                         std::move(*a.mutable_outcome())});
+  // A queued job that never ran has no details (see Job::details).
+  if (r.idempotency_key().empty() && r.attempts_size() == 0 &&
+      r.finished_at_us() == 0 && r.result().empty() && r.error_kind().empty()) {
+    return job;
   }
-  job.result = std::move(*r.mutable_result());
-  job.error_kind = std::move(*r.mutable_error_kind());
-  job.error_message = std::move(*r.mutable_error_message());
+  JobDetails& d = job.mutable_info();
+  d.idempotency_key = std::move(*r.mutable_idempotency_key());
+  d.finished_at = FromUs(r.finished_at_us());
+  for (store::Attempt& a : *r.mutable_attempts()) {
+    d.attempts.push_back(AttemptRecord{std::move(*a.mutable_worker()),
+                                       FromUs(a.started_at_us()),
+                                       FromUs(a.ended_at_us()),
+                                       std::move(*a.mutable_outcome())});
+  }
+  d.result = std::move(*r.mutable_result());
+  d.error_kind = std::move(*r.mutable_error_kind());
+  d.error_message = std::move(*r.mutable_error_message());
   return job;
 }
 
@@ -295,13 +301,16 @@ void Journal::Run() {
         std::_Exit(1);
       }
     }
+    {
+      MutexLock lock(&mu_);
+      records_ += records;
+      if (last >= 0) ++syncs_;
+    }
     for (Pending& p : round) {
       for (Reply& r : p.replies) r();
     }
     MutexLock lock(&mu_);
     busy_ = false;
-    records_ += records;
-    if (last >= 0) ++syncs_;
   }
 }
 

@@ -90,10 +90,10 @@ TEST(JournalTest, ARestartRecoversEveryJobItsStateAndTheNextId) {
   const Job* done = core.jobs().Find(ids[0]);
   ASSERT_NE(done, nullptr);
   EXPECT_EQ(done->state, v1::Job::SUCCEEDED);
-  EXPECT_EQ(done->result, "result-0");
-  ASSERT_EQ(done->attempts.size(), 1u);
-  EXPECT_EQ(done->attempts[0].outcome, "succeeded");
-  EXPECT_EQ(done->attempts[0].worker, "w");
+  EXPECT_EQ(done->info().result, "result-0");
+  ASSERT_EQ(done->info().attempts.size(), 1u);
+  EXPECT_EQ(done->info().attempts[0].outcome, "succeeded");
+  EXPECT_EQ(done->info().attempts[0].worker, "w");
   EXPECT_EQ(core.jobs().Find(ids[1])->state, v1::Job::RUNNING);
   EXPECT_EQ(core.jobs().Find(ids[1])->payload, "payload-1");
   EXPECT_EQ(core.jobs().Find(ids[2])->state, v1::Job::QUEUED);
