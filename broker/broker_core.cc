@@ -445,6 +445,12 @@ void BrokerCore::OnResults(WorkerEntry* w, const wire::Results& results,
         ++w->done;
         dirty_ = true;
       }
+      if (r.finished_at_us() >= r.started_at_us() && r.started_at_us() > 0) {
+        const double us =
+            static_cast<double>(r.finished_at_us() - r.started_at_us());
+        w->mean_task_us =
+            w->mean_task_us < 0 ? us : 0.8 * w->mean_task_us + 0.2 * us;
+      }
     }
     Job* job = jobs_.Find(r.job_id());
     // Fencing: a result counts only for a job that has not completed, and

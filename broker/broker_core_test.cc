@@ -579,5 +579,37 @@ TEST_F(BrokerCoreJournalTest, ARestartedCoreRunsQueuedJobsAndLetsWorkersReclaimR
             (std::vector<uint64_t>{1, 2, 3, 4}));
 }
 
+
+TEST_F(BrokerCoreTest, PrefetchesManyTinyTasksButOnlyOneLongOneAhead) {
+  // Two workers of 2 threads that accept up to 100 prefetched tasks.
+  Register("tiny", 2, /*prefetch=*/100, {"tiny"});
+  Register("long", 2, /*prefetch=*/100, {"long"});
+  auto report = [&](const std::string& worker, uint64_t id,
+                    absl::Duration took) {
+    wire::Frame f;
+    wire::TaskResult* r = f.mutable_results()->add_results();
+    r->set_job_id(id);
+    r->set_attempt(1);
+    r->set_ok(true);
+    r->set_started_at_us(absl::ToUnixMicros(now_));
+    r->set_finished_at_us(absl::ToUnixMicros(now_ + took));
+    core_.OnWorkerFrame(worker, f, now_, &out_);
+  };
+  std::vector<uint64_t> tiny = Submit(500, "tiny");
+  std::vector<uint64_t> longs = Submit(500, "long");
+  // Before any result: threads + as many again.
+  EXPECT_EQ(Dispatched().size(), 8u);
+  // Tiny tasks (10 us): 2 threads x 2 ms of work ahead is 400, capped at
+  // the 100 the worker accepts.
+  for (int i = 0; i < 4; ++i) report("tiny", tiny[i], absl::Microseconds(10));
+  // Long tasks (1 s): one ahead.
+  for (int i = 0; i < 4; ++i) report("long", longs[i], absl::Seconds(1));
+  std::vector<std::pair<std::string, wire::Task>> more = Dispatched();
+  int to_tiny = 0, to_long = 0;
+  for (auto& [w, t] : more) (w == "tiny" ? to_tiny : to_long)++;
+  EXPECT_EQ(to_tiny, 2 + 100);
+  EXPECT_EQ(to_long, 2 + 1);
+}
+
 }  // namespace
 }  // namespace dexec::broker

@@ -39,7 +39,8 @@ ABSL_FLAG(std::string, broker, "tcp://127.0.0.1:50052",
 ABSL_FLAG(int32_t, threads, 0,
           "tasks run at once; 0 = one per hardware thread");
 ABSL_FLAG(int32_t, prefetch, -1,
-          "tasks accepted beyond --threads; -1 = max(8, threads)");
+          "most tasks accepted beyond --threads (the broker sends fewer "
+          "when tasks are long); -1 = max(256, 4 x threads)");
 ABSL_FLAG(std::string, name, "", "worker name shown by the broker; "
           "empty = host:pid");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),

@@ -237,7 +237,7 @@ Worker::Impl::Impl(WorkerOptions options, const TaskRegistry* registry)
                    : std::max(1, static_cast<int>(
                                      std::thread::hardware_concurrency()))),
       prefetch_(options_.prefetch >= 0 ? options_.prefetch
-                                       : std::max(8, threads_)),
+                                       : std::max(256, 4 * threads_)),
       name_(options_.name.empty() ? DefaultName() : options_.name),
       context_(1),
       interval_(options_.heartbeat_interval),

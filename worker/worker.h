@@ -56,9 +56,10 @@ struct WorkerOptions {
   // Pool threads, i.e. tasks run at once; 0 = the machine's hardware
   // threads.
   int threads = 0;
-  // Tasks accepted beyond `threads`, so a pool thread that finishes finds
-  // the next task already here instead of waiting a round trip;
-  // -1 = max(8, threads).
+  // Most tasks accepted beyond `threads`, so a pool thread that finishes
+  // finds the next task already here instead of waiting a round trip. The
+  // broker adapts within it: many for tiny tasks, one for long ones;
+  // -1 = max(256, 4 x threads).
   int prefetch = -1;
   // Shown by the broker and in logs; empty = "host:pid".
   std::string name;
