@@ -1,14 +1,18 @@
 // The executor over the real wire: an in-process gRPC server implements
 // dexec.v1.Broker's Session and Cancel minimally (TestBroker below), on
-// 127.0.0.1:0.
+// 127.0.0.1:0. Restarting that server on the same port is a broker restart:
+// the executor must reconnect, resend and re-watch.
 #include "client/executor.h"
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -32,22 +36,30 @@ using ::testing::HasSubstr;
 
 constexpr absl::Duration kBound = absl::Seconds(20);
 
+// The jobs and streams of a test broker; outlives the gRPC servers that
+// serve it, so that a "restarted" broker (a new server on the same port)
+// still has its jobs and remembers the (client_id, seq) batches it took, as
+// a broker with a journal does.
+//
 // Ids 1..n. Per task:
 //   "fail"   -> FAILED at once, kind task_error;
 //   "reject" -> the whole batch is rejected with RESOURCE_EXHAUSTED;
-//   "hang"   -> stays QUEUED until cancelled;
+//   "hang"   -> stays QUEUED until cancelled (or Finish);
 //   "run"    -> RUNNING, never finishes (not cancellable);
 //   "script" -> by payload: "fail" fails, "hang" hangs, else echoes;
 //   anything else -> SUCCEEDED, echoing the payload.
-class TestBroker final : public v1::Broker::Service {
+// A batch of more than max_batch_room() jobs, or any batch while
+// refuse_next() > 0, is refused with RESOURCE_EXHAUSTED ("no room").
+class BrokerState {
  public:
-  grpc::Status Session(
-      grpc::ServerContext*,
-      grpc::ServerReaderWriter<v1::SessionResponse, v1::SessionRequest>* stream)
-      override {
+  using Stream =
+      grpc::ServerReaderWriter<v1::SessionResponse, v1::SessionRequest>;
+
+  grpc::Status Session(Stream* stream) {
     {
       MutexLock lock(&mu_);
       stream_ = stream;
+      ++sessions_;
     }
     v1::SessionRequest request;
     while (stream->Read(&request)) {
@@ -57,6 +69,7 @@ class TestBroker final : public v1::Broker::Service {
       } else if (request.has_watch()) {
         v1::SessionResponse events;
         for (uint64_t id : request.watch().job_ids()) {
+          watched_.push_back(id);
           v1::JobEvent* event = events.mutable_events()->add_events();
           auto it = jobs_.find(id);
           if (it == jobs_.end()) {
@@ -75,8 +88,8 @@ class TestBroker final : public v1::Broker::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Cancel(grpc::ServerContext*, const v1::CancelRequest* request,
-                      v1::CancelResponse* response) override {
+  grpc::Status Cancel(const v1::CancelRequest* request,
+                      v1::CancelResponse* response) {
     MutexLock lock(&mu_);
     ++cancel_rpcs_;
     v1::SessionResponse events;
@@ -101,9 +114,72 @@ class TestBroker final : public v1::Broker::Service {
     return grpc::Status::OK;
   }
 
+  // Finishes job `id` with `result` and pushes the event `times` times to
+  // the current session.
+  void Finish(uint64_t id, const std::string& result, int times = 1) {
+    MutexLock lock(&mu_);
+    v1::JobEvent& event = jobs_[id];
+    event.set_job_id(id);
+    event.set_state(v1::Job::SUCCEEDED);
+    event.set_result(result);
+    if (stream_ == nullptr) return;
+    for (int i = 0; i < times; ++i) {
+      v1::SessionResponse events;
+      *events.mutable_events()->add_events() = event;
+      events.mutable_events()->mutable_events(0)->set_result(
+          absl::StrCat(result, i == 0 ? "" : "-again"));
+      stream_->Write(events);
+    }
+  }
+
+  // While false, submits are taken (jobs created, batch remembered) but not
+  // answered: the Submitted is lost, as when a broker dies right after
+  // taking a batch.
+  void set_answer_submits(bool answer) {
+    MutexLock lock(&mu_);
+    answer_submits_ = answer;
+  }
+  void set_max_batch_room(size_t n) {
+    MutexLock lock(&mu_);
+    max_batch_room_ = n;
+  }
+  void set_refuse_next(int n) {
+    MutexLock lock(&mu_);
+    refuse_next_ = n;
+  }
+  // Forgets every job and batch: an in-memory broker that restarted (ids
+  // start again from 1).
+  void Forget() {
+    MutexLock lock(&mu_);
+    jobs_.clear();
+    batches_.clear();
+    last_id_ = 0;
+  }
+
   std::vector<size_t> submit_sizes() const {
     MutexLock lock(&mu_);
     return submit_sizes_;
+  }
+  // (client_id, seq) of every submit received, in order.
+  std::vector<std::pair<std::string, uint64_t>> submit_keys() const {
+    MutexLock lock(&mu_);
+    return submit_keys_;
+  }
+  std::vector<uint64_t> watched() const {
+    MutexLock lock(&mu_);
+    return watched_;
+  }
+  uint64_t last_id() const {
+    MutexLock lock(&mu_);
+    return last_id_;
+  }
+  int sessions() const {
+    MutexLock lock(&mu_);
+    return sessions_;
+  }
+  int refused() const {
+    MutexLock lock(&mu_);
+    return refused_;
   }
   int cancel_rpcs() const {
     MutexLock lock(&mu_);
@@ -113,29 +189,61 @@ class TestBroker final : public v1::Broker::Service {
     MutexLock lock(&mu_);
     return cancelled_ids_;
   }
+  // Waits until `n` submit messages arrived in all.
+  bool AwaitSubmits(size_t n) const {
+    MutexLock lock(&mu_);
+    auto arrived = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return submit_keys_.size() >= n;
+    };
+    return mu_.AwaitWithDeadline(arrived, absl::Now() + kBound);
+  }
 
  private:
-  using Stream =
-      grpc::ServerReaderWriter<v1::SessionResponse, v1::SessionRequest>;
   void HandleSubmit(const v1::SessionRequest::Submit& submit, Stream* stream)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     submit_sizes_.push_back(submit.jobs_size());
+    submit_keys_.emplace_back(submit.client_id(), submit.seq());
     v1::SessionResponse ack;
     v1::SessionResponse::Submitted* submitted = ack.mutable_submitted();
     submitted->set_seq(submit.seq());
-    for (const v1::JobSpec& job : submit.jobs()) {
-      if (job.task() == "reject") {
-        submitted->clear_job_ids();
-        submitted->set_error_code(
-            static_cast<int>(absl::StatusCode::kResourceExhausted));
-        submitted->set_error_message("queue is full (test)");
-        stream->Write(ack);
-        return;
+    const std::string key = absl::StrCat(submit.client_id(), "/", submit.seq());
+    if (auto seen = batches_.find(key); seen != batches_.end()) {
+      // Taken before: the same ids, and the jobs are watched (as the real
+      // broker does).
+      submitted->mutable_job_ids()->Add(seen->second.begin(),
+                                        seen->second.end());
+      stream->Write(ack);
+      v1::SessionResponse events;
+      for (uint64_t id : seen->second) {
+        const v1::JobEvent& event = jobs_[id];
+        if (event.state() != v1::Job::QUEUED) {
+          *events.mutable_events()->add_events() = event;
+        }
       }
+      if (events.events().events_size() > 0) stream->Write(events);
+      return;
+    }
+    bool refuse = static_cast<size_t>(submit.jobs_size()) > max_batch_room_;
+    if (refuse_next_ > 0) {
+      --refuse_next_;
+      refuse = true;
+    }
+    for (const v1::JobSpec& job : submit.jobs()) {
+      if (job.task() == "reject") refuse = true;
+    }
+    if (refuse) {
+      ++refused_;
+      submitted->set_error_code(
+          static_cast<int>(absl::StatusCode::kResourceExhausted));
+      submitted->set_error_message("queue is full (test)");
+      stream->Write(ack);
+      return;
     }
     v1::SessionResponse events;
+    std::vector<uint64_t>& ids = batches_[key];
     for (const v1::JobSpec& job : submit.jobs()) {
       const uint64_t id = ++last_id_;
+      ids.push_back(id);
       submitted->add_job_ids(id);
       v1::JobEvent& event = jobs_[id];
       event.set_job_id(id);
@@ -157,6 +265,7 @@ class TestBroker final : public v1::Broker::Service {
       }
       *events.mutable_events()->add_events() = event;
     }
+    if (!answer_submits_) return;
     stream->Write(ack);
     if (events.events().events_size() > 0) stream->Write(events);
   }
@@ -165,45 +274,93 @@ class TestBroker final : public v1::Broker::Service {
   // Session handler and Cancel both write). Cancel's events go to the
   // latest session (tests cancel through the session that submitted).
   mutable Mutex mu_;
-  grpc::ServerReaderWriter<v1::SessionResponse, v1::SessionRequest>* stream_
-      ABSL_GUARDED_BY(mu_) = nullptr;
+  Stream* stream_ ABSL_GUARDED_BY(mu_) = nullptr;
   uint64_t last_id_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<uint64_t, v1::JobEvent> jobs_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::vector<uint64_t>> batches_
+      ABSL_GUARDED_BY(mu_);
   std::vector<size_t> submit_sizes_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<std::string, uint64_t>> submit_keys_
+      ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> watched_ ABSL_GUARDED_BY(mu_);
+  bool answer_submits_ ABSL_GUARDED_BY(mu_) = true;
+  size_t max_batch_room_ ABSL_GUARDED_BY(mu_) = SIZE_MAX;
+  int refuse_next_ ABSL_GUARDED_BY(mu_) = 0;
+  int refused_ ABSL_GUARDED_BY(mu_) = 0;
+  int sessions_ ABSL_GUARDED_BY(mu_) = 0;
   int cancel_rpcs_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<uint64_t> cancelled_ids_ ABSL_GUARDED_BY(mu_);
+};
+
+// dexec.v1.Broker's Session and Cancel over a BrokerState; one per server.
+class TestBroker final : public v1::Broker::Service {
+ public:
+  explicit TestBroker(BrokerState* state) : state_(state) {}
+  grpc::Status Session(grpc::ServerContext*,
+                       BrokerState::Stream* stream) override {
+    return state_->Session(stream);
+  }
+  grpc::Status Cancel(grpc::ServerContext*, const v1::CancelRequest* request,
+                      v1::CancelResponse* response) override {
+    return state_->Cancel(request, response);
+  }
+
+ private:
+  BrokerState* const state_;
 };
 
 class ExecutorTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    grpc::ServerBuilder builder;
-    int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
-                             &port);
-    builder.RegisterService(&broker_);
-    server_ = builder.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
-    ASSERT_NE(port, 0);
-    address_ = absl::StrCat("127.0.0.1:", port);
+    StartServer(0);
+    ASSERT_NE(port_, 0);
+    address_ = absl::StrCat("127.0.0.1:", port_);
     executor_ = Connect();
   }
   void TearDown() override {
     executor_.reset();
-    if (server_) server_->Shutdown(absl::ToChronoTime(absl::Now()));
+    StopServer();
   }
 
-  std::unique_ptr<Executor> Connect(size_t max_batch = 1000) {
+  // Serves broker_ on `port` (0: any free port, saved in port_).
+  void StartServer(int port) {
+    service_ = std::make_unique<TestBroker>(&broker_);
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(absl::StrCat("127.0.0.1:", port),
+                             grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+  }
+  // Ends the server and every stream: the broker is gone.
+  void StopServer() {
+    if (server_) server_->Shutdown(absl::ToChronoTime(absl::Now()));
+    server_.reset();
+  }
+  // A broker restart on the same port, keeping broker_'s state.
+  void RestartServer() {
+    const int port = port_;
+    StopServer();
+    StartServer(port);
+    ASSERT_EQ(port_, port);
+  }
+
+  std::unique_ptr<Executor> Connect(
+      size_t max_batch = 1000,
+      absl::Duration reconnect_timeout = absl::Seconds(60)) {
     ExecutorOptions options;
     options.broker = address_;
     options.max_batch = max_batch;
+    options.reconnect_timeout = reconnect_timeout;
     absl::StatusOr<std::unique_ptr<Executor>> ex = Executor::Connect(options);
     EXPECT_TRUE(ex.ok()) << ex.status();
     return ex.ok() ? *std::move(ex) : nullptr;
   }
 
-  TestBroker broker_;
+  BrokerState broker_;
+  std::unique_ptr<TestBroker> service_;
   std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
   std::string address_;
   std::unique_ptr<Executor> executor_;
 };
@@ -329,6 +486,8 @@ TEST_F(ExecutorTest, MapCancelsOutstandingJobsOnFirstError) {
 }
 
 TEST_F(ExecutorTest, CancelOnlyCancelsQueuedJobs) {
+  // The broker goes away for good at the end: give up on it quickly.
+  executor_ = Connect(1000, /*reconnect_timeout=*/absl::Milliseconds(300));
   Future<std::string> queued = executor_->Submit("hang", "");
   EXPECT_TRUE(queued.Cancel());
   EXPECT_EQ(queued.Result(kBound).status().code(),
@@ -346,7 +505,7 @@ TEST_F(ExecutorTest, CancelOnlyCancelsQueuedJobs) {
   EXPECT_FALSE(done.Cancel());
   executor_->Shutdown(/*wait=*/false, /*cancel_futures=*/false);
   // The running job never ends here: don't wait for it at teardown.
-  server_->Shutdown(absl::ToChronoTime(absl::Now()));
+  StopServer();
   EXPECT_EQ(running.Result(kBound).status().code(),
             absl::StatusCode::kUnavailable);
 }
@@ -382,16 +541,153 @@ TEST_F(ExecutorTest, DoneCallbacksRunOnTheCallbackThread) {
   EXPECT_EQ(thread_name, "client-callback");  // 15-char kernel limit
 }
 
-TEST_F(ExecutorTest, LostConnectionFailsOutstandingFutures) {
+TEST_F(ExecutorTest, GivingUpOnTheBrokerFailsOutstandingFuturesAndLaterSubmits) {
+  executor_ = Connect(1000, /*reconnect_timeout=*/absl::Milliseconds(500));
   Future<std::string> f = executor_->Submit("hang", "");
   ASSERT_TRUE(f.JobId(kBound).ok());
-  server_->Shutdown(absl::ToChronoTime(absl::Now()));
+  StopServer();
   absl::Status s = f.Exception(kBound);
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(s.message(), HasSubstr(absl::StrCat(
-                               "lost connection to broker at ", address_)));
+                               "the dexec broker at ", address_,
+                               " was unreachable for ")));
+  EXPECT_THAT(s.message(), HasSubstr("reconnect_timeout (500ms)"));
   EXPECT_EQ(executor_->Submit("echo", "").Exception(kBound).code(),
             absl::StatusCode::kUnavailable);
+}
+
+TEST_F(ExecutorTest, ResendsAnUnansweredBatchWithItsSeqAfterARestart) {
+  // The broker takes the batch, then "dies" before answering it.
+  broker_.set_answer_submits(false);
+  Future<std::string> f = executor_->Submit("echo", "once");
+  ASSERT_TRUE(broker_.AwaitSubmits(1));
+  broker_.set_answer_submits(true);
+  RestartServer();
+  EXPECT_EQ(f.Result(kBound).value(), "once");
+  const auto keys = broker_.submit_keys();
+  ASSERT_EQ(keys.size(), 2u);
+  EXPECT_EQ(keys[1], keys[0]) << "the resent batch must keep (client_id, seq)";
+  EXPECT_EQ(keys[0].first.size(), 32u) << keys[0].first;
+  EXPECT_EQ(broker_.last_id(), 1u) << "the resent batch created a second job";
+  EXPECT_EQ(broker_.sessions(), 2);
+}
+
+TEST_F(ExecutorTest, SeqKeepsIncreasingAcrossStreams) {
+  ASSERT_TRUE(executor_->Submit("echo", "a").Result(kBound).ok());
+  RestartServer();
+  ASSERT_TRUE(executor_->Submit("echo", "b").Result(kBound).ok());
+  const auto keys = broker_.submit_keys();
+  ASSERT_EQ(keys.size(), 2u);
+  EXPECT_EQ(keys[0].first, keys[1].first);
+  EXPECT_LT(keys[0].second, keys[1].second);
+}
+
+TEST_F(ExecutorTest, AJobThatFinishedDuringTheOutageResolvesAfterReconnecting) {
+  Future<std::string> f = executor_->Submit("hang", "");
+  const uint64_t id = f.JobId(kBound).value();
+  const int port = port_;
+  StopServer();
+  broker_.Finish(id, "finished while we were away");
+  StartServer(port);
+  EXPECT_EQ(f.Result(kBound).value(), "finished while we were away");
+  const std::vector<uint64_t> watched = broker_.watched();
+  EXPECT_NE(std::find(watched.begin(), watched.end(), id), watched.end())
+      << "the unresolved job was not watched again";
+}
+
+TEST_F(ExecutorTest, SubmitsMadeDuringAnOutageAreSentAfterReconnecting) {
+  const int port = port_;
+  StopServer();
+  Future<std::string> f = executor_->Submit("echo", "later");
+  Future<std::string> g = executor_->Attach(424242);
+  StartServer(port);
+  EXPECT_EQ(f.Result(kBound).value(), "later");
+  EXPECT_EQ(g.Exception(kBound).code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ExecutorTest, ADuplicateTerminalEventResolvesTheFutureOnce) {
+  Future<std::string> f = executor_->Submit("hang", "");
+  const uint64_t id = f.JobId(kBound).value();
+  Mutex mu;
+  int calls = 0;
+  f.AddDoneCallback([&](const Future<std::string>&) {
+    MutexLock lock(&mu);
+    ++calls;
+  });
+  broker_.Finish(id, "first", /*times=*/2);
+  EXPECT_EQ(f.Result(kBound).value(), "first");
+  // Events and callbacks are in order: once a later job's callback ran,
+  // the duplicate event was handled long ago.
+  bool later_ran = false;
+  executor_->Submit("echo", "later").AddDoneCallback(
+      [&](const Future<std::string>&) {
+        MutexLock lock(&mu);
+        later_ran = true;
+      });
+  MutexLock lock(&mu);
+  ASSERT_TRUE(mu.AwaitWithDeadline([&] { return later_ran; },
+                                   absl::Now() + kBound));
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(f.Result().value(), "first");
+}
+
+TEST_F(ExecutorTest, AJobTheRestartedBrokerLostFailsWithNotFound) {
+  Future<std::string> f = executor_->Submit("hang", "");
+  ASSERT_TRUE(f.JobId(kBound).ok());
+  const int port = port_;
+  StopServer();
+  broker_.Forget();  // an in-memory broker restarted
+  StartServer(port);
+  absl::Status s = f.Exception(kBound);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ErrorKind(s), "not_found");
+  EXPECT_THAT(s.message(), HasSubstr("was lost by the broker at"));
+  // The executor still works against the new broker.
+  EXPECT_EQ(executor_->Submit("echo", "new").Result(kBound).value(), "new");
+}
+
+TEST_F(ExecutorTest, MapWaitsForRoomAndKeepsInputOrder) {
+  broker_.set_max_batch_room(10);  // a 64-job chunk never fits whole
+  broker_.set_refuse_next(3);      // and the broker starts out full
+  std::vector<int64_t> inputs;
+  for (int64_t i = 0; i < 300; ++i) inputs.push_back(i);
+  MapOptions options;
+  options.chunksize = 64;
+  options.window = 200;
+  options.timeout = kBound;
+  int64_t i = 0;
+  for (absl::StatusOr<int64_t> v :
+       executor_->Map<int64_t>("echo", inputs, options)) {
+    ASSERT_TRUE(v.ok()) << "element " << i << ": " << v.status();
+    ASSERT_EQ(*v, i);
+    ++i;
+  }
+  EXPECT_EQ(i, 300);
+  EXPECT_GT(broker_.refused(), 3);
+  EXPECT_EQ(broker_.last_id(), 300u) << "a refused chunk was taken twice";
+}
+
+TEST_F(ExecutorTest, ASingleSubmitIsNotRetriedWhenTheBrokerIsFull) {
+  broker_.set_refuse_next(1);
+  Future<std::string> f = executor_->Submit("echo", "x");
+  EXPECT_EQ(f.Exception(kBound).code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST_F(ExecutorTest, AbandoningAMapThatWaitsForRoomCancelsItsJobs) {
+  broker_.set_max_batch_room(0);  // never any room
+  std::vector<std::string> inputs(20, "x");
+  MapOptions options;
+  options.chunksize = 8;
+  options.timeout = absl::Milliseconds(300);
+  {
+    MapResults<std::string> results = executor_->Map("echo", inputs, options);
+    std::optional<absl::StatusOr<std::string>> first = results.Next();
+    ASSERT_TRUE(first.has_value());
+    EXPECT_EQ(first->status().code(), absl::StatusCode::kDeadlineExceeded);
+  }
+  // Nothing is left waiting: shutting down returns.
+  executor_->Shutdown();
+  EXPECT_EQ(broker_.last_id(), 0u);
 }
 
 TEST_F(ExecutorTest, ShutdownWaitsThenRefusesSubmits) {

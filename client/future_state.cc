@@ -167,10 +167,14 @@ void FutureState::RemoveWaiter(Waiter* waiter) {
 
 std::vector<bool> CancelStates(
     FutureHost* host, const std::vector<std::shared_ptr<FutureState>>& states) {
-  std::vector<bool> outcome(states.size(), false);
+  // Jobs still in the client are withdrawn there: waiting for their ids
+  // could take as long as the broker stays full or unreachable.
+  std::vector<bool> outcome = host->CancelUnsent(states);
+  outcome.resize(states.size(), false);
   std::vector<uint64_t> ids;
   std::vector<size_t> asked;  // index into states, parallel to ids
   for (size_t i = 0; i < states.size(); ++i) {
+    if (outcome[i]) continue;
     // An unacknowledged submit has no id to cancel yet; its acknowledgement
     // (or the failure that ends it) is bounded by the session.
     absl::StatusOr<uint64_t> id = states[i]->JobId(absl::InfiniteFuture());

@@ -39,6 +39,14 @@ class FutureHost {
   // id: true if that job was queued and is now cancelled.
   virtual absl::StatusOr<std::vector<bool>> CancelJobs(
       const std::vector<uint64_t>& job_ids) = 0;
+  // Cancels, without asking the broker, those of `states` whose jobs were
+  // never sent (still queued in the client, e.g. a Map chunk waiting for
+  // room): completes them CANCELLED and returns true for each. The default
+  // knows of no unsent jobs.
+  virtual std::vector<bool> CancelUnsent(
+      const std::vector<std::shared_ptr<FutureState>>& states) {
+    return std::vector<bool>(states.size(), false);
+  }
 };
 
 // Someone waiting on several futures at once (Wait, AsCompleted). A state

@@ -19,6 +19,11 @@ struct ExecutorOptions {
   size_t max_batch = 1000;
   // How long Connect waits for the broker to answer.
   absl::Duration connect_timeout = absl::Seconds(5);
+  // After the Session stream breaks (the broker restarted, the network
+  // dropped), how long the executor keeps reconnecting (jittered backoff,
+  // 50 ms doubling to 2 s) before it gives up. Giving up fails every
+  // unresolved future with UNAVAILABLE, and later submits too.
+  absl::Duration reconnect_timeout = absl::Seconds(60);
 };
 
 struct SubmitOptions {
@@ -32,6 +37,12 @@ struct SubmitOptions {
   std::string idempotency_key;
 };
 
+// A Map waits for room: a chunk the broker refuses with RESOURCE_EXHAUSTED
+// (its --max_queued is reached) is not an error of the map. It waits in the
+// client, in input order, and is offered again with backoff (one probe at a
+// time, halved while refused) until the broker takes it. The window bounds
+// what waits, so this is backpressure, not unbounded buffering. A single
+// Submit, which has no window, fails with RESOURCE_EXHAUSTED instead.
 struct MapOptions {
   // Jobs per Submit message.
   size_t chunksize = 256;

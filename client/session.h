@@ -1,12 +1,19 @@
 // One client's Session stream to the broker, and the threads around it:
 // `client-send` turns queued submits and watches into batched
 // SessionRequests, `client-recv` matches Submitted acknowledgements and
-// JobEvents to futures by job id, `client-callbacks` runs done callbacks.
-// Internal to the client library; Executor is its public face. See
-// docs/DESIGN.md, "Client protocol".
+// JobEvents to futures by job id and owns the stream's life (it reconnects
+// when the stream breaks), `client-callbacks` runs done callbacks. Internal
+// to the client library; Executor is its public face. See docs/DESIGN.md,
+// "Threads and owners (client)".
 //
-// Per-job state is keyed by job id (ids_), so that a later reconnect can
-// re-watch every id it holds (TODO: reconnect and re-subscribe).
+// Riding over a broker restart: every submit batch carries this session's
+// random client_id and a seq that increases per session (not per stream).
+// A written batch stays in unacked_ until the broker answers it. When the
+// stream breaks, client-recv reconnects with jittered backoff for up to
+// ExecutorOptions::reconnect_timeout; on the new stream client-send first
+// re-watches every job id with an unresolved future, then resends every
+// unacknowledged batch in seq order with its original seq (the broker
+// answers a batch it already took with the same ids and creates nothing).
 //
 // Thread-safe.
 #ifndef DEXEC_CLIENT_SESSION_H_
@@ -15,6 +22,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -26,11 +34,13 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "client/backoff.h"
 #include "client/callback_thread.h"
 #include "client/future_state.h"
 #include "client/map_stream.h"
-#include "common/mutex.h"
 #include "client/options.h"
+#include "common/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "protos/dexec.grpc.pb.h"
 
@@ -54,14 +64,17 @@ class Session final : public BatchSubmitter,
   // Shutdown(/*wait=*/true) if not done yet.
   ~Session() override;
 
-  // Queues one job, coalesced with other submits into one message.
+  // Queues one job, coalesced with other submits into one message. A
+  // RESOURCE_EXHAUSTED answer fails its future.
   std::shared_ptr<FutureState> Submit(absl::string_view task,
                                       std::string payload,
                                       const SubmitOptions& options);
   // Watches an existing job.
   std::shared_ptr<FutureState> Attach(uint64_t job_id);
 
-  // BatchSubmitter.
+  // BatchSubmitter. The batch waits for room: a RESOURCE_EXHAUSTED answer
+  // puts it back in the client and offers it again later (options.h,
+  // MapOptions).
   void SubmitBatch(absl::string_view task, const SubmitOptions& options,
                    std::vector<std::string> payloads,
                    std::vector<std::shared_ptr<FutureState>>* states) override;
@@ -69,17 +82,24 @@ class Session final : public BatchSubmitter,
   void Post(std::function<void()> fn) override;
   absl::StatusOr<std::vector<bool>> CancelJobs(
       const std::vector<uint64_t>& job_ids) override;
+  std::vector<bool> CancelUnsent(
+      const std::vector<std::shared_ptr<FutureState>>& states) override;
 
   // The sequence (executor.h, Executor::Shutdown): stop accepting; with
   // cancel_futures drop unsent jobs and cancel queued ones; with wait, wait
-  // until every future is done, half-close the stream, join the threads.
+  // until every future is done (across reconnections, so at most
+  // reconnect_timeout into an outage), half-close the stream, join the
+  // threads.
   void Shutdown(bool wait, bool cancel_futures);
 
   const std::string& broker() const { return broker_; }
+  // The random name of this session in SessionRequest.Submit.client_id.
+  const std::string& client_id() const { return client_id_; }
 
  private:
-  // One SessionRequest.submit waiting for the sender, built on its own arena
-  // (one allocation per batch instead of one per job).
+  // One SessionRequest.submit, built on its own arena (one allocation per
+  // batch instead of one per job). Shared: the queues, unacked_ and the
+  // sender (while it writes) may each hold it.
   struct OutBatch {
     std::unique_ptr<google::protobuf::Arena> arena;
     v1::SessionRequest* request = nullptr;  // on arena
@@ -87,62 +107,138 @@ class Session final : public BatchSubmitter,
     size_t bytes = 0;
     // Single submits may join an open batch; a map chunk is closed.
     bool open = false;
+    // A Map chunk: RESOURCE_EXHAUSTED puts it back to wait for room.
+    bool waits_for_room = false;
+    // Creation order of map chunks: the room queue stays in this order.
+    uint64_t ticket = 0;
+    // The one chunk offered while others wait for room.
+    bool probe = false;
+    // Jobs cancelled before they were sent (CancelUnsent); empty if none.
+    std::vector<bool> withdrawn;
   };
+  using BatchPtr = std::shared_ptr<OutBatch>;
+
   // A future waiting for events of a job id.
   struct Watcher {
     std::shared_ptr<FutureState> state;
     bool submitted;  // by this session (Shutdown's cancel_futures applies)
+    // generation_ when registered: a not_found on a later stream means the
+    // broker lost a job it once had.
+    uint64_t generation;
+  };
+
+  // One Session RPC. Member order matters: the stream goes before its
+  // context.
+  struct Stream {
+    grpc::ClientContext context;
+    std::unique_ptr<
+        grpc::ClientReaderWriter<v1::SessionRequest, v1::SessionResponse>>
+        rw;
   };
 
   Session(ExecutorOptions options, std::shared_ptr<grpc::Channel> channel);
   void Start();
-  OutBatch NewBatch(bool open) const;
+  std::shared_ptr<Stream> OpenStream();
+  BatchPtr NewBatch(bool open) const;
   void AddJob(OutBatch* batch, absl::string_view task, std::string payload,
               const SubmitOptions& options) const;
+  // A copy of `batch` without its withdrawn jobs.
+  BatchPtr WithoutWithdrawn(const OutBatch& batch) const;
+  // `batch`'s jobs [begin, end) as a new batch of the same kind.
+  BatchPtr Slice(const OutBatch& batch, size_t begin, size_t end) const;
+
+  // ---- client-send ----
   void SendLoop();
+  // Something to write now. Batches wait while kMaxUnackedBatches are
+  // unanswered.
+  bool HasWorkLocked(absl::Time now) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
+  bool RoomProbeDueLocked(absl::Time now) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
+  // Moves what may be sent now from the queues to `out`.
+  void TakeBatchesLocked(absl::Time now, std::vector<BatchPtr>* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
+  // Queues a map chunk behind older ones waiting for room, ahead of the
+  // rest of its own chunk.
+  void InsertWaitingLocked(BatchPtr batch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
+
+  // ---- client-recv ----
   void RecvLoop();
+  // Opens a new stream after the last one broke, with backoff, until
+  // `outage_start` + reconnect_timeout. nullptr if it gave up or Stop()
+  // was called.
+  std::shared_ptr<Stream> Reconnect(absl::Time outage_start,
+                                    Backoff* backoff);
   void HandleSubmitted(v1::SessionResponse::Submitted* submitted);
   void HandleEvents(v1::SessionResponse::Events* events);
-  // The stream ended: fail everything outstanding with `status`.
+  // The session is over for good: fail everything outstanding with
+  // `status` and refuse later submits with it.
   void FailOutstanding(const absl::Status& status);
+
+  // Blocks until nothing is queued, unanswered or watched (or the session
+  // failed).
+  void WaitUntilIdle();
   void Stop();
 
   const ExecutorOptions options_;
   const std::string broker_;
+  const std::string client_id_;
   const std::shared_ptr<grpc::Channel> channel_;
   const std::unique_ptr<v1::Broker::Stub> stub_;
-  grpc::ClientContext stream_context_;
-  std::unique_ptr<
-      grpc::ClientReaderWriter<v1::SessionRequest, v1::SessionResponse>>
-      stream_;
 
-  // Guards the outgoing queue: what Submit/Attach hand to `client-send`.
-  // Lock order: queue_mu_ before mu_.
+  // Guards the outgoing side: what Submit/Attach hand to `client-send`,
+  // map chunks waiting for room, and the current stream and whether the
+  // sender may write to it. Lock order: queue_mu_ before mu_.
   Mutex queue_mu_;
-  std::deque<OutBatch> batches_ ABSL_GUARDED_BY(queue_mu_);
+  std::deque<BatchPtr> batches_ ABSL_GUARDED_BY(queue_mu_);
   std::vector<uint64_t> watch_ids_ ABSL_GUARDED_BY(queue_mu_);
-  // The sender holds items taken from the queue and not yet registered.
+  // Map chunks the broker had no room for, in ticket order; the head is
+  // offered again at room_retry_at_ (one probe at a time).
+  std::deque<BatchPtr> room_wait_ ABSL_GUARDED_BY(queue_mu_);
+  bool room_probe_out_ ABSL_GUARDED_BY(queue_mu_) = false;
+  absl::Time room_retry_at_ ABSL_GUARDED_BY(queue_mu_) =
+      absl::InfinitePast();
+  Backoff room_backoff_ ABSL_GUARDED_BY(queue_mu_);
+  uint64_t next_ticket_ ABSL_GUARDED_BY(queue_mu_) = 0;
+  // Batches taken by the sender and not yet answered by the broker.
+  int64_t in_flight_batches_ ABSL_GUARDED_BY(queue_mu_) = 0;
+  // The current stream (replaced by client-recv on reconnect). The sender
+  // writes to it only while connected_, and client-recv calls Finish only
+  // once the sender is out of its round (!sending_).
+  std::shared_ptr<Stream> stream_ ABSL_GUARDED_BY(queue_mu_);
+  bool connected_ ABSL_GUARDED_BY(queue_mu_) = false;
+  // A new stream: re-watch and resend before anything else.
+  bool resync_ ABSL_GUARDED_BY(queue_mu_) = false;
+  // The sender holds items taken from the queue and not yet registered,
+  // or is writing.
   bool sending_ ABSL_GUARDED_BY(queue_mu_) = false;
   // No more submits accepted; they fail with closed_status_.
   bool closed_ ABSL_GUARDED_BY(queue_mu_) = false;
   absl::Status closed_status_ ABSL_GUARDED_BY(queue_mu_);
+  // Shutdown(cancel_futures): refused map chunks are cancelled, not kept.
+  bool cancel_unsent_ ABSL_GUARDED_BY(queue_mu_) = false;
   bool stop_sender_ ABSL_GUARDED_BY(queue_mu_) = false;
   bool sender_exited_ ABSL_GUARDED_BY(queue_mu_) = false;
+  // Stop() was called: no reconnecting.
+  bool stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
+  bool receiver_exited_ ABSL_GUARDED_BY(queue_mu_) = false;
 
-  // Guards what the broker has yet to answer: sent batches by seq, and
-  // watchers by job id. Held for map updates only; futures are completed
-  // after it is released.
+  // Guards what the broker has yet to answer: written batches by seq (in
+  // seq order, for resending), and watchers by job id. Held for map updates
+  // only; futures are completed after it is released.
   Mutex mu_ ABSL_ACQUIRED_AFTER(queue_mu_);
-  absl::flat_hash_map<uint64_t, std::vector<std::shared_ptr<FutureState>>>
-      unacked_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, BatchPtr> unacked_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, absl::InlinedVector<Watcher, 1>> ids_
       ABSL_GUARDED_BY(mu_);
-  // The stream is over; nothing will be acknowledged or completed by it.
-  bool broken_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status broken_status_ ABSL_GUARDED_BY(mu_);
-
-  // Only `client-send` touches it.
-  uint64_t next_seq_ = 0;
+  // Streams opened so far (1 is the first).
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+  // The session is over; nothing will be acknowledged or completed.
+  bool failed_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status failed_status_ ABSL_GUARDED_BY(mu_);
+  // Per session, never per stream, so a resent batch keeps its seq. Only
+  // `client-send` writes it, under mu_ together with unacked_.
+  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
 
   // Serialises Stop (joining) across concurrent Shutdown calls.
   Mutex stop_mu_;
