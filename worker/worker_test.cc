@@ -262,7 +262,7 @@ TEST_F(WorkerTest, RegistersAndReturnsResultsOfDispatchedTasks) {
   ASSERT_FALSE(id.empty());
   EXPECT_EQ(registered_.name(), "test-worker");
   EXPECT_EQ(registered_.threads(), 2);
-  EXPECT_EQ(registered_.prefetch(), 8);  // max(8, threads)
+  EXPECT_EQ(registered_.prefetch(), 256);  // max(256, 4 x threads)
   EXPECT_GT(registered_.pid(), 0);
   EXPECT_NE(std::find(registered_.tasks().begin(), registered_.tasks().end(),
                       "sys.exec"),
