@@ -373,10 +373,17 @@ std::vector<bool> Session::CancelUnsent(
       }
     }
     // Marked, not removed: the sender drops marked jobs when it takes the
-    // batch, so nothing marked here can reach the broker.
+    // batch, so nothing marked here can reach the broker. Only map chunks:
+    // they may wait for room without bound. A single Submit goes out as
+    // soon as there is a stream, and is cancelled by id (so the broker
+    // records it as CANCELLED).
     auto mark = [&](std::deque<BatchPtr>* queue) {
       for (auto it = queue->begin(); it != queue->end();) {
         OutBatch& batch = **it;
+        if (!batch.waits_for_room) {
+          ++it;
+          continue;
+        }
         size_t left = 0;
         for (size_t j = 0; j < batch.states.size(); ++j) {
           if (!batch.withdrawn.empty() && batch.withdrawn[j]) continue;

@@ -82,6 +82,8 @@ class Session final : public BatchSubmitter,
   void Post(std::function<void()> fn) override;
   absl::StatusOr<std::vector<bool>> CancelJobs(
       const std::vector<uint64_t>& job_ids) override;
+  // Withdraws jobs of map chunks not sent yet (queued, or waiting for
+  // room); a chunk out at the broker drops them if it is refused.
   std::vector<bool> CancelUnsent(
       const std::vector<std::shared_ptr<FutureState>>& states) override;
 
