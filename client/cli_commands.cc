@@ -3,9 +3,11 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <optional>
@@ -21,6 +23,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "client/backoff.h"
 #include "client/executor.h"
 #include "client/table.h"
 #include "common/proto_time.h"
@@ -36,6 +39,12 @@ namespace {
 constexpr absl::Duration kRpcTimeout = absl::Seconds(30);
 // Longest error text in a table cell; `status --json` has the whole text.
 constexpr size_t kMaxCellChars = 100;
+// Waiting over a broker restart: delays between attempts to reach it again,
+// and how long a watch stream must have lived to count as a working one
+// (the next break starts a new --reconnect_timeout).
+constexpr absl::Duration kReconnectInitial = absl::Milliseconds(50);
+constexpr absl::Duration kReconnectMax = absl::Seconds(2);
+constexpr absl::Duration kStableStream = absl::Seconds(1);
 
 bool IsTerminal(v1::Job::State s) {
   return s == v1::Job::SUCCEEDED || s == v1::Job::FAILED ||
@@ -163,7 +172,7 @@ std::variant<uint64_t, int> SubmitOne(const ParsedCommand& cmd,
 }
 
 // What a Session watch learned: the latest event of each job, and why it
-// stopped early if it did (DEADLINE_EXCEEDED, or the broker went away).
+// stopped early if it did (DEADLINE_EXCEEDED, or the broker stayed away).
 struct Watched {
   std::map<uint64_t, v1::JobEvent> last;
   grpc::Status status;
@@ -174,54 +183,143 @@ bool IsFinal(const v1::JobEvent& e) {
   return IsTerminal(e.state()) || e.state() == v1::Job::STATE_UNSPECIFIED;
 }
 
+// A broken stream or call that may work again once the broker is back
+// (it restarted, or the network dropped), as opposed to one the broker
+// refused.
+bool Reconnectable(const grpc::Status& s) {
+  switch (s.error_code()) {
+    case grpc::StatusCode::OK:  // the broker ended the session (shutdown)
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::CANCELLED:
+    case grpc::StatusCode::ABORTED:
+    case grpc::StatusCode::INTERNAL:
+    case grpc::StatusCode::UNKNOWN:
+      return true;
+    default:
+      return false;
+  }
+}
+
+grpc::Status GaveUp(absl::Time outage_start, absl::Duration reconnect_timeout,
+                    const grpc::Status& last) {
+  return grpc::Status(
+      grpc::StatusCode::UNAVAILABLE,
+      absl::StrCat("the broker was unreachable for ",
+                   absl::FormatDuration(absl::Trunc(
+                       absl::Now() - outage_start, absl::Milliseconds(1))),
+                   "; gave up after --reconnect_timeout=",
+                   absl::FormatDuration(reconnect_timeout), " (last error: ",
+                   last.ok() ? "the broker ended the session"
+                             : last.error_message(),
+                   ")"));
+}
+
 // Watches `ids` on a Session stream until each reached a final state or
 // `timeout` passed. Pushed events, not polling: the broker sends a job's
-// terminal event at once if it already finished.
+// terminal event at once if it already finished. When the stream breaks
+// because the broker went away, watches the unfinished ids again on a new
+// stream, with backoff, for up to `reconnect_timeout` per outage; a broker
+// that restarted without its journal answers not_found for jobs it lost.
 Watched WatchUntilDone(v1::Broker::Stub& broker,
                        const std::vector<uint64_t>& ids,
-                       std::optional<absl::Duration> timeout) {
+                       std::optional<absl::Duration> timeout,
+                       absl::Duration reconnect_timeout) {
   Watched w;
-  const std::set<uint64_t> wanted(ids.begin(), ids.end());
-  grpc::ClientContext ctx;
-  if (timeout.has_value()) SetDeadline(&ctx, *timeout);
-  std::unique_ptr<
-      grpc::ClientReaderWriter<v1::SessionRequest, v1::SessionResponse>>
-      stream = broker.Session(&ctx);
-  v1::SessionRequest req;
-  req.mutable_watch()->mutable_job_ids()->Add(wanted.begin(), wanted.end());
-  size_t pending = wanted.size();
-  if (stream->Write(req)) {
-    v1::SessionResponse resp;
-    while (pending > 0 && stream->Read(&resp)) {
-      if (!resp.has_events()) continue;
-      for (v1::JobEvent& e : *resp.mutable_events()->mutable_events()) {
-        if (wanted.count(e.job_id()) == 0) continue;
-        auto it = w.last.find(e.job_id());
-        if (it != w.last.end() && IsFinal(it->second)) continue;
-        if (IsFinal(e)) --pending;
-        w.last[e.job_id()] = std::move(e);
+  std::set<uint64_t> pending(ids.begin(), ids.end());
+  const absl::Time deadline =
+      timeout.has_value() ? absl::Now() + *timeout : absl::InfiniteFuture();
+  dexec::internal::Backoff backoff(kReconnectInitial, kReconnectMax);
+  absl::Time outage_start = absl::InfinitePast();
+  for (;;) {
+    grpc::ClientContext ctx;
+    if (deadline != absl::InfiniteFuture()) {
+      ctx.set_deadline(absl::ToChronoTime(deadline));
+    }
+    const absl::Time opened = absl::Now();
+    bool answered = false;
+    std::unique_ptr<
+        grpc::ClientReaderWriter<v1::SessionRequest, v1::SessionResponse>>
+        stream = broker.Session(&ctx);
+    v1::SessionRequest req;
+    req.mutable_watch()->mutable_job_ids()->Add(pending.begin(),
+                                                pending.end());
+    if (stream->Write(req)) {
+      v1::SessionResponse resp;
+      while (!pending.empty() && stream->Read(&resp)) {
+        answered = true;
+        if (!resp.has_events()) continue;
+        for (v1::JobEvent& e : *resp.mutable_events()->mutable_events()) {
+          // Ignores ids we did not ask for, and anything after a job's
+          // final event (a duplicate after re-watching).
+          if (pending.count(e.job_id()) == 0) continue;
+          if (IsFinal(e)) pending.erase(e.job_id());
+          w.last[e.job_id()] = std::move(e);
+        }
       }
     }
+    if (pending.empty()) {
+      // Done: no need to half-close politely and wait for the broker.
+      ctx.TryCancel();
+      (void)stream->Finish();
+      w.status = grpc::Status::OK;
+      return w;
+    }
+    grpc::Status status = stream->Finish();
+    const absl::Time now = absl::Now();
+    if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+        now >= deadline) {
+      w.status = grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                              "the jobs did not finish in time");
+      return w;
+    }
+    if (!Reconnectable(status)) {
+      w.status = status;
+      return w;
+    }
+    if (answered || now - opened >= kStableStream ||
+        outage_start == absl::InfinitePast()) {
+      outage_start = now;  // a new outage
+      backoff.Reset();
+    }
+    if (now - outage_start >= reconnect_timeout) {
+      w.status = GaveUp(outage_start, reconnect_timeout, status);
+      return w;
+    }
+    // Waiting out the backoff is the point here, not synchronisation.
+    absl::SleepFor(std::min({backoff.Next(),
+                             outage_start + reconnect_timeout - now,
+                             deadline - now}));
   }
-  if (pending == 0) {
-    // Done: no need to half-close politely and wait for the broker.
-    ctx.TryCancel();
-    (void)stream->Finish();
-    return w;
+}
+
+// Runs a read-only unary call, again with backoff while the broker is
+// unreachable, for up to `reconnect_timeout`. Only for calls that are safe
+// to repeat (queries), never for Submit.
+grpc::Status CallRetryingUnavailable(
+    absl::Duration reconnect_timeout,
+    const std::function<grpc::Status(grpc::ClientContext*)>& call) {
+  dexec::internal::Backoff backoff(kReconnectInitial, kReconnectMax);
+  const absl::Time start = absl::Now();
+  for (;;) {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, kRpcTimeout);
+    grpc::Status s = call(&ctx);
+    if (s.error_code() != grpc::StatusCode::UNAVAILABLE) return s;
+    const absl::Time now = absl::Now();
+    if (now - start >= reconnect_timeout) {
+      return GaveUp(start, reconnect_timeout, s);
+    }
+    absl::SleepFor(
+        std::min(backoff.Next(), start + reconnect_timeout - now));
   }
-  w.status = stream->Finish();
-  if (w.status.ok()) {
-    w.status = grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                            "the broker ended the session early");
-  }
-  return w;
 }
 
 // Waits for one job; on trouble reports it and returns the exit code.
 std::variant<v1::JobEvent, int> WaitForOne(const ParsedCommand& cmd,
                                            v1::Broker::Stub& broker,
                                            uint64_t id, std::ostream& err) {
-  Watched w = WatchUntilDone(broker, {id}, std::nullopt);
+  Watched w =
+      WatchUntilDone(broker, {id}, std::nullopt, cmd.reconnect_timeout);
   if (!w.status.ok())
     return RpcFailed(cmd, "waiting for the job", w.status, err);
   return w.last[id];
@@ -419,6 +517,12 @@ absl::StatusOr<std::unique_ptr<v1::Broker::Stub>> ConnectToBroker(
   // default), far past gRPC's 4 MiB default.
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
+  // gRPC's own reconnect backoff (1 s growing to 120 s) would keep a
+  // waiting command away from a restarted broker; keep it within ours.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+              static_cast<int>(absl::ToInt64Milliseconds(kReconnectInitial)));
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+              static_cast<int>(absl::ToInt64Milliseconds(kReconnectMax)));
   std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
       broker, grpc::InsecureChannelCredentials(), args);
   const auto deadline = absl::ToChronoTime(absl::Now() + timeout);
@@ -523,6 +627,7 @@ int Map(const ParsedCommand& cmd, Terminal& term) {
   ExecutorOptions options;
   options.broker = cmd.broker;
   options.connect_timeout = kConnectTimeout;
+  options.reconnect_timeout = cmd.reconnect_timeout;
   absl::StatusOr<std::unique_ptr<Executor>> executor =
       Executor::Connect(options);
   if (!executor.ok()) {
@@ -604,7 +709,8 @@ int Status(const ParsedCommand& cmd, v1::Broker::Stub& broker,
 
 int Wait(const ParsedCommand& cmd, v1::Broker::Stub& broker, std::ostream& out,
          std::ostream& err) {
-  Watched w = WatchUntilDone(broker, cmd.job_ids, cmd.timeout);
+  Watched w =
+      WatchUntilDone(broker, cmd.job_ids, cmd.timeout, cmd.reconnect_timeout);
   const bool timed_out =
       w.status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
   if (!w.status.ok() && !timed_out) {
@@ -626,9 +732,11 @@ int Wait(const ParsedCommand& cmd, v1::Broker::Stub& broker, std::ostream& out,
     v1::GetJobsRequest req;
     req.mutable_job_ids()->Add(cmd.job_ids.begin(), cmd.job_ids.end());
     v1::GetJobsResponse resp;
-    grpc::ClientContext ctx;
-    SetDeadline(&ctx, kRpcTimeout);
-    grpc::Status s = broker.GetJobs(&ctx, req, &resp);
+    grpc::Status s = CallRetryingUnavailable(
+        cmd.reconnect_timeout, [&](grpc::ClientContext* ctx) {
+          resp.Clear();
+          return broker.GetJobs(ctx, req, &resp);
+        });
     if (!s.ok()) return RpcFailed(cmd, "wait", s, err);
     for (const v1::Job& j : resp.jobs()) PrintJson(j, out);
   }

@@ -49,6 +49,9 @@ const std::vector<FlagSpec>& Flags() {
       {"retries", true, {Verb::kSubmit, Verb::kExec, Verb::kMap}},
       {"key", true, {Verb::kSubmit, Verb::kExec}},
       {"wait", false, {Verb::kSubmit, Verb::kExec}},
+      {"reconnect_timeout",
+       true,
+       {Verb::kSubmit, Verb::kExec, Verb::kMap, Verb::kWait}},
       {"stdin", false, {Verb::kExec}},
       {"state", true, {Verb::kList}},
       {"limit", true, {Verb::kList}},
@@ -231,6 +234,8 @@ absl::Status ApplyFlag(const FlagUse& use, ParsedCommand* cmd) {
     cmd->idempotency_key = v;
   } else if (name == "wait") {
     cmd->wait = v == "true";
+  } else if (name == "reconnect_timeout") {
+    ASSIGN_OR_RETURN(cmd->reconnect_timeout, ParsePositiveDuration(name, v));
   } else if (name == "stdin") {
     cmd->forward_stdin = v == "true";
   } else if (name == "state") {
@@ -366,18 +371,24 @@ Commands:
       --retries=N           retry up to N times (N+1 attempts)
       --key=K               idempotency key: resubmitting K returns the same job
       --wait                wait and print the result bytes; exit 1 if it failed
+      --reconnect_timeout=DUR
+                            while waiting, keep reconnecting to a broker that
+                            went away (e.g. restarted) this long (default 60s)
   exec [FLAGS] -- CMD ARGS...
                           Run a command on a worker (task sys.exec); print the id.
       --wait                print the command's stdout/stderr, exit with its code
       --stdin               send dexec's stdin to the command
-      --timeout, --priority, --retries, --key as for submit
+      --timeout, --priority, --retries, --key, --reconnect_timeout as for
+                            submit
   map TASK                Run TASK once per stdin line; print one result per
                           line, in input order. Exit 1 naming the failed line.
-      --timeout, --priority, --retries as for submit
+                          Waits while the broker is full (--max_queued).
+      --timeout, --priority, --retries, --reconnect_timeout as for submit
   status ID...            Show jobs (and their attempts when retried).
-  wait ID... [--timeout=DUR]
+  wait ID... [--timeout=DUR] [--reconnect_timeout=DUR]
                           Wait until the jobs finish; print 'ID STATE' each.
-                          Exit 0 only if all succeeded.
+                          Exit 0 only if all succeeded. Rides over a broker
+                          restart (jobs it lost show NOT_FOUND).
   result ID               Print a finished job's result bytes.
   cancel ID...            Cancel queued jobs. Exit 0 only if all were cancelled.
   list [--state=S] [--limit=N]

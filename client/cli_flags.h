@@ -69,6 +69,9 @@ struct ParsedCommand {
   int32_t max_attempts = 0;
   std::string idempotency_key;    // submit, exec --key
   bool wait = false;              // submit, exec --wait
+  // submit --wait, exec --wait, wait, map: how long to keep reconnecting
+  // when the broker goes away (e.g. restarts) before giving up (exit 2).
+  absl::Duration reconnect_timeout = absl::Seconds(60);
   bool forward_stdin = false;     // exec --stdin
   std::vector<std::string> argv;  // exec: the command and its args
 

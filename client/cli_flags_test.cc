@@ -195,7 +195,7 @@ TEST(CliFlags, UsageMentionsEveryVerbAndFlag) {
         "result",    "cancel",    "list",        "workers",        "stats",
         "help",      "--broker",  "--json",      "--payload_file", "--priority",
         "--timeout", "--retries", "--key",       "--wait",         "--stdin",
-        "--state",   "--limit",   "DEXEC_BROKER"}) {
+        "--state",   "--limit",   "DEXEC_BROKER", "--reconnect_timeout"}) {
     EXPECT_THAT(usage, HasSubstr(word));
   }
 }
@@ -348,6 +348,26 @@ TEST(CliFlags, WaitTakesATimeout) {
   absl::StatusOr<ParsedCommand> none = Parse({"wait", "3"});
   ASSERT_TRUE(none.ok());
   EXPECT_FALSE(none->timeout.has_value());
+}
+
+TEST(CliFlags, VerbsThatWaitTakeAReconnectTimeout) {
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{
+           {"wait", "3", "--reconnect_timeout=5s"},
+           {"submit", "t", "--wait", "--reconnect_timeout=5s"},
+           {"exec", "--wait", "--reconnect_timeout=5s", "--", "true"},
+           {"map", "t", "--reconnect_timeout", "5s"}}) {
+    absl::StatusOr<ParsedCommand> cmd = Parse(args);
+    ASSERT_TRUE(cmd.ok()) << args[0] << ": " << cmd.status();
+    EXPECT_EQ(cmd->reconnect_timeout, absl::Seconds(5)) << args[0];
+  }
+  absl::StatusOr<ParsedCommand> default_cmd = Parse({"wait", "3"});
+  ASSERT_TRUE(default_cmd.ok());
+  EXPECT_EQ(default_cmd->reconnect_timeout, absl::Seconds(60));
+  EXPECT_THAT(ErrorOf({"wait", "3", "--reconnect_timeout=0s"}),
+              HasSubstr("invalid --reconnect_timeout"));
+  EXPECT_THAT(ErrorOf({"status", "3", "--reconnect_timeout=5s"}),
+              HasSubstr("does not apply to 'status'"));
 }
 
 TEST(CliFlags, VerbsWithoutArguments) {
