@@ -1,5 +1,6 @@
 #include "tests/cluster.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -15,13 +16,13 @@
 namespace dexec::testing {
 
 absl::Status TestCluster::StartBroker(std::vector<std::string> extra_flags) {
-  std::vector<std::string> argv = {BinaryPath("broker/dexec-broker"),
-                                   "--listen=127.0.0.1:0",
-                                   "--worker_listen=tcp://127.0.0.1:*"};
-  argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
+  std::vector<std::string> flags = std::move(extra_flags);
   // Each broker gets its own fresh journal unless the test chose one.
   bool chose_store = false;
-  for (const std::string& f : extra_flags) {
+  data_dir_.clear();
+  for (const std::string& f : flags) {
+    absl::string_view flag = f;
+    if (absl::ConsumePrefix(&flag, "--data_dir=")) data_dir_ = std::string(flag);
     if (absl::StartsWith(f, "--data_dir") || absl::StartsWith(f, "--in_memory")) {
       chose_store = true;
     }
@@ -29,9 +30,23 @@ absl::Status TestCluster::StartBroker(std::vector<std::string> extra_flags) {
   if (!chose_store) {
     static std::atomic<int> brokers{0};
     const char* tmp = std::getenv("TEST_TMPDIR");
-    argv.push_back(absl::StrCat("--data_dir=", tmp != nullptr ? tmp : "/tmp",
-                                "/dexec-data-", ::getpid(), "-", brokers++));
+    data_dir_ = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/dexec-data-",
+                             ::getpid(), "-", brokers++);
+    flags.push_back("--data_dir=" + data_dir_);
   }
+  std::vector<std::string> argv = {BinaryPath("broker/dexec-broker"),
+                                   "--listen=127.0.0.1:0",
+                                   "--worker_listen=tcp://127.0.0.1:*"};
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  absl::Status launched = LaunchBroker(argv);
+  if (!launched.ok()) return launched;
+  broker_flags_ = {"--listen=" + grpc_address_,
+                   "--worker_listen=" + worker_endpoint_};
+  broker_flags_.insert(broker_flags_.end(), flags.begin(), flags.end());
+  return absl::OkStatus();
+}
+
+absl::Status TestCluster::LaunchBroker(const std::vector<std::string>& argv) {
   absl::StatusOr<Process> p = Process::Start(argv);
   if (!p.ok()) return p.status();
   broker_ = std::make_unique<Process>(std::move(*p));
@@ -41,15 +56,59 @@ absl::Status TestCluster::StartBroker(std::vector<std::string> extra_flags) {
         absl::StrCat("broker did not report listening: ", line.status().message()));
   }
   // dexec-broker listening grpc=HOST:PORT workers=ENDPOINT
+  std::string grpc_address, worker_endpoint;
   for (absl::string_view field : absl::StrSplit(*line, ' ')) {
-    if (absl::ConsumePrefix(&field, "grpc=")) grpc_address_ = std::string(field);
-    if (absl::ConsumePrefix(&field, "workers=")) worker_endpoint_ = std::string(field);
+    if (absl::ConsumePrefix(&field, "grpc=")) grpc_address = std::string(field);
+    if (absl::ConsumePrefix(&field, "workers=")) worker_endpoint = std::string(field);
   }
-  if (grpc_address_.empty() || worker_endpoint_.empty()) {
+  if (grpc_address.empty() || worker_endpoint.empty()) {
     return absl::InternalError(absl::StrCat("unexpected broker line: ", *line));
   }
+  grpc_address_ = std::move(grpc_address);
+  worker_endpoint_ = std::move(worker_endpoint);
+  // A fresh channel: the old one may sit in gRPC's reconnect backoff.
   stub_ = v1::Broker::NewStub(
       grpc::CreateChannel(grpc_address_, grpc::InsecureChannelCredentials()));
+  return absl::OkStatus();
+}
+
+absl::Status TestCluster::KillBroker(absl::Duration timeout) {
+  if (broker_ == nullptr) {
+    return absl::FailedPreconditionError("no broker was started");
+  }
+  broker_->Signal(SIGKILL);
+  absl::StatusOr<int> code = broker_->Wait(timeout);
+  if (!code.ok()) return code.status();
+  return absl::OkStatus();
+}
+
+absl::Status TestCluster::RestartBroker() {
+  if (broker_ == nullptr || broker_flags_.empty()) {
+    return absl::FailedPreconditionError(
+        "RestartBroker needs a broker started with StartBroker");
+  }
+  absl::StatusOr<int> exited = broker_->Wait(absl::ZeroDuration());
+  if (!exited.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the broker (pid ", broker_->pid(),
+        ") still runs; KillBroker() or signal it before RestartBroker()"));
+  }
+  const std::string want_grpc = grpc_address_;
+  const std::string want_workers = worker_endpoint_;
+  std::vector<std::string> argv = {BinaryPath("broker/dexec-broker")};
+  argv.insert(argv.end(), broker_flags_.begin(), broker_flags_.end());
+  absl::Status started = LaunchBroker(argv);
+  if (!started.ok()) {
+    return absl::UnavailableError(absl::StrCat(
+        "restarting the broker on grpc=", want_grpc, " workers=", want_workers,
+        " failed (is the port taken?): ", started.message()));
+  }
+  if (grpc_address_ != want_grpc || worker_endpoint_ != want_workers) {
+    return absl::InternalError(absl::StrCat(
+        "restarted broker listens on grpc=", grpc_address_, " workers=",
+        worker_endpoint_, ", not on grpc=", want_grpc, " workers=",
+        want_workers));
+  }
   return absl::OkStatus();
 }
 

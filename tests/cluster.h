@@ -9,6 +9,13 @@
 //   ASSERT_OK(cluster.WaitForWorkers(1));
 //   ... cluster.grpc_address() ...
 //
+// Each broker gets a fresh --data_dir of its own under $TEST_TMPDIR unless
+// the caller passes --data_dir or --in_memory. A broker restart, as an
+// operator does it:
+//
+//   ASSERT_OK(cluster.KillBroker());     // kill -9, wait for the exit
+//   ASSERT_OK(cluster.RestartBroker());  // same ports, data dir and flags
+//
 // Every process is stopped by PID when the cluster is destroyed.
 #ifndef DEXEC_TESTS_CLUSTER_H_
 #define DEXEC_TESTS_CLUSTER_H_
@@ -30,7 +37,16 @@ class TestCluster {
   TestCluster(const TestCluster&) = delete;
   TestCluster& operator=(const TestCluster&) = delete;
 
+  // Starts dexec-broker on free ports (gRPC port 0, ZeroMQ port *) with
+  // `extra_flags`, and waits for its "listening" line.
   absl::Status StartBroker(std::vector<std::string> extra_flags = {});
+  // SIGKILLs the broker by PID and waits until it has exited.
+  absl::Status KillBroker(absl::Duration timeout = absl::Seconds(10));
+  // Starts the broker again after it exited (KillBroker, or a signal the
+  // test sent), on the exact gRPC port and worker endpoint of the first
+  // start, the same data dir and the same extra flags. Workers and clients
+  // reconnect by themselves.
+  absl::Status RestartBroker();
   // Returns the index of the worker in workers().
   absl::StatusOr<size_t> StartWorker(int threads,
                                      std::vector<std::string> extra_flags = {});
@@ -39,6 +55,8 @@ class TestCluster {
 
   const std::string& grpc_address() const { return grpc_address_; }
   const std::string& worker_endpoint() const { return worker_endpoint_; }
+  // The broker's --data_dir; empty for an --in_memory broker.
+  const std::string& data_dir() const { return data_dir_; }
   Process& broker() { return *broker_; }
   std::vector<std::unique_ptr<Process>>& workers() { return workers_; }
   v1::Broker::Stub& stub() { return *stub_; }
@@ -49,7 +67,14 @@ class TestCluster {
                                     absl::Duration timeout = absl::Seconds(60));
 
  private:
+  // Runs the broker with `argv` and reads back where it listens.
+  absl::Status LaunchBroker(const std::vector<std::string>& argv);
+
   std::unique_ptr<Process> broker_;
+  // The flags of the first start (ports, data dir, extra flags), for
+  // RestartBroker.
+  std::vector<std::string> broker_flags_;
+  std::string data_dir_;
   std::vector<std::unique_ptr<Process>> workers_;
   std::string grpc_address_;
   std::string worker_endpoint_;
