@@ -6,12 +6,27 @@
 //
 //   dexec_bench --broker=127.0.0.1:50051 --workload=noop_map --n=100000
 //
+// Two workloads start brokers themselves, given --broker_bin: `restart`
+// (it needs the broker's exact start time and its stdout) and
+// `queue_memory` (a fresh broker per run). The broker runs as this process's
+// child, is stopped by PID, and dies with it (PR_SET_PDEATHSIG) if this
+// process is killed.
+//
 // Exit code 0 on success; 1 (with a message on stderr) if the broker is not
 // reachable or a job fails.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -24,10 +39,12 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/executor.h"
@@ -39,22 +56,34 @@
 ABSL_FLAG(std::string, broker, "127.0.0.1:50051", "host:port of the broker");
 ABSL_FLAG(std::string, workload, "",
           "noop_map | noop_submit | latency | sleep | cpu | queue_memory | "
-          "wait_workers");
+          "restart | wait_workers");
 ABSL_FLAG(int64_t, n, -1,
           "jobs per run; -1 means the workload's default (noop_*: 100000, "
-          "latency: 10000, sleep: 10, queue_memory: 1000000; wait_workers: "
-          "the number of workers to wait for)");
+          "latency: 10000, sleep: 10, queue_memory and restart: 1000000; "
+          "wait_workers: the number of workers to wait for)");
 ABSL_FLAG(int, runs, 3, "repetitions; RESULT reports median/min/max");
 ABSL_FLAG(int, ms, 1000, "sleep: milliseconds per sys.sleep job");
 ABSL_FLAG(int, warmup, 1000, "no-op jobs run before timing");
 ABSL_FLAG(int64_t, window, 10000, "noop_map: MapOptions::window");
 ABSL_FLAG(int64_t, chunksize, 256, "noop_map: MapOptions::chunksize");
 ABSL_FLAG(int64_t, batch, 1000, "queue_memory: jobs per Submit RPC");
-ABSL_FLAG(int, broker_pid, 0, "queue_memory: PID of the broker (for VmRSS)");
+ABSL_FLAG(int, broker_pid, 0,
+          "queue_memory without --broker_bin: PID of --broker (for VmRSS)");
 ABSL_FLAG(std::string, label, "dexec", "system= field of the RESULT lines");
 ABSL_FLAG(std::string, extra, "",
           "extra key=value fields appended to every RESULT line");
-ABSL_FLAG(int, timeout_s, 120, "wait_workers / per-run result deadline");
+ABSL_FLAG(int, timeout_s, 120,
+          "wait_workers, restart, queue_memory: deadline of each wait, in "
+          "seconds");
+ABSL_FLAG(std::string, broker_bin, "",
+          "restart, queue_memory: the dexec-broker binary to start (restart: "
+          "durable, on --data_dir; queue_memory: a fresh --in_memory broker "
+          "per run)");
+ABSL_FLAG(std::string, data_dir, "",
+          "restart: the broker's --data_dir; must not hold a journal yet");
+ABSL_FLAG(std::string, broker_log, "/dev/null",
+          "restart, queue_memory: file the started broker's stderr is "
+          "appended to");
 
 namespace dexec::bench {
 namespace {
@@ -266,51 +295,349 @@ absl::StatusOr<int64_t> RssBytes(int pid) {
   return absl::InternalError(absl::StrCat("no VmRSS line in ", path));
 }
 
-// Queues `n` sys.sleep jobs with no worker connected, through the unary
-// Submit RPC in batches (no futures held, so the client costs nothing per
-// job), and reports the submit time and the broker's RSS growth per job.
-// Runs accumulate: run k measures the growth from k*n to (k+1)*n queued.
-absl::Status QueueMemory(const std::string& broker, int64_t n) {
-  const int pid = absl::GetFlag(FLAGS_broker_pid);
-  if (pid <= 0) {
-    return absl::InvalidArgumentError(
-        "queue_memory needs --broker_pid=<PID of dexec-broker>");
+// Submits `n` sys.sleep jobs (1 s, so that they stay queued if a worker
+// shows up) through the unary Submit RPC in batches of `batch`.
+absl::Status SubmitQueued(v1::Broker::Stub& stub, int64_t n, int64_t batch) {
+  for (int64_t done = 0; done < n; done += batch) {
+    v1::SubmitRequest req;
+    for (int64_t i = done; i < std::min(n, done + batch); ++i) {
+      v1::JobSpec* job = req.add_jobs();
+      job->set_task("sys.sleep");
+      job->set_payload("1000");
+    }
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    v1::SubmitResponse resp;
+    grpc::Status s = stub.Submit(&ctx, req, &resp);
+    if (!s.ok()) {
+      return absl::UnavailableError(absl::StrCat(
+          "Submit RPC failed after ", done, " jobs: ", s.error_message()));
+    }
   }
+  return absl::OkStatus();
+}
+
+// A dexec-broker run as this process's child, for the restart workload:
+// started with its stdout on a pipe (to see the "listening" line the moment
+// it is printed) and stopped by PID. The destructor SIGKILLs and reaps it if
+// Stop() was not called; PR_SET_PDEATHSIG does the same if we die.
+class ChildBroker {
+ public:
+  ChildBroker() = default;
+  ChildBroker(const ChildBroker&) = delete;
+  ChildBroker& operator=(const ChildBroker&) = delete;
+  ~ChildBroker() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (out_fd_ >= 0) close(out_fd_);
+  }
+
+  // Forks and execs `argv` (argv[0] is the binary), stderr appended to
+  // `log_path`.
+  absl::Status Start(const std::vector<std::string>& argv,
+                     const std::string& log_path) {
+    int pipe_fds[2];
+    if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
+      return absl::InternalError(absl::StrCat("pipe2: ", strerror(errno)));
+    }
+    const int log_fd =
+        open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (log_fd < 0) {
+      close(pipe_fds[0]);
+      close(pipe_fds[1]);
+      return absl::InvalidArgumentError(absl::StrCat(
+          "cannot open --broker_log=", log_path, ": ", strerror(errno)));
+    }
+    // Everything the child needs is prepared before fork: between fork and
+    // exec a multi-threaded process may only make async-signal-safe calls.
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    const pid_t parent = getpid();
+    const pid_t pid = fork();
+    if (pid < 0) {
+      close(pipe_fds[0]);
+      close(pipe_fds[1]);
+      close(log_fd);
+      return absl::InternalError(absl::StrCat("fork: ", strerror(errno)));
+    }
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(127);
+      dup2(pipe_fds[1], STDOUT_FILENO);
+      dup2(log_fd, STDERR_FILENO);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+    close(pipe_fds[1]);
+    close(log_fd);
+    pid_ = pid;
+    out_fd_ = pipe_fds[0];
+    return absl::OkStatus();
+  }
+
+  // Reads the broker's stdout until its "dexec-broker listening" line;
+  // returns the gRPC address from it.
+  absl::StatusOr<std::string> WaitListening(absl::Time deadline) {
+    std::string buf;
+    while (true) {
+      const size_t nl = buf.find('\n');
+      if (nl != std::string::npos) {
+        const std::string line = buf.substr(0, nl);
+        buf.erase(0, nl + 1);
+        constexpr absl::string_view kPrefix = "dexec-broker listening grpc=";
+        if (absl::StartsWith(line, kPrefix)) {
+          std::string addr(line.substr(kPrefix.size()));
+          return addr.substr(0, addr.find(' '));
+        }
+        continue;
+      }
+      const absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) {
+        return absl::DeadlineExceededError(
+            "the broker printed no 'dexec-broker listening' line in time "
+            "(see --broker_log)");
+      }
+      pollfd p = {out_fd_, POLLIN, 0};
+      const int ready =
+          poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
+      if (ready < 0 && errno != EINTR) {
+        return absl::InternalError(absl::StrCat("poll: ", strerror(errno)));
+      }
+      if (ready <= 0) continue;
+      char chunk[4096];
+      const ssize_t got = read(out_fd_, chunk, sizeof(chunk));
+      if (got == 0) {
+        return absl::UnavailableError(
+            "the broker exited before it was listening (see --broker_log)");
+      }
+      if (got > 0) buf.append(chunk, got);
+    }
+  }
+
+  // SIGTERM, then waits for the exit (SIGKILL after `grace`). OK if the
+  // broker exited 0 within the grace.
+  absl::Status Stop(absl::Duration grace) {
+    if (pid_ <= 0) return absl::OkStatus();
+    kill(pid_, SIGTERM);
+    const absl::Time deadline = absl::Now() + grace;
+    int status = 0;
+    pid_t r = 0;
+    while ((r = waitpid(pid_, &status, WNOHANG)) == 0 &&
+           absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(2));
+    }
+    if (r == 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, &status, 0);
+      pid_ = 0;
+      return absl::DeadlineExceededError(absl::StrCat(
+          "the broker did not exit within ", absl::FormatDuration(grace),
+          " of SIGTERM; killed it"));
+    }
+    pid_ = 0;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      return absl::InternalError(absl::StrCat(
+          "the broker exited with status ", status, " after SIGTERM"));
+    }
+    return absl::OkStatus();
+  }
+
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = 0;
+  int out_fd_ = -1;
+};
+
+// Polls GetStats until it answers with at least `n` queued jobs; returns
+// the number seen last.
+absl::StatusOr<uint64_t> WaitQueued(const std::string& broker, uint64_t n,
+                                    absl::Time deadline) {
   std::unique_ptr<v1::Broker::Stub> stub = v1::Broker::NewStub(
       grpc::CreateChannel(broker, grpc::InsecureChannelCredentials()));
+  uint64_t queued = 0;
+  std::string last_error = "no answer yet";
+  while (absl::Now() < deadline) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    v1::Stats stats;
+    grpc::Status s = stub->GetStats(&ctx, v1::GetStatsRequest(), &stats);
+    if (s.ok()) {
+      queued = stats.queued();
+      if (queued >= n) return queued;
+      last_error = absl::StrCat("GetStats shows ", queued, " queued");
+    } else {
+      last_error = s.error_message();
+    }
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return absl::DeadlineExceededError(absl::StrCat(
+      "broker ", broker, " did not show ", n, " queued jobs in time; last: ",
+      last_error));
+}
+
+// e. Queues `n` sys.sleep jobs with no worker connected, through the unary
+// Submit RPC in batches (no futures held, so the client costs nothing per
+// job), and reports the submit time and the broker's RSS growth per job.
+// With --broker_bin every run starts its own fresh in-memory broker (as
+// ChildBroker), so runs do not share an allocator's history; without it,
+// runs go to the running --broker (--broker_pid) and accumulate: run k
+// measures the growth from k*n to (k+1)*n queued.
+absl::Status QueueMemory(const std::string& broker, int64_t n) {
+  const std::string bin = absl::GetFlag(FLAGS_broker_bin);
+  if (bin.empty() && absl::GetFlag(FLAGS_broker_pid) <= 0) {
+    return absl::InvalidArgumentError(
+        "queue_memory needs --broker_bin=<dexec-broker> (a fresh broker per "
+        "run) or --broker_pid=<PID of the running --broker>");
+  }
+  const absl::Duration wait = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
   const int64_t batch = std::max<int64_t>(1, absl::GetFlag(FLAGS_batch));
   std::vector<double> secs, per_job;
   for (int run = 0; run < absl::GetFlag(FLAGS_runs); ++run) {
+    std::optional<ChildBroker> child;
+    std::string addr = broker;
+    int pid = absl::GetFlag(FLAGS_broker_pid);
+    if (!bin.empty()) {
+      child.emplace();
+      absl::Status s = child->Start(
+          {bin, "--listen=127.0.0.1:0", "--worker_listen=tcp://127.0.0.1:*",
+           "--in_memory"},
+          absl::GetFlag(FLAGS_broker_log));
+      if (!s.ok()) return s;
+      absl::StatusOr<std::string> a = child->WaitListening(absl::Now() + wait);
+      if (!a.ok()) return a.status();
+      addr = *a;
+      pid = child->pid();
+      // Serving (one GetStats answered) before the baseline is taken.
+      absl::StatusOr<uint64_t> q = WaitQueued(addr, 0, absl::Now() + wait);
+      if (!q.ok()) return q.status();
+    }
     absl::StatusOr<int64_t> before = RssBytes(pid);
     if (!before.ok()) return before.status();
     const absl::Time t0 = absl::Now();
-    for (int64_t done = 0; done < n; done += batch) {
-      v1::SubmitRequest req;
-      for (int64_t i = done; i < std::min(n, done + batch); ++i) {
-        v1::JobSpec* job = req.add_jobs();
-        job->set_task("sys.sleep");
-        job->set_payload("1000");
-      }
-      grpc::ClientContext ctx;
-      ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
-      v1::SubmitResponse resp;
-      grpc::Status s = stub->Submit(&ctx, req, &resp);
-      if (!s.ok()) {
-        return absl::UnavailableError(absl::StrCat(
-            "Submit RPC failed after ", done, " jobs: ", s.error_message()));
-      }
+    absl::Status s;
+    {
+      // Closed before Stop: an open connection holds the broker's shutdown
+      // for its 2 s grace.
+      std::unique_ptr<v1::Broker::Stub> stub = v1::Broker::NewStub(
+          grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
+      s = SubmitQueued(*stub, n, batch);
     }
+    if (!s.ok()) return s;
     secs.push_back(Seconds(t0));
     absl::StatusOr<int64_t> after = RssBytes(pid);
     if (!after.ok()) return after.status();
     per_job.push_back(static_cast<double>(*after - *before) / n);
+    if (child.has_value()) {
+      s = child->Stop(wait);
+      if (!s.ok()) return s;
+    }
   }
   const std::string tag = n % 1000 == 0 ? absl::StrCat(n / 1000, "k")
                                         : absl::StrCat(n);
+  const std::string fresh = bin.empty() ? " broker=shared" : " broker=fresh";
   PrintResult(absl::StrCat("submit_", tag, "_queued"), "s", secs,
-              absl::StrCat("batch=", batch));
+              absl::StrCat("batch=", batch, fresh));
   PrintResult(absl::StrCat("mem_", tag, "_queued"), "bytes/task", per_job,
-              "of=broker_rss");
+              absl::StrCat("of=broker_rss", fresh));
+  return absl::OkStatus();
+}
+
+// g. Restart time with `n` journaled jobs. Starts a durable broker on an
+// empty --data_dir, queues `n` jobs with no worker (submit time and RSS per
+// job of a durable broker are reported too), SIGTERMs it; then --runs times:
+// starts it again on the same journal and times, from just before fork,
+// the "listening" line and the first GetStats that shows all `n` queued;
+// SIGTERM again (its exit time is reported as well).
+absl::Status Restart(int64_t n) {
+  const std::string bin = absl::GetFlag(FLAGS_broker_bin);
+  const std::string dir = absl::GetFlag(FLAGS_data_dir);
+  if (bin.empty() || dir.empty()) {
+    return absl::InvalidArgumentError(
+        "restart needs --broker_bin=<dexec-broker> and --data_dir=<empty dir>");
+  }
+  const std::vector<std::string> argv = {
+      bin, "--listen=127.0.0.1:0", "--worker_listen=tcp://127.0.0.1:*",
+      absl::StrCat("--data_dir=", dir)};
+  const std::string log = absl::GetFlag(FLAGS_broker_log);
+  const absl::Duration wait = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
+  const std::string tag =
+      n % 1000 == 0 ? absl::StrCat(n / 1000, "k") : absl::StrCat(n);
+
+  {
+    ChildBroker broker;
+    absl::Status s = broker.Start(argv, log);
+    if (!s.ok()) return s;
+    absl::StatusOr<std::string> addr = broker.WaitListening(absl::Now() + wait);
+    if (!addr.ok()) return addr.status();
+    absl::StatusOr<uint64_t> already = WaitQueued(*addr, 0, absl::Now() + wait);
+    if (!already.ok()) return already.status();
+    if (*already != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--data_dir=", dir, " already holds ", *already,
+          " queued jobs; restart needs an empty journal"));
+    }
+    absl::StatusOr<int64_t> before = RssBytes(broker.pid());
+    if (!before.ok()) return before.status();
+    const absl::Time t0 = absl::Now();
+    {
+      // Closed before the SIGTERM below: an open client connection holds
+      // the broker's shutdown for its 2 s grace, which is not what the
+      // shutdown figure is about.
+      std::unique_ptr<v1::Broker::Stub> stub = v1::Broker::NewStub(
+          grpc::CreateChannel(*addr, grpc::InsecureChannelCredentials()));
+      s = SubmitQueued(*stub, n,
+                       std::max<int64_t>(1, absl::GetFlag(FLAGS_batch)));
+      if (!s.ok()) return s;
+    }
+    const double submit_s = Seconds(t0);
+    absl::StatusOr<int64_t> after = RssBytes(broker.pid());
+    if (!after.ok()) return after.status();
+    const absl::Time t_stop = absl::Now();
+    s = broker.Stop(wait);
+    if (!s.ok()) return s;
+    const double stop_s = Seconds(t_stop);
+    PrintResult(absl::StrCat("submit_", tag, "_durable"), "s", {submit_s},
+                absl::StrCat("batch=", absl::GetFlag(FLAGS_batch),
+                             " note=single_run"));
+    PrintResult(absl::StrCat("mem_", tag, "_queued_durable"), "bytes/task",
+                {static_cast<double>(*after - *before) / n},
+                "of=broker_rss note=single_run");
+    PrintResult(absl::StrCat("shutdown_", tag, "_queued"), "s", {stop_s},
+                "note=single_run what=SIGTERM_to_exit");
+  }
+
+  std::vector<double> listening, ready, stops;
+  for (int run = 0; run < absl::GetFlag(FLAGS_runs); ++run) {
+    ChildBroker broker;
+    const absl::Time t0 = absl::Now();
+    absl::Status s = broker.Start(argv, log);
+    if (!s.ok()) return s;
+    absl::StatusOr<std::string> addr = broker.WaitListening(t0 + wait);
+    if (!addr.ok()) return addr.status();
+    listening.push_back(Seconds(t0));
+    absl::StatusOr<uint64_t> queued = WaitQueued(*addr, n, t0 + wait);
+    if (!queued.ok()) return queued.status();
+    ready.push_back(Seconds(t0));
+    if (*queued != static_cast<uint64_t>(n)) {
+      return absl::InternalError(absl::StrCat(
+          "after the restart GetStats shows ", *queued, " queued jobs, not ",
+          n));
+    }
+    const absl::Time t_stop = absl::Now();
+    s = broker.Stop(wait);
+    if (!s.ok()) return s;
+    stops.push_back(Seconds(t_stop));
+  }
+  PrintResult(absl::StrCat("restart_", tag, "_listening"), "s", listening,
+              "from=fork");
+  PrintResult(absl::StrCat("restart_", tag, "_ready"), "s", ready,
+              "from=fork what=first_GetStats_with_all_queued");
+  PrintResult(absl::StrCat("shutdown_", tag, "_replayed"), "s", stops,
+              "what=SIGTERM_to_exit");
   return absl::OkStatus();
 }
 
@@ -341,6 +668,7 @@ absl::Status Run() {
   const std::string workload = absl::GetFlag(FLAGS_workload);
   if (workload == "wait_workers") return WaitWorkers(broker, NOr(1));
   if (workload == "queue_memory") return QueueMemory(broker, NOr(1000000));
+  if (workload == "restart") return Restart(NOr(1000000));
 
   ExecutorOptions options;
   options.broker = broker;
@@ -356,7 +684,7 @@ absl::Status Run() {
   return absl::InvalidArgumentError(absl::StrCat(
       "unknown --workload='", workload,
       "'; one of noop_map, noop_submit, latency, sleep, cpu, queue_memory, "
-      "wait_workers"));
+      "restart, wait_workers"));
 }
 
 }  // namespace
