@@ -10,6 +10,7 @@
 //
 // Waits poll real state (ListWorkers, GetJobs, a future, a process's exit)
 // with a deadline; nothing sleeps in place of a signal.
+#include <errno.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -26,6 +27,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -446,8 +448,10 @@ class NetnsPair {
   }
 
   // Creates the first namespace only: UNAVAILABLE if this machine cannot
-  // (not root, no netns support), so the caller can skip.
+  // (not root, no netns support), so the caller can skip. First deletes
+  // namespaces left by runs that were killed before their destructor ran.
   absl::Status Probe() {
+    RemoveStale();
     absl::Status s = Ip({"netns", "add", broker_ns_});
     if (!s.ok()) return absl::UnavailableError(s.message());
     created_.push_back(broker_ns_);
@@ -519,6 +523,26 @@ class NetnsPair {
           r->err));
     }
     return absl::OkStatus();
+  }
+
+  // "dexec-b-PID" and "dexec-w-PID" of a PID that no longer runs.
+  void RemoveStale() const {
+    absl::StatusOr<CommandResult> r =
+        RunCommand({ip_, "netns", "list"}, "", absl::Seconds(20));
+    if (!r.ok() || r->exit_code != 0) return;
+    for (absl::string_view line : absl::StrSplit(r->out, '\n')) {
+      const std::string name(line.substr(0, line.find(' ')));
+      absl::string_view rest = name;
+      if (!absl::ConsumePrefix(&rest, "dexec-b-") &&
+          !absl::ConsumePrefix(&rest, "dexec-w-")) {
+        continue;
+      }
+      int pid = 0;
+      if (absl::SimpleAtoi(rest, &pid) && pid > 0 && ::kill(pid, 0) != 0 &&
+          errno == ESRCH) {
+        (void)Ip({"netns", "del", name});
+      }
+    }
   }
 
   const std::string ip_;
