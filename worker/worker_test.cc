@@ -549,6 +549,10 @@ TEST_F(WorkerTest, SilentBrokerIsPresumedDeadAndResultsWaitForTheNextSession) {
     }
   }
   EXPECT_NE(again->identity, id) << "expected a new DEALER socket";
+  // Running or finished, job 9 is still ours: the new session hears of it.
+  ASSERT_EQ(again->frame.register_().held_size(), 1);
+  EXPECT_EQ(again->frame.register_().held(0).job_id(), 9u);
+  EXPECT_EQ(again->frame.register_().held(0).attempt(), 2u);
   broker_.Welcome(again->identity, absl::Seconds(1), 3);
   std::string from;
   std::vector<wire::TaskResult> results =
