@@ -23,6 +23,12 @@
 // (reads acknowledgements and job events) and `client-callbacks` (runs done
 // callbacks in order). See docs/DESIGN.md, "Client protocol".
 //
+// A broker restart is ridden over: the executor reconnects (for up to
+// ExecutorOptions::reconnect_timeout), resends what the broker had not
+// acknowledged (deduplicated by the broker) and follows its jobs again.
+// Futures of jobs a broker without a journal lost fail with NOT_FOUND; if
+// the broker stays away, every unresolved future fails with UNAVAILABLE.
+//
 // Executor is thread-safe.
 #ifndef DEXEC_CLIENT_EXECUTOR_H_
 #define DEXEC_CLIENT_EXECUTOR_H_
@@ -141,8 +147,10 @@ class Executor {
 
   // Submits `input` (encoded with Codec<In>) to `task`; returns at once.
   // Concurrent submits are coalesced into batched messages by the
-  // `client-send` thread. After Shutdown, returns a future already failed
-  // with FAILED_PRECONDITION; after the connection was lost, UNAVAILABLE.
+  // `client-send` thread. If the broker is full (--max_queued) the future
+  // fails with RESOURCE_EXHAUSTED (Map waits for room instead). After
+  // Shutdown, returns a future already failed with FAILED_PRECONDITION;
+  // after the executor gave up reconnecting, UNAVAILABLE.
   template <typename T = std::string, typename In>
   Future<T> Submit(absl::string_view task, const In& input,
                    SubmitOptions options = {}) {
@@ -156,7 +164,8 @@ class Executor {
 
   // Runs `task` over `inputs` lazily: inputs are read and submitted as
   // results are consumed, at most options.window at a time, in Submit
-  // messages of options.chunksize jobs. An lvalue `inputs` must outlive the
+  // messages of options.chunksize jobs. A chunk the broker has no room for
+  // waits in the client and is offered again (MapOptions). An lvalue `inputs` must outlive the
   // MapResults; an rvalue is moved in. The Executor must outlive it too.
   template <typename T = std::string, typename Range>
   MapResults<T> Map(absl::string_view task, Range&& inputs,
@@ -169,8 +178,8 @@ class Executor {
   // Stops accepting work: later Submit/Attach/Map return failed futures.
   // With cancel_futures, jobs not yet running are cancelled (queued ones
   // with one Cancel RPC). With wait, blocks until every future of this
-  // executor is done, then closes the stream and joins the threads.
-  // Idempotent; thread-safe.
+  // executor is done (while the broker is away, up to reconnect_timeout),
+  // then closes the stream and joins the threads. Idempotent; thread-safe.
   void Shutdown(bool wait = true, bool cancel_futures = false);
 
   // The broker address this executor talks to.

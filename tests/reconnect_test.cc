@@ -148,7 +148,7 @@ TEST(ReconnectTest, AMapStartedBeforeAKill9FinishesInOrderAndRunsEachJobOnce) {
   SubmitOptions urgent;
   urgent.priority = 10;
   for (int i = 0; i < 4; ++i) {
-    blockers.push_back(ex->Submit("sys.sleep", std::string("1500"), urgent));
+    blockers.push_back(ex->Submit("sys.sleep", std::string("4000"), urgent));
   }
   for (Future<std::string>& b : blockers) {
     ASSERT_TRUE(PollUntil([&] { return b.Running() || b.Done(); }, kBound));
@@ -277,7 +277,7 @@ TEST(ReconnectTest, DexecMapStartedBeforeARestartPrintsEveryLineInOrder) {
   ASSERT_TRUE(cluster.WaitForWorkers(1).ok());
   // Two long jobs of higher priority hold both threads: the map waits.
   std::vector<uint64_t> blockers =
-      SubmitUnary(cluster, "sys.sleep", "1500", 2, /*priority=*/10);
+      SubmitUnary(cluster, "sys.sleep", "4000", 2, /*priority=*/10);
   ASSERT_TRUE(PollUntil(
       [&] {
         std::vector<v1::Job> jobs = GetJobs(cluster, blockers);
@@ -303,6 +303,9 @@ TEST(ReconnectTest, DexecMapStartedBeforeARestartPrintsEveryLineInOrder) {
       },
       kBound);
   if (submitted) {
+    std::optional<v1::Stats> before = GetStats(cluster);
+    EXPECT_TRUE(before.has_value() && before->queued() > 0)
+        << "the map was done before the restart";
     EXPECT_TRUE(cluster.KillBroker().ok());
     EXPECT_TRUE(cluster.RestartBroker().ok());
   }
