@@ -230,6 +230,7 @@ Session::BatchPtr Session::Slice(const OutBatch& batch, size_t begin,
 Session::BatchPtr Session::WithoutWithdrawn(const OutBatch& batch) const {
   BatchPtr out = Slice(batch, 0, batch.states.size());
   out->open = batch.open;
+  out->probe = batch.probe;
   return out;
 }
 
@@ -506,6 +507,7 @@ void Session::SendLoop() {
     std::vector<BatchPtr> fresh;
     std::vector<BatchPtr> refused;
     absl::Status failed;
+    bool probe_not_sent = false;
     {
       MutexLock lock(&mu_);
       if (resync) {
@@ -519,6 +521,10 @@ void Session::SendLoop() {
         for (const auto& [seq, batch] : unacked_) resend.push_back(batch);
       }
       for (BatchPtr& batch : taken) {
+        if (batch->states.empty() || failed_) {
+          // Not sent: if it was the probe, the next one may go.
+          probe_not_sent = probe_not_sent || batch->probe;
+        }
         if (batch->states.empty()) continue;
         if (failed_) {
           failed = failed_status_;
@@ -563,6 +569,7 @@ void Session::SendLoop() {
     }
     MutexLock lock(&queue_mu_);
     in_flight_batches_ -= not_sent;
+    if (probe_not_sent) room_probe_out_ = false;
     sending_ = false;
   }
   std::shared_ptr<Stream> last;
