@@ -420,6 +420,58 @@ TEST(FailureTest, AJobThatCrashesEveryWorkerFailsAsWorkerLostAfterThreeAttempts)
   EXPECT_GE(crashers.size(), 3u);
 }
 
+TEST(FailureTest, AJobRunningAcrossABrokerRestartIsNotRunAgain) {
+  TestCluster cluster;
+  ASSERT_TRUE(cluster.StartBroker().ok());
+  ASSERT_TRUE(cluster.StartWorker(2).ok());
+  ASSERT_TRUE(cluster.WaitForWorkers(1).ok());
+  v1::SubmitRequest submit;
+  for (int i = 0; i < 2; ++i) {
+    v1::JobSpec* spec = submit.add_jobs();
+    spec->set_task("sys.sleep");
+    spec->set_payload("3000");
+  }
+  v1::SubmitResponse submitted;
+  grpc::Status s =
+      cluster.stub().Submit(CallContext().get(), submit, &submitted);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const std::vector<uint64_t> ids(submitted.job_ids().begin(),
+                                  submitted.job_ids().end());
+  // A status answer comes after the journal has what preceded it: once
+  // both show RUNNING, the restarted broker knows they were running.
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        for (const v1::Job& job : GetJobs(cluster.stub(), ids)) {
+          if (job.state() != v1::Job::RUNNING) return false;
+        }
+        return true;
+      },
+      kResultTimeout))
+      << "the jobs never ran";
+
+  ASSERT_TRUE(cluster.KillBroker().ok());
+  ASSERT_TRUE(cluster.RestartBroker().ok());
+  // The worker registers again, listing the attempts it still holds; the
+  // broker keeps them with it, and their results complete the jobs.
+  std::vector<v1::Job> jobs;
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        jobs = GetJobs(cluster.stub(), ids);
+        for (const v1::Job& job : jobs) {
+          if (job.state() != v1::Job::SUCCEEDED) return false;
+        }
+        return true;
+      },
+      kResultTimeout))
+      << (jobs.empty() ? "" : AttemptLog(jobs[0]));
+  EXPECT_TRUE(EachSucceededExactlyOnce(jobs));
+  for (const v1::Job& job : jobs) {
+    EXPECT_EQ(job.attempts(), 1) << "run again after the restart: "
+                                 << AttemptLog(job);
+    EXPECT_EQ(job.attempt_log_size(), 1) << AttemptLog(job);
+  }
+}
+
 // ---------------------------------------------------------------- netns
 
 // The `ip` binary, or "" if there is none.
