@@ -1,36 +1,56 @@
-#!/usr/bin/env python3
-"""Turns RESULT lines (dexec's and the peers') into bench/results/latest.json
-and latest.md: one table of measure x system, median (min-max), and the ratio
-dexec/peer for every peer measured in the same run. Standard library only
-(a PNG chart is drawn only if matplotlib imports).
+#!/usr/bin/python3
+"""Turns the RESULT lines of one bench/run.sh invocation (dexec's and the
+peers') into bench/results/latest.json, latest.md and latest.png.
 
-Usage: report.py RESULTS.txt [MORE.txt ...] --json OUT.json --md OUT.md
+latest.md: the machine and versions; the issue #4 targets, met or not; one
+table per workload (a-g) with every system's median (min-max) and the
+ratio dexec / that system from the same run; the micro-suite; how long each
+phase took. latest.png: no-op throughput (tasks/s, log) and round-trip
+latency (p50, p99) per system. The chart needs matplotlib (Debian's
+python3-matplotlib, hence /usr/bin/python3); without it the report says so.
+
+Usage: report.py DEXEC.txt PEERS.txt [--micro MICRO.json]
+                 --json OUT.json --md OUT.md [--png OUT.png]
 """
 import argparse
+import ast
 import datetime
 import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 
-# Per measure: which way is better, for the reader of a ratio.
-HIGHER_IS_BETTER = {"tasks/s"}
-
-# Peers name their memory measurement differently (100k queued vs pending);
-# dexec queues 1M. They are compared as one row.
-# No-op throughput is compared as tasks/s across N (dexec runs 100k, the
-# peers with --skip-100k 10k); each cell then names its N.
-ALIASES = [
-    (re.compile(r"^mem_\d+k_(queued|pending)$"), "mem_per_queued_task"),
-    (re.compile(r"^noop_\d+k$"), "noop_throughput"),
+WORKLOADS = [
+    ("a", "No-op throughput",
+     "`sys.echo` no-ops, one client; clock from first submit to last result."),
+    ("b", "Round-trip latency",
+     "Sequential submit → result of one no-op; p50 and p99 of each run."),
+    ("c", "Sleep makespan",
+     "10 × sleep 1 s on 10 slots and 1,000 × sleep 0.1 s on 100 slots; "
+     "ideal 1.0 s."),
+    ("d", "CPU-bound",
+     "16 × 0.25 s of CPU on 2 processes; speedup = serial ÷ wall, ideal 2.0. "
+     "The peers calibrate a pure-Python spin to ~0.25 s and time their serial "
+     "baseline in each run, so compare speedups (dexec ÷ this is the ratio "
+     "of speedups here), not wall times."),
+    ("e", "Memory per queued job",
+     "Jobs queued with no worker: growth of the broker's (dexec), "
+     "scheduler's (Dask) or redis's (Celery) memory ÷ jobs, and submit time."),
+    ("f", "Durable vs in-memory (dexec)",
+     "The no-op workload of (a) on a broker with its RocksDB journal "
+     "(`--data_dir`, fresh per run) next to `--in_memory`."),
+    ("g", "Broker restart with journaled jobs (dexec)",
+     "Jobs submitted with no worker to a durable broker, SIGTERM, restart "
+     "on the same journal: time from fork to the `listening` line and to the "
+     "first GetStats showing every job queued."),
 ]
+LOWER_IS_BETTER_UNITS = {"us", "s", "bytes/task"}
 
 
-def parse_line(line):
-    if not line.startswith("RESULT "):
-        return None
+def parse_result(line):
     fields = {}
     for tok in line.split()[1:]:
         if "=" in tok:
@@ -39,40 +59,166 @@ def parse_line(line):
     return fields
 
 
-def column(r):
-    """The table column: system, plus how it was called when one system
-    reports the same measure several ways (api=, chunksize=)."""
-    col = r["system"]
-    if r.get("api"):
-        col += "/" + r["api"]
-    if r.get("chunksize") and r.get("chunksize") != "1" and r["system"] != "dexec" \
-            and not r["system"].startswith("dexec"):
-        col += "/cs" + r["chunksize"]
-    return col
-
-
-def measure_key(m):
-    for rx, name in ALIASES:
-        if rx.match(m):
-            return name
-    return m
-
-
 def num(s):
     try:
-        return float(s)
+        return float(str(s).rstrip("/s"))
     except (TypeError, ValueError):
         return float("nan")
 
 
 def fmt(v):
     if v != v:
-        return "nan"
+        return "–"
     if abs(v) >= 1000:
         return "{:,.0f}".format(v)
     if abs(v) >= 10:
         return "%.1f" % v
-    return "%.3f" % v
+    if abs(v) >= 0.01:
+        return "%.3f" % v
+    return "%.2g" % v
+
+
+def fmt_n(n):
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return "%dM" % (n // 1_000_000)
+    if n >= 1000 and n % 1000 == 0:
+        return "%dk" % (n // 1000)
+    return str(n)
+
+
+def measure_n(measure):
+    """noop_100k -> 100000, mem_1000k_queued -> 1000000, else None."""
+    m = re.search(r"_(\d+)k(_|$)", measure)
+    return int(m.group(1)) * 1000 if m else None
+
+
+def workload_of(r):
+    m = r["measure"]
+    if m.startswith("noop_"):
+        return "f" if r.get("store") == "durable" else "a"
+    if m.startswith("latency_"):
+        return "b"
+    if m.startswith("sleep_"):
+        return "c"
+    if m.startswith("cpu_"):
+        return "d"
+    if (m.startswith("restart_") or m.startswith("shutdown_")
+            or m.endswith("_durable")):
+        return "g"
+    if m.startswith("mem_") or m.startswith("submit_"):
+        return "e"
+    return "other"
+
+
+def label(r):
+    """The row name: system, plus how it was called when one system reports
+    a measure several ways (api=, chunksize=)."""
+    s = r["system"]
+    if r.get("api"):
+        s += "/" + r["api"]
+    if r.get("chunksize") and r["chunksize"] != "1" and \
+            not r["system"].startswith("dexec"):
+        s += "/cs" + r["chunksize"]
+    return s
+
+
+def is_dexec(r):
+    return r["system"].startswith("dexec")
+
+
+def cell(r):
+    med, lo, hi = num(r["median"]), num(r["min"]), num(r["max"])
+    if lo == hi == med:
+        return fmt(med)
+    return "%s (%s–%s)" % (fmt(med), fmt(lo), fmt(hi))
+
+
+# ---------------------------------------------------------------- inputs
+
+def read_inputs(paths):
+    results, meta = [], {"phases": {}, "peer_times": [], "failures": [],
+                         "host": "",
+                         "commit": "", "config": "", "micro_noise": ""}
+    for path in paths:
+        if not path or not os.path.exists(path):
+            continue
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("RESULT "):
+                    r = parse_result(line)
+                    r["file"] = os.path.basename(path)
+                    if "system" in r and "measure" in r:
+                        results.append(r)
+                elif line.startswith("# phase "):
+                    p = parse_result(line[1:])
+                    meta["phases"][p.get("name", "?")] = num(p.get("seconds"))
+                elif line.startswith("# peer_time "):
+                    p = parse_result(line[1:])
+                    meta["peer_times"].append(
+                        ("%s --only %s" % (p.get("script"), p.get("only")),
+                         num(p.get("seconds"))))
+                elif line.startswith("# FAILED"):
+                    meta["failures"].append(line[2:])
+                elif line.startswith("# host "):
+                    meta["host"] = line[7:]
+                elif line.startswith("# dexec commit="):
+                    meta["commit"] = line.split("=", 1)[1]
+                elif line.startswith("# config "):
+                    meta["config"] = line[9:]
+                elif line.startswith("# micro foreign_cores="):
+                    meta["micro_noise"] = line.split("=", 1)[1]
+    return results, meta
+
+
+def read_micro(path):
+    """Google Benchmark JSON -> one row per benchmark: median/min/max of the
+    repetitions' items/s (aggregate entries are ignored; we compute our
+    own from the repetitions)."""
+    if not path or not os.path.exists(path):
+        return [], {}
+    with open(path) as f:
+        data = json.load(f)
+    runs = {}
+    order = []
+    for b in data.get("benchmarks", []):
+        if b.get("run_type") == "aggregate" or b.get("error_occurred"):
+            continue
+        name = b.get("run_name", b["name"])
+        if name not in runs:
+            order.append(name)
+        runs.setdefault(name, []).append(b)
+    rows = []
+    for name in order:
+        bs = runs[name]
+        ips = [b.get("items_per_second", float("nan")) for b in bs]
+        bps = [b.get("bytes_per_second", float("nan")) for b in bs]
+        extra = {}
+        for k, v in bs[0].items():
+            if k in ("rounds_per_batch",):
+                extra[k] = v
+        rows.append({
+            "name": name,
+            "repetitions": len(bs),
+            "items_per_second_median": statistics.median(ips),
+            "items_per_second_min": min(ips),
+            "items_per_second_max": max(ips),
+            "ns_per_item_median": 1e9 / statistics.median(ips)
+            if statistics.median(ips) > 0 else float("nan"),
+            "bytes_per_second_median": statistics.median(bps),
+            **extra,
+        })
+    return rows, data.get("context", {})
+
+
+# ---------------------------------------------------------------- machine
+
+def run(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True,
+                              timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def machine():
@@ -88,161 +234,528 @@ def machine():
     mem_gib = ""
     try:
         with open("/proc/meminfo") as f:
-            kb = int(f.readline().split()[1])
-            mem_gib = "%.0f GiB" % (kb / 1024 / 1024)
+            mem_gib = "%.0f GiB" % (int(f.readline().split()[1]) / 1024 / 1024)
     except (OSError, ValueError, IndexError):
         pass
-
-    def out(cmd):
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
     return {
         "nproc": os.cpu_count(),
         "cpu": model,
         "memory": mem_gib,
         "kernel": platform.release(),
-        "os": out(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        "os": run(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime(
             "%Y-%m-%d %H:%M UTC"),
-        "dexec_commit": out(["git", "rev-parse", "--short", "HEAD"]),
-        "compiler": out(["sh", "-c", "c++ --version | head -1"]),
-        "grpc": out(["sh", "-c",
-                     "dpkg-query -W -f='${Version}' libgrpc++-dev 2>/dev/null"]),
-        "zeromq": out(["sh", "-c",
-                       "dpkg-query -W -f='${Version}' libzmq3-dev 2>/dev/null"]),
-        "python_peers": out(["/usr/bin/python3", "-c",
-                             "import sys; print(sys.version.split()[0])"]),
     }
 
+
+def versions(peers_log):
+    """dexec's toolchain and libraries; the peers' versions as their scripts
+    printed them ("# versions {...}"), else as importable now."""
+    def dpkg(p):
+        return run(["dpkg-query", "-W", "-f=${Version}", p])
+    v = {
+        "compiler": run(["sh", "-c", "c++ --version | head -1"]),
+        "grpc": dpkg("libgrpc++-dev"),
+        "zeromq": dpkg("libzmq3-dev"),
+        "rocksdb": dpkg("librocksdb-dev"),
+        "protobuf": dpkg("libprotobuf-dev"),
+        "google-benchmark": dpkg("libbenchmark-dev"),
+    }
+    peers = {}
+    if peers_log and os.path.exists(peers_log):
+        with open(peers_log) as f:
+            for line in f:
+                if line.startswith("# versions {"):
+                    try:
+                        peers.update(ast.literal_eval(line[len("# versions "):]))
+                    except (ValueError, SyntaxError):
+                        pass
+    if not peers:
+        out = run(["/usr/bin/python3", "-c", (
+            "import sys, json\n"
+            "d = {'python': sys.version.split()[0]}\n"
+            "for m in ('dask', 'distributed', 'celery', 'kombu', 'billiard', "
+            "'redis'):\n"
+            "    try: d[m] = __import__(m).__version__\n"
+            "    except Exception: d[m] = 'n/a'\n"
+            "print(json.dumps(d))")])
+        try:
+            peers = json.loads(out)
+        except ValueError:
+            peers = {}
+        rs = run(["redis-server", "--version"])
+        m = re.search(r"v=(\S+)", rs)
+        peers["redis-server"] = m.group(1) if m else "n/a"
+    peers.pop("rq", None)
+    v["peers"] = peers
+    return v
+
+
+# ---------------------------------------------------------------- tables
+
+def find(results, system=None, measure_prefix=None, **fields):
+    out = []
+    for r in results:
+        if system is not None and r["system"] != system:
+            continue
+        if measure_prefix and not r["measure"].startswith(measure_prefix):
+            continue
+        if any(r.get(k) != v for k, v in fields.items()):
+            continue
+        out.append(r)
+    return out[-1] if out else None
+
+
+def reference(results, r):
+    """The dexec row a peer row is compared with (same measure family)."""
+    m = r["measure"]
+    if m.startswith("noop_"):
+        return find(results, "dexec", "noop_", api="map")
+    if m.startswith("mem_"):
+        return find(results, "dexec", "mem_", store="memory") or \
+            find(results, "dexec", "mem_")
+    return find(results, "dexec", m)
+
+
+def ratio_cell(results, r):
+    if is_dexec(r):
+        return ""
+    ref = reference(results, r)
+    if not ref or not num(r["median"]) > 0:
+        return ""
+    if r["measure"].startswith("cpu_"):
+        # The peers' spin is calibrated on their side, so wall times differ
+        # in what they run; the speedups compare.
+        a, b = num(ref.get("speedup_median")), num(r.get("speedup_median"))
+        return "speedup %.2f" % (a / b) if a > 0 and b > 0 else ""
+    out = "%.2f" % (num(ref["median"]) / num(r["median"]))
+    if r["measure"].startswith("noop_"):
+        sub = find(results, "dexec", "noop_", api="submit")
+        if sub:
+            out = "Map %s; Submit %.2f" % (
+                out, num(sub["median"]) / num(r["median"]))
+    return out
+
+
+def workload_table(results, letter):
+    rows = [r for r in results if workload_of(r) == letter]
+    if not rows:
+        return []
+    # dexec rows first, then the peers, each in the order they ran.
+    rows.sort(key=lambda r: not is_dexec(r))  # stable: keeps run order
+    lines = ["| system | measure | unit | median (min–max) | dexec ÷ this | "
+             "notes | foreign cores |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        notes = []
+        for k in ("workers", "prefetch", "store", "slots", "chunksize",
+                  "samples_per_run", "speedup_median", "serial_s_median",
+                  "enqueue_rate_median", "submit_100k_s_median",
+                  "rss_bytes_per_task_median", "broker", "note", "what",
+                  "runs_done", "worker_startup_s"):
+            if r.get(k) and not (k == "chunksize" and r[k] == "1"):
+                notes.append("%s=%s" % (k, r[k]))
+        lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+            label(r), r["measure"], r["unit"], cell(r),
+            ratio_cell(results, r), " ".join(notes),
+            r.get("foreign_cores", "")))
+    return lines
+
+
+def durable_table(results):
+    lines = []
+    for api in ("map", "submit"):
+        mem = find(results, "dexec", "noop_", api=api, store="memory") or \
+            find(results, "dexec", "noop_", api=api)
+        dur = find(results, "dexec_durable", "noop_", api=api)
+        if not dur:
+            continue
+        if not lines:
+            lines = ["| API | in memory, tasks/s | durable, tasks/s | "
+                     "durable ÷ in memory |", "|---|---|---|---|"]
+        ratio = num(dur["median"]) / num(mem["median"]) if mem else float("nan")
+        lines.append("| %s | %s | %s | %s |" % (
+            api, cell(mem) if mem else "–", cell(dur), fmt(ratio)))
+    return lines
+
+
+def submit_rates(results):
+    """Submit rates of e, normalised to jobs/s (dexec's from its submit
+    time; the peers' from the extra fields of their memory lines)."""
+    lines = []
+    for r in results:
+        if workload_of(r) != "e":
+            continue
+        rate = None
+        if is_dexec(r) and r["measure"].startswith("submit_"):
+            n = measure_n(r["measure"])
+            if n and num(r["median"]) > 0:
+                rate = n / num(r["median"])
+        elif r.get("enqueue_rate_median"):
+            rate = num(r["enqueue_rate_median"])
+        elif r.get("submit_100k_s_median"):
+            rate = 100000 / num(r["submit_100k_s_median"])
+        if rate:
+            lines.append("%s %s/s" % (label(r), fmt(rate)))
+    return lines
+
+
+def targets(results):
+    """The issue #4 targets: (target, measured, verdict)."""
+    out = []
+
+    def add(name, r, ok, value=None):
+        if r is None:
+            out.append((name, "not measured", "–"))
+            return
+        out.append((name, value or "%s %s" % (fmt(num(r["median"])), r["unit"]),
+                    "met" if ok(num(r["median"])) else "**missed**"))
+
+    mp = find(results, "dexec", "noop_", api="map")
+    sb = find(results, "dexec", "noop_", api="submit")
+    add("≥ 100,000 no-op tasks/s via Map, in memory", mp, lambda v: v >= 1e5)
+    add("≥ 50,000 no-op tasks/s via Map, durable",
+        find(results, "dexec_durable", "noop_", api="map"), lambda v: v >= 5e4)
+    add("≥ 20,000 no-op tasks/s via individual Submit", sb, lambda v: v >= 2e4)
+    add("round trip p50 ≤ 200 µs", find(results, "dexec", "latency_p50"),
+        lambda v: v <= 200)
+    add("round trip p99 ≤ 1 ms", find(results, "dexec", "latency_p99"),
+        lambda v: v <= 1000)
+    add("10 × 1 s makespan within 5 % of 1.0 s",
+        find(results, "dexec", "sleep_10x1s"), lambda v: v <= 1.05)
+    add("1,000 × 0.1 s makespan within 5 % of 1.0 s",
+        find(results, "dexec", "sleep_1000x0.1s"), lambda v: v <= 1.05)
+    cpu = find(results, "dexec", "cpu_")
+    if cpu and cpu.get("speedup_median"):
+        sp = num(cpu["speedup_median"])
+        out.append(("CPU speedup ≥ 1.9×", "%.2f×" % sp,
+                    "met" if sp >= 1.9 else "**missed**"))
+    else:
+        out.append(("CPU speedup ≥ 1.9×", "not measured", "–"))
+    def by_measure(rx):
+        rows = [r for r in results if r["system"] == "dexec" and
+                re.match(rx, r["measure"])]
+        return rows[-1] if rows else None
+
+    add("≤ 300 bytes of broker memory per queued job, in memory",
+        by_measure(r"mem_\d+k_queued$"), lambda v: v <= 300)
+    add("≤ 300 bytes of broker memory per queued job, durable",
+        by_measure(r"mem_\d+k_queued_durable$"), lambda v: v <= 300)
+    for what, rx in (("in memory", r"submit_\d+k_queued$"),
+                     ("durable", r"submit_\d+k_durable$")):
+        name = "1,000,000 submits in ≤ 10 s, %s" % what
+        sub = by_measure(rx)
+        if sub and measure_n(sub["measure"]):
+            n = measure_n(sub["measure"])
+            per_m = num(sub["median"]) * 1e6 / n
+            txt = "%s s for %s" % (fmt(num(sub["median"])), fmt_n(n))
+            if n != 1_000_000:
+                txt += " (≈ %s s per 1M)" % fmt(per_m)
+            out.append((name, txt, "met" if per_m <= 10 else "**missed**"))
+        else:
+            out.append((name, "not measured", "–"))
+    # Every throughput row: >= 20x Dask and Celery, ahead of PPE chunksize 1.
+    peers = [r for r in results if workload_of(r) == "a" and not is_dexec(r)]
+    for name, pick, factor in (
+            ("≥ 20× Dask distributed on no-op throughput",
+             lambda r: r["system"].startswith("dask"), 20),
+            ("≥ 20× Celery on no-op throughput",
+             lambda r: r["system"].startswith("celery"), 20),
+            ("ahead of ProcessPoolExecutor without chunking",
+             lambda r: r["system"].startswith("ppe") and
+             r.get("chunksize", "1") == "1", 1)):
+        rows = [r for r in peers if pick(r) and num(r["median"]) > 0]
+        mine = [d for d in (mp, sb) if d]
+        if not rows or not mine:
+            out.append((name, "not measured", "–"))
+            continue
+        worst = min(num(d["median"]) / num(r["median"])
+                    for d in mine for r in rows)
+        parts = ["%s ÷ %s %s: %.1f×" % (label(d), label(r), fmt_n(
+            measure_n(r["measure"]) or 0), num(d["median"]) / num(r["median"]))
+            for d in mine for r in rows]
+        out.append((name, "; ".join(parts),
+                    "met" if worst >= factor else "**missed**"))
+    return out
+
+
+def deviations(results, meta):
+    """Where the run differs from the issue's workload sizes."""
+    notes = []
+    for r in results:
+        if workload_of(r) == "a" and not is_dexec(r):
+            n = measure_n(r["measure"])
+            if n and n < 100_000 and not any(
+                    x["system"] == r["system"] and x.get("api") == r.get("api")
+                    and measure_n(x["measure"]) == 100_000 for x in results):
+                notes.append("%s no-op at %s, not 100k" % (label(r), fmt_n(n)))
+    notes = sorted(set(notes))
+    out = []
+    if notes:
+        out.append("No-op throughput below 100k: " + "; ".join(notes) +
+                   ". Dask's 100k runs take ~4 min (3 × 82 s) and Celery's "
+                   "one 100k run ~4 min; with them `make bench` would not "
+                   "fit in 15 minutes (enable with `PEER_100K=\"cf dask "
+                   "celery\"`). Rates are compared across N.")
+    if any(r["system"].startswith(("ppe", "tpe", "dask", "celery")) and
+           r["measure"].startswith("latency_") for r in results):
+        out.append("The peers' latency runs are 1,000 round trips each (fixed "
+                   "in their scripts); dexec's are %s." % (
+                       ", ".join(sorted({r.get("samples_per_run", "?")
+                                         for r in results if is_dexec(r) and
+                                         r["measure"] == "latency_p50"}))))
+    if any(r["measure"] == "mem_100k_pending" or
+           (r["measure"] == "mem_100k_queued" and not is_dexec(r))
+           for r in results):
+        out.append("The peers queue 100,000 jobs for (e) (fixed in their "
+                   "scripts); dexec queues the number in its measure name.")
+    return out
+
+
+# ---------------------------------------------------------------- chart
+
+def chart(results, png, title):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (apt-get install python3-matplotlib)"
+    thr = [r for r in results if workload_of(r) in ("a", "f")
+           and r["unit"] == "tasks/s" and num(r["median"]) > 0]
+    thr.sort(key=lambda r: num(r["median"]))
+    lat = {}
+    for r in results:
+        if r["measure"] in ("latency_p50", "latency_p99") and num(r["median"]) > 0:
+            lat.setdefault(label(r), {})[r["measure"]] = r
+    lat_rows = sorted(lat.items(), key=lambda kv: num(
+        kv[1].get("latency_p50", kv[1].get("latency_p99"))["median"]))
+    if not thr and not lat_rows:
+        return "no throughput or latency results to chart"
+
+    h = max(len(thr), 2 * len(lat_rows), 4)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 0.35 * h + 2.2))
+    dexec_c, peer_c = "#1f77b4", "#999999"
+
+    if thr:
+        names = ["%s (%s)" % (label(r), fmt_n(measure_n(r["measure"]) or 0))
+                 for r in thr]
+        med = [num(r["median"]) for r in thr]
+        err = [[m - num(r["min"]) for m, r in zip(med, thr)],
+               [num(r["max"]) - m for m, r in zip(med, thr)]]
+        ax1.barh(names, med, xerr=err, capsize=2,
+                 color=[dexec_c if is_dexec(r) else peer_c for r in thr])
+        for bar, r in zip(ax1.patches, thr):
+            if r.get("store") == "durable":
+                bar.set_hatch("//")
+                bar.set_edgecolor("white")
+        for i, r in enumerate(thr):
+            ax1.text(max(num(r["max"]), med[i]) * 1.15, i, fmt(med[i]),
+                     va="center", fontsize=7)
+        ax1.set_xscale("log")
+        ax1.set_xlim(min(med) / 2, max(max(med), 1) * 8)
+        ax1.set_xlabel("no-op tasks/s (log; median, bars min–max)")
+        ax1.set_title("a/f. throughput")
+        ax1.tick_params(axis="y", labelsize=8)
+
+    if lat_rows:
+        ys, vals, cols, names = [], [], [], []
+        for i, (name, ms) in enumerate(lat_rows):
+            for j, m in enumerate(("latency_p50", "latency_p99")):
+                if m in ms:
+                    ys.append(2 * i + j)
+                    vals.append(num(ms[m]["median"]))
+                    cols.append((dexec_c if name.startswith("dexec") else peer_c)
+                                if j == 0 else
+                                ("#aec7e8" if name.startswith("dexec")
+                                 else "#cccccc"))
+                    names.append("%s %s" % (name, m[-3:]))
+        ax2.barh(ys, vals, color=cols)
+        ax2.set_yticks(ys)
+        ax2.set_yticklabels(names, fontsize=8)
+        for y, v in zip(ys, vals):
+            ax2.text(v * 1.08, y, fmt(v), va="center", fontsize=7)
+        ax2.set_xscale("log")
+        ax2.set_xlim(min(vals) / 2, max(vals) * 8)
+        ax2.set_xlabel("round trip, µs (log; median of runs)")
+        ax2.set_title("b. latency p50 / p99 (lower is better)")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return None
+
+
+# ---------------------------------------------------------------- main
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("inputs", nargs="+")
+    ap.add_argument("--micro")
     ap.add_argument("--json", required=True)
     ap.add_argument("--md", required=True)
+    ap.add_argument("--png")
     args = ap.parse_args()
 
-    results = []
-    for path in args.inputs:
-        if not os.path.exists(path):
-            continue
-        with open(path) as f:
-            for line in f:
-                r = parse_line(line.strip())
-                if r:
-                    r["file"] = os.path.basename(path)
-                    results.append(r)
-
-    # Later lines of the same (measure, column) replace earlier ones.
-    table = {}
-    for r in results:
-        table.setdefault(measure_key(r["measure"]), {})[column(r)] = r
-    info = machine()
+    results, meta = read_inputs(args.inputs)
+    micro, micro_ctx = read_micro(args.micro)
+    peers_log = os.path.join(os.path.dirname(args.md), "peers.log")
+    mach = machine()
+    vers = versions(peers_log)
+    commit = meta["commit"] or run(["git", "rev-parse", "--short", "HEAD"])
+    tgt = targets(results)
 
     with open(args.json, "w") as f:
-        json.dump({"machine": info, "results": results}, f, indent=1)
+        json.dump({"machine": mach, "versions": vers, "dexec_commit": commit,
+                   "host_line": meta["host"], "config": meta["config"],
+                   "phases_s": meta["phases"],
+                   "peer_scripts_s": dict(meta["peer_times"]),
+                   "failures": meta["failures"],
+                   "targets": [{"target": t, "measured": m, "verdict": v}
+                               for t, m, v in tgt],
+                   "results": results, "micro": micro}, f, indent=1)
 
-    lines = ["# dexec benchmark: latest run", ""]
-    lines.append("Machine: %s cores, %s, %s RAM; kernel %s; %s. Generated %s. "
-                 "dexec commit %s (`-c opt`), %s; gRPC %s, ZeroMQ %s; peers' "
-                 "Python %s." % (
-                     info["nproc"], info["cpu"] or "unknown CPU",
-                     info["memory"] or "?", info["kernel"], info["os"],
-                     info["date"], info["dexec_commit"], info["compiler"],
-                     info["grpc"] or "?", info["zeromq"] or "?",
-                     info["python_peers"] or "?"))
-    lines.append("")
-    lines.append("Each cell: median (min–max) over the runs. Everything on "
-                 "one host, over loopback. The peer columns come only from "
-                 "peer scripts run in this same `bench/run.sh` invocation "
-                 "(files listed under *Sources*); a blank cell means not "
-                 "measured in this run. Ratio = dexec ÷ peer: for tasks/s "
-                 "above 1 means dexec is faster; for µs, s and bytes below 1 "
-                 "means dexec is better.")
-    lines.append("")
+    pv = vers.get("peers", {})
+    L = ["# dexec benchmark: latest run", ""]
+    L.append("**Machine:** %s cores, %s, %s RAM; kernel %s; %s. Run of %s." % (
+        mach["nproc"], mach["cpu"] or "unknown CPU", mach["memory"] or "?",
+        mach["kernel"], mach["os"], mach["date"]))
+    L.append("")
+    L.append("**Versions:** dexec %s (`-c opt`; %s), gRPC %s, ZeroMQ %s, "
+             "RocksDB %s, Google Benchmark %s. Peers: Python %s, dask %s, "
+             "distributed %s, celery %s (kombu %s, billiard %s), redis-py %s, "
+             "redis-server %s." % (
+                 commit, vers["compiler"], vers["grpc"] or "?",
+                 vers["zeromq"] or "?", vers["rocksdb"] or "?",
+                 vers["google-benchmark"] or "?", pv.get("python", "?"),
+                 pv.get("dask", "?"), pv.get("distributed", "?"),
+                 pv.get("celery", "?"), pv.get("kombu", "?"),
+                 pv.get("billiard", "?"), pv.get("redis", "?"),
+                 pv.get("redis-server", "?")))
+    L.append("")
+    if meta["config"]:
+        L.append("**Run configuration:** `%s`" % meta["config"])
+        L.append("")
+    if "quick=1" in meta["config"]:
+        L.append("> **BENCH_QUICK=1: small N and 1 run per measurement. "
+                 "These numbers are for trying the suite, not results.**")
+        L.append("")
+    if meta["failures"]:
+        L.append("**Failed in this run:**")
+        L.extend("- `%s`" % f for f in meta["failures"])
+        L.append("")
+    L.append("Everything — client, broker or scheduler, workers, redis — "
+             "runs on this one host over loopback. Each cell is the median "
+             "(min–max) of the runs. Peer rows come only from the peer "
+             "scripts run in this same `bench/run.sh` invocation, right after "
+             "dexec's run of the same workload. **dexec ÷ this** divides "
+             "dexec's median by the row's: for tasks/s above 1 means dexec "
+             "is faster; for µs, s and bytes below 1 means dexec is better. "
+             "*foreign cores*: CPU used by processes outside the benchmark "
+             "during the measurement (0 = quiet machine, 2 = both cores "
+             "taken).")
+    L.append("")
+    title = "dexec vs peers, %s, %s cores, %s; dexec %s" % (
+        mach["date"], mach["nproc"], mach["cpu"], commit)
+    if "quick=1" in meta["config"]:
+        title = "BENCH_QUICK=1 (small N, 1 run: not results) — " + title
+    chart_err = chart(results, args.png, title) if args.png else None
+    if args.png and not chart_err:
+        L.append("![throughput and latency](%s)" % os.path.basename(args.png))
+        L.append("")
+    elif chart_err:
+        L.append("(No chart: %s.)" % chart_err)
+        L.append("")
 
-    columns = []
-    for m in table.values():
-        for c in m:
-            if c not in columns:
-                columns.append(c)
-    dexec_cols = [c for c in columns if c.startswith("dexec")]
-    peer_cols = [c for c in columns if not c.startswith("dexec")]
-    columns = dexec_cols + peer_cols
+    L.append("## Targets (issue #4)")
+    L.append("")
+    L.append("| target | measured | |")
+    L.append("|---|---|---|")
+    for t, m, v in tgt:
+        L.append("| %s | %s | %s |" % (t, m, v))
+    L.append("")
 
-    lines.append("| measure | unit | " + " | ".join(columns) +
-                 (" | dexec ÷ peer |" if peer_cols else " |"))
-    lines.append("|---|---|" + "---|" * len(columns) +
-                 ("---|" if peer_cols else ""))
-    for measure in table:
-        row = table[measure]
-        unit = next(iter(row.values()))["unit"]
-        cells = []
-        for c in columns:
-            r = row.get(c)
-            if not r:
-                cells.append("")
-                continue
-            cell = "%s (%s–%s)" % (fmt(num(r["median"])), fmt(num(r["min"])),
-                                   fmt(num(r["max"])))
-            if measure_key(r["measure"]) != r["measure"]:
-                cell += " [%s]" % r["measure"]
-            if r.get("speedup_median"):
-                cell += "; speedup %s×" % r["speedup_median"]
-            cells.append(cell)
-        ratios = []
-        # The reference dexec cell: the default-config system=dexec line.
-        ref = row.get("dexec") or next(
-            (row[c] for c in dexec_cols if c in row and c.startswith("dexec/")),
-            None)
-        if ref:
-            for c in peer_cols:
-                if c in row and num(row[c]["median"]) > 0:
-                    ratios.append("%s: %.2f" % (
-                        c, num(ref["median"]) / num(row[c]["median"])))
-        line = "| %s | %s | %s |" % (measure, unit, " | ".join(cells))
-        if peer_cols:
-            line += " %s |" % ("; ".join(ratios))
-        lines.append(line)
+    for letter, title, what in WORKLOADS:
+        L.append("## %s. %s" % (letter, title))
+        L.append("")
+        L.append(what)
+        L.append("")
+        if letter == "f":
+            rows = durable_table(results)
+            L.extend(rows or ["Not measured in this run."])
+            L.append("")
+            continue
+        rows = workload_table(results, letter)
+        L.extend(rows or ["Not measured in this run."])
+        L.append("")
+        if letter == "e":
+            rates = submit_rates(results)
+            if rates:
+                L.append("Submit rate with no worker: " + "; ".join(rates) + ".")
+                L.append("")
+    other = [r for r in results if workload_of(r) == "other"]
+    if other:
+        L.append("Other figures: " + "; ".join(
+            "%s %s %s %s" % (label(r), r["measure"], cell(r), r["unit"])
+            for r in other) + ".")
+        L.append("")
 
-    lines.append("")
-    lines.append("Columns: `dexec` is the default worker configuration "
-                 "(prefetch max(8, threads)); `dexec_prefetchN` the same with "
-                 "`--prefetch=N`; `/map` and `/submit` say which client API "
-                 "ran the no-ops. The cluster shape of each dexec line is in "
-                 "its `workers=` field in `dexec.txt` (2×2 threads for "
-                 "no-ops and latency, 2×5 and 2×50 for sleep, 2×1 for cpu, "
-                 "none for memory).")
-    lines.append("")
-    lines.append("Sources: " + ", ".join(sorted(set(
-        r.get("source", r["file"]) for r in results))) + ".")
-    lines.append("")
+    L.append("## Micro-benchmarks (`bench/micro_bench.cc`)")
+    L.append("")
+    if micro:
+        L.append("One core, no I/O; items are tasks or jobs. Median (min–max) "
+                 "of %d repetition(s); foreign cores %s." % (
+                     micro[0]["repetitions"], meta["micro_noise"] or "?"))
+        L.append("")
+        L.append("| benchmark | ns per item | items/s | MB/s | |")
+        L.append("|---|---|---|---|---|")
+        for m in micro:
+            extra = ""
+            if "rounds_per_batch" in m:
+                extra = "%.0f Schedule/Results rounds per batch" % \
+                    m["rounds_per_batch"]
+            ips = fmt(m["items_per_second_median"])
+            if m["repetitions"] > 1:
+                ips += " (%s–%s)" % (fmt(m["items_per_second_min"]),
+                                     fmt(m["items_per_second_max"]))
+            L.append("| %s | %s | %s | %s | %s |" % (
+                m["name"], fmt(m["ns_per_item_median"]), ips,
+                fmt(m["bytes_per_second_median"] / 1e6)
+                if m["bytes_per_second_median"] == m["bytes_per_second_median"]
+                else "", extra))
+        L.append("")
+    else:
+        L.append("Not run.")
+        L.append("")
 
-    png = os.path.splitext(args.md)[0] + ".png"
-    try:
-        import matplotlib  # noqa: F401
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        rows = [(m, c, num(r["median"])) for m, row in table.items()
-                for c, r in row.items() if r["unit"] == "tasks/s"]
-        if rows:
-            fig, ax = plt.subplots(figsize=(8, 0.4 * len(rows) + 1))
-            ax.barh(["%s %s" % (m, c) for m, c, _ in rows],
-                    [v for _, _, v in rows])
-            ax.set_xscale("log")
-            ax.set_xlabel("tasks/s (log)")
-            fig.tight_layout()
-            fig.savefig(png)
-            lines.append("![throughput](%s)" % os.path.basename(png))
-    except ImportError:
-        pass
+    dev = deviations(results, meta)
+    if dev:
+        L.append("## Differences from the issue's sizes")
+        L.append("")
+        L.extend("- " + d for d in dev)
+        L.append("")
+
+    if meta["phases"]:
+        L.append("## Time taken")
+        L.append("")
+        L.append(", ".join("%s %.0f s" % (k, v) if v >= 10 else
+                           "%s %.1f s" % (k, v)
+                           for k, v in meta["phases"].items()) + ".")
+        if meta["peer_times"]:
+            L.append("")
+            L.append("Peer scripts: " + ", ".join(
+                "`%s` %.0f s" % (k, v) for k, v in meta["peer_times"]) + ".")
+        if "total" in meta["phases"]:
+            L.append("")
+            L.append("`bench/run.sh` took %.1f min in all (build included)."
+                     % (meta["phases"]["total"] / 60))
+        L.append("")
+    L.append("Sources: " + ", ".join(sorted(set(
+        r.get("source", r["file"]) for r in results))) +
+        ("; micro.json" if micro else "") + ".")
 
     with open(args.md, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write("\n".join(L) + "\n")
     return 0
 
 

@@ -1,38 +1,83 @@
 #!/bin/bash
-# `make bench`: builds dexec with -c opt, runs every dexec workload on a fresh
-# loopback cluster (broker + workers started here, stopped by PID), then, with
-# PEERS=1, the peers' scripts; bench/report.py turns all RESULT lines into
-# bench/results/latest.{json,md}. See bench/README.md.
+# `make bench`: the benchmark suite of issue #4 (bench/README.md).
 #
-# Knobs (environment):
-#   RUNS=3          repetitions per measurement
-#   N_NOOP=100000   no-op jobs per noop_map / noop_submit run
-#   N_LAT=10000     sequential round trips per latency run
-#   N_QUEUE=1000000 jobs queued per queue_memory run
-#   PREFETCHES="default 64"  worker --prefetch values for the no-op workloads
-#   PEERS=0         1: also run the peer benchmarks (installs Debian packages)
-#   PEER_ONLY=a,b   --only for the peers' scripts
-#   BENCH_PEERS=../shared/bench-peers
-#   ONLY="noop_map noop_submit latency sleep cpu queue_memory"
+# Builds dexec with -c opt, installs the peers' Debian packages if missing,
+# then runs the workloads in phases, dexec first and the peers right after it
+# on the same workload (so a drift of the machine hits both alike):
+#   ab  a. no-op throughput (Map, Submit) and b. round-trip latency;
+#       f. the same no-op Map/Submit on a durable broker, next to a's
+#   c   sleep makespans           d  CPU-bound speedup
+#   e   memory per queued job and submit time (dexec 1M, peers 100k)
+#   g   broker restart with 1M journaled jobs (dexec only)
+#   micro  the Google Benchmark micro-suite (bench/micro_bench.cc)
+# and bench/report.py turns every RESULT line into latest.{md,json,png}.
+# Every process started here is stopped by PID (also on exit, via a trap);
+# the peer scripts run under bench/run_peer.py, which does the same for
+# theirs. Brokers always get --in_memory or a fresh --data_dir under a temp
+# dir, never the default ./dexec-data.
+#
+# Knobs (environment; defaults in brackets, BENCH_QUICK=1 ones after the /):
+#   BENCH_QUICK=1         small N everywhere, to try the suite on a busy
+#                         machine; writes to /tmp/dexec-bench-quick, not
+#                         bench/results (quick numbers are not results)
+#   BENCH_OUT             output directory [bench/results / /tmp/dexec-bench-quick]
+#   ONLY                  phases to run [a b c d e f g micro]; "a,b" works too
+#   RUNS                  repetitions per measurement [3 / 1]
+#   N_NOOP N_LAT          no-op jobs per run; round trips per run [100000 10000 / 10000 1000]
+#   N_QUEUE N_RESTART     jobs queued for e; journaled for g [1000000 1000000 / 100000 100000]
+#   PREFETCHES            worker --prefetch values for a, e.g. "default 64"
+#                         (other values are reported as dexec_prefetchN) [default]
+#   PEERS                 1: run the peers too [1]
+#   PEER_ONLY             workload letters for the peers [a,b,c,d,e]
+#   PEER_SYSTEMS          peer scripts to run [cf dask celery]
+#   PEER_100K             peers that also run 100k no-ops [cf / none]; dask
+#                         and celery take ~4 min each at 100k, which the
+#                         15-minute budget cannot hold: they run 10k
+#   PEER_TIMEOUT          seconds per peer script invocation [600]
+#   PEERS_RUNS PEERS_QUIET_MAX_WAIT_S  passed to the peer scripts [RUNS, 15]
+#   MICRO_MIN_TIME MICRO_REPS  micro_bench per-benchmark time, repetitions [0.5 3 / 0.05 1]
+#   BENCH_PEERS           where the peer scripts are [../shared/bench-peers]
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BAZEL=${BAZEL:-bazel}
+PY=/usr/bin/python3  # Debian's python3: the peers' apt packages live there
+T_START=$EPOCHREALTIME
+
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+  : "${RUNS:=1}" "${N_NOOP:=10000}" "${N_LAT:=1000}" "${N_QUEUE:=100000}"
+  : "${N_RESTART:=100000}" "${PEER_100K:=}"
+  : "${MICRO_MIN_TIME:=0.05}" "${MICRO_REPS:=1}"
+  : "${BENCH_OUT:=/tmp/dexec-bench-quick}"
+fi
 RUNS=${RUNS:-3}
 N_NOOP=${N_NOOP:-100000}
 N_LAT=${N_LAT:-10000}
 N_QUEUE=${N_QUEUE:-1000000}
-PREFETCHES=${PREFETCHES:-default 64}
-PEERS=${PEERS:-0}
-PEER_ONLY=${PEER_ONLY:-a,b}
-BENCH_PEERS=${BENCH_PEERS:-../shared/bench-peers}
-ONLY=${ONLY:-noop_map noop_submit latency sleep cpu queue_memory}
-OUT=$ROOT/bench/results
+N_RESTART=${N_RESTART:-1000000}
+PREFETCHES=${PREFETCHES:-default}
+PEERS=${PEERS:-1}
+PEER_ONLY=${PEER_ONLY:-a,b,c,d,e}
+PEER_SYSTEMS=${PEER_SYSTEMS:-cf dask celery}
+PEER_100K=${PEER_100K-cf}
+PEER_TIMEOUT=${PEER_TIMEOUT:-600}
+MICRO_MIN_TIME=${MICRO_MIN_TIME:-0.5}
+MICRO_REPS=${MICRO_REPS:-3}
+BENCH_PEERS=$(cd "${BENCH_PEERS:-../shared/bench-peers}" && pwd)
+ONLY=" $(tr ',' ' ' <<<"${ONLY:-a b c d e f g micro}") "
+export PEERS_RUNS=${PEERS_RUNS:-$RUNS}
+export PEERS_QUIET_MAX_WAIT_S=${PEERS_QUIET_MAX_WAIT_S:-15}
+OUT=${BENCH_OUT:-$ROOT/bench/results}
 mkdir -p "$OUT"
 
 WORK=$(mktemp -d /tmp/dexec-bench.XXXXXX)
-PIDS=()
+PIDS=()      # brokers and workers of the current cluster
+PEER_PID=""  # the run_peer.py running now
+FAILED=()
+
+log() { echo "# $*" >&2; }
+elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
 
 stop_all() {
   local pid
@@ -46,45 +91,108 @@ stop_all() {
     wait "$pid" 2>/dev/null || true
   done
   PIDS=()
+  rm -rf "$WORK"/data.*
 }
-cleanup() { stop_all; rm -rf "$WORK"; }
+cleanup() {
+  if [ -n "$PEER_PID" ]; then
+    # run_peer.py forwards SIGTERM to the script, whose finally-blocks stop
+    # its processes (celery's take up to ~10 s each), then stops leftovers.
+    kill "$PEER_PID" 2>/dev/null || true
+    for _ in $(seq 600); do kill -0 "$PEER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$PEER_PID" 2>/dev/null || true
+  fi
+  stop_all
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log() { echo "# $*" >&2; }
+want() { [[ "$ONLY" == *" $1 "* ]]; }
+
+# --- packages: matplotlib for the chart; the peers' systems if PEERS=1.
+need=()
+$PY -c 'import matplotlib' 2>/dev/null || need+=(python3-matplotlib)
+if [ "$PEERS" = 1 ]; then
+  $PY -c 'import dask, distributed' 2>/dev/null || need+=(python3-distributed python3-dask)
+  $PY -c 'import celery' 2>/dev/null || need+=(python3-celery)
+  $PY -c 'import redis' 2>/dev/null || need+=(python3-redis)
+  $PY -c 'import psutil' 2>/dev/null || need+=(python3-psutil)
+  command -v redis-server >/dev/null || need+=(redis-server)
+fi
+if ((${#need[@]})); then
+  log "installing ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    --no-install-recommends "${need[@]}" >/dev/null
+fi
 
 # --- build (opt) and copy the binaries, so a concurrent fastbuild that
 # rewrites bazel-bin cannot change what we measure halfway.
+# --check_visibility=false: micro_bench links broker libraries that are
+# still private to //broker (see bench/BUILD).
 log "building -c opt"
-timeout 1800 "$BAZEL" build -c opt //broker:dexec-broker //worker:dexec-worker \
-  //bench:dexec_bench
+T_BUILD=$EPOCHREALTIME
+timeout 1800 "$BAZEL" build -c opt --check_visibility=false \
+  //broker:dexec-broker //worker:dexec-worker //bench:dexec_bench \
+  //bench:micro_bench
+# Not the bazel-bin symlink: it follows whichever build ran last, and other
+# builds (fastbuild, tsan) run on this machine at the same time.
+OPT_BIN=$("$BAZEL" info -c opt --check_visibility=false bazel-bin)
+BUILD_S=$(elapsed "$T_BUILD")
 mkdir -p "$WORK/bin"
-cp bazel-bin/broker/dexec-broker bazel-bin/worker/dexec-worker \
-  bazel-bin/bench/dexec_bench "$WORK/bin/"
+cp "$OPT_BIN/broker/dexec-broker" "$OPT_BIN/worker/dexec-worker" \
+  "$OPT_BIN/bench/dexec_bench" "$OPT_BIN/bench/micro_bench" "$WORK/bin/"
 BIN=$WORK/bin
+
+: >"$OUT/dexec.txt"
+: >"$OUT/peers.txt"
+: >"$OUT/peers.log"
+rm -f "$OUT/micro.json"
+{
+  echo "# host nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')\" kernel=$(uname -r) date=$(date -u +%FT%TZ)"
+  echo "# dexec commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- broker worker client common protos bench/dexec_bench.cc bench/micro_bench.cc || echo '+dirty')"
+  echo "# config quick=${BENCH_QUICK:-0} runs=$RUNS n_noop=$N_NOOP n_lat=$N_LAT n_queue=$N_QUEUE n_restart=$N_RESTART prefetches=\"$PREFETCHES\" peers=$PEERS peer_only=$PEER_ONLY peer_systems=\"$PEER_SYSTEMS\" peer_100k=\"$PEER_100K\" peers_runs=$PEERS_RUNS micro_min_time=$MICRO_MIN_TIME micro_reps=$MICRO_REPS"
+  echo "# phase name=build seconds=$BUILD_S"
+} >>"$OUT/dexec.txt"
+
+PHASE=""
+PHASE_T0=""
+phase() { PHASE=$1; PHASE_T0=$EPOCHREALTIME; log "===== phase $1"; }
+phase_end() { echo "# phase name=$PHASE seconds=$(elapsed "$PHASE_T0")" >>"$OUT/dexec.txt"; }
 
 GRPC=""
 WORKERS_EP=""
 BROKER_PID=""
+DATA_N=0
 
-# Starts a fresh broker on free ports; waits for its "listening" line.
+# start_broker [memory|durable]: a fresh broker on free ports, in memory or
+# on a fresh journal under $WORK; waits for its "listening" line.
 start_broker() {
+  local store=${1:-memory} flags=()
+  if [ "$store" = durable ]; then
+    DATA_N=$((DATA_N + 1))
+    flags+=(--data_dir="$WORK/data.$DATA_N")
+  else
+    flags+=(--in_memory)
+  fi
   : >"$WORK/broker.out"
   "$BIN/dexec-broker" --listen=127.0.0.1:0 --worker_listen='tcp://127.0.0.1:*' \
-    >"$WORK/broker.out" 2>>"$WORK/broker.err" &
+    "${flags[@]}" >"$WORK/broker.out" 2>>"$WORK/broker.err" &
   BROKER_PID=$!
   PIDS+=("$BROKER_PID")
   local line=""
-  for _ in $(seq 100); do
+  for _ in $(seq 300); do
     line=$(grep -m1 '^dexec-broker listening' "$WORK/broker.out" || true)
     [ -n "$line" ] && break
     kill -0 "$BROKER_PID" 2>/dev/null || { log "broker exited"; tail "$WORK/broker.err" >&2; exit 1; }
     sleep 0.1
   done
-  [ -n "$line" ] || { log "broker did not print its listening line in 10 s"; exit 1; }
+  [ -n "$line" ] || { log "broker did not print its listening line in 30 s"; exit 1; }
   GRPC=$(sed -n 's/.*grpc=\([^ ]*\).*/\1/p' <<<"$line")
   WORKERS_EP=$(sed -n 's/.*workers=\([^ ]*\).*/\1/p' <<<"$line")
-  log "broker pid=$BROKER_PID grpc=$GRPC workers=$WORKERS_EP"
+  log "broker pid=$BROKER_PID store=$store grpc=$GRPC workers=$WORKERS_EP"
 }
 
 # start_workers COUNT THREADS [PREFETCH|default]; waits until all are listed.
@@ -100,84 +208,204 @@ start_workers() {
     --n="$count"
 }
 
-# drive ARGS...: the driver against the current broker; RESULT lines are
-# appended to dexec.txt.
+# drive ARGS...: dexec_bench against the current broker, after waiting
+# (bounded) for a quiet machine. Its RESULT lines get the foreign_cores of
+# the measurement and go to dexec.txt. A failing workload is recorded and
+# the suite goes on; run.sh exits 1 at the end.
 drive() {
   log "dexec_bench $*"
+  "$PY" bench/noise.py mark --root $$ --state "$WORK/noise.json"
+  local rc=0
   timeout 900 "$BIN/dexec_bench" --broker="$GRPC" --runs="$RUNS" "$@" \
-    | tee -a "$OUT/dexec.txt"
+    >"$WORK/drive.out" 2>"$WORK/drive.err" || rc=$?
+  local fc
+  fc=$("$PY" bench/noise.py since --root $$ --state "$WORK/noise.json")
+  sed "/^RESULT /s/\$/ foreign_cores=$fc/" "$WORK/drive.out" | tee -a "$OUT/dexec.txt"
+  if [ "$rc" != 0 ]; then
+    local why
+    why=$(tail -1 "$WORK/drive.err" | tr '\n' ' ')
+    log "FAILED (exit $rc): dexec_bench $*: $why"
+    echo "# FAILED phase=$PHASE rc=$rc dexec_bench $*: $why" >>"$OUT/dexec.txt"
+    FAILED+=("$PHASE: $*")
+  fi
 }
 
-want() { [[ " $ONLY " == *" $1 "* ]]; }
-
-: >"$OUT/dexec.txt"
-{
-  echo "# host nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')\" kernel=$(uname -r) date=$(date -u +%FT%TZ)"
-  echo "# dexec commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- broker worker client common protos || echo '+dirty')"
-} >>"$OUT/dexec.txt"
-
-# No-op workloads: 2 workers x 2 threads, for each prefetch setting. The
-# default prefetch (max(8, threads) = 8 here) is reported as system=dexec;
-# others as dexec_prefetchN.
-for pf in $PREFETCHES; do
-  label=dexec
-  [ "$pf" != default ] && label=dexec_prefetch$pf
-  for wl in noop_map noop_submit latency; do
-    want "$wl" || continue
-    # latency is one job at a time: prefetch cannot matter; run it once.
-    [ "$wl" = latency ] && [ "$pf" != default ] && continue
-    n=$N_NOOP
-    [ "$wl" = latency ] && n=$N_LAT
-    start_broker
-    start_workers 2 2 "$pf"
-    drive --workload="$wl" --n="$n" --label="$label" \
-      --extra="workers=2x2 prefetch=$pf"
-    stop_all
+# peer SCRIPT LETTERS [ARGS...]: one peer script for the given workload
+# letters (those not excluded by ONLY / PEER_ONLY), under run_peer.py.
+peer() {
+  local script=$1 letters=$2 only="" l sys
+  shift 2
+  [ "$PEERS" = 1 ] || return 0
+  sys=${script#bench_}
+  sys=${sys%.py}
+  [[ " $PEER_SYSTEMS " == *" $sys "* ]] || return 0
+  for l in $(tr ',' ' ' <<<"$letters"); do
+    want "$l" && [[ ",$PEER_ONLY," == *",$l,"* ]] && only+="${only:+,}$l"
   done
-done
-
-if want sleep; then
-  start_broker; start_workers 2 5
-  drive --workload=sleep --n=10 --ms=1000 --extra="workers=2x5 ideal=1.0"
-  stop_all
-  start_broker; start_workers 2 50
-  drive --workload=sleep --n=1000 --ms=100 --extra="workers=2x50 ideal=1.0"
-  stop_all
-fi
-
-if want cpu; then
-  start_broker; start_workers 2 1
-  drive --workload=cpu --extra="workers=2x1"
-  stop_all
-fi
-
-if want queue_memory; then
-  start_broker
-  drive --workload=queue_memory --n="$N_QUEUE" --broker_pid="$BROKER_PID" \
-    --extra="workers=0"
-  stop_all
-fi
-
-# --- peers (optional; about 2-10 min per script with --only a,b)
-: >"$OUT/peers.txt"
-if [ "$PEERS" = 1 ]; then
-  PY=/usr/bin/python3
-  if ! $PY -c 'import distributed, dask, celery, redis' 2>/dev/null \
-      || ! command -v redis-server >/dev/null; then
-    log "installing the peers' Debian packages"
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y python3-distributed \
-      python3-dask python3-celery python3-redis redis-server
+  [ -n "$only" ] || return 0
+  local args=(--only "$only" "$@")
+  if [[ "$only" == *a* ]]; then
+    local big=0
+    [[ " $PEER_100K " == *" $sys "* ]] && big=1
+    case $sys in
+      cf | dask) [ "$big" = 1 ] || args+=(--skip-100k) ;;
+      celery) [ "$big" = 1 ] && args+=(--try-100k) ;;
+    esac
   fi
-  for script in bench_cf.py bench_dask.py; do
-    log "peer $script --only $PEER_ONLY --skip-100k"
-    (cd "$BENCH_PEERS" && timeout 1200 $PY "$script" --only "$PEER_ONLY" \
-        --skip-100k) 2>&1 | tee "$WORK/$script.log" || true
-    grep '^RESULT' "$WORK/$script.log" | sed "s/\$/ source=$script/" \
-      >>"$OUT/peers.txt" || true
+  log "peer $script ${args[*]}"
+  local plog="$WORK/peer.log"
+  : >"$plog"
+  local t0=$EPOCHREALTIME
+  "$PY" bench/run_peer.py --dir "$BENCH_PEERS" --log "$plog" \
+    --timeout "$PEER_TIMEOUT" "$script" "${args[@]}" &
+  PEER_PID=$!
+  local rc=0
+  wait "$PEER_PID" || rc=$?
+  PEER_PID=""
+  echo "# peer_time script=$script only=$only seconds=$(elapsed "$t0")" >>"$OUT/dexec.txt"
+  cat "$plog" >>"$OUT/peers.log"
+  grep '^RESULT' "$plog" | sed "s/\$/ source=$script phase=$PHASE/" \
+    >>"$OUT/peers.txt" || true
+  if [ "$rc" != 0 ]; then
+    log "FAILED (exit $rc): peer $script ${args[*]}"
+    echo "# FAILED phase=$PHASE rc=$rc peer $script ${args[*]}" >>"$OUT/dexec.txt"
+    FAILED+=("$PHASE: peer $script ${args[*]}")
+  fi
+}
+
+# ---- a, b (and f): no-op throughput, latency; durable next to in-memory.
+if want a || want b || want f; then
+  phase ab
+  # No-op workloads on 2 workers x 2 threads, in memory, for each prefetch
+  # setting: the worker's default is system=dexec, others dexec_prefetchN.
+  # f: the default again on a durable broker, right after.
+  for pf in $PREFETCHES; do
+    label=dexec
+    [ "$pf" != default ] && label=dexec_prefetch$pf
+    for wl in noop_map noop_submit; do
+      want a || continue
+      start_broker memory
+      start_workers 2 2 "$pf"
+      drive --workload="$wl" --n="$N_NOOP" --label="$label" \
+        --extra="workers=2x2 prefetch=$pf store=memory"
+      stop_all
+      if want f && [ "$pf" = default ]; then
+        start_broker durable
+        start_workers 2 2 "$pf"
+        drive --workload="$wl" --n="$N_NOOP" --label=dexec_durable \
+          --extra="workers=2x2 prefetch=$pf store=durable"
+        stop_all
+      fi
+    done
   done
+  if ! want a && want f; then
+    for wl in noop_map noop_submit; do
+      for store in memory durable; do
+        label=dexec
+        [ "$store" = durable ] && label=dexec_durable
+        start_broker "$store"
+        start_workers 2 2
+        drive --workload="$wl" --n="$N_NOOP" --label="$label" \
+          --extra="workers=2x2 prefetch=default store=$store"
+        stop_all
+      done
+    done
+  fi
+  if want b; then
+    # One job at a time: prefetch cannot matter; run it once.
+    start_broker memory
+    start_workers 2 2
+    drive --workload=latency --n="$N_LAT" \
+      --extra="workers=2x2 prefetch=default store=memory"
+    stop_all
+  fi
+  peer bench_cf.py a,b
+  peer bench_dask.py a,b
+  peer bench_celery.py a,b
+  phase_end
 fi
 
-python3 "$ROOT/bench/report.py" "$OUT/dexec.txt" "$OUT/peers.txt" \
-  --json "$OUT/latest.json" --md "$OUT/latest.md"
-log "wrote $OUT/latest.md"
+# ---- c: sleep makespans (ideal 1.0 s).
+if want c; then
+  phase c
+  start_broker memory; start_workers 2 5
+  drive --workload=sleep --n=10 --ms=1000 --extra="workers=2x5 ideal=1.0 store=memory"
+  stop_all
+  start_broker memory; start_workers 2 50
+  drive --workload=sleep --n=1000 --ms=100 --extra="workers=2x50 ideal=1.0 store=memory"
+  stop_all
+  peer bench_cf.py c
+  peer bench_dask.py c
+  peer bench_celery.py c
+  phase_end
+fi
+
+# ---- d: CPU-bound speedup on 2 x 1 thread.
+if want d; then
+  phase d
+  start_broker memory; start_workers 2 1
+  drive --workload=cpu --extra="workers=2x1 store=memory"
+  stop_all
+  if [ "$PEERS" = 1 ] && [[ ",$PEER_ONLY," == *",d,"* ]]; then
+    # The peers' spin(n) is calibrated to ~0.25 s on this machine, now (as
+    # run_all.sh does); the cache in /tmp may be from another day.
+    (cd "$BENCH_PEERS" && "$PY" -c 'import common; common.wait_quiet(); print("# spin n =", common.calibrate_spin(force=True))')
+  fi
+  peer bench_cf.py d
+  peer bench_dask.py d
+  peer bench_celery.py d
+  phase_end
+fi
+
+# ---- e: memory per queued job and submit time, no worker; a fresh
+# in-memory broker per run, started by dexec_bench.
+if want e; then
+  phase e
+  drive --workload=queue_memory --n="$N_QUEUE" --broker_bin="$BIN/dexec-broker" \
+    --broker_log="$WORK/broker.err" --timeout_s=300 --extra="workers=0 store=memory"
+  peer bench_dask.py e
+  peer bench_celery.py e
+  phase_end
+fi
+
+# ---- g: restart with N_RESTART journaled jobs (dexec_bench starts and
+# stops the brokers: it needs their exact start time).
+if want g; then
+  phase g
+  mkdir -p "$WORK/data.restart"
+  drive --workload=restart --n="$N_RESTART" --broker_bin="$BIN/dexec-broker" \
+    --data_dir="$WORK/data.restart" --broker_log="$WORK/broker.err" \
+    --timeout_s=600 --extra="workers=0 store=durable"
+  rm -rf "$WORK/data.restart"
+  phase_end
+fi
+
+# ---- micro-suite.
+if want micro; then
+  phase micro
+  log "micro_bench (min_time $MICRO_MIN_TIME s, $MICRO_REPS repetitions)"
+  "$PY" bench/noise.py mark --root $$ --state "$WORK/noise.json"
+  rc=0
+  DEXEC_LOG_LEVEL=warning "$BIN/micro_bench" --benchmark_min_time="$MICRO_MIN_TIME" \
+    --benchmark_repetitions="$MICRO_REPS" \
+    --benchmark_display_aggregates_only=true \
+    --benchmark_out="$OUT/micro.json" --benchmark_out_format=json \
+    2>>"$WORK/micro.err" || rc=$?
+  echo "# micro foreign_cores=$("$PY" bench/noise.py since --root $$ --state "$WORK/noise.json")" >>"$OUT/dexec.txt"
+  if [ "$rc" != 0 ]; then
+    echo "# FAILED phase=micro rc=$rc micro_bench" >>"$OUT/dexec.txt"
+    FAILED+=("micro: micro_bench")
+  fi
+  phase_end
+fi
+
+echo "# phase name=total seconds=$(elapsed "$T_START")" >>"$OUT/dexec.txt"
+"$PY" bench/report.py "$OUT/dexec.txt" "$OUT/peers.txt" \
+  --micro "$OUT/micro.json" --json "$OUT/latest.json" --md "$OUT/latest.md" \
+  --png "$OUT/latest.png"
+log "wrote $OUT/latest.md, latest.json, latest.png in $(elapsed "$T_START") s"
+if ((${#FAILED[@]})); then
+  log "FAILED workloads (see $OUT/dexec.txt):"
+  printf '#   %s\n' "${FAILED[@]}" >&2
+  exit 1
+fi
