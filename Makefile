@@ -28,7 +28,10 @@ sanitize: deps
 	$(BAZEL) test -k --config=asan //...
 	$(BAZEL) test -k --config=tsan --test_env=TSAN_OPTIONS=suppressions=$(CURDIR)/bazel/tsan.supp //...
 
-# Benchmarks (bench/README.md): dexec's workloads on a loopback cluster;
-# PEERS=1 also runs the peer systems. Results land in bench/results/.
-bench:
+# The benchmark suite (bench/README.md): every workload on dexec and right
+# after it on the peers (ProcessPool, ThreadPool, Dask, Celery), then the
+# micro-suite; installs the peers' Debian packages; ~13 min on 2 cores.
+# Results land in bench/results/. BENCH_QUICK=1: small N, to /tmp; PEERS=0:
+# dexec alone; ONLY="a b micro": some phases.
+bench: deps
 	./bench/run.sh
