@@ -390,7 +390,8 @@ Commands:
                           Exit 0 only if all succeeded. Rides over a broker
                           restart (jobs it lost show NOT_FOUND).
   result ID               Print a finished job's result bytes.
-  cancel ID...            Cancel queued jobs. Exit 0 only if all were cancelled.
+  cancel ID...            Cancel jobs that have not finished (running ones are
+                          stopped). Exit 0 only if all were cancelled.
   list [--state=S] [--limit=N]
                           List jobs, newest first. S: queued, running,
                           succeeded, failed or cancelled. N defaults to 100.

@@ -111,9 +111,12 @@ class Future {
   bool Running() const { return state_ && state_->Running(); }
   bool Cancelled() const { return state_ && state_->Cancelled(); }
 
-  // Cancels the job if it is still queued (one unary Cancel RPC; waits for
-  // the job id first if the submit is not acknowledged yet). True if it is
-  // cancelled now or was already; false if it is running or finished.
+  // Cancels the job if it has not finished (one unary Cancel RPC; waits for
+  // the job id first if the submit is not acknowledged yet). A running job
+  // is stopped at its worker: cooperatively for C++ tasks (ctx.cancelled()),
+  // at once for sys.sleep and sys.exec. True if it is cancelled now or was
+  // already — the job will produce no result; false if it finished. Unlike
+  // Python's Future.cancel(), a running job can be cancelled.
   bool Cancel() { return state_ && state_->Cancel(state_); }
 
   // Calls `fn(*this)` once the future is done: at once in this thread if it

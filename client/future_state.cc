@@ -127,7 +127,6 @@ bool FutureState::Cancel(const std::shared_ptr<FutureState>& self) {
     if (phase_ == Phase::kDone) {
       return status_.code() == absl::StatusCode::kCancelled;
     }
-    if (phase_ == Phase::kRunning) return false;
   }
   std::shared_ptr<FutureHost> host = host_.lock();
   if (!host) return false;
@@ -166,7 +165,8 @@ void FutureState::RemoveWaiter(Waiter* waiter) {
 }
 
 std::vector<bool> CancelStates(
-    FutureHost* host, const std::vector<std::shared_ptr<FutureState>>& states) {
+    FutureHost* host, const std::vector<std::shared_ptr<FutureState>>& states,
+    bool running_too) {
   // Jobs still in the client are withdrawn there: waiting for their ids
   // could take as long as the broker stays full or unreachable.
   std::vector<bool> outcome = host->CancelUnsent(states);
@@ -178,7 +178,8 @@ std::vector<bool> CancelStates(
     // An unacknowledged submit has no id to cancel yet; its acknowledgement
     // (or the failure that ends it) is bounded by the session.
     absl::StatusOr<uint64_t> id = states[i]->JobId(absl::InfiniteFuture());
-    if (states[i]->Done() || states[i]->Running() || !id.ok()) {
+    if (states[i]->Done() || (!running_too && states[i]->Running()) ||
+        !id.ok()) {
       outcome[i] = states[i]->Cancelled();
       continue;
     }

@@ -104,9 +104,10 @@ class FutureState : public std::enable_shared_from_this<FutureState> {
   const absl::Status& status() const;
   const std::string& result() const;
 
-  // Cancels the job if it is still queued: true if it is cancelled now (or
-  // was already), false if it runs or finished. Waits for the job id first
-  // (bounded by the session: a lost stream fails the future).
+  // Cancels the job if it has not finished (a running one is stopped at its
+  // worker): true if it is cancelled now (or was already), false if it
+  // finished. Waits for the job id first (bounded by the session: a lost
+  // stream fails the future).
   bool Cancel(const std::shared_ptr<FutureState>& self);
 
   // Runs `fn(self)` at once in this thread if done, else on completion

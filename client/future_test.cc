@@ -191,14 +191,17 @@ TEST_F(FutureTest, CancelOfQueuedJobCancelsIt) {
   EXPECT_EQ(host_->cancel_calls().size(), 1u);
 }
 
-TEST_F(FutureTest, CancelOfRunningOrFinishedJobFails) {
+TEST_F(FutureTest, CancelOfARunningJobAsksTheBrokerButOfAFinishedOneFails) {
   auto running = host_->NewAcknowledgedJob();
   running->MarkRunning();
-  EXPECT_FALSE(MakeFuture<int>(running).Cancel());
+  Future<int> f = MakeFuture<int>(running);
+  EXPECT_TRUE(f.Cancel());
+  EXPECT_TRUE(f.Cancelled());
+  EXPECT_EQ(host_->cancel_calls().size(), 1u);
   auto finished = host_->NewAcknowledgedJob();
   finished->Complete(absl::OkStatus(), "1");
   EXPECT_FALSE(MakeFuture<int>(finished).Cancel());
-  EXPECT_TRUE(host_->cancel_calls().empty());  // decided locally
+  EXPECT_EQ(host_->cancel_calls().size(), 1u);  // decided locally
 }
 
 TEST_F(FutureTest, CancelWaitsForTheJobIdFirst) {

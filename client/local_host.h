@@ -87,7 +87,8 @@ class LocalHost final : public BatchSubmitter,
     cancel_calls_.push_back(job_ids);
     for (uint64_t id : job_ids) {
       const std::shared_ptr<FutureState>& s = jobs_.at(id - 1);
-      out.push_back(!s->Running() && (!s->Done() || s->Cancelled()));
+      // As the broker: anything not finished can be cancelled.
+      out.push_back(!s->Done() || s->Cancelled());
     }
     return out;
   }

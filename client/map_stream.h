@@ -34,12 +34,14 @@ class BatchSubmitter : public FutureHost {
       std::vector<std::shared_ptr<FutureState>>* states) = 0;
 };
 
-// Cancels every state of `states` that is still queued with one Cancel RPC
-// through `host` (waiting for unacknowledged ids first), and completes the
-// ones the broker cancelled as CANCELLED. Returns the per-state outcome of
-// Future::Cancel.
+// Cancels every state of `states` that has not finished — or, without
+// `running_too`, only those not running yet (Executor::Shutdown's
+// cancel_futures, as Python's) — with one Cancel RPC through `host`
+// (waiting for unacknowledged ids first), and completes the ones the broker
+// cancelled as CANCELLED. Returns the per-state outcome of Future::Cancel.
 std::vector<bool> CancelStates(
-    FutureHost* host, const std::vector<std::shared_ptr<FutureState>>& states);
+    FutureHost* host, const std::vector<std::shared_ptr<FutureState>>& states,
+    bool running_too = true);
 
 class MapStream {
  public:

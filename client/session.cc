@@ -963,7 +963,9 @@ void Session::Shutdown(bool wait, bool cancel_futures) {
         }
       }
     }
-    if (!to_cancel.empty()) CancelStates(this, to_cancel);
+    if (!to_cancel.empty()) {
+      CancelStates(this, to_cancel, /*running_too=*/false);
+    }
   }
   if (!wait) return;
   WaitUntilIdle();
