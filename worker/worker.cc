@@ -16,6 +16,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/log.h"
@@ -39,8 +40,27 @@ constexpr int kMaxFramesPerIteration = 1024;
 constexpr int kLingerMs = 500;
 // A broker sending garbage is logged at most this often.
 constexpr absl::Duration kBadFrameLogInterval = absl::Seconds(10);
+// Bound on the (estimated) bytes of results kept in case the broker lost
+// them (Impl::in_doubt_); beyond it the oldest are forgotten, and should
+// the broker have lost those, it runs their jobs again.
+constexpr size_t kMaxInDoubtBytes = 64 << 20;
 
 using TaskKey = std::pair<uint64_t, uint32_t>;  // job id, attempt
+
+TaskKey KeyOf(const wire::TaskResult& r) {
+  return TaskKey(r.job_id(), r.attempt());
+}
+
+// Memory a kept result costs, roughly.
+size_t CostOf(const wire::TaskResult& r) {
+  return r.output().size() + r.error_message().size() + 64;
+}
+
+// A result sent to the broker, kept until the broker has surely seen it.
+struct SentResult {
+  absl::Time sent_at;
+  wire::TaskResult result;
+};
 
 // One task attempt, shared by the io thread (which tracks it from Dispatch
 // until its result is sent or it is abandoned) and the pool thread that
@@ -166,6 +186,7 @@ class Worker::Impl {
   void CloseSocket(int linger_ms);
   void PresumeBrokerDead(absl::Time now);
   void SendRegister(absl::Time now);
+  void ForgetSettledResults();
   void Send(wire::Frame frame, absl::Time now);
   void ReadFrames(absl::Time now);
   void OnFrame(wire::Frame& frame, absl::Time now);
@@ -224,6 +245,22 @@ class Worker::Impl {
   // Results waiting to be sent (while not registered, they wait for the
   // next Welcome).
   std::vector<wire::TaskResult> unsent_;
+  // Results sent after, or less than one heartbeat interval before, the
+  // broker's latest frame; oldest first. A broker that crashed may have
+  // lost them (in the socket, or before its journal had them), and one
+  // that restarted or declared us lost asks us to register again: they
+  // then go back to unsent_, so the Register lists them as held and they
+  // are sent again after the Welcome. The broker completes their jobs with
+  // them instead of running the jobs again, or drops them as stale if it
+  // had them already.
+  std::deque<SentResult> in_doubt_;
+  size_t in_doubt_bytes_ = 0;
+  // Register sent on this socket and not yet answered by a Welcome. A
+  // Reconnect meanwhile answers a frame sent before that Register (the
+  // broker replies to each frame of an identity it does not know), so it
+  // asks for nothing new: registering again would only make the broker
+  // drop what it dispatched in reply to the first Register.
+  bool register_pending_ = false;
   int64_t bad_frames_ = 0;
   bool in_bad_burst_ = false;
   absl::Time last_bad_log_ = absl::InfinitePast();
@@ -348,6 +385,7 @@ void Worker::Impl::CloseSocket(int linger_ms) {
   }
   socket_.reset();
   welcomed_ = false;
+  register_pending_ = false;
 }
 
 void Worker::Impl::IoLoop() {
@@ -444,6 +482,7 @@ void Worker::Impl::CheckConnection(absl::Time now) {
     PresumeBrokerDead(now);
     return;
   }
+  ForgetSettledResults();
   if (welcomed_ && now - last_send_ >= interval_) {
     wire::Frame frame;
     frame.mutable_heartbeat()->set_busy(running_.load());
@@ -473,6 +512,17 @@ void Worker::Impl::PresumeBrokerDead(absl::Time now) {
 
 void Worker::Impl::SendRegister(absl::Time now) {
   welcomed_ = false;
+  register_pending_ = true;
+  if (!in_doubt_.empty()) {
+    // Offer them again, ahead of the newer unsent ones.
+    std::vector<wire::TaskResult> again;
+    again.reserve(in_doubt_.size() + unsent_.size());
+    for (SentResult& sent : in_doubt_) again.push_back(std::move(sent.result));
+    for (wire::TaskResult& r : unsent_) again.push_back(std::move(r));
+    unsent_ = std::move(again);
+    in_doubt_.clear();
+    in_doubt_bytes_ = 0;
+  }
   wire::Frame frame;
   wire::Register* reg = frame.mutable_register_();
   reg->set_name(name_);
@@ -487,10 +537,9 @@ void Worker::Impl::SendRegister(absl::Time now) {
   std::vector<TaskKey> held;
   held.reserve(active_.size() + unsent_.size());
   for (const auto& [key, run] : active_) held.push_back(key);
-  for (const wire::TaskResult& r : unsent_) {
-    held.emplace_back(r.job_id(), r.attempt());
-  }
+  for (const wire::TaskResult& r : unsent_) held.push_back(KeyOf(r));
   std::sort(held.begin(), held.end());
+  held.erase(std::unique(held.begin(), held.end()), held.end());
   for (const TaskKey& key : held) {
     wire::TaskRef* ref = reg->add_held();
     ref->set_job_id(key.first);
@@ -559,6 +608,12 @@ void Worker::Impl::OnFrame(wire::Frame& frame, absl::Time now) {
       OnAbandon(frame.abandon());
       break;
     case wire::Frame::kReconnect:
+      if (register_pending_) {
+        DEXEC_LOG(DEBUG) << "Reconnect ignored: registration under way "
+                            "worker="
+                         << name_;
+        break;
+      }
       DEXEC_LOG(INFO) << "broker asked to register again worker=" << name_;
       SendRegister(now);
       break;
@@ -575,6 +630,7 @@ void Worker::Impl::OnWelcome(const wire::Welcome& welcome, absl::Time now) {
   liveness_ = welcome.liveness();
   backoff_ = kInitialBackoff;
   welcomed_ = true;
+  register_pending_ = false;
   DEXEC_LOG(INFO) << "registered with broker worker=" << name_
                   << " broker=" << options_.broker << " heartbeat="
                   << absl::FormatDuration(interval_)
@@ -611,18 +667,12 @@ void Worker::Impl::OnDispatch(wire::Dispatch& dispatch, absl::Time now) {
 }
 
 void Worker::Impl::OnAbandon(const wire::Abandon& abandon) {
+  absl::flat_hash_set<TaskKey> finished;
   for (const wire::TaskRef& ref : abandon.tasks()) {
     const TaskKey key(ref.job_id(), ref.attempt());
     auto it = active_.find(key);
     if (it == active_.end()) {
-      // Finished already: its result may still wait for a Welcome (the
-      // broker abandons held attempts of settled jobs right after one).
-      unsent_.erase(std::remove_if(unsent_.begin(), unsent_.end(),
-                                   [&key](const wire::TaskResult& r) {
-                                     return TaskKey(r.job_id(), r.attempt()) ==
-                                            key;
-                                   }),
-                    unsent_.end());
+      finished.insert(key);
       continue;
     }
     // The broker has already settled this attempt: cancel it (a sleeping
@@ -631,6 +681,23 @@ void Worker::Impl::OnAbandon(const wire::Abandon& abandon) {
     it->second->abandoned.store(true);
     it->second->ctx.Cancel();
     active_.erase(it);
+  }
+  if (finished.empty()) return;
+  // Finished already: the result may still wait for a Welcome (the broker
+  // abandons held attempts of settled jobs right after one), or be kept in
+  // doubt. Either way, never offer it again.
+  unsent_.erase(std::remove_if(unsent_.begin(), unsent_.end(),
+                               [&finished](const wire::TaskResult& r) {
+                                 return finished.contains(KeyOf(r));
+                               }),
+                unsent_.end());
+  for (auto d = in_doubt_.begin(); d != in_doubt_.end();) {
+    if (!finished.contains(KeyOf(d->result))) {
+      ++d;
+      continue;
+    }
+    in_doubt_bytes_ -= CostOf(d->result);
+    d = in_doubt_.erase(d);
   }
 }
 
@@ -666,10 +733,25 @@ void Worker::Impl::FlushResults(absl::Time now) {
   wire::Results* results = frame.mutable_results();
   results->mutable_results()->Reserve(static_cast<int>(unsent_.size()));
   for (wire::TaskResult& r : unsent_) {
-    *results->add_results() = std::move(r);
+    *results->add_results() = r;
+    in_doubt_bytes_ += CostOf(r);
+    in_doubt_.push_back(SentResult{now, std::move(r)});
   }
   unsent_.clear();
   Send(std::move(frame), now);
+  ForgetSettledResults();
+}
+
+void Worker::Impl::ForgetSettledResults() {
+  // Sent a heartbeat interval before the broker's latest frame: it has
+  // almost surely read them by then, and its journal (group commit,
+  // milliseconds) has them too. A heuristic: the protocol has no acks.
+  const absl::Time settled_before = last_recv_ - interval_;
+  while (!in_doubt_.empty() && (in_doubt_.front().sent_at < settled_before ||
+                                in_doubt_bytes_ > kMaxInDoubtBytes)) {
+    in_doubt_bytes_ -= CostOf(in_doubt_.front().result);
+    in_doubt_.pop_front();
+  }
 }
 
 void Worker::Impl::Leave(absl::Time now, absl::string_view why) {

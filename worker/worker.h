@@ -23,8 +23,9 @@
 // new one and registers again (zguide's Paranoid Pirate). Tasks keep
 // running meanwhile; their results wait for the next Welcome. Every
 // Register lists the attempts the worker still holds (running, queued, or
-// finished with the result unsent), so a restarted broker keeps them here
-// instead of running them again.
+// finished with the result unsent, or sent so recently that a broker which
+// crashed may have lost it; those are sent again after the Welcome), so a
+// restarted broker keeps them here instead of running them again.
 //
 // Shutdown:
 //   Drain(): tells the broker to send no more tasks, finishes every task

@@ -247,6 +247,21 @@ class WorkerTest : public ::testing::Test {
     }
   }
 
+  // Registers "test.block", a task that runs until cancelled; the returned
+  // notification fires when it starts. Call before StartAndRegister.
+  std::shared_ptr<absl::Notification> RegisterBlocker() {
+    auto started = std::make_shared<absl::Notification>();
+    absl::Status s = registry_.Register(
+        "test.block",
+        [started](TaskContext& ctx, absl::string_view, std::string*) {
+          if (!started->HasBeenNotified()) started->Notify();
+          ctx.SleepFor(absl::InfiniteDuration());
+          return TaskError(kCancelledKind, "test.block was cancelled");
+        });
+    EXPECT_TRUE(s.ok()) << s;
+    return started;
+  }
+
   static constexpr absl::Duration kFastBeat = absl::Milliseconds(20);
 
   TaskRegistry registry_;
@@ -408,22 +423,12 @@ TEST_F(WorkerTest, AbandonedExecThatIgnoresSigtermIsKilledAfterTheGrace) {
 }
 
 TEST_F(WorkerTest, ReRegisterListsEveryAttemptItStillHolds) {
-  // Runs until cancelled; says when it has started.
-  auto blocker_started = std::make_shared<absl::Notification>();
-  ASSERT_TRUE(registry_
-                  .Register("test.block",
-                            [blocker_started](TaskContext& ctx,
-                                              absl::string_view,
-                                              std::string*) {
-                              blocker_started->Notify();
-                              ctx.SleepFor(absl::InfiniteDuration());
-                              return TaskError(kCancelledKind, "cancelled");
-                            })
-                  .ok());
+  std::shared_ptr<absl::Notification> blocker_started = RegisterBlocker();
   WorkerOptions options;
   options.threads = 1;  // job 2 holds the thread, so job 3 waits in the pool
   options.prefetch = 4;
-  const std::string id = StartAndRegister(options, kFastBeat, 100);
+  // Liveness 10 x 20 ms: a silent broker is given up on after 200 ms.
+  const std::string id = StartAndRegister(options, kFastBeat, 10);
   EXPECT_EQ(registered_.held_size(), 0);
 
   // As a restarted broker would: from here on the worker is not welcomed,
@@ -439,10 +444,12 @@ TEST_F(WorkerTest, ReRegisterListsEveryAttemptItStillHolds) {
   // Job 1 has finished (result unsent), job 2 runs, job 3 is queued.
   ASSERT_TRUE(blocker_started->WaitForNotificationWithTimeout(kWait));
 
-  broker_.Reconnect(id);
+  // No Welcome comes: the worker gives up on this broker and registers on
+  // a new socket, listing everything it holds.
   reg = broker_.Expect(wire::Frame::kRegister, absl::Now() + kWait);
-  ASSERT_TRUE(reg.has_value()) << "no Register after Reconnect, or a result "
+  ASSERT_TRUE(reg.has_value()) << "no Register on a new socket, or a result "
                                   "was sent before the Welcome";
+  EXPECT_NE(reg->identity, id);
   std::vector<std::pair<uint64_t, uint32_t>> held;
   for (const wire::TaskRef& ref : reg->frame.register_().held()) {
     held.emplace_back(ref.job_id(), ref.attempt());
@@ -457,7 +464,7 @@ TEST_F(WorkerTest, ReRegisterListsEveryAttemptItStillHolds) {
   ASSERT_EQ(results.size(), 1u);
   EXPECT_EQ(results[0].job_id(), 1u);
   EXPECT_EQ(results[0].output(), "one");
-  broker_.Abandon(id, 2, 3);
+  broker_.Abandon(reg->identity, 2, 3);
   results = broker_.Results(1, absl::Now() + kWait);
   ASSERT_EQ(results.size(), 1u);
   EXPECT_EQ(results[0].job_id(), 3u);
@@ -465,18 +472,69 @@ TEST_F(WorkerTest, ReRegisterListsEveryAttemptItStillHolds) {
   EXPECT_EQ(results[0].output(), "three");
 }
 
+TEST_F(WorkerTest, ResultsSentJustBeforeAReconnectAreOfferedAgain) {
+  const std::string id = StartAndRegister(WorkerOptions{}, kFastBeat, 100);
+  broker_.Dispatch(id, 1, 1, "sys.echo", "one");
+  std::vector<wire::TaskResult> results =
+      broker_.Results(1, absl::Now() + kWait);
+  ASSERT_EQ(results.size(), 1u);
+  // A broker that crashed right after this result reached it may not have
+  // journaled it. The restarted one answers the worker's next frame with
+  // Reconnect; here the same socket plays both.
+  broker_.Reconnect(id);
+  std::optional<Received> reg =
+      broker_.Expect(wire::Frame::kRegister, absl::Now() + kWait);
+  ASSERT_TRUE(reg.has_value());
+  ASSERT_EQ(reg->frame.register_().held_size(), 1);
+  EXPECT_EQ(reg->frame.register_().held(0).job_id(), 1u);
+  broker_.Welcome(id, kFastBeat, 100);
+  results = broker_.Results(1, absl::Now() + kWait);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].job_id(), 1u);
+  EXPECT_EQ(results[0].output(), "one");
+}
+
+TEST_F(WorkerTest, ResultsTheBrokerHasSurelySeenAreNotOfferedAgain) {
+  const std::string id = StartAndRegister(WorkerOptions{}, kFastBeat, 100);
+  broker_.Dispatch(id, 1, 1, "sys.echo", "one");
+  ASSERT_EQ(broker_.Results(1, absl::Now() + kWait).size(), 1u);
+  // The rule is about time: a result sent more than one heartbeat interval
+  // before a frame from the broker counts as seen. Let that interval pass.
+  absl::SleepFor(3 * kFastBeat);
+  broker_.Dispatch(id, 2, 1, "sys.echo", "two");
+  ASSERT_EQ(broker_.Results(1, absl::Now() + kWait).size(), 1u);
+  broker_.Reconnect(id);
+  std::optional<Received> reg =
+      broker_.Expect(wire::Frame::kRegister, absl::Now() + kWait);
+  ASSERT_TRUE(reg.has_value());
+  // Job 2's result was sent after the broker's latest frame: still in doubt.
+  ASSERT_EQ(reg->frame.register_().held_size(), 1);
+  EXPECT_EQ(reg->frame.register_().held(0).job_id(), 2u);
+}
+
+TEST_F(WorkerTest, ARepeatedReconnectBeforeTheWelcomeIsIgnored) {
+  const std::string id = StartAndRegister(WorkerOptions{}, kFastBeat, 100);
+  // A restarted broker answers every frame of an identity it does not know
+  // with Reconnect; one Register answers them all.
+  broker_.Reconnect(id);
+  broker_.Reconnect(id);
+  broker_.Reconnect(id);
+  ASSERT_TRUE(
+      broker_.Expect(wire::Frame::kRegister, absl::Now() + kWait).has_value());
+  broker_.Welcome(id, kFastBeat, 100);
+  broker_.Dispatch(id, 1, 1, "sys.echo", "one");
+  // Only the result follows (heartbeats aside): no second Register.
+  std::vector<wire::TaskResult> results =
+      broker_.Results(1, absl::Now() + kWait);
+  ASSERT_EQ(results.size(), 1u);
+  // Once welcomed, a Reconnect is a new request and is answered.
+  broker_.Reconnect(id);
+  EXPECT_TRUE(
+      broker_.Expect(wire::Frame::kRegister, absl::Now() + kWait).has_value());
+}
+
 TEST_F(WorkerTest, AbandonOfAnUnsentResultDropsIt) {
-  auto blocker_started = std::make_shared<absl::Notification>();
-  ASSERT_TRUE(registry_
-                  .Register("test.block",
-                            [blocker_started](TaskContext& ctx,
-                                              absl::string_view,
-                                              std::string*) {
-                              blocker_started->Notify();
-                              ctx.SleepFor(absl::InfiniteDuration());
-                              return TaskError(kCancelledKind, "cancelled");
-                            })
-                  .ok());
+  std::shared_ptr<absl::Notification> blocker_started = RegisterBlocker();
   WorkerOptions options;
   options.threads = 1;
   const std::string id = StartAndRegister(options, kFastBeat, 100);
@@ -495,6 +553,18 @@ TEST_F(WorkerTest, AbandonOfAnUnsentResultDropsIt) {
       broker_.Results(1, absl::Now() + kWait);
   ASSERT_EQ(results.size(), 1u);
   EXPECT_EQ(results[0].job_id(), 3u) << "an abandoned attempt was reported";
+}
+
+TEST_F(WorkerTest, AbandonOfAResultInDoubtKeepsItFromBeingOfferedAgain) {
+  const std::string id = StartAndRegister(WorkerOptions{}, kFastBeat, 100);
+  broker_.Dispatch(id, 1, 1, "sys.echo", "one");
+  ASSERT_EQ(broker_.Results(1, absl::Now() + kWait).size(), 1u);
+  broker_.Abandon(id, 1, 1);
+  broker_.Reconnect(id);
+  std::optional<Received> reg =
+      broker_.Expect(wire::Frame::kRegister, absl::Now() + kWait);
+  ASSERT_TRUE(reg.has_value());
+  EXPECT_EQ(reg->frame.register_().held_size(), 0);
 }
 
 TEST_F(WorkerTest, GarbageFramesAreDroppedAndTheWorkerKeepsWorking) {
