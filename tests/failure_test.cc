@@ -27,11 +27,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/executor.h"
@@ -289,7 +289,7 @@ TEST(FailureTest, AWorkerKilledMidMapLosesNoResultAndCompletesNothingTwice) {
   ASSERT_EQ(jobs.size(), kJobs);
   EXPECT_TRUE(EachSucceededExactlyOnce(jobs));
   const int rerun = CheckRerunsOfLostWorker(jobs, victim);
-  EXPECT_GE(rerun, 1) << "no job of the killed worker ran twice";
+  EXPECT_GE(rerun, 1) << "no job of the killed worker was run again";
   std::cerr << "killed " << victim << " after " << consumed_at_kill
             << " results; jobs run again: " << rerun << "\n";
 }
