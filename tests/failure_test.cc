@@ -16,7 +16,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -420,17 +422,50 @@ TEST(FailureTest, AJobThatCrashesEveryWorkerFailsAsWorkerLostAfterThreeAttempts)
   EXPECT_GE(crashers.size(), 3u);
 }
 
-TEST(FailureTest, AJobRunningAcrossABrokerRestartIsNotRunAgain) {
+bool FileExists(const std::string& path) {
+  return ::access(path.c_str(), F_OK) == 0;
+}
+
+// Creates `path` when destroyed, so a command waiting for it ends even when
+// the test fails first (the command outlives a killed worker).
+class GateOpener {
+ public:
+  explicit GateOpener(std::string path) : path_(std::move(path)) {}
+  GateOpener(const GateOpener&) = delete;
+  GateOpener& operator=(const GateOpener&) = delete;
+  ~GateOpener() { Open(); }
+  void Open() { std::ofstream(path_).put('\n'); }
+
+ private:
+  std::string path_;
+};
+
+TEST(FailureTest, JobsRunningAcrossABrokerRestartAreNotRunAgain) {
   TestCluster cluster;
   ASSERT_TRUE(cluster.StartBroker().ok());
-  ASSERT_TRUE(cluster.StartWorker(2).ok());
+  ASSERT_TRUE(cluster.StartWorker(3).ok());
   ASSERT_TRUE(cluster.WaitForWorkers(1).ok());
+  // Two jobs still run when the broker is back; the third finishes while
+  // it is down: it waits for a file the test creates then, and leaves one.
+  const std::string gate = ::testing::TempDir() + "/restart-gate";
+  const std::string done = ::testing::TempDir() + "/restart-done";
+  std::remove(gate.c_str());
+  std::remove(done.c_str());
+  GateOpener opener(gate);
   v1::SubmitRequest submit;
   for (int i = 0; i < 2; ++i) {
     v1::JobSpec* spec = submit.add_jobs();
     spec->set_task("sys.sleep");
     spec->set_payload("3000");
   }
+  tasks::ExecRequest gated;
+  gated.add_argv("/bin/sh");
+  gated.add_argv("-c");
+  gated.add_argv("while [ ! -e " + gate + " ]; do sleep 0.02; done; echo > " +
+                 done);
+  v1::JobSpec* spec = submit.add_jobs();
+  spec->set_task("sys.exec");
+  spec->set_payload(gated.SerializeAsString());
   v1::SubmitResponse submitted;
   grpc::Status s =
       cluster.stub().Submit(CallContext().get(), submit, &submitted);
@@ -450,9 +485,13 @@ TEST(FailureTest, AJobRunningAcrossABrokerRestartIsNotRunAgain) {
       << "the jobs never ran";
 
   ASSERT_TRUE(cluster.KillBroker().ok());
+  opener.Open();
+  ASSERT_TRUE(PollUntil([&] { return FileExists(done); }, kResultTimeout))
+      << "the gated command did not finish";
   ASSERT_TRUE(cluster.RestartBroker().ok());
-  // The worker registers again, listing the attempts it still holds; the
-  // broker keeps them with it, and their results complete the jobs.
+  // The worker registers again, listing the attempts it still holds (the
+  // finished one too); the broker keeps them with it, and their results
+  // complete the jobs.
   std::vector<v1::Job> jobs;
   ASSERT_TRUE(PollUntil(
       [&] {
