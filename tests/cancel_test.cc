@@ -28,40 +28,19 @@
 #include "protos/dexec.grpc.pb.h"
 #include "protos/tasks.pb.h"
 #include "tests/cluster.h"
+#include "tests/process.h"
 
 namespace dexec {
 namespace {
 
+using ::dexec::testing::ProcessGone;
 using ::dexec::testing::TestCluster;
+using ::dexec::testing::WaitProcessGone;
 
 constexpr absl::Duration kResultTimeout = absl::Seconds(60);
 // How long a freed thread may take to finish the next (instant) job. The
 // cancelled or timed-out job would have held it for a minute or more.
 constexpr absl::Duration kNextJobWithin = absl::Seconds(10);
-
-// True once `pid` no longer runs: no such process, or a zombie (dead, only
-// waiting to be reaped).
-bool ProcessGone(pid_t pid) {
-  if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
-  std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
-  std::string line;
-  if (!std::getline(stat, line)) return true;
-  // "PID (comm) S ...": the state follows the last ')'.
-  const size_t paren = line.rfind(')');
-  return paren != std::string::npos && paren + 2 < line.size() &&
-         line[paren + 2] == 'Z';
-}
-
-// Polls until `pid` is gone or `timeout` passes; /proc offers nothing to
-// wait on for a process that is not our child.
-bool WaitProcessGone(pid_t pid, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (!ProcessGone(pid)) {
-    if (absl::Now() >= deadline) return false;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  return true;
-}
 
 // A command started by a job, known by the PID it wrote to a file. The
 // destructor SIGKILLs it if a failed test left it running: the test stops
@@ -252,7 +231,7 @@ TEST_F(CancelTest, CancellingARunningExecKillsTheCommand) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled) << r.status();
   EXPECT_EQ(GetJob(*f.JobId()).state(), v1::Job::CANCELLED);
   // SIGTERM ends `sleep` at once; allow the SIGKILL grace and then some.
-  EXPECT_TRUE(WaitProcessGone(pid, absl::Seconds(10)))
+  EXPECT_TRUE(WaitProcessGone(pid, absl::Now() + absl::Seconds(10)))
       << "command " << pid << " still runs after its job was cancelled";
   EXPECT_TRUE(ThreadIsFree());
 }
@@ -291,7 +270,7 @@ TEST_F(CancelTest, AnExecPastItsTimeoutFailsWithKindTimeoutAndIsKilled) {
   const v1::Job job = GetJob(*f.JobId());
   EXPECT_EQ(job.state(), v1::Job::FAILED);
   EXPECT_EQ(job.error().kind(), "timeout") << job.error().message();
-  EXPECT_TRUE(WaitProcessGone(pid, absl::Seconds(10)))
+  EXPECT_TRUE(WaitProcessGone(pid, absl::Now() + absl::Seconds(10)))
       << "command " << pid << " still runs after its job timed out";
   EXPECT_TRUE(ThreadIsFree());
 }

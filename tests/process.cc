@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -229,6 +231,25 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
   waitpid(*pid, &status, 0);
   result.exit_code = ExitCodeOf(status);
   return result;
+}
+
+bool ProcessGone(pid_t pid) {
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
+  std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+  std::string line;
+  if (!std::getline(stat, line)) return true;
+  // "PID (comm) S ...": the state follows the last ')'.
+  const size_t paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() &&
+         line[paren + 2] == 'Z';
+}
+
+bool WaitProcessGone(pid_t pid, absl::Time deadline) {
+  while (!ProcessGone(pid)) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(10));  // nothing to wait on but /proc
+  }
+  return true;
 }
 
 }  // namespace dexec::testing

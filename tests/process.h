@@ -63,6 +63,14 @@ struct CommandResult {
   std::string err;
 };
 
+// True once `pid` no longer runs: no such process, or a zombie (dead, only
+// waiting for a parent — maybe not us — to reap it).
+bool ProcessGone(pid_t pid);
+
+// Polls until ProcessGone(pid) or `deadline`; /proc offers nothing to wait
+// on for a process that is not our child. False on timeout.
+bool WaitProcessGone(pid_t pid, absl::Time deadline);
+
 // Runs a command to completion with `stdin_data` as its stdin, capturing
 // stdout and stderr; kills it and fails if it runs longer than `timeout`.
 absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,

@@ -28,6 +28,7 @@
 #include "protos/wire.h"
 #include "protos/tasks.pb.h"
 #include "protos/wire.pb.h"
+#include "tests/process.h"
 #include "worker/builtin_tasks.h"
 #include "worker/exec_task.h"
 #include "worker/task_context.h"
@@ -38,29 +39,10 @@
 namespace dexec::worker {
 namespace {
 
+using ::dexec::testing::ProcessGone;
+using ::dexec::testing::WaitProcessGone;
+
 constexpr absl::Duration kWait = absl::Seconds(10);
-
-// True once `pid` no longer runs: no such process, or a zombie (dead, only
-// waiting for a parent that is not us to reap it).
-bool ProcessGone(pid_t pid) {
-  if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
-  std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
-  std::string line;
-  if (!std::getline(stat, line)) return true;
-  // "PID (comm) S ...": the state follows the last ')'.
-  const size_t paren = line.rfind(')');
-  return paren != std::string::npos && paren + 2 < line.size() &&
-         line[paren + 2] == 'Z';
-}
-
-// Polls until ProcessGone(pid) or `deadline`.
-bool WaitProcessGone(pid_t pid, absl::Time deadline) {
-  while (!ProcessGone(pid)) {
-    if (absl::Now() >= deadline) return false;
-    absl::SleepFor(absl::Milliseconds(10));  // nothing to wait on but /proc
-  }
-  return true;
-}
 
 // The pid a shell command wrote to `path`, once the file holds a full line;
 // 0 if it does not by `deadline`.
