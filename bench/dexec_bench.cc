@@ -18,6 +18,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -421,14 +422,25 @@ class ChildBroker {
   // broker exited 0 within the grace.
   absl::Status Stop(absl::Duration grace) {
     if (pid_ <= 0) return absl::OkStatus();
+    // A pidfd becomes readable when the process exits: the wait ends at the
+    // exit, not at the next poll of waitpid.
+    const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid_, 0));
     kill(pid_, SIGTERM);
     const absl::Time deadline = absl::Now() + grace;
     int status = 0;
     pid_t r = 0;
     while ((r = waitpid(pid_, &status, WNOHANG)) == 0 &&
            absl::Now() < deadline) {
-      absl::SleepFor(absl::Milliseconds(2));
+      if (pidfd >= 0) {
+        pollfd p = {pidfd, POLLIN, 0};
+        poll(&p, 1,
+             static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now())) +
+                 1);
+      } else {
+        absl::SleepFor(absl::Milliseconds(1));  // kernel without pidfd_open
+      }
     }
+    if (pidfd >= 0) close(pidfd);
     if (r == 0) {
       kill(pid_, SIGKILL);
       waitpid(pid_, &status, 0);

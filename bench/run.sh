@@ -35,7 +35,7 @@
 #                         15-minute budget cannot hold: they run 10k
 #   PEER_TIMEOUT          seconds per peer script invocation [600]
 #   PEERS_RUNS PEERS_QUIET_MAX_WAIT_S  passed to the peer scripts [RUNS, 15]
-#   MICRO_MIN_TIME MICRO_REPS  micro_bench per-benchmark time, repetitions [0.5 3 / 0.05 1]
+#   MICRO_MIN_TIME MICRO_REPS  micro_bench per-benchmark time, repetitions [0.3 3 / 0.05 1]
 #   BENCH_PEERS           where the peer scripts are [../shared/bench-peers]
 set -euo pipefail
 
@@ -62,7 +62,7 @@ PEER_ONLY=${PEER_ONLY:-a,b,c,d,e}
 PEER_SYSTEMS=${PEER_SYSTEMS:-cf dask celery}
 PEER_100K=${PEER_100K-cf}
 PEER_TIMEOUT=${PEER_TIMEOUT:-600}
-MICRO_MIN_TIME=${MICRO_MIN_TIME:-0.5}
+MICRO_MIN_TIME=${MICRO_MIN_TIME:-0.3}
 MICRO_REPS=${MICRO_REPS:-3}
 BENCH_PEERS=$(cd "${BENCH_PEERS:-../shared/bench-peers}" && pwd)
 ONLY=" $(tr ',' ' ' <<<"${ONLY:-a b c d e f g micro}") "
