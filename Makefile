@@ -30,7 +30,7 @@ sanitize: deps
 
 # The benchmark suite (bench/README.md): every workload on dexec and right
 # after it on the peers (ProcessPool, ThreadPool, Dask, Celery), then the
-# micro-suite; installs the peers' Debian packages; ~13 min on 2 cores.
+# micro-suite; installs the peers' Debian packages; ~14 min on 2 cores.
 # Results land in bench/results/. BENCH_QUICK=1: small N, to /tmp; PEERS=0:
 # dexec alone; ONLY="a b micro": some phases.
 bench: deps
