@@ -130,16 +130,14 @@ fi
 
 # --- build (opt) and copy the binaries, so a concurrent fastbuild that
 # rewrites bazel-bin cannot change what we measure halfway.
-# --check_visibility=false: micro_bench links broker libraries that are
-# still private to //broker (see bench/BUILD).
 log "building -c opt"
 T_BUILD=$EPOCHREALTIME
-timeout 1800 "$BAZEL" build -c opt --check_visibility=false \
+timeout 1800 "$BAZEL" build -c opt \
   //broker:dexec-broker //worker:dexec-worker //bench:dexec_bench \
   //bench:micro_bench
 # Not the bazel-bin symlink: it follows whichever build ran last, and other
 # builds (fastbuild, tsan) run on this machine at the same time.
-OPT_BIN=$("$BAZEL" info -c opt --check_visibility=false bazel-bin)
+OPT_BIN=$("$BAZEL" info -c opt bazel-bin)
 BUILD_S=$(elapsed "$T_BUILD")
 mkdir -p "$WORK/bin"
 cp "$OPT_BIN/broker/dexec-broker" "$OPT_BIN/worker/dexec-worker" \

@@ -419,6 +419,18 @@ void BrokerCore::OnRegister(const std::string& identity,
   dirty_ = true;
 }
 
+int32_t BrokerCore::CreditFor(const WorkerEntry& w, const Job& job) const {
+  constexpr double kPrefetchHorizonUs = 2000;
+  int32_t extra = w.threads;
+  auto mean = task_mean_us_.find(&job.task.str());
+  if (mean != task_mean_us_.end()) {
+    extra = static_cast<int32_t>(std::min<double>(
+        1e6, w.threads * kPrefetchHorizonUs / std::max(mean->second, 1.0)));
+    extra = std::max(extra, 1);
+  }
+  return w.threads + std::min(extra, w.prefetch);
+}
+
 bool BrokerCore::Reclaim(WorkerEntry& w, const wire::TaskRef& ref) {
   Job* job = jobs_.Find(ref.job_id());
   if (job == nullptr || job->state != v1::Job::RUNNING ||
@@ -445,12 +457,6 @@ void BrokerCore::OnResults(WorkerEntry* w, const wire::Results& results,
         ++w->done;
         dirty_ = true;
       }
-      if (r.finished_at_us() >= r.started_at_us() && r.started_at_us() > 0) {
-        const double us =
-            static_cast<double>(r.finished_at_us() - r.started_at_us());
-        w->mean_task_us =
-            w->mean_task_us < 0 ? us : 0.8 * w->mean_task_us + 0.2 * us;
-      }
     }
     Job* job = jobs_.Find(r.job_id());
     // Fencing: a result counts only for a job that has not completed, and
@@ -462,6 +468,12 @@ void BrokerCore::OnResults(WorkerEntry* w, const wire::Results& results,
                        << " attempt=" << r.attempt()
                        << " worker=" << worker_name;
       continue;
+    }
+    if (r.finished_at_us() >= r.started_at_us() && r.started_at_us() > 0) {
+      const double us =
+          static_cast<double>(r.finished_at_us() - r.started_at_us());
+      auto [mean, added] = task_mean_us_.try_emplace(&job->task.str(), us);
+      if (!added) mean->second = 0.8 * mean->second + 0.2 * us;
     }
     const bool current = r.attempt() == job->attempt_number() &&
                          job->state == v1::Job::RUNNING;
@@ -695,7 +707,14 @@ void BrokerCore::Schedule(absl::Time now, Outbox* out) {
         if (w->busy() >= limit) continue;
         uint64_t id = ready_.Pop(w->tasks, is_live);
         if (id == 0) continue;
-        Dispatch(*jobs_.Find(id), *w, now, out);
+        Job& job = *jobs_.Find(id);
+        if (pass == 1 && w->busy() >= CreditFor(*w, job)) {
+          // Enough of this kind of work waits there already: leave the job
+          // in its place for a worker with a free thread.
+          ready_.Push(job.task.str(), job.priority, id);
+          continue;
+        }
+        Dispatch(job, *w, now, out);
         if (w->busy() < limit) next.push_back(w);
       }
       open.swap(next);

@@ -228,6 +228,13 @@ class BrokerCore {
   void AddBatchRestored(BatchRecord record);
   // Moves backed-off jobs whose time came to the ready queue.
   void ReleaseDelayed(absl::Time now);
+  // How many tasks `w` may hold while taking `job`: its threads plus enough
+  // prefetched tasks to keep them busy for about kPrefetchHorizon at the
+  // job's task's mean run time — many for tiny tasks (else each thread
+  // waits a round trip per task), one for long ones (so a long task does
+  // not wait behind another at a busy worker while others are free). At
+  // most w.capacity(); threads x 2 for a task not seen finishing yet.
+  int32_t CreditFor(const WorkerEntry& w, const Job& job) const;
   // Registers `w`'s claim on an attempt it still holds; false if the
   // attempt is settled or held elsewhere.
   bool Reclaim(WorkerEntry& w, const wire::TaskRef& ref);
@@ -275,6 +282,9 @@ class BrokerCore {
   // run again if none does.
   absl::flat_hash_set<uint64_t> orphans_;
   absl::Time orphans_due_ = absl::InfiniteFuture();
+  // Mean run time of each task's recent attempts (exponentially weighted,
+  // from the times workers report), by interned task name.
+  absl::flat_hash_map<const std::string*, double> task_mean_us_;
   // Recent acknowledged batches by client id, for idempotent resubmission.
   absl::flat_hash_map<std::string, ClientBatches> batches_;
   Changes changes_;

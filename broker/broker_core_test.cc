@@ -611,5 +611,27 @@ TEST_F(BrokerCoreTest, PrefetchesManyTinyTasksButOnlyOneLongOneAhead) {
   EXPECT_EQ(to_long, 2 + 1);
 }
 
+
+TEST_F(BrokerCoreTest, PrefetchFollowsTheTaskNotTheWorkersLastTasks) {
+  // One worker warmed up on tiny tasks, then given long ones of another
+  // task: the long ones are not prefetched by the tiny ones' estimate.
+  Register("w", 2, /*prefetch=*/100, {"tiny", "long"});
+  std::vector<uint64_t> tiny = Submit(4, "tiny");
+  ASSERT_EQ(Dispatched().size(), 4u);
+  for (uint64_t id : tiny) {
+    wire::Frame f;
+    wire::TaskResult* r = f.mutable_results()->add_results();
+    r->set_job_id(id);
+    r->set_attempt(1);
+    r->set_ok(true);
+    r->set_started_at_us(absl::ToUnixMicros(now_));
+    r->set_finished_at_us(absl::ToUnixMicros(now_ + absl::Microseconds(5)));
+    core_.OnWorkerFrame("w", f, now_, &out_);
+  }
+  Submit(50, "long");
+  // Unknown run time: threads, plus as many again.
+  EXPECT_EQ(Dispatched().size(), 4u);
+}
+
 }  // namespace
 }  // namespace dexec::broker

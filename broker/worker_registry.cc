@@ -3,23 +3,6 @@
 #include <algorithm>
 
 namespace dexec::broker {
-namespace {
-
-// Work kept queued at a worker beyond its threads, in run time.
-constexpr double kPrefetchHorizonUs = 2000;
-
-}  // namespace
-
-int32_t WorkerEntry::capacity() const {
-  int32_t extra = threads;
-  if (mean_task_us >= 0) {
-    extra = static_cast<int32_t>(
-        std::min<double>(1e6, threads * kPrefetchHorizonUs /
-                                  std::max(mean_task_us, 1.0)));
-    extra = std::max(extra, 1);
-  }
-  return threads + std::min(extra, prefetch);
-}
 
 WorkerEntry& WorkerRegistry::Add(const std::string& identity,
                                  const wire::Register& reg, absl::Time now) {

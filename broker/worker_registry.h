@@ -36,17 +36,10 @@ struct WorkerEntry {
   // Jobs dispatched to it and not answered: job id -> attempt number.
   absl::flat_hash_map<uint64_t, uint32_t> in_flight;
 
-  // Mean run time of its recent tasks (exponentially weighted), from the
-  // times it reports; negative until its first result.
-  double mean_task_us = -1;
-
-  // How many tasks it may hold: its threads plus enough prefetched tasks to
-  // keep them busy for about kPrefetchHorizon — many for tiny tasks (a
-  // round trip would otherwise idle the threads), one for long ones (so a
-  // long task does not wait behind another at a busy worker while others
-  // are free). Never more than the prefetch the worker registered; until
-  // its first result, as many as it has threads.
-  int32_t capacity() const;
+  // The most tasks it may hold: threads plus the prefetch it registered.
+  // The broker prefetches fewer when tasks are long (see
+  // BrokerCore::CreditFor).
+  int32_t capacity() const { return threads + prefetch; }
   int32_t busy() const { return static_cast<int32_t>(in_flight.size()); }
 };
 
