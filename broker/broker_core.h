@@ -228,12 +228,12 @@ class BrokerCore {
   void AddBatchRestored(BatchRecord record);
   // Moves backed-off jobs whose time came to the ready queue.
   void ReleaseDelayed(absl::Time now);
-  // How many tasks `w` may hold while taking `job`: its threads plus enough
-  // prefetched tasks to keep them busy for about kPrefetchHorizon at the
-  // job's task's mean run time — many for tiny tasks (else each thread
-  // waits a round trip per task), one for long ones (so a long task does
-  // not wait behind another at a busy worker while others are free). At
-  // most w.capacity(); threads x 2 for a task not seen finishing yet.
+  // How many tasks `w` may hold while taking `job`: its threads plus, per
+  // thread, as many prefetched tasks as it runs in about 5 ms at the job's
+  // task's mean run time — many for tiny tasks (else each thread waits a
+  // round trip per task), none for tasks over 5 ms (so a long task never
+  // waits behind another at a busy worker while others are free). At most
+  // w.capacity(); threads x 2 for a task not seen finishing yet.
   int32_t CreditFor(const WorkerEntry& w, const Job& job) const;
   // Registers `w`'s claim on an attempt it still holds; false if the
   // attempt is settled or held elsewhere.
