@@ -274,8 +274,10 @@ peer() {
 # ---- a, b (and f): no-op throughput, latency; durable next to in-memory.
 if want a || want b || want f; then
   phase ab
-  # No-op workloads on 2 workers x 2 threads, in memory, for each prefetch
-  # setting: the worker's default is system=dexec, others dexec_prefetchN.
+  # No-op workloads on 2 workers x 1 thread (one per core: more pool
+  # threads than cores only add context switches to no-ops), in memory, for
+  # each prefetch setting: the worker's default is system=dexec, others
+  # dexec_prefetchN.
   # f: the default again on a durable broker, right after.
   for pf in $PREFETCHES; do
     label=dexec
@@ -283,15 +285,15 @@ if want a || want b || want f; then
     for wl in noop_map noop_submit; do
       want a || continue
       start_broker memory
-      start_workers 2 2 "$pf"
+      start_workers 2 1 "$pf"
       drive --workload="$wl" --n="$N_NOOP" --label="$label" \
-        --extra="workers=2x2 prefetch=$pf store=memory"
+        --extra="workers=2x1 prefetch=$pf store=memory"
       stop_all
       if want f && [ "$pf" = default ]; then
         start_broker durable
-        start_workers 2 2 "$pf"
+        start_workers 2 1 "$pf"
         drive --workload="$wl" --n="$N_NOOP" --label=dexec_durable \
-          --extra="workers=2x2 prefetch=$pf store=durable"
+          --extra="workers=2x1 prefetch=$pf store=durable"
         stop_all
       fi
     done
@@ -302,9 +304,9 @@ if want a || want b || want f; then
         label=dexec
         [ "$store" = durable ] && label=dexec_durable
         start_broker "$store"
-        start_workers 2 2
+        start_workers 2 1
         drive --workload="$wl" --n="$N_NOOP" --label="$label" \
-          --extra="workers=2x2 prefetch=default store=$store"
+          --extra="workers=2x1 prefetch=default store=$store"
         stop_all
       done
     done
@@ -312,9 +314,9 @@ if want a || want b || want f; then
   if want b; then
     # One job at a time: prefetch cannot matter; run it once.
     start_broker memory
-    start_workers 2 2
+    start_workers 2 1
     drive --workload=latency --n="$N_LAT" \
-      --extra="workers=2x2 prefetch=default store=memory"
+      --extra="workers=2x1 prefetch=default store=memory"
     stop_all
   fi
   peer bench_cf.py a,b
