@@ -51,6 +51,7 @@ void CommitAndWait(Journal& journal, BrokerCore& core) {
 TEST(JournalTest, ARestartRecoversEveryJobItsStateAndTheNextId) {
   const std::string dir = FreshDir("recover");
   std::vector<uint64_t> ids;
+  uint64_t keyed_id = 0;
   {
     RecoveredState nothing;
     auto journal = Journal::Open(dir, &nothing);
@@ -60,6 +61,9 @@ TEST(JournalTest, ARestartRecoversEveryJobItsStateAndTheNextId) {
     Outbox out;
     BatchKey key{"client", 3};
     ids = core.Submit(Specs(4), 0, kT0, &out, &key).value();
+    auto keyed = Specs(1);
+    keyed[0].set_idempotency_key("order-42");
+    keyed_id = core.Submit(keyed, 0, kT0, &out).value()[0];
     // Job 0 succeeds, job 1 runs, 2 and 3 stay queued; 3 is cancelled.
     wire::Frame reg;
     reg.mutable_register_()->set_name("w");
@@ -84,7 +88,7 @@ TEST(JournalTest, ARestartRecoversEveryJobItsStateAndTheNextId) {
   RecoveredState state;
   auto journal = Journal::Open(dir, &state);
   ASSERT_TRUE(journal.ok()) << journal.status();
-  ASSERT_EQ(state.jobs.size(), 4u);
+  ASSERT_EQ(state.jobs.size(), 5u);
   BrokerCore core(JournalOptions(), kT0);
   core.Restore(std::move(state), kT0 + absl::Seconds(1));
   const Job* done = core.jobs().Find(ids[0]);
@@ -101,9 +105,13 @@ TEST(JournalTest, ARestartRecoversEveryJobItsStateAndTheNextId) {
   EXPECT_EQ(core.jobs().Find(ids[3])->state, v1::Job::CANCELLED);
   // Ids never repeat, and the acknowledged batch is still known.
   Outbox out;
-  EXPECT_EQ(core.Submit(Specs(1), 0, kT0, &out).value()[0], ids.back() + 1);
+  EXPECT_EQ(core.Submit(Specs(1), 0, kT0, &out).value()[0], keyed_id + 1);
   BatchKey key{"client", 3};
   EXPECT_EQ(core.Submit(Specs(4), 0, kT0, &out, &key).value(), ids);
+  // So is the idempotency key: the same job again, not a new one.
+  auto keyed = Specs(1);
+  keyed[0].set_idempotency_key("order-42");
+  EXPECT_EQ(core.Submit(keyed, 0, kT0, &out).value()[0], keyed_id);
 }
 
 TEST(JournalTest, IdsNeverRepeatAfterTheNewestJobsExpire) {
