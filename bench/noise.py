@@ -20,31 +20,20 @@ import os
 import sys
 import time
 
+import proc_table
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def foreign_ticks(root):
-    stats = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                st = f.read()
-        except OSError:
-            continue
-        rest = st[st.rfind(")") + 2:].split()
-        # rest[1] = ppid; rest[11:15] = utime stime cutime cstime
-        stats[int(d)] = (int(rest[1]), sum(int(x) for x in rest[11:15]))
-    kids = {}
-    for pid, (ppid, _) in stats.items():
-        kids.setdefault(ppid, []).append(pid)
+    table = proc_table.read()
+    kids = proc_table.children(table)
     mine, stack = set(), [root, os.getpid()]
     while stack:
         p = stack.pop()
         mine.add(p)
         stack.extend(kids.get(p, []))
-    return sum(t for pid, (_, t) in stats.items() if pid not in mine)
+    return sum(t for pid, (_, _, t) in table.items() if pid not in mine)
 
 
 def main():

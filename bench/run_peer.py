@@ -23,24 +23,15 @@ import sys
 import threading
 import time
 
+import proc_table
+
 PR_SET_CHILD_SUBREAPER = 36
 
 
 def descendants(root):
     """PIDs of every live descendant of `root`, from /proc."""
-    kids = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                st = f.read()
-        except OSError:
-            continue
-        fields = st[st.rfind(")") + 2:].split()
-        if fields[0] == "Z":
-            continue
-        kids.setdefault(int(fields[1]), []).append(int(d))
+    table = {pid: v for pid, v in proc_table.read().items() if v[0] != "Z"}
+    kids = proc_table.children(table)
     out, stack = [], [root]
     while stack:
         for k in kids.get(stack.pop(), []):

@@ -85,6 +85,18 @@ class BrokerCoreTest : public ::testing::Test {
     core_.OnWorkerFrame(worker, f, now_, &out_);
   }
 
+  // A successful result of attempt 1 that ran for `took` from now.
+  void ResultTook(const std::string& worker, uint64_t job, absl::Duration took) {
+    wire::Frame f;
+    wire::TaskResult* r = f.mutable_results()->add_results();
+    r->set_job_id(job);
+    r->set_attempt(1);
+    r->set_ok(true);
+    r->set_started_at_us(absl::ToUnixMicros(now_));
+    r->set_finished_at_us(absl::ToUnixMicros(now_ + took));
+    core_.OnWorkerFrame(worker, f, now_, &out_);
+  }
+
   const Job& JobOf(uint64_t id) { return *core_.jobs().Find(id); }
 
   // Every event pushed to `session` so far (and clears them).
@@ -584,26 +596,15 @@ TEST_F(BrokerCoreTest, PrefetchesManyTinyTasksButNoLongOne) {
   // Two workers of 2 threads that accept up to 100 prefetched tasks.
   Register("tiny", 2, /*prefetch=*/100, {"tiny"});
   Register("long", 2, /*prefetch=*/100, {"long"});
-  auto report = [&](const std::string& worker, uint64_t id,
-                    absl::Duration took) {
-    wire::Frame f;
-    wire::TaskResult* r = f.mutable_results()->add_results();
-    r->set_job_id(id);
-    r->set_attempt(1);
-    r->set_ok(true);
-    r->set_started_at_us(absl::ToUnixMicros(now_));
-    r->set_finished_at_us(absl::ToUnixMicros(now_ + took));
-    core_.OnWorkerFrame(worker, f, now_, &out_);
-  };
   std::vector<uint64_t> tiny = Submit(500, "tiny");
   std::vector<uint64_t> longs = Submit(500, "long");
   // Before any result: threads + as many again.
   EXPECT_EQ(Dispatched().size(), 8u);
   // Tiny tasks (10 us): 500 per thread in 5 ms; capped at the 100 the
   // worker accepts.
-  for (int i = 0; i < 4; ++i) report("tiny", tiny[i], absl::Microseconds(10));
+  for (int i = 0; i < 4; ++i) ResultTook("tiny", tiny[i], absl::Microseconds(10));
   // Long tasks (1 s): none ahead.
-  for (int i = 0; i < 4; ++i) report("long", longs[i], absl::Seconds(1));
+  for (int i = 0; i < 4; ++i) ResultTook("long", longs[i], absl::Seconds(1));
   std::vector<std::pair<std::string, wire::Task>> more = Dispatched();
   int to_tiny = 0, to_long = 0;
   for (auto& [w, t] : more) (w == "tiny" ? to_tiny : to_long)++;
@@ -618,16 +619,7 @@ TEST_F(BrokerCoreTest, PrefetchFollowsTheTaskNotTheWorkersLastTasks) {
   Register("w", 2, /*prefetch=*/100, {"tiny", "long"});
   std::vector<uint64_t> tiny = Submit(4, "tiny");
   ASSERT_EQ(Dispatched().size(), 4u);
-  for (uint64_t id : tiny) {
-    wire::Frame f;
-    wire::TaskResult* r = f.mutable_results()->add_results();
-    r->set_job_id(id);
-    r->set_attempt(1);
-    r->set_ok(true);
-    r->set_started_at_us(absl::ToUnixMicros(now_));
-    r->set_finished_at_us(absl::ToUnixMicros(now_ + absl::Microseconds(5)));
-    core_.OnWorkerFrame("w", f, now_, &out_);
-  }
+  for (uint64_t id : tiny) ResultTook("w", id, absl::Microseconds(5));
   Submit(50, "long");
   // Unknown run time: threads, plus as many again.
   EXPECT_EQ(Dispatched().size(), 4u);
