@@ -211,11 +211,41 @@ TEST(ReconnectTest, AMapStartedBeforeAKill9FinishesInOrderAndRunsEachJobOnce) {
   ExpectEachSucceededOnce(GetJobs(cluster, ids));
 }
 
+// What `dexec wait IDS` printed and returned when the broker was killed
+// and restarted while it waited. The verb runs in-process on a stub that is
+// already connected: the binary's first connect fails fast by design (exit
+// 2), and from outside nothing tells when it is past it.
+struct WaitOutcome {
+  int code = -1;
+  std::string out, err;
+};
+
+WaitOutcome WaitAcrossARestart(TestCluster& cluster,
+                               const std::vector<uint64_t>& ids) {
+  WaitOutcome outcome;
+  std::vector<std::string> args = {"wait"};
+  for (uint64_t id : ids) args.push_back(absl::StrCat(id));
+  args.push_back("--broker=" + cluster.grpc_address());
+  absl::StatusOr<cli::ParsedCommand> cmd =
+      cli::ParseCommandLine(args, std::nullopt);
+  EXPECT_TRUE(cmd.ok()) << cmd.status();
+  absl::StatusOr<std::unique_ptr<v1::Broker::Stub>> stub =
+      cli::ConnectToBroker(cluster.grpc_address());
+  EXPECT_TRUE(stub.ok()) << stub.status();
+  if (!cmd.ok() || !stub.ok()) return outcome;
+  std::ostringstream out, err;
+  std::thread wait(
+      [&] { outcome.code = cli::Wait(*cmd, **stub, out, err); });
+  EXPECT_TRUE(cluster.KillBroker().ok());
+  EXPECT_TRUE(cluster.RestartBroker().ok());
+  wait.join();
+  outcome.out = out.str();
+  outcome.err = err.str();
+  return outcome;
+}
+
 // (b) `dexec wait` watches over a Session stream; when the broker dies it
-// watches the unfinished ids again on the restarted one. The verb runs
-// in-process on a stub that is already connected: the binary's first
-// connect fails fast by design (exit 2), and from outside nothing tells
-// when it is past it.
+// watches the unfinished ids again on the restarted one.
 TEST(ReconnectTest, DexecWaitStartedBeforeARestartSucceeds) {
   TestCluster cluster;
   ASSERT_TRUE(cluster.StartBroker({kFastHeartbeat}).ok());
@@ -223,24 +253,10 @@ TEST(ReconnectTest, DexecWaitStartedBeforeARestartSucceeds) {
   ASSERT_TRUE(cluster.WaitForWorkers(1).ok());
   std::vector<uint64_t> ids = SubmitUnary(cluster, "sys.sleep", "2000", 2);
   ASSERT_EQ(ids.size(), 2u);
-  absl::StatusOr<cli::ParsedCommand> cmd = cli::ParseCommandLine(
-      {"wait", absl::StrCat(ids[0]), absl::StrCat(ids[1]),
-       "--broker=" + cluster.grpc_address()},
-      std::nullopt);
-  ASSERT_TRUE(cmd.ok()) << cmd.status();
-  absl::StatusOr<std::unique_ptr<v1::Broker::Stub>> stub =
-      cli::ConnectToBroker(cluster.grpc_address());
-  ASSERT_TRUE(stub.ok()) << stub.status();
-
-  std::ostringstream out, err;
-  int code = -1;
-  std::thread wait([&] { code = cli::Wait(*cmd, **stub, out, err); });
-  ASSERT_TRUE(cluster.KillBroker().ok());
-  ASSERT_TRUE(cluster.RestartBroker().ok());
-  wait.join();
-  EXPECT_EQ(code, 0) << err.str();
-  EXPECT_EQ(out.str(), absl::StrCat(ids[0], " SUCCEEDED\n", ids[1],
-                                    " SUCCEEDED\n"));
+  WaitOutcome wait = WaitAcrossARestart(cluster, ids);
+  EXPECT_EQ(wait.code, 0) << wait.err;
+  EXPECT_EQ(wait.out, absl::StrCat(ids[0], " SUCCEEDED\n", ids[1],
+                                   " SUCCEEDED\n"));
   ExpectEachSucceededOnce(GetJobs(cluster, ids));
 }
 
@@ -251,20 +267,9 @@ TEST(ReconnectTest, DexecWaitReportsJobsAnInMemoryBrokerLost) {
   ASSERT_TRUE(cluster.StartBroker({"--in_memory"}).ok());
   std::vector<uint64_t> ids = SubmitUnary(cluster, "sys.echo", "x", 1);
   ASSERT_EQ(ids.size(), 1u);
-  absl::StatusOr<cli::ParsedCommand> cmd = cli::ParseCommandLine(
-      {"wait", absl::StrCat(ids[0])}, std::nullopt);
-  ASSERT_TRUE(cmd.ok()) << cmd.status();
-  absl::StatusOr<std::unique_ptr<v1::Broker::Stub>> stub =
-      cli::ConnectToBroker(cluster.grpc_address());
-  ASSERT_TRUE(stub.ok()) << stub.status();
-  std::ostringstream out, err;
-  int code = -1;
-  std::thread wait([&] { code = cli::Wait(*cmd, **stub, out, err); });
-  ASSERT_TRUE(cluster.KillBroker().ok());
-  ASSERT_TRUE(cluster.RestartBroker().ok());
-  wait.join();
-  EXPECT_EQ(code, 1) << err.str();
-  EXPECT_EQ(out.str(), absl::StrCat(ids[0], " NOT_FOUND\n"));
+  WaitOutcome wait = WaitAcrossARestart(cluster, ids);
+  EXPECT_EQ(wait.code, 1) << wait.err;
+  EXPECT_EQ(wait.out, absl::StrCat(ids[0], " NOT_FOUND\n"));
 }
 
 // (b) `dexec map` uses the Executor: its lines come out in order across a
