@@ -489,7 +489,6 @@ void BrokerCore::OnResults(WorkerEntry* w, const wire::Results& results,
       AbandonCurrentAttempt(*job, out);
     }
     orphans_.erase(job->id);
-    delayed_until_.erase(job->id);
     AttemptRecord& a = job->mutable_info().attempts[r.attempt() - 1];
     if (r.started_at_us() > 0) a.started_at = absl::FromUnixMicros(r.started_at_us());
     a.ended_at = r.finished_at_us() > 0 ? absl::FromUnixMicros(r.finished_at_us())
