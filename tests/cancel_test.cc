@@ -27,6 +27,7 @@
 #include "gtest/gtest.h"
 #include "protos/dexec.grpc.pb.h"
 #include "protos/tasks.pb.h"
+#include "tests/broker_queries.h"
 #include "tests/cluster.h"
 #include "tests/process.h"
 
@@ -113,14 +114,7 @@ class CancelTest : public ::testing::Test {
   }
 
   v1::Job GetJob(uint64_t id) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
-    v1::GetJobsRequest req;
-    req.add_job_ids(id);
-    v1::GetJobsResponse resp;
-    grpc::Status s = cluster_.stub().GetJobs(&ctx, req, &resp);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    return resp.jobs_size() == 1 ? resp.jobs(0) : v1::Job();
+    return ::dexec::testing::GetJob(cluster_.stub(), id);
   }
 
   // The Cancel RPC itself, for one job.

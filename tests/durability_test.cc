@@ -11,11 +11,13 @@
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/broker_queries.h"
 #include "tests/cluster.h"
 
 namespace dexec {
 namespace {
 
+using ::dexec::testing::GetJobs;
 using ::dexec::testing::TestCluster;
 
 std::string DataDir(const std::string& name) {
@@ -39,19 +41,6 @@ std::vector<uint64_t> SubmitEchoes(TestCluster& cluster, int n,
   return {resp.job_ids().begin(), resp.job_ids().end()};
 }
 
-v1::GetJobsResponse GetJobs(TestCluster& cluster,
-                            const std::vector<uint64_t>& ids) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
-  v1::GetJobsRequest req;
-  for (uint64_t id : ids) req.add_job_ids(id);
-  req.set_include_result(true);
-  v1::GetJobsResponse resp;
-  grpc::Status s = cluster.stub().GetJobs(&ctx, req, &resp);
-  EXPECT_TRUE(s.ok()) << s.error_message();
-  return resp;
-}
-
 // Polls the broker's counters until `n` jobs succeeded, then checks that
 // these are the ones (counters keep the polling cheap: a GetJobs of
 // thousands of results every few milliseconds is slow under sanitizers).
@@ -67,9 +56,9 @@ bool AllSucceed(TestCluster& cluster, const std::vector<uint64_t>& ids,
     if (s.ok() && stats.succeeded() >= before + ids.size()) break;
     absl::SleepFor(absl::Milliseconds(50));  // polling real state
   }
-  v1::GetJobsResponse resp = GetJobs(cluster, ids);
-  bool all = resp.jobs_size() == static_cast<int>(ids.size());
-  for (const v1::Job& j : resp.jobs()) all = all && j.state() == v1::Job::SUCCEEDED;
+  std::vector<v1::Job> jobs = GetJobs(cluster.stub(), ids);
+  bool all = jobs.size() == ids.size();
+  for (const v1::Job& j : jobs) all = all && j.state() == v1::Job::SUCCEEDED;
   return all;
 }
 
@@ -89,10 +78,10 @@ TEST(Durability, SigtermFlushesAndARestartedBrokerHasEveryJob) {
   }
   TestCluster cluster;
   ASSERT_TRUE(cluster.StartBroker({"--data_dir=" + dir}).ok());
-  v1::GetJobsResponse before = GetJobs(cluster, ids);
-  ASSERT_EQ(before.jobs_size(), 2000);
+  std::vector<v1::Job> before = GetJobs(cluster.stub(), ids);
+  ASSERT_EQ(before.size(), 2000u);
   for (int i = 0; i < 2000; ++i) {
-    ASSERT_EQ(before.jobs(i).state(), v1::Job::QUEUED) << "job " << ids[i];
+    ASSERT_EQ(before[i].state(), v1::Job::QUEUED) << "job " << ids[i];
   }
   // Ids continue above the old ones.
   std::vector<uint64_t> more = SubmitEchoes(cluster, 1, "after");
@@ -100,10 +89,12 @@ TEST(Durability, SigtermFlushesAndARestartedBrokerHasEveryJob) {
   EXPECT_GT(more[0], ids.back());
   ASSERT_TRUE(cluster.StartWorker(4).ok());
   ASSERT_TRUE(AllSucceed(cluster, ids, absl::Seconds(60)));
-  v1::GetJobsResponse after = GetJobs(cluster, ids);
+  std::vector<v1::Job> after =
+      GetJobs(cluster.stub(), ids, /*include_result=*/true);
+  ASSERT_EQ(after.size(), 2000u);
   for (int i = 0; i < 2000; ++i) {
-    EXPECT_EQ(after.jobs(i).result(), absl::StrCat("queued-", i));
-    EXPECT_EQ(after.jobs(i).attempts(), 1);
+    EXPECT_EQ(after[i].result(), absl::StrCat("queued-", i));
+    EXPECT_EQ(after[i].attempts(), 1);
   }
 }
 
@@ -128,16 +119,20 @@ TEST(Durability, KillNineLosesNoAcknowledgedJobAndKeepsResults) {
   TestCluster cluster;
   ASSERT_TRUE(cluster.StartBroker({"--data_dir=" + dir}).ok());
   // Finished jobs kept their results.
-  v1::GetJobsResponse kept = GetJobs(cluster, done);
+  std::vector<v1::Job> kept =
+      GetJobs(cluster.stub(), done, /*include_result=*/true);
+  ASSERT_EQ(kept.size(), done.size());
   for (int i = 0; i < static_cast<int>(done.size()); ++i) {
-    ASSERT_EQ(kept.jobs(i).state(), v1::Job::SUCCEEDED);
-    EXPECT_EQ(kept.jobs(i).result(), absl::StrCat("done-", i));
+    ASSERT_EQ(kept[i].state(), v1::Job::SUCCEEDED);
+    EXPECT_EQ(kept[i].result(), absl::StrCat("done-", i));
   }
   ASSERT_TRUE(cluster.StartWorker(4).ok());
   ASSERT_TRUE(AllSucceed(cluster, queued, absl::Seconds(60), done.size()));
-  v1::GetJobsResponse after = GetJobs(cluster, queued);
+  std::vector<v1::Job> after =
+      GetJobs(cluster.stub(), queued, /*include_result=*/true);
+  ASSERT_EQ(after.size(), queued.size());
   for (int i = 0; i < static_cast<int>(queued.size()); ++i) {
-    EXPECT_EQ(after.jobs(i).result(), absl::StrCat("queued-", i));
+    EXPECT_EQ(after[i].result(), absl::StrCat("queued-", i));
   }
 }
 

@@ -11,6 +11,7 @@
 #include "common/proto_time.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/broker_queries.h"
 #include "tests/cluster.h"
 #include "zmq.hpp"
 
@@ -41,13 +42,7 @@ class EndToEndTest : public ::testing::Test {
   }
 
   v1::Job GetJob(uint64_t id) {
-    grpc::ClientContext ctx;
-    v1::GetJobsRequest req;
-    req.add_job_ids(id);
-    v1::GetJobsResponse resp;
-    grpc::Status s = cluster_.stub().GetJobs(&ctx, req, &resp);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    return resp.jobs_size() == 1 ? resp.jobs(0) : v1::Job();
+    return ::dexec::testing::GetJob(cluster_.stub(), id);
   }
 
   TestCluster cluster_;

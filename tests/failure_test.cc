@@ -42,14 +42,17 @@
 #include "gtest/gtest.h"
 #include "protos/dexec.grpc.pb.h"
 #include "protos/tasks.pb.h"
+#include "tests/broker_queries.h"
 #include "tests/cluster.h"
 #include "tests/process.h"
 
 namespace dexec {
 namespace {
 
+using ::dexec::testing::AllJobIds;
 using ::dexec::testing::BinaryPath;
 using ::dexec::testing::CommandResult;
+using ::dexec::testing::GetJobs;
 using ::dexec::testing::Process;
 using ::dexec::testing::RunCommand;
 using ::dexec::testing::TestCluster;
@@ -96,41 +99,6 @@ std::optional<v1::WorkerInfo> FindWorker(v1::Broker::Stub& stub,
     if (w.name() == name) return std::move(w);
   }
   return std::nullopt;
-}
-
-// Jobs by id, with their attempt logs (and results if asked), in chunks so
-// that no response grows large (see CallContext). A failed call fails the
-// test.
-std::vector<v1::Job> GetJobs(v1::Broker::Stub& stub,
-                             const std::vector<uint64_t>& ids,
-                             bool include_result = false) {
-  std::vector<v1::Job> jobs;
-  constexpr size_t kChunk = 200;
-  for (size_t i = 0; i < ids.size(); i += kChunk) {
-    v1::GetJobsRequest req;
-    req.set_include_result(include_result);
-    for (size_t j = i; j < ids.size() && j < i + kChunk; ++j) {
-      req.add_job_ids(ids[j]);
-    }
-    v1::GetJobsResponse resp;
-    grpc::Status s = stub.GetJobs(CallContext().get(), req, &resp);
-    EXPECT_TRUE(s.ok()) << "GetJobs: " << s.error_message();
-    for (v1::Job& j : *resp.mutable_jobs()) jobs.push_back(std::move(j));
-  }
-  return jobs;
-}
-
-// Every job the broker knows, oldest first.
-std::vector<uint64_t> AllJobIds(v1::Broker::Stub& stub) {
-  v1::ListJobsRequest req;
-  req.set_limit(1 << 30);
-  v1::ListJobsResponse resp;
-  grpc::Status s = stub.ListJobs(CallContext().get(), req, &resp);
-  EXPECT_TRUE(s.ok()) << "ListJobs: " << s.error_message();
-  std::vector<uint64_t> ids;
-  for (const v1::Job& j : resp.jobs()) ids.push_back(j.id());
-  std::reverse(ids.begin(), ids.end());
-  return ids;
 }
 
 template <typename T>

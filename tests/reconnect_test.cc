@@ -23,13 +23,16 @@
 #include "common/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/broker_queries.h"
 #include "tests/cluster.h"
 
 namespace dexec {
 namespace {
 
+using ::dexec::testing::AllJobIds;
 using ::dexec::testing::BinaryPath;
 using ::dexec::testing::CommandResult;
+using ::dexec::testing::GetJobs;
 using ::dexec::testing::TestCluster;
 
 constexpr absl::Duration kBound = absl::Seconds(90);
@@ -70,28 +73,6 @@ std::optional<v1::Stats> GetStats(TestCluster& cluster) {
       cluster.stub().GetStats(CallContext().get(), v1::GetStatsRequest(), &stats);
   if (!s.ok()) return std::nullopt;
   return stats;
-}
-
-std::vector<v1::Job> GetJobs(TestCluster& cluster,
-                             const std::vector<uint64_t>& ids) {
-  v1::GetJobsRequest req;
-  req.mutable_job_ids()->Add(ids.begin(), ids.end());
-  v1::GetJobsResponse resp;
-  grpc::Status s = cluster.stub().GetJobs(CallContext().get(), req, &resp);
-  EXPECT_TRUE(s.ok()) << "GetJobs: " << s.error_message();
-  return {resp.jobs().begin(), resp.jobs().end()};
-}
-
-// Ids of every job the broker knows.
-std::vector<uint64_t> AllJobIds(TestCluster& cluster) {
-  v1::ListJobsRequest req;
-  req.set_limit(1 << 30);
-  v1::ListJobsResponse resp;
-  grpc::Status s = cluster.stub().ListJobs(CallContext().get(), req, &resp);
-  EXPECT_TRUE(s.ok()) << "ListJobs: " << s.error_message();
-  std::vector<uint64_t> ids;
-  for (const v1::Job& j : resp.jobs()) ids.push_back(j.id());
-  return ids;
 }
 
 // Submits `n` jobs with the unary RPC; their ids.
@@ -204,11 +185,11 @@ TEST(ReconnectTest, AMapStartedBeforeAKill9FinishesInOrderAndRunsEachJobOnce) {
   ex->Shutdown();
 
   // Exactly the jobs we submitted: a resent batch created nothing new.
-  std::vector<uint64_t> ids = AllJobIds(cluster);
+  std::vector<uint64_t> ids = AllJobIds(cluster.stub());
   std::sort(ids.begin(), ids.end());
   EXPECT_EQ(std::unique(ids.begin(), ids.end()), ids.end());
   EXPECT_EQ(ids.size(), static_cast<size_t>(kJobs + 4));
-  ExpectEachSucceededOnce(GetJobs(cluster, ids));
+  ExpectEachSucceededOnce(GetJobs(cluster.stub(), ids));
 }
 
 // What `dexec wait IDS` printed and returned when the broker was killed
@@ -257,7 +238,7 @@ TEST(ReconnectTest, DexecWaitStartedBeforeARestartSucceeds) {
   EXPECT_EQ(wait.code, 0) << wait.err;
   EXPECT_EQ(wait.out, absl::StrCat(ids[0], " SUCCEEDED\n", ids[1],
                                    " SUCCEEDED\n"));
-  ExpectEachSucceededOnce(GetJobs(cluster, ids));
+  ExpectEachSucceededOnce(GetJobs(cluster.stub(), ids));
 }
 
 // The same against a broker that restarted without its journal: the jobs
@@ -285,7 +266,7 @@ TEST(ReconnectTest, DexecMapStartedBeforeARestartPrintsEveryLineInOrder) {
       SubmitUnary(cluster, "sys.sleep", "4000", 2, /*priority=*/10);
   ASSERT_TRUE(PollUntil(
       [&] {
-        std::vector<v1::Job> jobs = GetJobs(cluster, blockers);
+        std::vector<v1::Job> jobs = GetJobs(cluster.stub(), blockers);
         return std::all_of(jobs.begin(), jobs.end(), [](const v1::Job& j) {
           return j.state() == v1::Job::RUNNING;
         });
@@ -319,7 +300,7 @@ TEST(ReconnectTest, DexecMapStartedBeforeARestartPrintsEveryLineInOrder) {
   ASSERT_TRUE(map_result.ok()) << map_result.status();
   EXPECT_EQ(map_result->exit_code, 0) << map_result->err;
   EXPECT_EQ(map_result->out, expected);
-  std::vector<uint64_t> ids = AllJobIds(cluster);
+  std::vector<uint64_t> ids = AllJobIds(cluster.stub());
   EXPECT_EQ(ids.size(), static_cast<size_t>(kLines + 2));
 }
 
@@ -393,7 +374,7 @@ TEST(ReconnectTest, AMapWaitsForRoomUnderMaxQueued) {
   EXPECT_EQ(i, kJobs);
   for (Future<std::string>& f : first) EXPECT_TRUE(f.Result(kBound).ok());
   // 50 + the map; the refused single submit created nothing.
-  EXPECT_EQ(AllJobIds(cluster).size(), static_cast<size_t>(kJobs + 50));
+  EXPECT_EQ(AllJobIds(cluster.stub()).size(), static_cast<size_t>(kJobs + 50));
 }
 
 // A broker that stays away: after reconnect_timeout every unresolved future
