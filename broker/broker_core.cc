@@ -34,8 +34,10 @@ void Outbox::Clear() {
 }
 
 void Outbox::AddEvent(SessionId session, v1::JobEvent event) {
+  // Into the last response, even one that acknowledges a submit: the
+  // client reads the acknowledgement first (dexec.proto, SessionResponse).
   std::vector<v1::SessionResponse>& q = to_sessions[session];
-  if (q.empty() || !q.back().has_events()) q.emplace_back();
+  if (q.empty()) q.emplace_back();
   *q.back().mutable_events()->add_events() = std::move(event);
 }
 

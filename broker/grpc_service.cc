@@ -22,8 +22,8 @@ constexpr int kMaxEventsPerResponse = 4096;
 //
 // Reads: the reactor posts each request to the loop, and keeps at most
 // kMaxUnhandledRequests outstanding. Writes: the loop pushes responses into
-// a queue; one write is in flight at a time, and queued Events responses
-// are merged so a burst of results costs few writes.
+// a queue; one write is in flight at a time, and queued responses are
+// merged so a burst of acknowledgements and results costs few writes.
 class SessionReactor final
     : public grpc::ServerBidiReactor<v1::SessionRequest, v1::SessionResponse> {
  public:
@@ -91,12 +91,22 @@ class SessionReactor final
         MutexLock lock(&mu_);
         if (reactor_ == nullptr || finish_started_) return;
         for (v1::SessionResponse& r : responses) {
-          // Merge events into a queued (not yet writing) Events response.
-          if (r.has_events() && !queue_.empty() && queue_.back().has_events() &&
+          // Merge into the queued (not yet writing) response where that
+          // keeps every acknowledgement ahead of its jobs' events: the
+          // client handles a response's `submitted` before its `events`,
+          // and the queued events are of jobs acknowledged earlier.
+          if (!queue_.empty() &&
+              !(r.has_submitted() && queue_.back().has_submitted()) &&
               queue_.back().events().events_size() < kMaxEventsPerResponse) {
-            auto* dst = queue_.back().mutable_events()->mutable_events();
-            for (v1::JobEvent& e : *r.mutable_events()->mutable_events()) {
-              dst->Add(std::move(e));
+            v1::SessionResponse& dst = queue_.back();
+            if (r.has_submitted()) {
+              *dst.mutable_submitted() = std::move(*r.mutable_submitted());
+            }
+            if (r.has_events()) {
+              auto* events = dst.mutable_events()->mutable_events();
+              for (v1::JobEvent& e : *r.mutable_events()->mutable_events()) {
+                events->Add(std::move(e));
+              }
             }
             continue;
           }

@@ -24,6 +24,9 @@ namespace {
 // gRPC's default 4 MiB receive limit on the broker. A single larger job
 // still goes alone.
 constexpr size_t kMaxBatchBytes = size_t{3} << 20;
+// A Submit on an idle session writes its job itself up to this size; larger
+// ones go through client-send, so a caller never blocks on flow control.
+constexpr size_t kMaxInlineSendBytes = size_t{64} << 10;
 
 // How long Stop waits for the broker to end the stream after our
 // half-close before cancelling it.
@@ -240,6 +243,7 @@ std::shared_ptr<FutureState> Session::Submit(absl::string_view task,
   auto state = std::make_shared<FutureState>(weak_from_this());
   const size_t max_batch = std::max<size_t>(1, options_.max_batch);
   absl::Status closed;
+  SendRound round;
   {
     MutexLock lock(&queue_mu_);
     if (!closed_) {
@@ -253,9 +257,16 @@ std::shared_ptr<FutureState> Session::Submit(absl::string_view task,
       OutBatch& batch = *batches_.back();
       AddJob(&batch, task, std::move(payload), options);
       batch.states.push_back(state);
-      return state;
+      if (!InlineSendAllowedLocked()) return state;
+      // Nothing else is going on: write it from this thread, a thread
+      // hand-off (~15-25 us on a 2-core VM) sooner than client-send could.
+      round = BeginRoundLocked(absl::Now());
     }
-    closed = closed_status_;
+    if (closed_) closed = closed_status_;
+  }
+  if (round.stream != nullptr) {
+    WriteRound(std::move(round));
+    return state;
   }
   state->Complete(std::move(closed));
   return state;
@@ -453,19 +464,36 @@ void Session::TakeBatchesLocked(absl::Time now, std::vector<BatchPtr>* out) {
   }
 }
 
+Session::SendRound Session::BeginRoundLocked(absl::Time now) {
+  SendRound round;
+  round.stream = stream_;
+  round.resync = std::exchange(resync_, false);
+  round.watches.swap(watch_ids_);
+  TakeBatchesLocked(now, &round.taken);
+  sending_ = true;
+  return round;
+}
+
+bool Session::InlineSendAllowedLocked() const {
+  // Only an idle session: the broker has answered everything (so its flow
+  // control window is open and the write does not block the caller), and
+  // nobody else is sending or waiting to.
+  return connected_ && !sending_ && !resync_ && !stop_sender_ &&
+         in_flight_batches_ == 0 && batches_.size() == 1 &&
+         watch_ids_.empty() && room_wait_.empty() && !room_probe_out_ &&
+         batches_.front()->bytes <= kMaxInlineSendBytes;
+}
+
 void Session::SendLoop() {
   NameThisThread("client-send");
-  // Writes to this stream failed: skip it until client-recv replaces it.
-  std::shared_ptr<Stream> failed_stream;
-  std::vector<BatchPtr> taken;
   for (;;) {
-    std::shared_ptr<Stream> stream;
-    bool resync = false;
-    std::vector<uint64_t> watches;
+    SendRound round;
     {
       MutexLock lock(&queue_mu_);
+      // A caller may be sending inline (Submit): wait until it is done.
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
-        return stop_sender_ || (connected_ && HasWorkLocked(absl::Now()));
+        return !sending_ &&
+               (stop_sender_ || (connected_ && HasWorkLocked(absl::Now())));
       };
       // Sleeps until there is work, or the head of the room queue is due.
       // The due time may move while we sleep: wake up and re-read it.
@@ -484,98 +512,14 @@ void Session::SendLoop() {
       }
       // On stop, flush what can still be written, then leave.
       if (!connected_ || !HasWorkLocked(absl::Now())) break;
-      stream = stream_;
-      resync = std::exchange(resync_, false);
-      watches.swap(watch_ids_);
-      TakeBatchesLocked(absl::Now(), &taken);
-      sending_ = true;
+      round = BeginRoundLocked(absl::Now());
     }
-    // Jobs cancelled while queued never reach the broker.
-    for (BatchPtr& batch : taken) {
-      if (!batch->withdrawn.empty()) batch = WithoutWithdrawn(*batch);
-    }
-
-    std::vector<v1::SessionRequest> watch_requests;
-    auto add_watches = [&](const std::vector<uint64_t>& ids) {
-      for (size_t i = 0; i < ids.size(); i += kMaxWatchIds) {
-        const size_t end = std::min(ids.size(), i + kMaxWatchIds);
-        watch_requests.emplace_back().mutable_watch()->mutable_job_ids()->Add(
-            ids.begin() + i, ids.begin() + end);
-      }
-    };
-    std::vector<BatchPtr> resend;
-    std::vector<BatchPtr> fresh;
-    std::vector<BatchPtr> refused;
-    absl::Status failed;
-    bool probe_not_sent = false;
-    {
-      MutexLock lock(&mu_);
-      if (resync) {
-        // Watches first: a restarted in-memory broker hands out ids from 1
-        // again, and a resent batch could otherwise take an id we are about
-        // to re-watch (docs/DESIGN.md, "Reconnecting").
-        std::vector<uint64_t> rewatch;
-        rewatch.reserve(ids_.size());
-        for (const auto& [id, watchers] : ids_) rewatch.push_back(id);
-        add_watches(rewatch);
-        for (const auto& [seq, batch] : unacked_) resend.push_back(batch);
-      }
-      for (BatchPtr& batch : taken) {
-        if (batch->states.empty() || failed_) {
-          // Not sent: if it was the probe, the next one may go.
-          probe_not_sent = probe_not_sent || batch->probe;
-        }
-        if (batch->states.empty()) continue;
-        if (failed_) {
-          failed = failed_status_;
-          refused.push_back(std::move(batch));
-          continue;
-        }
-        const uint64_t seq = ++next_seq_;
-        v1::SessionRequest::Submit* submit = batch->request->mutable_submit();
-        submit->set_seq(seq);
-        submit->set_client_id(client_id_);
-        // Registered before the write: the Submitted may arrive at once.
-        unacked_.emplace(seq, batch);
-        fresh.push_back(std::move(batch));
-      }
-    }
-    const int64_t not_sent =
-        static_cast<int64_t>(taken.size() - fresh.size());
-    taken.clear();
-    for (const BatchPtr& batch : refused) {
-      for (const auto& state : batch->states) state->Complete(failed);
-    }
-    add_watches(watches);
-
-    if (stream != failed_stream) {
-      std::vector<const v1::SessionRequest*> out;
-      out.reserve(watch_requests.size() + resend.size() + fresh.size());
-      for (const v1::SessionRequest& r : watch_requests) out.push_back(&r);
-      for (const BatchPtr& batch : resend) out.push_back(batch->request);
-      for (const BatchPtr& batch : fresh) out.push_back(batch->request);
-      for (size_t i = 0; i < out.size(); ++i) {
-        // All but the last message of a round may sit in gRPC's buffer: one
-        // flush per round instead of one per message.
-        grpc::WriteOptions write_options;
-        if (i + 1 < out.size()) write_options.set_buffer_hint();
-        if (!stream->rw->Write(*out[i], write_options)) {
-          // The stream is over. What was registered stays in unacked_ and
-          // ids_, and goes again on the next stream.
-          failed_stream = stream;
-          break;
-        }
-      }
-    }
-    MutexLock lock(&queue_mu_);
-    in_flight_batches_ -= not_sent;
-    if (probe_not_sent) room_probe_out_ = false;
-    sending_ = false;
+    WriteRound(std::move(round));
   }
   std::shared_ptr<Stream> last;
   {
     MutexLock lock(&queue_mu_);
-    if (connected_ && stream_ != failed_stream) {
+    if (connected_ && stream_ != failed_stream_) {
       last = stream_;
       sending_ = true;  // client-recv must not Finish it under our feet
     }
@@ -584,6 +528,93 @@ void Session::SendLoop() {
   MutexLock lock(&queue_mu_);
   sending_ = false;
   sender_exited_ = true;
+}
+
+void Session::WriteRound(SendRound round) {
+  std::vector<BatchPtr>& taken = round.taken;
+  // Jobs cancelled while queued never reach the broker.
+  for (BatchPtr& batch : taken) {
+    if (!batch->withdrawn.empty()) batch = WithoutWithdrawn(*batch);
+  }
+
+  std::vector<v1::SessionRequest> watch_requests;
+  auto add_watches = [&](const std::vector<uint64_t>& ids) {
+    for (size_t i = 0; i < ids.size(); i += kMaxWatchIds) {
+      const size_t end = std::min(ids.size(), i + kMaxWatchIds);
+      watch_requests.emplace_back().mutable_watch()->mutable_job_ids()->Add(
+          ids.begin() + i, ids.begin() + end);
+    }
+  };
+  std::vector<BatchPtr> resend;
+  std::vector<BatchPtr> fresh;
+  std::vector<BatchPtr> refused;
+  absl::Status failed;
+  bool probe_not_sent = false;
+  {
+    MutexLock lock(&mu_);
+    if (round.resync) {
+      // Watches first: a restarted in-memory broker hands out ids from 1
+      // again, and a resent batch could otherwise take an id we are about
+      // to re-watch (docs/DESIGN.md, "Reconnecting").
+      std::vector<uint64_t> rewatch;
+      rewatch.reserve(ids_.size());
+      for (const auto& [id, watchers] : ids_) rewatch.push_back(id);
+      add_watches(rewatch);
+      for (const auto& [seq, batch] : unacked_) resend.push_back(batch);
+    }
+    for (BatchPtr& batch : taken) {
+      if (batch->states.empty() || failed_) {
+        // Not sent: if it was the probe, the next one may go.
+        probe_not_sent = probe_not_sent || batch->probe;
+      }
+      if (batch->states.empty()) continue;
+      if (failed_) {
+        failed = failed_status_;
+        refused.push_back(std::move(batch));
+        continue;
+      }
+      const uint64_t seq = ++next_seq_;
+      v1::SessionRequest::Submit* submit = batch->request->mutable_submit();
+      submit->set_seq(seq);
+      submit->set_client_id(client_id_);
+      // Registered before the write: the Submitted may arrive at once.
+      unacked_.emplace(seq, batch);
+      fresh.push_back(std::move(batch));
+    }
+  }
+  const int64_t not_sent = static_cast<int64_t>(taken.size() - fresh.size());
+  taken.clear();
+  for (const BatchPtr& batch : refused) {
+    for (const auto& state : batch->states) state->Complete(failed);
+  }
+  add_watches(round.watches);
+
+  // Only the holder of sending_ touches failed_stream_.
+  bool write_failed = false;
+  if (round.stream != failed_stream_) {
+    std::vector<const v1::SessionRequest*> out;
+    out.reserve(watch_requests.size() + resend.size() + fresh.size());
+    for (const v1::SessionRequest& r : watch_requests) out.push_back(&r);
+    for (const BatchPtr& batch : resend) out.push_back(batch->request);
+    for (const BatchPtr& batch : fresh) out.push_back(batch->request);
+    for (size_t i = 0; i < out.size(); ++i) {
+      // All but the last message of a round may sit in gRPC's buffer: one
+      // flush per round instead of one per message.
+      grpc::WriteOptions write_options;
+      if (i + 1 < out.size()) write_options.set_buffer_hint();
+      if (!round.stream->rw->Write(*out[i], write_options)) {
+        // The stream is over. What was registered stays in unacked_ and
+        // ids_, and goes again on the next stream.
+        write_failed = true;
+        break;
+      }
+    }
+  }
+  MutexLock lock(&queue_mu_);
+  if (write_failed) failed_stream_ = round.stream;
+  in_flight_batches_ -= not_sent;
+  if (probe_not_sent) room_probe_out_ = false;
+  sending_ = false;
 }
 
 // ---- client-recv ----
@@ -604,16 +635,11 @@ void Session::RecvLoop() {
     v1::SessionResponse response;
     while (stream->rw->Read(&response)) {
       answered = true;
-      switch (response.body_case()) {
-        case v1::SessionResponse::kSubmitted:
-          HandleSubmitted(response.mutable_submitted());
-          break;
-        case v1::SessionResponse::kEvents:
-          HandleEvents(response.mutable_events());
-          break;
-        default:
-          break;  // newer broker; nothing we understand
+      // The acknowledgement first: the events may be of its jobs.
+      if (response.has_submitted()) {
+        HandleSubmitted(response.mutable_submitted());
       }
+      if (response.has_events()) HandleEvents(response.mutable_events());
     }
     bool stopping;
     {

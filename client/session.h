@@ -149,8 +149,24 @@ class Session final : public BatchSubmitter,
   // `batch`'s jobs [begin, end) as a new batch of the same kind.
   BatchPtr Slice(const OutBatch& batch, size_t begin, size_t end) const;
 
-  // ---- client-send ----
+  // ---- sending: client-send, or a caller of Submit on an idle session ----
+  // What one writer takes from the queues and writes in one go.
+  struct SendRound {
+    std::shared_ptr<Stream> stream;  // null: nothing taken
+    bool resync = false;
+    std::vector<uint64_t> watches;
+    std::vector<BatchPtr> taken;
+  };
   void SendLoop();
+  // Takes the sending role (sending_) and what may be sent now.
+  SendRound BeginRoundLocked(absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
+  // Registers and writes a round without holding locks, then gives the
+  // sending role back.
+  void WriteRound(SendRound round) ABSL_LOCKS_EXCLUDED(queue_mu_, mu_);
+  // Submit may write its one job itself: the session is idle.
+  bool InlineSendAllowedLocked() const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
   // Something to write now. Batches wait while kMaxUnackedBatches are
   // unanswered.
   bool HasWorkLocked(absl::Time now) const
@@ -212,9 +228,13 @@ class Session final : public BatchSubmitter,
   bool connected_ ABSL_GUARDED_BY(queue_mu_) = false;
   // A new stream: re-watch and resend before anything else.
   bool resync_ ABSL_GUARDED_BY(queue_mu_) = false;
-  // The sender holds items taken from the queue and not yet registered,
-  // or is writing.
+  // Someone holds the sending role: client-send, or a caller of Submit
+  // writing inline. It holds items taken from the queue and not yet
+  // registered, or is writing. One writer at a time on a stream.
   bool sending_ ABSL_GUARDED_BY(queue_mu_) = false;
+  // Writes to this stream failed: skip it until client-recv replaces it.
+  // Read and written only by the holder of the sending role.
+  std::shared_ptr<Stream> failed_stream_;
   // No more submits accepted; they fail with closed_status_.
   bool closed_ ABSL_GUARDED_BY(queue_mu_) = false;
   absl::Status closed_status_ ABSL_GUARDED_BY(queue_mu_);

@@ -48,21 +48,27 @@ class ABSL_LOCKABLE Mutex {
     TsanAcquire(this);
   }
   void Unlock() ABSL_UNLOCK_FUNCTION() {
+#if defined(__SANITIZE_THREAD__)
     // Waiters re-check their predicate on their own thread (see
     // AwaitWithDeadline), so wake them whenever the state may have changed.
     if (waiters_ > 0) cv_.SignalAll();
+#endif
     TsanRelease(this);
     mu_.Unlock();
   }
 
   // With the lock held: releases it until `pred()` holds or `deadline`
   // passes, and returns holding it again; true if `pred()` holds. `pred` is
-  // evaluated with the lock held, always on the calling thread: absl's
-  // Condition would evaluate it on whichever thread unlocks, which TSan
-  // cannot see through Debian's uninstrumented Abseil.
+  // evaluated with the lock held. In a normal build that is absl's
+  // Condition: the thread that unlocks evaluates it and wakes the waiter
+  // only when it holds, so a waiter costs no wake-up per unlock. Under TSan
+  // it is evaluated on the calling thread instead, woken by every unlock:
+  // TSan cannot see through Debian's uninstrumented Abseil evaluating it
+  // elsewhere.
   template <typename Pred>
   bool AwaitWithDeadline(const Pred& pred, absl::Time deadline)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(this) {
+#if defined(__SANITIZE_THREAD__)
     // Whoever holds the lock may have changed the state before waiting, and
     // its release inside the wait bypasses Unlock(): wake the others once.
     if (waiters_ > 0) cv_.SignalAll();
@@ -75,6 +81,9 @@ class ABSL_LOCKABLE Mutex {
       if (timed_out) return static_cast<bool>(pred());
     }
     return true;
+#else
+    return mu_.AwaitWithDeadline(absl::Condition(&pred), deadline);
+#endif
   }
   template <typename Pred>
   void Await(const Pred& pred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(this) {
@@ -83,8 +92,10 @@ class ABSL_LOCKABLE Mutex {
 
  private:
   absl::Mutex mu_;
+#if defined(__SANITIZE_THREAD__)
   absl::CondVar cv_;
   int waiters_ = 0;  // guarded by mu_
+#endif
 };
 
 class ABSL_SCOPED_LOCKABLE MutexLock {

@@ -2,6 +2,7 @@
 // loopback: what a user of Executor sees.
 #include <algorithm>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -66,6 +67,65 @@ TEST_F(EndToEndTest, TypedSubmitDecodesTheResult) {
   absl::StatusOr<int64_t> r = f.Result(kResultTimeout);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(*r, 42);
+}
+
+// Submit writes from the calling thread when the session is idle, and
+// through client-send otherwise: callers racing each other (and the sender)
+// must still take turns on the stream and each get their own result.
+TEST_F(EndToEndTest, SequentialSubmitsFromManyThreadsEachGetTheirResult) {
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 300;
+  std::vector<std::string> errors(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread && errors[t].empty(); ++i) {
+        const std::string payload = absl::StrCat(t, "-", i);
+        absl::StatusOr<std::string> r =
+            executor_->Submit("sys.echo", payload).Result(kResultTimeout);
+        if (!r.ok()) {
+          errors[t] = r.status().ToString();
+        } else if (*r != payload) {
+          errors[t] = absl::StrCat("got ", *r, " for ", payload);
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(errors[t], "") << "thread " << t;
+}
+
+// The broker answers a submit with its acknowledgement and, when a worker
+// takes the job in the same pass, the job's RUNNING event in one response
+// (dexec.proto, SessionResponse): one write instead of two per job.
+TEST_F(EndToEndTest, AnAcknowledgementCarriesTheFirstEventsOfItsJobs) {
+  grpc::ClientContext context;
+  auto stream = cluster_.stub().Session(&context);
+  v1::SessionRequest request;
+  v1::SessionRequest::Submit* submit = request.mutable_submit();
+  submit->set_seq(7);
+  v1::JobSpec* job = submit->add_jobs();
+  job->set_task("sys.sleep");
+  job->set_payload("300");
+  ASSERT_TRUE(stream->Write(request));
+  v1::SessionResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  ASSERT_TRUE(response.has_submitted());
+  EXPECT_EQ(response.submitted().seq(), 7u);
+  ASSERT_EQ(response.submitted().job_ids_size(), 1);
+  const uint64_t id = response.submitted().job_ids(0);
+  ASSERT_EQ(response.events().events_size(), 1) << response.DebugString();
+  EXPECT_EQ(response.events().events(0).job_id(), id);
+  EXPECT_EQ(response.events().events(0).state(), v1::Job::RUNNING);
+  // The result follows on its own.
+  ASSERT_TRUE(stream->Read(&response));
+  EXPECT_FALSE(response.has_submitted());
+  ASSERT_EQ(response.events().events_size(), 1) << response.DebugString();
+  EXPECT_EQ(response.events().events(0).state(), v1::Job::SUCCEEDED);
+  stream->WritesDone();
+  v1::SessionResponse extra;
+  EXPECT_FALSE(stream->Read(&extra));
+  EXPECT_TRUE(stream->Finish().ok());
 }
 
 TEST_F(EndToEndTest, MapReturnsResultsInInputOrderOverTenThousandInputs) {
