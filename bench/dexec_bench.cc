@@ -51,6 +51,7 @@
 #include "client/executor.h"
 #include "client/future.h"
 #include "client/options.h"
+#include "common/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "protos/dexec.grpc.pb.h"
 
@@ -703,6 +704,7 @@ absl::Status Run() {
 }  // namespace dexec::bench
 
 int main(int argc, char** argv) {
+  dexec::SetMutexDeadlockDetectionForProcess();
   absl::SetProgramUsageMessage(
       "Runs one benchmark workload against a running dexec broker and prints "
       "RESULT lines. See bench/README.md.");

@@ -20,6 +20,7 @@
 #include "broker/grpc_service.h"
 #include "broker/journal.h"
 #include "common/log.h"
+#include "common/mutex.h"
 #include "grpcpp/grpcpp.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
@@ -151,6 +152,7 @@ int Main() {
 }  // namespace dexec::broker
 
 int main(int argc, char** argv) {
+  dexec::SetMutexDeadlockDetectionForProcess();
   absl::SetProgramUsageMessage(
       "dexec-broker [--listen=HOST:PORT] [--worker_listen=ENDPOINT]");
   absl::ParseCommandLine(argc, argv);

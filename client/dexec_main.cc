@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "client/cli_commands.h"
 #include "client/cli_flags.h"
+#include "common/mutex.h"
 #include "grpc/support/log.h"
 
 namespace {
@@ -25,6 +26,7 @@ void DropGrpcLog(gpr_log_func_args*) {}
 
 int main(int argc, char** argv) {
   using namespace dexec::cli;  // NOLINT: the file's only subject.
+  dexec::SetMutexDeadlockDetectionForProcess();
   gpr_set_log_function(DropGrpcLog);
   // A closed stdout shows up as a failed write, so `map` can stop and cancel
   // its remaining jobs instead of dying with them still queued.

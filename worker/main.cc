@@ -30,6 +30,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/log.h"
+#include "common/mutex.h"
 #include "worker/builtin_tasks.h"
 #include "worker/task_registry.h"
 #include "worker/worker.h"
@@ -224,4 +225,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace dexec::worker
 
-int main(int argc, char** argv) { return dexec::worker::Main(argc, argv); }
+int main(int argc, char** argv) {
+  dexec::SetMutexDeadlockDetectionForProcess();
+  return dexec::worker::Main(argc, argv);
+}
