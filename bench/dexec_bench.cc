@@ -52,6 +52,7 @@
 #include "client/future.h"
 #include "client/options.h"
 #include "common/mutex.h"
+#include "common/proto_time.h"
 #include "grpcpp/grpcpp.h"
 #include "protos/dexec.grpc.pb.h"
 
@@ -202,24 +203,99 @@ absl::Status NoopSubmit(Executor& ex, int64_t n) {
   return absl::OkStatus();
 }
 
+// Where a round trip's time goes, from the job records of one latency run:
+// client Submit -> the broker took the job (its submitted_at), -> the worker
+// started it, -> the worker finished it (the run), -> the client had the
+// result. Every clock is this host's: the workload runs on one machine.
+struct RoundTripParts {
+  std::vector<double> submit, dispatch, run, ret;  // microseconds
+};
+
+absl::Status AddRoundTripParts(v1::Broker::Stub& stub,
+                               const std::vector<uint64_t>& ids,
+                               const std::vector<absl::Time>& sent,
+                               const std::vector<absl::Time>& done,
+                               RoundTripParts* parts) {
+  constexpr size_t kChunk = 1000;
+  for (size_t i = 0; i < ids.size(); i += kChunk) {
+    v1::GetJobsRequest req;
+    for (size_t j = i; j < std::min(ids.size(), i + kChunk); ++j) {
+      req.add_job_ids(ids[j]);
+    }
+    v1::GetJobsResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+    grpc::Status s = stub.GetJobs(&ctx, req, &resp);
+    if (!s.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("GetJobs for the latency breakdown: ", s.error_message()));
+    }
+    for (int k = 0; k < resp.jobs_size(); ++k) {
+      const v1::Job& job = resp.jobs(k);
+      if (job.attempt_log_size() != 1) continue;  // retried: not a clean trip
+      const size_t j = i + static_cast<size_t>(k);
+      const absl::Time accepted = FromProto(job.submitted_at());
+      const absl::Time started = FromProto(job.attempt_log(0).started_at());
+      const absl::Time ended = FromProto(job.attempt_log(0).ended_at());
+      parts->submit.push_back(absl::ToDoubleMicroseconds(accepted - sent[j]));
+      parts->dispatch.push_back(absl::ToDoubleMicroseconds(started - accepted));
+      parts->run.push_back(absl::ToDoubleMicroseconds(ended - started));
+      parts->ret.push_back(absl::ToDoubleMicroseconds(done[j] - ended));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Latency(Executor& ex, int64_t n) {
+  std::unique_ptr<v1::Broker::Stub> stub = v1::Broker::NewStub(grpc::CreateChannel(
+      absl::GetFlag(FLAGS_broker), grpc::InsecureChannelCredentials()));
   std::vector<double> p50s, p99s;
+  std::vector<double> submit50s, dispatch50s, run50s, return50s;
   for (int run = 0; run < absl::GetFlag(FLAGS_runs); ++run) {
     std::vector<double> samples;
+    std::vector<uint64_t> ids;
+    std::vector<absl::Time> sent, done;
     samples.reserve(n);
     for (int64_t i = 0; i < n; ++i) {
       const absl::Time t0 = absl::Now();
-      absl::StatusOr<std::string> r =
-          ex.Submit("sys.echo", absl::StrCat(i)).Result();
-      samples.push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));
+      Future<std::string> f = ex.Submit("sys.echo", absl::StrCat(i));
+      absl::StatusOr<std::string> r = f.Result();
+      const absl::Time t1 = absl::Now();
+      samples.push_back(absl::ToDoubleMicroseconds(t1 - t0));
       if (!r.ok()) return r.status();
+      absl::StatusOr<uint64_t> id = f.JobId();
+      if (!id.ok()) return id.status();
+      ids.push_back(*id);
+      sent.push_back(t0);
+      done.push_back(t1);
     }
     p50s.push_back(Percentile(samples, 50));
     p99s.push_back(Percentile(samples, 99));
+    // After the timed loop: the queries cost the round trips nothing.
+    RoundTripParts parts;
+    absl::Status s = AddRoundTripParts(*stub, ids, sent, done, &parts);
+    if (!s.ok()) return s;
+    if (parts.submit.empty()) continue;
+    submit50s.push_back(Percentile(parts.submit, 50));
+    dispatch50s.push_back(Percentile(parts.dispatch, 50));
+    run50s.push_back(Percentile(parts.run, 50));
+    return50s.push_back(Percentile(parts.ret, 50));
   }
   const std::string extra = absl::StrCat("samples_per_run=", n);
   PrintResult("latency_p50", "us", p50s, extra);
   PrintResult("latency_p99", "us", p99s, extra);
+  // The p50 of each part, per run (parts' medians need not add up to the
+  // round trip's median exactly).
+  if (!submit50s.empty()) {
+    PrintResult("latency_part_submit_p50", "us", submit50s,
+                "what=client_Submit_to_broker_accepted");
+    PrintResult("latency_part_dispatch_p50", "us", dispatch50s,
+                "what=broker_accepted_to_worker_started");
+    PrintResult("latency_part_run_p50", "us", run50s,
+                "what=worker_started_to_finished");
+    PrintResult("latency_part_return_p50", "us", return50s,
+                "what=worker_finished_to_client_has_result");
+  }
   return absl::OkStatus();
 }
 
