@@ -246,7 +246,9 @@ std::shared_ptr<FutureState> Session::Submit(absl::string_view task,
   SendRound round;
   {
     MutexLock lock(&queue_mu_);
-    if (!closed_) {
+    if (closed_) {
+      closed = closed_status_;
+    } else {
       // Join the batch the sender has not picked up yet: concurrent submits
       // coalesce into one message while the sender is busy writing.
       if (batches_.empty() || !batches_.back()->open ||
@@ -262,13 +264,12 @@ std::shared_ptr<FutureState> Session::Submit(absl::string_view task,
       // hand-off (~15-25 us on a 2-core VM) sooner than client-send could.
       round = BeginRoundLocked(absl::Now());
     }
-    if (closed_) closed = closed_status_;
   }
-  if (round.stream != nullptr) {
-    WriteRound(std::move(round));
+  if (!closed.ok()) {
+    state->Complete(std::move(closed));
     return state;
   }
-  state->Complete(std::move(closed));
+  WriteRound(std::move(round));
   return state;
 }
 
