@@ -84,6 +84,15 @@ void BrokerLoop::RemoveSession(SessionId id) {
   Post([this, id](Context&) { sessions_.erase(id); });
 }
 
+void BrokerLoop::CloseSessions() {
+  Post([this](Context& c) {
+    for (const auto& [id, sink] : sessions_) {
+      // A reply, so it runs after the replies already queued, in order.
+      c.out.replies.push_back([sink = sink] { sink->Close(); });
+    }
+  });
+}
+
 void BrokerLoop::Run() {
   const absl::Duration tick_every = core_.options().heartbeat_interval / 4;
   while (true) {

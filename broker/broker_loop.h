@@ -38,6 +38,9 @@ class SessionSink {
  public:
   virtual ~SessionSink() = default;
   virtual void Push(std::vector<v1::SessionResponse> responses) = 0;
+  // Ends the stream with status OK once its queue is written out; what is
+  // pushed after that is dropped.
+  virtual void Close() = 0;
 };
 
 class BrokerLoop {
@@ -72,6 +75,12 @@ class BrokerLoop {
 
   // Runs `command` on the loop thread, soon.
   void Post(Command command);
+
+  // Ends every client's Session stream after the replies queued for it so
+  // far (with a journal: once what they report is durable). For shutdown: a
+  // client reconnects to the next broker at once, and does not hold the
+  // gRPC server's shutdown for its grace period.
+  void CloseSessions();
 
   SessionId NewSessionId() { return next_session_.fetch_add(1); }
   void AddSession(SessionId id, std::shared_ptr<SessionSink> sink);

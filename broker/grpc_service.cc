@@ -148,6 +148,8 @@ class SessionReactor final
       Do(next);
     }
 
+    void Close() override { CloseWhenDrained(); }
+
     void CloseWhenDrained() {
       Next next;
       {

@@ -139,9 +139,12 @@ int Main() {
   int sig = 0;
   sigwait(&signals, &sig);
   DEXEC_LOG(INFO) << "stopping signal=" << sig;
-  // Stop accepting calls; give running ones a moment, then cancel them. The
-  // loop and the journal still run meanwhile, so posted commands answer
-  // their calls. Then the loop stops and the journal writes what is left.
+  // End the clients' streams once what is queued for them is written (they
+  // reconnect to the next broker); stop accepting calls; give running ones a
+  // moment, then cancel them. The loop and the journal still run meanwhile,
+  // so posted commands answer their calls. Then the loop stops and the
+  // journal writes what is left.
+  loop.CloseSessions();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   loop.Stop();
   DEXEC_LOG(INFO) << "stopped";

@@ -98,6 +98,34 @@ TEST(Durability, SigtermFlushesAndARestartedBrokerHasEveryJob) {
   }
 }
 
+// SIGTERM ends the clients' Session streams cleanly (status OK, after what
+// was queued for them) instead of leaving them open until the gRPC server's
+// shutdown grace cancels them: clients move on to the next broker at once.
+TEST(Durability, SigtermEndsClientStreamsCleanly) {
+  TestCluster cluster;
+  ASSERT_TRUE(cluster.StartBroker({"--data_dir=" + DataDir("sigterm-streams")}).ok());
+  grpc::ClientContext context;
+  auto stream = cluster.stub().Session(&context);
+  v1::SessionRequest request;
+  request.mutable_submit()->set_seq(1);
+  v1::JobSpec* job = request.mutable_submit()->add_jobs();
+  job->set_task("sys.echo");  // no worker: it stays queued
+  job->set_payload("x");
+  ASSERT_TRUE(stream->Write(request));
+  v1::SessionResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  ASSERT_EQ(response.submitted().job_ids_size(), 1) << response.DebugString();
+
+  cluster.broker().Signal(SIGTERM);
+  EXPECT_FALSE(stream->Read(&response)) << response.DebugString();
+  const grpc::Status status = stream->Finish();
+  EXPECT_TRUE(status.ok()) << status.error_code() << ": "
+                           << status.error_message();
+  absl::StatusOr<int> code = cluster.broker().Wait(absl::Seconds(20));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0);
+}
+
 TEST(Durability, KillNineLosesNoAcknowledgedJobAndKeepsResults) {
   const std::string dir = DataDir("kill9");
   std::vector<uint64_t> done, queued;
