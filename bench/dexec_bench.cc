@@ -227,8 +227,8 @@ absl::Status AddRoundTripParts(v1::Broker::Stub& stub,
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
     grpc::Status s = stub.GetJobs(&ctx, req, &resp);
     if (!s.ok()) {
-      return absl::UnavailableError(
-          absl::StrCat("GetJobs for the latency breakdown: ", s.error_message()));
+      return absl::UnavailableError(absl::StrCat(
+          "GetJobs for the latency breakdown: ", s.error_message()));
     }
     for (int k = 0; k < resp.jobs_size(); ++k) {
       const v1::Job& job = resp.jobs(k);
@@ -247,8 +247,9 @@ absl::Status AddRoundTripParts(v1::Broker::Stub& stub,
 }
 
 absl::Status Latency(Executor& ex, int64_t n) {
-  std::unique_ptr<v1::Broker::Stub> stub = v1::Broker::NewStub(grpc::CreateChannel(
-      absl::GetFlag(FLAGS_broker), grpc::InsecureChannelCredentials()));
+  std::unique_ptr<v1::Broker::Stub> stub =
+      v1::Broker::NewStub(grpc::CreateChannel(
+          absl::GetFlag(FLAGS_broker), grpc::InsecureChannelCredentials()));
   std::vector<double> p50s, p99s;
   std::vector<double> submit50s, dispatch50s, run50s, return50s;
   for (int run = 0; run < absl::GetFlag(FLAGS_runs); ++run) {

@@ -38,7 +38,7 @@ class SessionReactor final
       // The client half-closed or the call ended: no more requests. Answer
       // what is queued, then finish.
       loop_->RemoveSession(id_);
-      sink_->CloseWhenDrained();
+      sink_->Close();
       return;
     }
     auto req = std::make_shared<v1::SessionRequest>(std::move(request_));
@@ -148,9 +148,8 @@ class SessionReactor final
       Do(next);
     }
 
-    void Close() override { CloseWhenDrained(); }
-
-    void CloseWhenDrained() {
+    // SessionSink: the client half-closed, or the broker is shutting down.
+    void Close() override {
       Next next;
       {
         MutexLock lock(&mu_);

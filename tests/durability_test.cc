@@ -103,7 +103,8 @@ TEST(Durability, SigtermFlushesAndARestartedBrokerHasEveryJob) {
 // shutdown grace cancels them: clients move on to the next broker at once.
 TEST(Durability, SigtermEndsClientStreamsCleanly) {
   TestCluster cluster;
-  ASSERT_TRUE(cluster.StartBroker({"--data_dir=" + DataDir("sigterm-streams")}).ok());
+  ASSERT_TRUE(
+      cluster.StartBroker({"--data_dir=" + DataDir("sigterm-streams")}).ok());
   grpc::ClientContext context;
   auto stream = cluster.stub().Session(&context);
   v1::SessionRequest request;
