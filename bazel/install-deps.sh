@@ -9,6 +9,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libzmq3-dev cppzmq-dev librocksdb-dev
   libabsl-dev
+  libsodium-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   pkg-config python3 iproute2 procps
 )
