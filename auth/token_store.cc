@@ -93,8 +93,13 @@ absl::StatusOr<std::string> NewSecret() {
   return secret;
 }
 
-absl::Status Unauthenticated() {
-  return absl::UnauthenticatedError("unknown or revoked token");
+// One shared instance: copying it is a reference-count increment, where
+// building a Status with a message allocates, on the path a hostile caller
+// drives.
+const absl::Status& Unauthenticated() {
+  static const absl::Status* const kStatus =
+      new absl::Status(absl::UnauthenticatedError("unknown or revoked token"));
+  return *kStatus;
 }
 
 }  // namespace
@@ -252,14 +257,19 @@ absl::StatusOr<Principal> TokenStore::Authenticate(
   if (secret.empty() || secret.size() > kMaxPresentedSecret) {
     return Unauthenticated();
   }
-  const std::string digest = Sha256(secret);
+  // On the stack: no allocation per check.
+  unsigned char digest[kDigestBytes];
+  crypto_hash_sha256(digest, reinterpret_cast<const unsigned char*>(secret.data()),
+                     secret.size());
+  const absl::string_view key(reinterpret_cast<const char*>(digest),
+                              sizeof(digest));
   MutexLock lock(&mu_);
   // The hash lookup compares digests in variable time; that reveals
   // nothing usable (finding a secret from its digest's prefix is a
   // preimage attack on SHA-256). The last compare is constant-time anyway.
-  const auto it = by_digest_.find(digest);
+  const auto it = by_digest_.find(key);
   if (it == by_digest_.end() ||
-      sodium_memcmp(it->first.data(), digest.data(), kDigestBytes) != 0) {
+      sodium_memcmp(it->first.data(), digest, kDigestBytes) != 0) {
     return Unauthenticated();
   }
   return it->second;

@@ -5,11 +5,13 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -384,23 +386,38 @@ TEST(TokenStore, AuthenticateCostsMicroseconds) {
   }
   const std::string header = "Bearer " + AdminSecret(dir);
   const std::string wrong = "Bearer dexec_" + std::string(64, '0');
-  constexpr int kCalls = 20000;
-  int ok = 0;
-  const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < kCalls; ++i) {
-    ok += store->AuthenticateHeader(i % 2 == 0 ? header : wrong).ok();
+  // 20 batches of 1,000 calls: the best batch is the cost on an idle core
+  // (the 2-core machine is often busy building), the mean what this run saw.
+  constexpr int kBatches = 20;
+  constexpr int kCallsPerBatch = 1000;
+  for (const auto& [what, presented, expect_ok] :
+       {std::make_tuple("valid", &header, true),
+        std::make_tuple("unknown", &wrong, false)}) {
+    double best_us = 1e9;
+    double total_us = 0;
+    int ok = 0;
+    for (int b = 0; b < kBatches; ++b) {
+      const auto start = std::chrono::steady_clock::now();
+      for (int i = 0; i < kCallsPerBatch; ++i) {
+        ok += store->AuthenticateHeader(*presented).ok();
+      }
+      const double us = std::chrono::duration<double, std::micro>(
+                            std::chrono::steady_clock::now() - start)
+                            .count() /
+                        kCallsPerBatch;
+      best_us = std::min(best_us, us);
+      total_us += us;
+    }
+    EXPECT_EQ(ok, expect_ok ? kBatches * kCallsPerBatch : 0);
+    std::printf(
+        "AuthenticateHeader (%s token, 101 live): best %.3f us, mean %.3f us "
+        "per call over %d calls\n",
+        what, best_us, total_us / kBatches, kBatches * kCallsPerBatch);
+    RecordProperty(absl::StrCat("authenticate_", what, "_best_us"),
+                   std::to_string(best_us));
+    // The budget is 5 us; 50 keeps sanitizer builds from flaking.
+    EXPECT_LT(best_us, 50.0);
   }
-  const double per_call_us =
-      std::chrono::duration<double, std::micro>(
-          std::chrono::steady_clock::now() - start)
-          .count() /
-      kCalls;
-  EXPECT_EQ(ok, kCalls / 2);
-  std::printf("AuthenticateHeader: %.3f us per call over %d calls\n",
-              per_call_us, kCalls);
-  RecordProperty("authenticate_us_per_call", std::to_string(per_call_us));
-  // The budget is 5 us; 50 keeps sanitizer builds from flaking.
-  EXPECT_LT(per_call_us, 50.0);
 }
 
 TEST(TokenStore, ConcurrentChecksSeeCreatesAndRevokes) {
