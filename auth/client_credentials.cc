@@ -86,7 +86,8 @@ class TokenInterceptor : public grpc::experimental::Interceptor {
   explicit TokenInterceptor(std::shared_ptr<const std::string> header)
       : header_(std::move(header)) {}
 
-  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+  void Intercept(
+      grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(
             grpc::experimental::InterceptionHookPoints::
                 PRE_SEND_INITIAL_METADATA)) {
@@ -204,13 +205,15 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeBrokerChannel(
     }
     args.SetSslTargetNameOverride(options.tls_server_name);
   }
-  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
+  std::vector<
+      std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
       interceptors;
   // A token source that is set but unusable is an error now, rather than
   // an UNAUTHENTICATED from the broker later.
   ASSIGN_OR_RETURN(std::optional<FoundToken> token, LookUpToken(options));
   if (token.has_value()) {
-    interceptors.push_back(MakeTokenInterceptorFactory(std::move(token->token)));
+    interceptors.push_back(
+        MakeTokenInterceptorFactory(std::move(token->token)));
   }
   return grpc::experimental::CreateCustomChannelWithInterceptors(
       address, creds, args, std::move(interceptors));

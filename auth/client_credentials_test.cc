@@ -50,12 +50,14 @@ class ClientCredentials : public ::testing::Test {
     dir_ = FreshPath("cwd");
     ASSERT_TRUE(EnsureDirectory(dir_, 0755).ok());
     ASSERT_EQ(chdir(dir_.c_str()), 0);
-    for (const char* var : {"DEXEC_TOKEN", "DEXEC_TOKEN_FILE", "DEXEC_TLS_CA"}) {
+    for (const char* var :
+         {"DEXEC_TOKEN", "DEXEC_TOKEN_FILE", "DEXEC_TLS_CA"}) {
       unsetenv(var);
     }
   }
   void TearDown() override {
-    for (const char* var : {"DEXEC_TOKEN", "DEXEC_TOKEN_FILE", "DEXEC_TLS_CA"}) {
+    for (const char* var :
+         {"DEXEC_TOKEN", "DEXEC_TOKEN_FILE", "DEXEC_TLS_CA"}) {
       unsetenv(var);
     }
     ASSERT_EQ(chdir(old_cwd_.c_str()), 0);
@@ -275,9 +277,9 @@ class AuthEchoBroker : public v1::Broker::CallbackService {
     if (seen.size() == 1 && seen[0] == expected_) {
       reactor->Finish(grpc::Status::OK);
     } else {
-      reactor->Finish(grpc::Status(
-          grpc::StatusCode::UNAUTHENTICATED,
-          absl::StrCat(seen.size(), " authorization: ", absl::StrJoin(seen, "|"))));
+      reactor->Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                   absl::StrCat(seen.size(), " authorization: ",
+                                                absl::StrJoin(seen, "|"))));
     }
     return reactor;
   }
@@ -415,7 +417,8 @@ TEST_F(ClientCredentials, TlsChannelTrustsTheCaAndCarriesTheToken) {
 TEST_F(ClientCredentials, InterceptorFactoryWorksOnAnyChannel) {
   AuthEchoBroker service("Bearer " + kTokenC);
   Server server(&service, grpc::InsecureServerCredentials());
-  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
+  std::vector<
+      std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
       interceptors;
   interceptors.push_back(MakeTokenInterceptorFactory(kTokenC));
   const auto channel = grpc::experimental::CreateCustomChannelWithInterceptors(

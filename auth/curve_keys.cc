@@ -50,9 +50,8 @@ absl::StatusOr<absl::flat_hash_map<std::string, std::string>> ParseKeyValues(
       // pasted secret can look like "fragment=rest".
       const bool echo = key == "name" || key == "public" || key == "secret" ||
                         key == "broker_public";
-      return absl::InvalidArgumentError(
-          absl::StrCat("line ", line_no, ": ", echo ? key : "a key",
-                       "= appears twice"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "line ", line_no, ": ", echo ? key : "a key", "= appears twice"));
     }
   }
   return out;
@@ -103,8 +102,7 @@ absl::StatusOr<CurveKeypair> ParseBrokerKey(absl::string_view text) {
 }
 
 // Creates broker.pub if missing; checks it otherwise.
-absl::Status EnsureBrokerPub(const std::string& path,
-                             const CurveKeypair& key) {
+absl::Status EnsureBrokerPub(const std::string& path, const CurveKeypair& key) {
   const std::string content = absl::StrCat("public=", key.public_z85, "\n");
   absl::Status created = CreateFileExclusive(path, content, 0644);
   if (!absl::IsAlreadyExists(created)) return created;
@@ -112,9 +110,10 @@ absl::Status EnsureBrokerPub(const std::string& path,
   absl::StatusOr<absl::flat_hash_map<std::string, std::string>> kv =
       ParseKeyValues(text);
   if (!kv.ok() || (*kv)["public"] != key.public_z85) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        path, " does not hold the public key of broker.key beside it; "
-              "delete it and restart the broker to recreate it"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(path,
+                     " does not hold the public key of broker.key beside it; "
+                     "delete it and restart the broker to recreate it"));
   }
   return absl::OkStatus();
 }
@@ -143,9 +142,9 @@ absl::StatusOr<std::string> PublicFromSecret(absl::string_view secret_z85) {
   const std::string secret(secret_z85);  // NUL-terminated for libzmq
   char pub[kZ85KeyLength + 1];
   if (zmq_curve_public(pub, secret.c_str()) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot derive a CURVE public key (", zmq_strerror(errno),
-        "): libzmq was built without CURVE"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot derive a CURVE public key (", zmq_strerror(errno),
+                     "): libzmq was built without CURVE"));
   }
   return std::string(pub, kZ85KeyLength);
 }

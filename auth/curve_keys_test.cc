@@ -91,11 +91,11 @@ TEST(CurveKeys, BrokerKeyIsCreatedOnceThenOnlyRead) {
   EXPECT_EQ(ModeOf(dir), 0700);
   EXPECT_EQ(ModeOf(dir + "/broker.key"), 0600);
   EXPECT_EQ(ModeOf(dir + "/broker.pub"), 0644);
-  EXPECT_EQ(Read(dir + "/broker.key"),
-            absl::StrCat("# dexec broker CURVE key: keep secret (mode 0600)\n"
-                         "public=",
-                         first->public_z85, "\nsecret=", first->secret_z85,
-                         "\n"));
+  EXPECT_EQ(
+      Read(dir + "/broker.key"),
+      absl::StrCat("# dexec broker CURVE key: keep secret (mode 0600)\n"
+                   "public=",
+                   first->public_z85, "\nsecret=", first->secret_z85, "\n"));
   EXPECT_EQ(Read(dir + "/broker.pub"), "public=" + first->public_z85 + "\n");
 
   const absl::StatusOr<CurveKeypair> again = LoadOrCreateBrokerKey(dir);
@@ -123,9 +123,9 @@ TEST(CurveKeys, BrokerKeyWhosePublicIsNotItsSecretsIsRefused) {
   const std::string dir = FreshPath("auth");
   const CurveKeypair key = *LoadOrCreateBrokerKey(dir);
   const std::string other = NewCurveKeypair()->public_z85;
-  WriteTestFile(dir + "/broker.key",
-                absl::StrCat("public=", other, "\nsecret=", key.secret_z85, "\n"),
-                0600);
+  WriteTestFile(
+      dir + "/broker.key",
+      absl::StrCat("public=", other, "\nsecret=", key.secret_z85, "\n"), 0600);
   const absl::StatusOr<CurveKeypair> loaded = LoadOrCreateBrokerKey(dir);
   ASSERT_TRUE(absl::IsFailedPrecondition(loaded.status())) << loaded.status();
   EXPECT_TRUE(absl::StrContains(loaded.status().message(),
@@ -149,9 +149,14 @@ TEST(WorkerCredentials, FormatIsTheDocumentedFile) {
   EXPECT_EQ(FormatWorkerCredentials(creds),
             absl::StrCat("# dexec worker credentials: keep secret (mode 0600)\n"
                          "name=gpu-1\n"
-                         "public=", creds.key.public_z85, "\n"
-                         "secret=", creds.key.secret_z85, "\n"
-                         "broker_public=", creds.broker_public_z85, "\n"));
+                         "public=",
+                         creds.key.public_z85,
+                         "\n"
+                         "secret=",
+                         creds.key.secret_z85,
+                         "\n"
+                         "broker_public=",
+                         creds.broker_public_z85, "\n"));
 }
 
 TEST(WorkerCredentials, ParseReadsWhatFormatWrites) {
@@ -199,8 +204,8 @@ TEST(WorkerCredentials, ParseRefusesBadFilesWithoutEchoingSecrets) {
     ASSERT_TRUE(absl::IsInvalidArgument(parsed.status())) << why;
     EXPECT_TRUE(absl::StrContains(parsed.status().message(), why))
         << parsed.status();
-    EXPECT_FALSE(absl::StrContains(parsed.status().message(),
-                                   creds.key.secret_z85));
+    EXPECT_FALSE(
+        absl::StrContains(parsed.status().message(), creds.key.secret_z85));
   }
 }
 

@@ -8,10 +8,9 @@ namespace dexec::auth {
 
 absl::Status ValidateName(absl::string_view name) {
   if (name.empty() || name.size() > kMaxNameLength) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("a name has 1 to ", kMaxNameLength,
-                     " characters from [A-Za-z0-9._-]; this one has ",
-                     name.size()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a name has 1 to ", kMaxNameLength,
+        " characters from [A-Za-z0-9._-]; this one has ", name.size()));
   }
   for (const char c : name) {
     if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' &&

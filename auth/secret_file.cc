@@ -120,7 +120,8 @@ absl::StatusOr<std::string> WriteTemporary(const std::string& path,
 // create validate its content.
 absl::Status CreateInPlace(const std::string& path, absl::string_view content,
                            mode_t mode) {
-  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+  Fd fd(::open(path.c_str(),
+               O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
                mode & 0600));
   if (fd.get() < 0) return ErrnoError(errno, "create", path);
   absl::Status s = absl::OkStatus();

@@ -28,8 +28,8 @@
 namespace dexec::auth {
 namespace {
 
-constexpr long kCaDays = 3650;      // 10 years
-constexpr long kServerDays = 825;   // the CA/Browser Forum's old maximum
+constexpr long kCaDays = 3650;     // 10 years
+constexpr long kServerDays = 825;  // the CA/Browser Forum's old maximum
 constexpr size_t kMaxPemBytes = 1 << 20;
 
 struct OpensslFree {
@@ -109,9 +109,9 @@ absl::StatusOr<SubjectAltNames> ServerNames(
   }
   for (const std::string& name : extra_names) {
     if (!IsIpAddress(name) && !IsDnsName(name)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "TLS name \"", absl::CHexEscape(name),
-          "\" is neither an IP address nor a DNS name"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("TLS name \"", absl::CHexEscape(name),
+                       "\" is neither an IP address nor a DNS name"));
     }
     add(name);
   }
@@ -246,9 +246,9 @@ absl::StatusOr<std::string> CertPem(X509* cert) {
 
 absl::StatusOr<std::string> KeyPem(EVP_PKEY* key) {
   BioPtr bio(BIO_new(BIO_s_mem()));
-  if (bio == nullptr || PEM_write_bio_PrivateKey(bio.get(), key, nullptr,
-                                                 nullptr, 0, nullptr,
-                                                 nullptr) != 1) {
+  if (bio == nullptr ||
+      PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr,
+                               nullptr) != 1) {
     return OpensslError("writing a private key");
   }
   return BioContents(bio.get());
@@ -257,9 +257,9 @@ absl::StatusOr<std::string> KeyPem(EVP_PKEY* key) {
 absl::StatusOr<CertPtr> ParseCert(const std::string& pem,
                                   const std::string& path) {
   BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  CertPtr cert(bio == nullptr ? nullptr
-                              : PEM_read_bio_X509(bio.get(), nullptr, nullptr,
-                                                  nullptr));
+  CertPtr cert(bio == nullptr
+                   ? nullptr
+                   : PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   if (cert == nullptr) {
     ERR_clear_error();
     return absl::FailedPreconditionError(
@@ -313,15 +313,15 @@ absl::StatusOr<Ca> CreateCa(const std::string& cert_path,
   ASSIGN_OR_RETURN(ca.key, NewP256Key());
   ASSIGN_OR_RETURN(
       ca.cert,
-      NewCertificate(ca.key.get(),
-                     hostname.empty() ? "dexec CA"
-                                      : absl::StrCat("dexec CA ", hostname),
-                     kCaDays, nullptr, ca.key.get(),
-                     {{NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
-                      {NID_key_usage, "critical,keyCertSign,cRLSign"},
-                      {NID_subject_key_identifier, "hash"},
-                      {NID_authority_key_identifier, "keyid:always"}},
-                     nullptr));
+      NewCertificate(
+          ca.key.get(),
+          hostname.empty() ? "dexec CA" : absl::StrCat("dexec CA ", hostname),
+          kCaDays, nullptr, ca.key.get(),
+          {{NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
+           {NID_key_usage, "critical,keyCertSign,cRLSign"},
+           {NID_subject_key_identifier, "hash"},
+           {NID_authority_key_identifier, "keyid:always"}},
+          nullptr));
   ASSIGN_OR_RETURN(std::string key_pem, KeyPem(ca.key.get()));
   ASSIGN_OR_RETURN(const std::string cert_pem, CertPem(ca.cert.get()));
   // The key first: a ca.pem without its key could never sign.
@@ -379,9 +379,10 @@ absl::StatusOr<TlsServerFiles> LoadOrCreateServerTls(
     ASSIGN_OR_RETURN(ca, CreateCa(files.ca_path, ca_key_path, hostname));
   } else {
     return absl::FailedPreconditionError(absl::StrCat(
-        have_ca ? ca_key_path : files.ca_path, " is missing, so no server "
-        "certificate can be issued; restore it, or delete ", dir,
-        " for a new CA (clients must then trust the new ca.pem)"));
+        have_ca ? ca_key_path : files.ca_path,
+        " is missing, so no server "
+        "certificate can be issued; restore it, or delete ",
+        dir, " for a new CA (clients must then trust the new ca.pem)"));
   }
 
   ASSIGN_OR_RETURN(KeyPtr key, NewP256Key());

@@ -117,9 +117,8 @@ TEST(TlsCerts, CreatesACaAndAServerCertificateThatVerifies) {
   for (const std::string& host :
        {std::string("localhost"), Hostname(), std::string("broker.example.com"),
         std::string("x.dexec.test")}) {
-    EXPECT_EQ(X509_check_host(server.get(), host.c_str(), host.size(), 0,
-                              nullptr),
-              1)
+    EXPECT_EQ(
+        X509_check_host(server.get(), host.c_str(), host.size(), 0, nullptr), 1)
         << host;
   }
   for (const char* ip : {"127.0.0.1", "::1", "10.1.2.3", "fd00::7"}) {
@@ -225,8 +224,8 @@ class TlsServer {
     options.pem_key_cert_pairs.push_back(
         {Read(files.key_path), Read(files.cert_path)});
     grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0",
-                             grpc::SslServerCredentials(options), &port_);
+    builder.AddListeningPort("127.0.0.1:0", grpc::SslServerCredentials(options),
+                             &port_);
     builder.RegisterService(&service_);
     server_ = builder.BuildAndStart();
   }

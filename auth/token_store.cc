@@ -72,7 +72,8 @@ std::string FromHex(absl::string_view hex) {
   std::string bin(hex.size() / 2, '\0');
   for (size_t i = 0; i < bin.size(); ++i) {
     auto nibble = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
-    bin[i] = static_cast<char>(nibble(hex[2 * i]) << 4 | nibble(hex[2 * i + 1]));
+    bin[i] =
+        static_cast<char>(nibble(hex[2 * i]) << 4 | nibble(hex[2 * i + 1]));
   }
   return bin;
 }
@@ -190,11 +191,10 @@ absl::StatusOr<std::unique_ptr<TokenStore>> TokenStore::Open(
       if (entries.count(name) != 0) return bad("the name appears twice");
       std::string digest = FromHex(f[2]);
       if (!digest_line.emplace(digest, line_no).second) {
-        return bad(absl::StrCat("the same hash as line ",
-                                digest_line[digest]));
+        return bad(absl::StrCat("the same hash as line ", digest_line[digest]));
       }
-      entries[name] = Entry{*role, std::move(digest),
-                            absl::FromUnixSeconds(created)};
+      entries[name] =
+          Entry{*role, std::move(digest), absl::FromUnixSeconds(created)};
     }
     return std::unique_ptr<TokenStore>(new TokenStore(
         tokens_path, client_token_path, false, std::move(entries)));
@@ -213,15 +213,14 @@ absl::StatusOr<std::unique_ptr<TokenStore>> TokenStore::Open(
         absl::string_view(*existing).substr(0, existing->find('\n'))));
     if (!IsTokenSecret(secret)) {
       return absl::FailedPreconditionError(absl::StrCat(
-          client_token_path, " exists but holds no dexec token (",
-          tokens_path,
+          client_token_path, " exists but holds no dexec token (", tokens_path,
           " is missing); remove it and start the broker again to create a "
           "new admin token"));
     }
   } else if (absl::IsNotFound(existing.status())) {
     ASSIGN_OR_RETURN(secret, NewSecret());
-    RETURN_IF_ERROR(
-        CreateFileExclusive(client_token_path, absl::StrCat(secret, "\n"), 0600));
+    RETURN_IF_ERROR(CreateFileExclusive(client_token_path,
+                                        absl::StrCat(secret, "\n"), 0600));
     created_admin = true;
   } else {
     return existing.status();
@@ -259,7 +258,8 @@ absl::StatusOr<Principal> TokenStore::Authenticate(
   }
   // On the stack: no allocation per check.
   unsigned char digest[kDigestBytes];
-  crypto_hash_sha256(digest, reinterpret_cast<const unsigned char*>(secret.data()),
+  crypto_hash_sha256(digest,
+                     reinterpret_cast<const unsigned char*>(secret.data()),
                      secret.size());
   const absl::string_view key(reinterpret_cast<const char*>(digest),
                               sizeof(digest));
@@ -307,7 +307,8 @@ absl::StatusOr<std::string> TokenStore::Create(const std::string& name,
         "\" already exists; choose another name, or revoke it first"));
   }
   entries[name] = Entry{role, Sha256(secret), now};
-  RETURN_IF_ERROR(WriteFileAtomically(tokens_path_, FormatTokens(entries), 0600));
+  RETURN_IF_ERROR(
+      WriteFileAtomically(tokens_path_, FormatTokens(entries), 0600));
   Install(std::move(entries));
   return secret;
 }
@@ -338,7 +339,8 @@ absl::Status TokenStore::Revoke(const std::string& name) {
     }
   }
   entries.erase(it);
-  RETURN_IF_ERROR(WriteFileAtomically(tokens_path_, FormatTokens(entries), 0600));
+  RETURN_IF_ERROR(
+      WriteFileAtomically(tokens_path_, FormatTokens(entries), 0600));
   Install(std::move(entries));
   return absl::OkStatus();
 }

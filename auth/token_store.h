@@ -22,7 +22,8 @@
 //   ASSIGN_OR_RETURN(std::unique_ptr<TokenStore> tokens,
 //                    TokenStore::Open(auth_dir, absl::Now()));
 //   if (tokens->created_admin()) {
-//     DEXEC_LOG(INFO) << "admin token written path=" << tokens->client_token_path();
+//     DEXEC_LOG(INFO) << "admin token written path="
+//                     << tokens->client_token_path();
 //   }
 //   // In each RPC:
 //   absl::StatusOr<Principal> who = tokens->AuthenticateHeader(authorization);

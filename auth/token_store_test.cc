@@ -38,7 +38,8 @@ std::string Read(const std::string& path) {
 
 std::unique_ptr<TokenStore> MustOpen(const std::string& dir,
                                      absl::Time now = kT0) {
-  absl::StatusOr<std::unique_ptr<TokenStore>> store = TokenStore::Open(dir, now);
+  absl::StatusOr<std::unique_ptr<TokenStore>> store =
+      TokenStore::Open(dir, now);
   EXPECT_TRUE(store.ok()) << store.status();
   return store.ok() ? std::move(*store) : nullptr;
 }
@@ -69,8 +70,8 @@ TEST(Role, NamesRoundTripAndUnknownNamesTheThree) {
   EXPECT_EQ(RoleName(Role::kSubmit), "submit");
   const absl::StatusOr<Role> bad = ParseRole("Admin");
   ASSERT_TRUE(absl::IsInvalidArgument(bad.status()));
-  EXPECT_TRUE(absl::StrContains(bad.status().message(),
-                                "admin, submit or read"));
+  EXPECT_TRUE(
+      absl::StrContains(bad.status().message(), "admin, submit or read"));
 }
 
 TEST(TokenStore, FirstOpenCreatesAnAdminTokenInClientTokenWithMode0600) {
@@ -176,9 +177,12 @@ TEST(TokenStore, RefusesAMalformedTokensFileNamingTheLine) {
       {"admin admin " + hash, "3 fields, not 4"},
       {"admin root " + hash + " 1", "unknown role"},
       {"bad/name admin " + hash + " 1", "invalid name"},
-      {"admin admin " + std::string(63, 'a') + " 1", "the hash is not 64 lowercase hex"},
-      {"admin admin " + std::string(64, 'A') + " 1", "the hash is not 64 lowercase hex"},
-      {"admin admin " + hash + " soon", "created_unix_seconds is not an integer"},
+      {"admin admin " + std::string(63, 'a') + " 1",
+       "the hash is not 64 lowercase hex"},
+      {"admin admin " + std::string(64, 'A') + " 1",
+       "the hash is not 64 lowercase hex"},
+      {"admin admin " + hash + " soon",
+       "created_unix_seconds is not an integer"},
   };
   for (const auto& [line, why] : cases) {
     WriteTestFile(dir + "/tokens",
@@ -228,7 +232,8 @@ TEST(TokenStore, CreatedTokenWorksAtOnceAndAfterRestart) {
 TEST(TokenStore, CreateRefusesALiveNameAndABadName) {
   std::unique_ptr<TokenStore> store = MustOpen(FreshPath("auth"));
   ASSERT_TRUE(store->Create("ci", Role::kRead, kT0).ok());
-  const absl::StatusOr<std::string> dup = store->Create("ci", Role::kAdmin, kT0);
+  const absl::StatusOr<std::string> dup =
+      store->Create("ci", Role::kAdmin, kT0);
   EXPECT_TRUE(absl::IsAlreadyExists(dup.status())) << dup.status();
   EXPECT_TRUE(absl::StrContains(dup.status().message(), "\"ci\""));
   EXPECT_TRUE(absl::IsAlreadyExists(
@@ -286,7 +291,8 @@ TEST(TokenStore, RevokingTheLastAdminIsRefusedUntilThereIsAnother) {
 TEST(TokenStore, ListIsSortedByNameWithRolesAndTimes) {
   std::unique_ptr<TokenStore> store = MustOpen(FreshPath("auth"));
   ASSERT_TRUE(store->Create("zeta", Role::kRead, kT0 + absl::Seconds(2)).ok());
-  ASSERT_TRUE(store->Create("beta", Role::kSubmit, kT0 + absl::Seconds(1)).ok());
+  ASSERT_TRUE(
+      store->Create("beta", Role::kSubmit, kT0 + absl::Seconds(1)).ok());
   const std::vector<TokenInfo> list = store->List();
   ASSERT_EQ(list.size(), 3u);
   EXPECT_EQ(list[0].name, "admin");

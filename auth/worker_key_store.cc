@@ -87,9 +87,9 @@ absl::StatusOr<std::unique_ptr<WorkerKeyStore>> WorkerKeyStore::Open(
       entries[name] = Entry{std::string(f[1]), *std::move(binary),
                             absl::FromUnixSeconds(created)};
     }
-    return std::unique_ptr<WorkerKeyStore>(new WorkerKeyStore(
-        std::move(path), std::move(worker_key_path), broker_key.public_z85,
-        false, std::move(entries)));
+    return std::unique_ptr<WorkerKeyStore>(
+        new WorkerKeyStore(std::move(path), std::move(worker_key_path),
+                           broker_key.public_z85, false, std::move(entries)));
   }
   if (!absl::IsNotFound(text.status())) return text.status();
 
@@ -101,18 +101,19 @@ absl::StatusOr<std::unique_ptr<WorkerKeyStore>> WorkerKeyStore::Open(
       ReadWorkerCredentials(worker_key_path);
   if (existing.ok()) {
     if (existing->broker_public_z85 != broker_key.public_z85) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          worker_key_path, " is for another broker key (its broker_public= "
-                           "is not broker.key's); delete it and restart the "
-                           "broker to make a new one"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(worker_key_path,
+                       " is for another broker key (its broker_public= "
+                       "is not broker.key's); delete it and restart the "
+                       "broker to make a new one"));
     }
     local = *std::move(existing);
   } else if (absl::IsNotFound(existing.status())) {
     local.name = std::string(kLocalKeyName);
     ASSIGN_OR_RETURN(local.key, NewCurveKeypair());
     local.broker_public_z85 = broker_key.public_z85;
-    RETURN_IF_ERROR(CreateFileExclusive(
-        worker_key_path, FormatWorkerCredentials(local), 0600));
+    RETURN_IF_ERROR(CreateFileExclusive(worker_key_path,
+                                        FormatWorkerCredentials(local), 0600));
     created = true;
   } else {
     return existing.status();
@@ -121,9 +122,9 @@ absl::StatusOr<std::unique_ptr<WorkerKeyStore>> WorkerKeyStore::Open(
   Entries entries;
   entries[local.name] = Entry{local.key.public_z85, std::move(binary), now};
   RETURN_IF_ERROR(CreateFileExclusive(path, FormatKeys(entries), 0600));
-  return std::unique_ptr<WorkerKeyStore>(new WorkerKeyStore(
-      std::move(path), std::move(worker_key_path), broker_key.public_z85,
-      created, std::move(entries)));
+  return std::unique_ptr<WorkerKeyStore>(
+      new WorkerKeyStore(std::move(path), std::move(worker_key_path),
+                         broker_key.public_z85, created, std::move(entries)));
 }
 
 void WorkerKeyStore::Install(Entries entries) {

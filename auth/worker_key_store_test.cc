@@ -67,9 +67,9 @@ TEST(WorkerKeyStore, FirstOpenAdmitsLocalAndWritesWorkerKey) {
   EXPECT_EQ(store->NameOfKey(Binary(creds->key.public_z85)), "local");
 
   const std::string keys = Read(f.dir + "/worker_keys");
-  EXPECT_EQ(keys, absl::StrCat("# dexec worker keys: public keys only\n",
-                               "local ", creds->key.public_z85,
-                               " 1700000000\n"));
+  EXPECT_EQ(keys,
+            absl::StrCat("# dexec worker keys: public keys only\n", "local ",
+                         creds->key.public_z85, " 1700000000\n"));
   EXPECT_FALSE(absl::StrContains(keys, creds->key.secret_z85));
 }
 
@@ -197,8 +197,8 @@ TEST(WorkerKeyStore, RefusesAMalformedFileNamingTheLine) {
     const absl::StatusOr<std::unique_ptr<WorkerKeyStore>> store =
         WorkerKeyStore::Open(f.dir, f.broker, kT0);
     ASSERT_TRUE(absl::IsFailedPrecondition(store.status())) << line;
-    EXPECT_TRUE(absl::StrContains(store.status().message(),
-                                  "worker_keys line 3: "))
+    EXPECT_TRUE(
+        absl::StrContains(store.status().message(), "worker_keys line 3: "))
         << store.status();
     EXPECT_TRUE(absl::StrContains(store.status().message(), why))
         << store.status();
@@ -208,8 +208,8 @@ TEST(WorkerKeyStore, RefusesAMalformedFileNamingTheLine) {
 TEST(WorkerKeyStore, ConcurrentLookupsSeeCreatesAndRevokes) {
   Fixture f;
   std::unique_ptr<WorkerKeyStore> store = f.Open();
-  const std::string local = Binary(
-      ReadWorkerCredentials(f.dir + "/worker.key")->key.public_z85);
+  const std::string local =
+      Binary(ReadWorkerCredentials(f.dir + "/worker.key")->key.public_z85);
   std::atomic<bool> stop{false};
   std::atomic<int> misses{0};
   std::vector<std::thread> readers;
@@ -271,8 +271,12 @@ class ZapHandler {
         name = store_->NameOfKey(frames[6]);
       }
       const std::vector<std::string> reply = {
-          "1.0", frames.size() > 1 ? frames[1] : "", name ? "200" : "400",
-          name ? "OK" : "unknown worker key", name.value_or(""), ""};
+          "1.0",
+          frames.size() > 1 ? frames[1] : "",
+          name ? "200" : "400",
+          name ? "OK" : "unknown worker key",
+          name.value_or(""),
+          ""};
       for (size_t i = 0; i < reply.size(); ++i) {
         zmq_send(socket_, reply[i].data(), reply[i].size(),
                  i + 1 < reply.size() ? ZMQ_SNDMORE : 0);
@@ -299,9 +303,9 @@ Handshake Connect(void* ctx, const std::string& endpoint,
   zmq_setsockopt(dealer, ZMQ_CURVE_PUBLICKEY, creds.key.public_z85.c_str(), 41);
   zmq_setsockopt(dealer, ZMQ_CURVE_SECRETKEY, creds.key.secret_z85.c_str(), 41);
   const std::string monitor = absl::StrCat("inproc://monitor-", n.fetch_add(1));
-  zmq_socket_monitor(dealer, monitor.c_str(),
-                     ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
-                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
+  zmq_socket_monitor(
+      dealer, monitor.c_str(),
+      ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
   void* events = zmq_socket(ctx, ZMQ_PAIR);
   zmq_connect(events, monitor.c_str());
   int timeout_ms = 5000;
