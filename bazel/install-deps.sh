@@ -11,7 +11,7 @@ PACKAGES=(
   libabsl-dev
   libsodium-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  pkg-config python3 iproute2 procps
+  pkg-config python3 iproute2 procps openssl
 )
 
 missing=()

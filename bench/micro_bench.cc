@@ -198,7 +198,7 @@ void BM_BrokerCoreRoundTrip(benchmark::State& state) {
     r->set_threads(2);
     r->set_prefetch(256);
     r->add_tasks(kTask);
-    core.OnWorkerFrame(identity, reg, now, &out);
+    core.OnWorkerFrame(identity, "", reg, now, &out);
   }
   out.Clear();
   if (journal) core.TakeChanges();
@@ -214,7 +214,7 @@ void BM_BrokerCoreRoundTrip(benchmark::State& state) {
 
   for (auto _ : state) {
     absl::StatusOr<std::vector<uint64_t>> ids =
-        core.Submit(specs, session, now, &out);
+        core.Submit(specs, broker::Caller{}, session, now, &out);
     if (!ids.ok() || ids->size() != kCoreBatch) {
       state.SkipWithError("BrokerCore::Submit rejected the batch");
       break;
@@ -251,7 +251,7 @@ void BM_BrokerCoreRoundTrip(benchmark::State& state) {
           tr->set_started_at_us(now_us);
           tr->set_finished_at_us(now_us + kTaskUs);
         }
-        core.OnWorkerFrame(identity, results, now, &out);
+        core.OnWorkerFrame(identity, "", results, now, &out);
       }
       ++rounds;
       now += absl::Microseconds(kTaskUs);

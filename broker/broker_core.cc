@@ -97,12 +97,26 @@ absl::Status BrokerCore::ValidateSpec(const v1::JobSpec& spec) const {
 
 absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
     const google::protobuf::RepeatedPtrField<v1::JobSpec>& specs,
-    SessionId session, absl::Time now, Outbox* out, const BatchKey* batch) {
-  if (batch != nullptr && !batch->client_id.empty()) {
+    const Caller& caller, SessionId session, absl::Time now, Outbox* out,
+    const BatchKey* unscoped_batch) {
+  // A batch key is the caller's own: another token replaying a client id and
+  // seq must not be handed (and made to watch) someone else's jobs. Token
+  // names cannot contain NUL.
+  BatchKey scoped;
+  const BatchKey* batch = nullptr;
+  if (unscoped_batch != nullptr && !unscoped_batch->client_id.empty()) {
+    scoped.client_id = caller.name.empty()
+                           ? unscoped_batch->client_id
+                           : absl::StrCat(caller.name, absl::string_view("\0", 1),
+                                          unscoped_batch->client_id);
+    scoped.seq = unscoped_batch->seq;
+    batch = &scoped;
+  }
+  if (batch != nullptr) {
     if (const BatchRecord* seen = FindBatch(*batch)) {
       // A resubmission (the client did not see our answer): same ids.
       std::vector<uint64_t> ids = seen->Ids();
-      if (session != 0) Watch(session, ToField(ids), out);
+      if (session != 0) Watch(session, caller, ToField(ids), out);
       return ids;
     }
   }
@@ -119,15 +133,17 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
   std::vector<uint64_t> ids;
   ids.reserve(specs.size());
   TaskName last_task;
+  const TaskName owner = TaskName::Intern(caller.name);
   for (const v1::JobSpec& spec : specs) {
     if (!spec.idempotency_key().empty()) {
-      if (Job* earlier = jobs_.FindByKey(spec.idempotency_key())) {
+      if (Job* earlier = jobs_.FindByKey(caller.name, spec.idempotency_key())) {
         ids.push_back(earlier->id);
-        if (session != 0) Watch(session, ToField({earlier->id}), out);
+        if (session != 0) Watch(session, caller, ToField({earlier->id}), out);
         continue;
       }
     }
     Job job;
+    job.owner = owner;
     // Consecutive jobs of one task (the usual batch) intern its name once.
     if (last_task.str() != spec.task()) last_task = TaskName::Intern(spec.task());
     job.task = last_task;
@@ -148,7 +164,7 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
     if (session != 0) watchers_[added.id].push_back(session);
     ids.push_back(added.id);
   }
-  if (batch != nullptr && !batch->client_id.empty()) {
+  if (batch != nullptr) {
     AddBatch(BatchRecord{*batch, BatchRecord::ToRuns(ids), now});
   }
   dirty_ = true;
@@ -178,11 +194,16 @@ void BrokerCore::AddBatch(BatchRecord record) {
   }
 }
 
-void BrokerCore::Watch(SessionId session,
+void BrokerCore::Watch(SessionId session, const Caller& caller,
                        const google::protobuf::RepeatedField<uint64_t>& ids,
                        Outbox* out) {
   for (uint64_t id : ids) {
     const Job* job = jobs_.Find(id);
+    // Another token's job reads as unknown: its existence is no secret (ids
+    // are sequential), its state and result are.
+    if (job != nullptr && !caller.SeesResultsOf(job->owner.str())) {
+      job = nullptr;
+    }
     if (job == nullptr) {
       v1::JobEvent event;
       event.set_job_id(id);
@@ -208,11 +229,14 @@ void BrokerCore::Watch(SessionId session,
 }
 
 v1::CancelResponse BrokerCore::Cancel(
-    const google::protobuf::RepeatedField<uint64_t>& ids, absl::Time now,
-    Outbox* out) {
+    const Caller& caller, const google::protobuf::RepeatedField<uint64_t>& ids,
+    absl::Time now, Outbox* out) {
   v1::CancelResponse resp;
   for (uint64_t id : ids) {
     Job* job = jobs_.Find(id);
+    if (job != nullptr && !caller.SeesResultsOf(job->owner.str())) {
+      job = nullptr;  // not the caller's to cancel: as if unknown
+    }
     if (job == nullptr) {
       resp.add_cancelled(false);
       resp.add_states(v1::Job::STATE_UNSPECIFIED);
@@ -247,11 +271,13 @@ v1::CancelResponse BrokerCore::Cancel(
   return resp;
 }
 
-v1::GetJobsResponse BrokerCore::GetJobs(const v1::GetJobsRequest& req) const {
+v1::GetJobsResponse BrokerCore::GetJobs(const Caller& caller,
+                                        const v1::GetJobsRequest& req) const {
   v1::GetJobsResponse resp;
   for (uint64_t id : req.job_ids()) {
     v1::Job* p = resp.add_jobs();
     const Job* job = jobs_.Find(id);
+    if (job != nullptr && !Visible(caller, *job)) job = nullptr;
     if (job == nullptr) {
       p->set_id(id);
       p->set_state(v1::Job::STATE_UNSPECIFIED);
@@ -260,19 +286,23 @@ v1::GetJobsResponse BrokerCore::GetJobs(const v1::GetJobsRequest& req) const {
           "job ", id, " is unknown: never submitted, or its retention ended"));
       continue;
     }
-    JobToProto(*job, req.include_result(), p);
+    JobToProto(*job,
+               req.include_result() && caller.SeesResultsOf(job->owner.str()),
+               p);
     if (job->state == v1::Job::QUEUED) p->set_waiting_reason(WaitingReason(*job));
   }
   return resp;
 }
 
-v1::ListJobsResponse BrokerCore::ListJobs(const v1::ListJobsRequest& req) const {
+v1::ListJobsResponse BrokerCore::ListJobs(const Caller& caller,
+                                          const v1::ListJobsRequest& req) const {
   v1::ListJobsResponse resp;
   const int limit = req.limit() > 0 ? req.limit() : 100;
   jobs_.ForEachNewest([&](const Job& job) {
     if (req.state() != v1::Job::STATE_UNSPECIFIED && job.state != req.state()) {
       return true;
     }
+    if (!Visible(caller, job)) return true;
     v1::Job* p = resp.add_jobs();
     JobToProto(job, /*include_result=*/false, p);
     p->clear_attempt_log();
@@ -333,6 +363,10 @@ std::string BrokerCore::WaitingReason(const Job& job) const {
                         absl::FormatTime(it->second));
   }
   if (!workers_.Offers(job.task.str())) {
+    if (job.task.str() == "sys.exec") {
+      return "no live worker offers task 'sys.exec': a worker runs shell "
+             "commands only when started with --allow_exec";
+    }
     return absl::StrCat("no live worker offers task '", job.task.str(), "'");
   }
   return "waiting for a free worker thread";
@@ -341,10 +375,11 @@ std::string BrokerCore::WaitingReason(const Job& job) const {
 // ---------------------------------------------------------------- workers
 
 void BrokerCore::OnWorkerFrame(const std::string& identity,
+                               const std::string& key,
                                const wire::Frame& frame, absl::Time now,
                                Outbox* out) {
   if (frame.has_register_()) {
-    OnRegister(identity, frame.register_(), now, out);
+    OnRegister(identity, key, frame.register_(), now, out);
     return;
   }
   WorkerEntry* w = workers_.Find(identity);
@@ -352,7 +387,7 @@ void BrokerCore::OnWorkerFrame(const std::string& identity,
     // We restarted, or declared it lost: it must introduce itself again.
     // Its results still count where fencing allows (a job nobody else
     // completed), so work done across a broker restart is not redone.
-    if (frame.has_results()) OnResults(nullptr, frame.results(), now, out);
+    if (frame.has_results()) OnResults(nullptr, key, frame.results(), now, out);
     wire::Frame reconnect;
     reconnect.mutable_reconnect();
     SendToWorker(identity, std::move(reconnect), out);
@@ -361,7 +396,7 @@ void BrokerCore::OnWorkerFrame(const std::string& identity,
   w->last_heard = now;
   switch (frame.body_case()) {
     case wire::Frame::kResults:
-      OnResults(w, frame.results(), now, out);
+      OnResults(w, key, frame.results(), now, out);
       break;
     case wire::Frame::kWorkerState:
       if (frame.worker_state().leaving()) {
@@ -382,6 +417,7 @@ void BrokerCore::OnWorkerFrame(const std::string& identity,
 }
 
 void BrokerCore::OnRegister(const std::string& identity,
+                            const std::string& key,
                             const wire::Register& reg, absl::Time now,
                             Outbox* out) {
   if (WorkerEntry* old = workers_.Find(identity)) {
@@ -396,6 +432,16 @@ void BrokerCore::OnRegister(const std::string& identity,
     DropWorker(*old, "worker registered again", now, out);
   }
   WorkerEntry& w = workers_.Add(identity, reg, now);
+  w.key = key;
+  // A worker gets no more credit than the broker allows, whatever it claims.
+  const int32_t cap = std::max(1, options_.max_worker_credit);
+  if (w.threads > cap || w.prefetch > cap - std::min(w.threads, cap)) {
+    DEXEC_LOG(WARNING) << "worker credit capped worker=" << w.name
+                       << " threads=" << w.threads
+                       << " prefetch=" << w.prefetch << " cap=" << cap;
+    w.threads = std::min(w.threads, cap);
+    w.prefetch = std::max(0, std::min(w.prefetch, cap - w.threads));
+  }
   wire::Frame welcome;
   welcome.mutable_welcome()->set_heartbeat_interval_ms(
       absl::ToInt64Milliseconds(options_.heartbeat_interval));
@@ -446,6 +492,8 @@ bool BrokerCore::Reclaim(WorkerEntry& w, const wire::TaskRef& ref) {
       job->attempt_number() != ref.attempt()) {
     return false;
   }
+  const std::string& bound = job->info().attempts.back().worker_key;
+  if (!bound.empty() && bound != w.key) return false;  // not its attempt
   for (WorkerEntry* other : workers_.All()) {
     if (other != &w && other->in_flight.contains(job->id)) return false;
   }
@@ -454,8 +502,9 @@ bool BrokerCore::Reclaim(WorkerEntry& w, const wire::TaskRef& ref) {
   return true;
 }
 
-void BrokerCore::OnResults(WorkerEntry* w, const wire::Results& results,
-                           absl::Time now, Outbox* out) {
+void BrokerCore::OnResults(WorkerEntry* w, const std::string& key,
+                           const wire::Results& results, absl::Time now,
+                           Outbox* out) {
   const std::string worker_name = w != nullptr ? w->name : "(unregistered)";
   for (const wire::TaskResult& r : results.results()) {
     // Credit comes back whatever happens to the result.
@@ -474,6 +523,17 @@ void BrokerCore::OnResults(WorkerEntry* w, const wire::Results& results,
     if (job == nullptr || IsTerminal(job->state) || r.attempt() == 0 ||
         r.attempt() > job->attempt_number()) {
       DEXEC_LOG(DEBUG) << "stale result dropped job=" << r.job_id()
+                       << " attempt=" << r.attempt()
+                       << " worker=" << worker_name;
+      continue;
+    }
+    // The attempt is bound to the key it was dispatched to: a result from
+    // any other authenticated identity is forged, whatever its number.
+    // (Attempts journaled before keys existed have none: fencing only.)
+    const std::string& bound = job->info().attempts[r.attempt() - 1].worker_key;
+    if (!bound.empty() && bound != key) {
+      ++forged_results_;
+      DEXEC_LOG(DEBUG) << "result from another key dropped job=" << r.job_id()
                        << " attempt=" << r.attempt()
                        << " worker=" << worker_name;
       continue;
@@ -662,7 +722,8 @@ bool BrokerCore::IsQueued(uint64_t id) const {
 void BrokerCore::Dispatch(Job& job, WorkerEntry& w, absl::Time now,
                           Outbox* out) {
   jobs_.SetState(job, v1::Job::RUNNING, now);
-  job.mutable_info().attempts.push_back(AttemptRecord{w.name, now, absl::InfinitePast(), ""});
+  job.mutable_info().attempts.push_back(AttemptRecord{
+      w.name, w.key, w.identity, now, absl::InfinitePast(), ""});
   const uint32_t attempt = job.attempt_number();
   w.in_flight.emplace(job.id, attempt);
   if (job.timeout > absl::ZeroDuration()) {
@@ -716,6 +777,11 @@ void BrokerCore::Schedule(absl::Time now, Outbox* out) {
         uint64_t id = ready_.Pop(w->tasks, is_live);
         if (id == 0) continue;
         Job& job = *jobs_.Find(id);
+        if (AvoidsWorker(job, *w)) {
+          // Leave it for the other workers; this one's turn ends.
+          ready_.Push(job.task.str(), job.priority, id);
+          continue;
+        }
         if (pass == 1 && w->busy() >= CreditFor(*w, job)) {
           // Enough of this kind of work waits there already: leave the job
           // in its place for a worker with a free thread.
@@ -727,6 +793,25 @@ void BrokerCore::Schedule(absl::Time now, Outbox* out) {
       }
       open.swap(next);
     }
+  }
+}
+
+bool BrokerCore::AvoidsWorker(const Job& job, const WorkerEntry& w) const {
+  if (job.details == nullptr || job.details->attempts.empty()) return false;
+  const AttemptRecord& last = job.details->attempts.back();
+  return last.outcome == "timeout" && last.worker_identity == w.identity &&
+         workers_.OfferCount(job.task.str()) > 1;
+}
+
+void BrokerCore::DropWorkersWithKey(const std::string& key, absl::Time now,
+                                    Outbox* out) {
+  for (WorkerEntry* w : workers_.All()) {
+    if (w->key != key) continue;
+    // Tell it to go (it will fail the handshake when it reconnects).
+    wire::Frame reconnect;
+    reconnect.mutable_reconnect();
+    SendToWorker(w->identity, std::move(reconnect), out);
+    DropWorker(*w, "its key was revoked", now, out);
   }
 }
 
@@ -756,9 +841,16 @@ void BrokerCore::Tick(absl::Time now, Outbox* out) {
     DEXEC_LOG(INFO) << "job timed out at broker job=" << job->id
                     << " attempt=" << d.attempt;
     AbandonCurrentAttempt(*job, out);
-    FailAttempt(*job, "timeout", job->retry_task_errors, "timeout",
+    // No answer at all is the worker's failure, not the task's (a worker
+    // that reports a timeout itself answered): like a lost worker, it uses
+    // the next attempt while any remain, on another worker if one offers
+    // the task (AvoidsWorker).
+    FailAttempt(*job, "timeout", /*retry=*/true, "timeout",
                 absl::StrCat("no result within the job's timeout of ",
-                             absl::FormatDuration(job->timeout)),
+                             absl::FormatDuration(job->timeout),
+                             " (+", absl::FormatDuration(options_.timeout_grace),
+                             " grace) on attempt ", d.attempt, " of ",
+                             job->max_attempts),
                 now, out);
   }
   if (now >= orphans_due_) {

@@ -51,6 +51,27 @@ struct BrokerOptions {
   // Record every change for the journal (TakeChanges). False for an
   // in-memory broker.
   bool journal = false;
+  // The most credit (threads + prefetch) a worker may claim: a worker that
+  // registers more is cut down to it, so one peer cannot take every job.
+  int32_t max_worker_credit = 16384;
+};
+
+// Who makes a client request, as the gRPC front end authenticated it
+// (docs/DESIGN.md, "Security"). The core enforces ownership: a kSubmit
+// caller sees, watches and cancels only the jobs it submitted (others' are
+// reported unknown); a kRead caller sees every job but no result; kAdmin
+// sees everything. An --insecure broker passes Caller{} (admin, no name).
+struct Caller {
+  enum Role { kAdmin, kSubmit, kRead };
+  // The token's name: the owner of the jobs it submits, and the scope of
+  // its idempotency keys and submit batches.
+  std::string name;
+  Role role = kAdmin;
+
+  bool SeesAllJobs() const { return role != kSubmit; }
+  bool SeesResultsOf(const std::string& owner) const {
+    return role == kAdmin || (role == kSubmit && owner == name);
+  }
 };
 
 // Identifies a submit batch across reconnections and restarts
@@ -137,32 +158,55 @@ class BrokerCore {
   // jobs are watched by it. Returns one id per spec; an idempotency key seen
   // before returns the earlier job's id. A batch whose `batch` key was
   // acknowledged before returns the same ids and adds nothing.
+  // The jobs are owned by `caller` (its idempotency keys and batch keys are
+  // its own).
   absl::StatusOr<std::vector<uint64_t>> Submit(
       const google::protobuf::RepeatedPtrField<v1::JobSpec>& specs,
-      SessionId session, absl::Time now, Outbox* out,
+      const Caller& caller, SessionId session, absl::Time now, Outbox* out,
       const BatchKey* batch = nullptr);
 
   // Watch `ids` from `session`: RUNNING and terminal events are pushed; a job
-  // already finished (or unknown) gets its event at once.
-  void Watch(SessionId session, const google::protobuf::RepeatedField<uint64_t>& ids,
+  // already finished (or unknown, or not visible to `caller`) gets its event
+  // at once. Sessions are opened by admin and submit callers only (events
+  // carry results).
+  void Watch(SessionId session, const Caller& caller,
+             const google::protobuf::RepeatedField<uint64_t>& ids,
              Outbox* out);
 
   // Cancels jobs that have not finished. A RUNNING job is CANCELLED at once
   // and its worker is told to abandon the attempt; its result, if it still
-  // comes, is discarded.
-  v1::CancelResponse Cancel(const google::protobuf::RepeatedField<uint64_t>& ids,
+  // comes, is discarded. A job `caller` may not cancel (another token's, for
+  // a submit token) answers false, as an unknown id does.
+  v1::CancelResponse Cancel(const Caller& caller,
+                            const google::protobuf::RepeatedField<uint64_t>& ids,
                             absl::Time now, Outbox* out);
 
-  v1::GetJobsResponse GetJobs(const v1::GetJobsRequest& req) const;
-  v1::ListJobsResponse ListJobs(const v1::ListJobsRequest& req) const;
+  // Jobs not visible to `caller` are answered as unknown; results only
+  // where caller.SeesResultsOf the job's owner.
+  v1::GetJobsResponse GetJobs(const Caller& caller,
+                              const v1::GetJobsRequest& req) const;
+  v1::ListJobsResponse ListJobs(const Caller& caller,
+                                const v1::ListJobsRequest& req) const;
   v1::ListWorkersResponse ListWorkers();
   v1::Stats GetStats(absl::Time now) const;
 
   // ---- Workers ----
 
-  // One decoded frame from the worker at ROUTER identity `identity`.
-  void OnWorkerFrame(const std::string& identity, const wire::Frame& frame,
-                     absl::Time now, Outbox* out);
+  // One decoded frame from the worker at ROUTER identity `identity`, whose
+  // connection authenticated with CURVE public key `key` (Z85; empty on an
+  // --insecure broker). Results count only for attempts dispatched to that
+  // key.
+  void OnWorkerFrame(const std::string& identity, const std::string& key,
+                     const wire::Frame& frame, absl::Time now, Outbox* out);
+
+  // A worker key was revoked: every worker connected with it is dropped
+  // (its jobs requeued). Its frames are refused by the loop from now on.
+  void DropWorkersWithKey(const std::string& key, absl::Time now,
+                          Outbox* out);
+
+  // Results dropped because they came from a key their attempt was not
+  // dispatched to.
+  uint64_t forged_results() const { return forged_results_; }
 
   // A worker's socket is gone (send failed): treat it as lost now.
   void OnWorkerUnreachable(const std::string& identity, absl::Time now,
@@ -240,12 +284,22 @@ class BrokerCore {
   bool Reclaim(WorkerEntry& w, const wire::TaskRef& ref);
   bool IsQueued(uint64_t id) const;
   void Dispatch(Job& job, WorkerEntry& w, absl::Time now, Outbox* out);
-  void OnRegister(const std::string& identity, const wire::Register& reg,
-                  absl::Time now, Outbox* out);
+  void OnRegister(const std::string& identity, const std::string& key,
+                  const wire::Register& reg, absl::Time now, Outbox* out);
   // `w` is null for results from a worker the broker does not know (it
-  // restarted, or declared the worker lost): fencing still applies.
-  void OnResults(WorkerEntry* w, const wire::Results& results, absl::Time now,
-                 Outbox* out);
+  // restarted, or declared the worker lost): fencing still applies, and so
+  // does the key binding (`key` is the sender's).
+  void OnResults(WorkerEntry* w, const std::string& key,
+                 const wire::Results& results, absl::Time now, Outbox* out);
+  // Whether `caller` may see the job at all.
+  static bool Visible(const Caller& caller, const Job& job) {
+    return caller.SeesAllJobs() || job.owner.str() == caller.name;
+  }
+  // Whether the job's last attempt timed out at the broker on the
+  // connection `w`, and another live worker offers its task: the job then
+  // goes elsewhere (a worker that holds jobs and never answers must not
+  // keep getting them back).
+  bool AvoidsWorker(const Job& job, const WorkerEntry& w) const;
   // Ends the job's current attempt with `outcome`; requeues the job if it has
   // attempts left and `retry`, else finishes it FAILED with `kind`/`message`.
   void FailAttempt(Job& job, const std::string& outcome, bool retry,
@@ -291,6 +345,7 @@ class BrokerCore {
   // Jobs finished per second over the last seconds, for the finish rate.
   std::deque<std::pair<int64_t, uint64_t>> finish_buckets_;
   absl::Time started_at_;
+  uint64_t forged_results_ = 0;
   bool dirty_ = true;  // something changed that may allow a dispatch
 };
 

@@ -28,15 +28,18 @@ class BrokerCoreTest : public ::testing::Test {
     return o;
   }
 
+  // Each worker authenticates with a key of its own, named after it
+  // unless `key` says otherwise.
   void Register(const std::string& id, int threads, int prefetch = 0,
-                std::vector<std::string> tasks = {"t"}) {
+                std::vector<std::string> tasks = {"t"},
+                const std::string& key = "") {
     wire::Frame f;
     wire::Register* r = f.mutable_register_();
     r->set_name(id);
     r->set_threads(threads);
     r->set_prefetch(prefetch);
     for (const auto& t : tasks) r->add_tasks(t);
-    core_.OnWorkerFrame(id, f, now_, &out_);
+    core_.OnWorkerFrame(id, key.empty() ? "key-" + id : key, f, now_, &out_);
   }
 
   std::vector<uint64_t> Submit(int n, const std::string& task = "t",
@@ -53,7 +56,7 @@ class BrokerCoreTest : public ::testing::Test {
       if (timeout > absl::ZeroDuration()) ToProto(timeout, s->mutable_timeout());
     }
     absl::StatusOr<std::vector<uint64_t>> ids =
-        core_.Submit(specs, session, now_, &out_);
+        core_.Submit(specs, Caller{}, session, now_, &out_);
     EXPECT_TRUE(ids.ok()) << ids.status();
     return ids.value_or(std::vector<uint64_t>{});
   }
@@ -73,7 +76,7 @@ class BrokerCoreTest : public ::testing::Test {
 
   void Result(const std::string& worker, uint64_t job, uint32_t attempt,
               bool ok, const std::string& output = "out",
-              const std::string& kind = "") {
+              const std::string& kind = "", const std::string& key = "") {
     wire::Frame f;
     wire::TaskResult* r = f.mutable_results()->add_results();
     r->set_job_id(job);
@@ -82,7 +85,8 @@ class BrokerCoreTest : public ::testing::Test {
     r->set_output(output);
     r->set_error_kind(kind);
     r->set_error_message(ok ? "" : "boom");
-    core_.OnWorkerFrame(worker, f, now_, &out_);
+    core_.OnWorkerFrame(worker, key.empty() ? "key-" + worker : key, f, now_,
+                        &out_);
   }
 
   // A successful result of attempt 1 that ran for `took` from now.
@@ -94,7 +98,7 @@ class BrokerCoreTest : public ::testing::Test {
     r->set_ok(true);
     r->set_started_at_us(absl::ToUnixMicros(now_));
     r->set_finished_at_us(absl::ToUnixMicros(now_ + took));
-    core_.OnWorkerFrame(worker, f, now_, &out_);
+    core_.OnWorkerFrame(worker, "key-" + worker, f, now_, &out_);
   }
 
   const Job& JobOf(uint64_t id) { return *core_.jobs().Find(id); }
@@ -197,7 +201,7 @@ TEST_F(BrokerCoreTest, AJobNoWorkerOffersStaysQueuedAndSaysWhy) {
   EXPECT_TRUE(Dispatched().empty());
   v1::GetJobsRequest req;
   req.add_job_ids(id);
-  v1::GetJobsResponse resp = core_.GetJobs(req);
+  v1::GetJobsResponse resp = core_.GetJobs(Caller{}, req);
   EXPECT_EQ(resp.jobs(0).state(), v1::Job::QUEUED);
   EXPECT_EQ(resp.jobs(0).waiting_reason(),
             "no live worker offers task 'nobody.offers.this'");
@@ -210,7 +214,7 @@ TEST_F(BrokerCoreTest, CancelsQueuedAndRunningJobsAndTellsTheWorker) {
   Result("w", ids[0], 1, true);  // ... and finishes
   Dispatched();  // ids[1] runs
   google::protobuf::RepeatedField<uint64_t> all(ids.begin(), ids.end());
-  v1::CancelResponse resp = core_.Cancel(all, now_, &out_);
+  v1::CancelResponse resp = core_.Cancel(Caller{}, all, now_, &out_);
   // A finished job cannot be cancelled.
   EXPECT_FALSE(resp.cancelled(0));
   EXPECT_EQ(resp.states(0), v1::Job::SUCCEEDED);
@@ -248,7 +252,7 @@ TEST_F(BrokerCoreTest, RequeuesTheJobsOfASilentWorkerAndRunsThemElsewhere) {
   // "lives" keeps talking; "dies" does not.
   wire::Frame hb;
   hb.mutable_heartbeat();
-  core_.OnWorkerFrame("lives", hb, now_, &out_);
+  core_.OnWorkerFrame("lives", "", hb, now_, &out_);
   core_.Tick(now_, &out_);
   auto tasks = Dispatched();
   ASSERT_EQ(tasks.size(), 2u);
@@ -307,33 +311,143 @@ TEST_F(BrokerCoreTest, ALateResultCompletesAJobNothingElseCompletedYet) {
   EXPECT_TRUE(Dispatched().empty());  // and the requeued copy never runs
 }
 
-TEST_F(BrokerCoreTest, FailsAJobWhoseWorkerMissesItsTimeout) {
+TEST_F(BrokerCoreTest, AJobWhoseWorkerMissesItsTimeoutUsesItsNextAttemptsThenFails) {
   Register("w", 1);
   uint64_t id = Submit(1, "t", 0, 1, 0, absl::Seconds(5))[0];
-  Dispatched();
-  // Keep the worker alive while the job overruns.
-  for (int i = 0; i < 8; ++i) {
+  bool abandoned = false;
+  // Keep the worker alive (it heartbeats, never answers) while the job
+  // overruns, attempt after attempt.
+  for (int i = 0; i < 30; ++i) {
+    core_.Schedule(now_, &out_);
+    for (auto& [w, f] : out_.to_workers) abandoned |= f.has_abandon();
+    out_.Clear();
     now_ += absl::Seconds(1);
     wire::Frame hb;
     hb.mutable_heartbeat();
-    core_.OnWorkerFrame("w", hb, now_, &out_);
+    core_.OnWorkerFrame("w", "key-w", hb, now_, &out_);
     core_.Tick(now_, &out_);
   }
+  EXPECT_TRUE(abandoned);
   EXPECT_EQ(JobOf(id).state, v1::Job::FAILED);
   EXPECT_EQ(JobOf(id).info().error_kind, "timeout");
-  bool abandoned = false;
-  for (auto& [w, f] : out_.to_workers) abandoned |= f.has_abandon();
-  EXPECT_TRUE(abandoned);
+  ASSERT_EQ(JobOf(id).info().attempts.size(), 3u);
+  for (const AttemptRecord& a : JobOf(id).info().attempts) {
+    EXPECT_EQ(a.outcome, "timeout");
+  }
+}
+
+TEST_F(BrokerCoreTest, AJobThatTimedOutAtAWorkerGoesToAnotherOne) {
+  Register("hole", 1);
+  uint64_t id = Submit(1, "t", 0, 1, 0, absl::Seconds(1))[0];
+  ASSERT_EQ(Dispatched().at(0).first, "hole");
+  Register("good", 1);
+  for (int i = 0; i < 7; ++i) {  // past deadline + grace, both alive
+    now_ += absl::Milliseconds(500);
+    for (const char* w : {"hole", "good"}) {
+      wire::Frame hb;
+      hb.mutable_heartbeat();
+      core_.OnWorkerFrame(w, absl::StrCat("key-", w), hb, now_, &out_);
+    }
+    core_.Tick(now_, &out_);
+  }
+  out_.Clear();
+  ASSERT_EQ(JobOf(id).state, v1::Job::QUEUED);
+  // The hole has a free thread again (its attempt was abandoned) and comes
+  // first in registration order; the job goes to the other worker anyway.
+  std::vector<std::pair<std::string, wire::Task>> d = Dispatched();
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_EQ(d[0].first, "good");
+  EXPECT_EQ(d[0].second.attempt(), 2u);
+}
+
+TEST_F(BrokerCoreTest, AResultFromAKeyTheAttemptWasNotDispatchedToIsDropped) {
+  Register("w", 1);
+  Register("rogue", 1, 0, {"other"});
+  uint64_t id = Submit(1)[0];
+  ASSERT_EQ(Dispatched().at(0).first, "w");
+  // Registered or not, right attempt number or not: not its attempt.
+  Result("rogue", id, 1, true, "forged");
+  Result("stranger", id, 1, true, "forged", "", "key-rogue");
+  Result("w", id, 1, true, "forged", "", "key-rogue");
+  EXPECT_EQ(JobOf(id).state, v1::Job::RUNNING);
+  EXPECT_EQ(core_.forged_results(), 3u);
+  Result("w", id, 1, true, "real");
+  EXPECT_EQ(JobOf(id).state, v1::Job::SUCCEEDED);
+  EXPECT_EQ(JobOf(id).info().result, "real");
+}
+
+TEST_F(BrokerCoreTest, AWorkerGetsNoMoreCreditThanTheCap) {
+  BrokerOptions o = Options();
+  o.max_worker_credit = 10;
+  BrokerCore core(o, now_);
+  wire::Frame f;
+  f.mutable_register_()->set_name("greedy");
+  f.mutable_register_()->set_threads(1000000);
+  f.mutable_register_()->set_prefetch(1000000);
+  f.mutable_register_()->add_tasks("t");
+  Outbox out;
+  core.OnWorkerFrame("greedy", "k", f, now_, &out);
+  google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
+  for (int i = 0; i < 100; ++i) specs.Add()->set_task("t");
+  ASSERT_TRUE(core.Submit(specs, Caller{}, 0, now_, &out).ok());
+  core.Schedule(now_, &out);
+  EXPECT_EQ(core.jobs().count(v1::Job::RUNNING), 10u);
+  EXPECT_EQ(core.ListWorkers().workers(0).threads(), 10);
+}
+
+TEST_F(BrokerCoreTest, ASubmitCallerSeesOnlyItsOwnJobs) {
+  const Caller alice{"alice", Caller::kSubmit};
+  const Caller bob{"bob", Caller::kSubmit};
+  const Caller reader{"carol", Caller::kRead};
+  google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
+  specs.Add()->set_task("t");
+  specs.Mutable(0)->set_idempotency_key("k");
+  const uint64_t hers = core_.Submit(specs, alice, 0, now_, &out_).value()[0];
+  const uint64_t his = core_.Submit(specs, bob, 0, now_, &out_).value()[0];
+  EXPECT_NE(hers, his);  // keys are scoped to their owner
+  EXPECT_EQ(core_.Submit(specs, alice, 0, now_, &out_).value()[0], hers);
+  Register("w", 1);
+  Dispatched();
+  Result("w", hers, 1, true, "hers");
+
+  v1::GetJobsRequest get;
+  get.add_job_ids(hers);
+  get.set_include_result(true);
+  EXPECT_EQ(core_.GetJobs(bob, get).jobs(0).error().kind(), "not_found");
+  EXPECT_EQ(core_.GetJobs(alice, get).jobs(0).result(), "hers");
+  EXPECT_EQ(core_.GetJobs(alice, get).jobs(0).owner(), "alice");
+  EXPECT_TRUE(core_.GetJobs(reader, get).jobs(0).result().empty());
+  EXPECT_EQ(core_.GetJobs(reader, get).jobs(0).state(), v1::Job::SUCCEEDED);
+  EXPECT_EQ(core_.GetJobs(Caller{}, get).jobs(0).result(), "hers");
+  EXPECT_EQ(core_.ListJobs(bob, v1::ListJobsRequest()).jobs_size(), 1);
+  EXPECT_EQ(core_.ListJobs(reader, v1::ListJobsRequest()).jobs_size(), 2);
+  google::protobuf::RepeatedField<uint64_t> ids;
+  ids.Add(his);
+  EXPECT_FALSE(core_.Cancel(alice, ids, now_, &out_).cancelled(0));
+  EXPECT_EQ(JobOf(his).state, v1::Job::QUEUED);
+  // A batch key replayed by another caller is another batch.
+  BatchKey batch{"client", 1};
+  const std::vector<uint64_t> first =
+      core_.Submit(specs, alice, 0, now_, &out_, &batch).value();
+  specs.Mutable(0)->clear_idempotency_key();
+  EXPECT_NE(core_.Submit(specs, bob, 5, now_, &out_, &batch).value(), first);
+  google::protobuf::RepeatedField<uint64_t> watch;
+  watch.Add(hers);
+  core_.Watch(6, bob, watch, &out_);
+  std::vector<v1::JobEvent> events = Events(6);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].error().kind(), "not_found");
+  EXPECT_TRUE(events[0].result().empty());
 }
 
 TEST_F(BrokerCoreTest, RejectsBadSpecsWithActionableErrors) {
   google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
   specs.Add()->set_task("t");
   specs.Add()->set_payload(std::string(2000, 'x'));
-  auto r = core_.Submit(specs, 0, now_, &out_);
+  auto r = core_.Submit(specs, Caller{}, 0, now_, &out_);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   specs.Mutable(1)->set_task("t");
-  r = core_.Submit(specs, 0, now_, &out_);
+  r = core_.Submit(specs, Caller{}, 0, now_, &out_);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(r.status().message().find("--max_payload_bytes"), std::string::npos);
   EXPECT_EQ(core_.jobs().size(), 0u);  // all or nothing
@@ -343,7 +457,7 @@ TEST_F(BrokerCoreTest, RefusesSubmitsBeyondMaxQueued) {
   Submit(1000);
   google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
   specs.Add()->set_task("t");
-  EXPECT_EQ(core_.Submit(specs, 0, now_, &out_).status().code(),
+  EXPECT_EQ(core_.Submit(specs, Caller{}, 0, now_, &out_).status().code(),
             absl::StatusCode::kResourceExhausted);
 }
 
@@ -352,8 +466,8 @@ TEST_F(BrokerCoreTest, AnIdempotencyKeyReturnsTheSameJob) {
   v1::JobSpec* s = specs.Add();
   s->set_task("t");
   s->set_idempotency_key("k1");
-  auto a = core_.Submit(specs, 0, now_, &out_);
-  auto b = core_.Submit(specs, 0, now_, &out_);
+  auto a = core_.Submit(specs, Caller{}, 0, now_, &out_);
+  auto b = core_.Submit(specs, Caller{}, 0, now_, &out_);
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_EQ(a->at(0), b->at(0));
   EXPECT_EQ(core_.jobs().size(), 1u);
@@ -362,7 +476,7 @@ TEST_F(BrokerCoreTest, AnIdempotencyKeyReturnsTheSameJob) {
 TEST_F(BrokerCoreTest, AsksAnUnknownWorkerToRegisterAgain) {
   wire::Frame hb;
   hb.mutable_heartbeat();
-  core_.OnWorkerFrame("stranger", hb, now_, &out_);
+  core_.OnWorkerFrame("stranger", "", hb, now_, &out_);
   ASSERT_EQ(out_.to_workers.size(), 1u);
   EXPECT_TRUE(out_.to_workers[0].second.has_reconnect());
 }
@@ -375,7 +489,7 @@ TEST_F(BrokerCoreTest, WatchingAFinishedOrUnknownJobAnswersAtOnce) {
   google::protobuf::RepeatedField<uint64_t> ids;
   ids.Add(id);
   ids.Add(999);
-  core_.Watch(9, ids, &out_);
+  core_.Watch(9, Caller{}, ids, &out_);
   std::vector<v1::JobEvent> events = Events(9);
   ASSERT_EQ(events.size(), 2u);
   EXPECT_EQ(events[0].state(), v1::Job::SUCCEEDED);
@@ -387,7 +501,7 @@ TEST_F(BrokerCoreTest, DrainingWorkerGetsNoNewJobs) {
   Register("w", 4);
   wire::Frame f;
   f.mutable_worker_state()->set_draining(true);
-  core_.OnWorkerFrame("w", f, now_, &out_);
+  core_.OnWorkerFrame("w", "", f, now_, &out_);
   Submit(2);
   EXPECT_TRUE(Dispatched().empty());
   EXPECT_EQ(core_.ListWorkers().workers(0).state(), v1::WorkerInfo::DRAINING);
@@ -405,7 +519,7 @@ TEST_F(BrokerCoreTest, BacksOffBeforeRetryingAFailedAttempt) {
     f.mutable_register_()->set_name(name);
     f.mutable_register_()->set_threads(1);
     f.mutable_register_()->add_tasks("t");
-    core.OnWorkerFrame(name, f, now_, &out);
+    core.OnWorkerFrame(name, "", f, now_, &out);
   };
   auto dispatched = [&] {
     core.Schedule(now_, &out);
@@ -416,7 +530,7 @@ TEST_F(BrokerCoreTest, BacksOffBeforeRetryingAFailedAttempt) {
   };
   google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
   specs.Add()->set_task("t");
-  const uint64_t id = core.Submit(specs, 0, now_, &out).value()[0];
+  const uint64_t id = core.Submit(specs, Caller{}, 0, now_, &out).value()[0];
   register_worker("w0");
   ASSERT_EQ(dispatched(), 1);
   int n = 0;
@@ -429,7 +543,7 @@ TEST_F(BrokerCoreTest, BacksOffBeforeRetryingAFailedAttempt) {
     EXPECT_EQ(core.NextWakeup(), now_ + wait);
     v1::GetJobsRequest req;
     req.add_job_ids(id);
-    EXPECT_NE(core.GetJobs(req).jobs(0).waiting_reason().find("failed"),
+    EXPECT_NE(core.GetJobs(Caller{}, req).jobs(0).waiting_reason().find("failed"),
               std::string::npos);
     now_ += wait - absl::Milliseconds(1);
     EXPECT_EQ(dispatched(), 0);
@@ -442,15 +556,15 @@ TEST_F(BrokerCoreTest, AResubmittedBatchGetsTheSameIdsAndAddsNothing) {
   google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
   for (int i = 0; i < 3; ++i) specs.Add()->set_task("t");
   BatchKey key{"client-a", 7};
-  auto first = core_.Submit(specs, 1, now_, &out_, &key);
+  auto first = core_.Submit(specs, Caller{}, 1, now_, &out_, &key);
   ASSERT_TRUE(first.ok());
-  auto again = core_.Submit(specs, 1, now_, &out_, &key);
+  auto again = core_.Submit(specs, Caller{}, 1, now_, &out_, &key);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(*first, *again);
   EXPECT_EQ(core_.jobs().size(), 3u);
   // Another client, or another seq, is another batch.
   BatchKey other{"client-b", 7};
-  auto b = core_.Submit(specs, 1, now_, &out_, &other);
+  auto b = core_.Submit(specs, Caller{}, 1, now_, &out_, &other);
   ASSERT_TRUE(b.ok());
   EXPECT_NE((*b)[0], (*first)[0]);
   EXPECT_EQ(core_.jobs().size(), 6u);
@@ -486,10 +600,10 @@ TEST_F(BrokerCoreJournalTest, ReportsEveryChangedJobOnce) {
   google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
   for (int i = 0; i < 2; ++i) specs.Add()->set_task("t");
   BatchKey key{"c", 1};
-  std::vector<uint64_t> ids = core.Submit(specs, 0, now_, &out, &key).value();
+  std::vector<uint64_t> ids = core.Submit(specs, Caller{}, 0, now_, &out, &key).value();
   google::protobuf::RepeatedField<uint64_t> one;
   one.Add(ids[0]);
-  core.Cancel(one, now_, &out);
+  core.Cancel(Caller{}, one, now_, &out);
   Changes c = core.TakeChanges();
   EXPECT_EQ(c.jobs, ids);  // the cancelled one once, though it changed twice
   EXPECT_EQ(c.new_jobs, ids);
@@ -515,7 +629,7 @@ TEST_F(BrokerCoreJournalTest, ARestartedCoreRunsQueuedJobsAndLetsWorkersReclaimR
     job.submitted_at = kT0 - absl::Minutes(1);
     if (id == 2 || id == 3) {
       job.state = v1::Job::RUNNING;
-      job.mutable_info().attempts.push_back(AttemptRecord{"old", kT0 - absl::Seconds(30),
+      job.mutable_info().attempts.push_back(AttemptRecord{"old", "", "", kT0 - absl::Seconds(30),
                                            absl::InfinitePast(), ""});
     } else if (id == 4) {
       job.state = v1::Job::SUCCEEDED;
@@ -549,7 +663,7 @@ TEST_F(BrokerCoreJournalTest, ARestartedCoreRunsQueuedJobsAndLetsWorkersReclaimR
   held = r->add_held();
   held->set_job_id(4);
   held->set_attempt(1);
-  core.OnWorkerFrame("old", f, kT0, &out);
+  core.OnWorkerFrame("old", "", f, kT0, &out);
   bool abandoned_4 = false;
   for (auto& [w, frame] : out.to_workers) {
     if (frame.has_abandon()) abandoned_4 = frame.abandon().tasks(0).job_id() == 4;
@@ -568,7 +682,7 @@ TEST_F(BrokerCoreJournalTest, ARestartedCoreRunsQueuedJobsAndLetsWorkersReclaimR
   const absl::Time later = kT0 + absl::Seconds(5);
   wire::Frame hb;
   hb.mutable_heartbeat();
-  core.OnWorkerFrame("old", hb, later, &out);
+  core.OnWorkerFrame("old", "", hb, later, &out);
   core.Tick(later, &out);
   EXPECT_EQ(core.jobs().Find(3)->info().attempts[0].outcome, "broker_restarted");
   EXPECT_EQ(core.jobs().Find(2)->state, v1::Job::RUNNING);
@@ -579,15 +693,15 @@ TEST_F(BrokerCoreJournalTest, ARestartedCoreRunsQueuedJobsAndLetsWorkersReclaimR
   tr->set_attempt(1);
   tr->set_ok(true);
   tr->set_output("done");
-  core.OnWorkerFrame("old", res, later, &out);
+  core.OnWorkerFrame("old", "", res, later, &out);
   EXPECT_EQ(core.jobs().Find(2)->state, v1::Job::SUCCEEDED);
   // New ids start above anything used before the restart, and the batch
   // acknowledged before it is still recognised.
   google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
   specs.Add()->set_task("t");
-  EXPECT_EQ(core.Submit(specs, 0, later, &out).value()[0], 10u);
+  EXPECT_EQ(core.Submit(specs, Caller{}, 0, later, &out).value()[0], 10u);
   BatchKey key{"c", 5};
-  EXPECT_EQ(core.Submit(specs, 0, later, &out, &key).value(),
+  EXPECT_EQ(core.Submit(specs, Caller{}, 0, later, &out, &key).value(),
             (std::vector<uint64_t>{1, 2, 3, 4}));
 }
 

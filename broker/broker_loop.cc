@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -42,10 +43,40 @@ BrokerLoop::BrokerLoop(BrokerOptions options, std::unique_ptr<Journal> journal,
 BrokerLoop::~BrokerLoop() { Stop(); }
 
 absl::StatusOr<std::string> BrokerLoop::BindWorkers(
-    const std::string& endpoint) {
+    const std::string& endpoint, std::optional<WorkerPlaneAuth> auth) {
   std::string ep = endpoint;
   if (ep.size() > 2 && ep.compare(ep.size() - 2, 2, ":0") == 0) {
     ep = ep.substr(0, ep.size() - 1) + "*";
+  }
+  if (auth.has_value()) {
+    if (auth->keys == nullptr) {
+      return absl::InvalidArgumentError("worker authentication without keys");
+    }
+    // The handler first: a CURVE socket with none admits every key.
+    zap_ = std::make_unique<ZapHandler>(&context_, auth->keys);
+    absl::Status zap = zap_->Start();
+    if (!zap.ok()) return zap;
+    try {
+      router_.set(zmq::sockopt::curve_server, 1);
+      router_.set(zmq::sockopt::curve_secretkey, auth->broker_key.secret_z85);
+      // A domain makes libzmq ask the handler for every handshake.
+      router_.set(zmq::sockopt::zap_domain, "dexec-workers");
+      // Failed handshakes, for the refusal count (the handler only sees the
+      // ones that got as far as offering a key).
+      if (zmq_socket_monitor(router_.handle(), "inproc://dexec-worker-monitor",
+                             ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                 ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0) {
+        throw zmq::error_t();
+      }
+      monitor_ = zmq::socket_t(context_, zmq::socket_type::pair);
+      monitor_.set(zmq::sockopt::linger, 0);
+      monitor_.connect("inproc://dexec-worker-monitor");
+    } catch (const zmq::error_t& e) {
+      return absl::InternalError(absl::StrCat(
+          "cannot set up CURVE on the worker socket: ", e.what()));
+    }
+    worker_auth_ = std::move(auth);
   }
   try {
     router_.bind(ep);
@@ -65,18 +96,30 @@ void BrokerLoop::Start() {
 }
 
 void BrokerLoop::Stop() {
+  if (zap_ != nullptr && !thread_.joinable()) zap_->Stop();
   if (!thread_.joinable()) return;
   stop_.store(true);
   Post([](Context&) {});  // wake the loop
   thread_.join();
+  if (zap_ != nullptr) zap_->Stop();
   if (journal_ != nullptr) journal_->Close();
 }
 
 void BrokerLoop::Post(Command command) { mailbox_.Post(std::move(command)); }
 
-void BrokerLoop::AddSession(SessionId id, std::shared_ptr<SessionSink> sink) {
-  Post([this, id, sink = std::move(sink)](Context&) mutable {
-    sessions_[id] = std::move(sink);
+void BrokerLoop::AddSession(SessionId id, std::shared_ptr<SessionSink> sink,
+                            std::string owner) {
+  Post([this, id, sink = std::move(sink),
+        owner = std::move(owner)](Context&) mutable {
+    sessions_[id] = SessionEntry{std::move(sink), std::move(owner)};
+  });
+}
+
+void BrokerLoop::FailSessionsOf(std::string owner, absl::Status status) {
+  Post([this, owner = std::move(owner), status](Context&) {
+    for (const auto& [id, entry] : sessions_) {
+      if (entry.owner == owner) entry.sink->Fail(status);
+    }
   });
 }
 
@@ -86,9 +129,9 @@ void BrokerLoop::RemoveSession(SessionId id) {
 
 void BrokerLoop::CloseSessions() {
   Post([this](Context& c) {
-    for (const auto& [id, sink] : sessions_) {
+    for (const auto& [id, entry] : sessions_) {
       // A reply, so it runs after the replies already queued, in order.
-      c.out.replies.push_back([sink = sink] { sink->Close(); });
+      c.out.replies.push_back([sink = entry.sink] { sink->Close(); });
     }
   });
 }
@@ -104,9 +147,11 @@ void BrokerLoop::Run() {
     zmq::pollitem_t items[] = {
         {router_.handle(), 0, ZMQ_POLLIN, 0},
         {nullptr, mailbox_.fd(), ZMQ_POLLIN, 0},
+        {monitor_.handle(), 0, ZMQ_POLLIN, 0},
     };
+    const int n_items = worker_auth_.has_value() ? 3 : 2;
     try {
-      zmq::poll(items, 2, std::chrono::milliseconds(timeout_ms));
+      zmq::poll(items, n_items, std::chrono::milliseconds(timeout_ms));
     } catch (const zmq::error_t& e) {
       if (e.num() != EINTR) {
         DEXEC_LOG(ERROR) << "poll failed: " << e.what();
@@ -114,6 +159,7 @@ void BrokerLoop::Run() {
     }
     now = absl::Now();
     if (items[0].revents & ZMQ_POLLIN) ReadWorkerFrames(now);
+    if (n_items > 2 && (items[2].revents & ZMQ_POLLIN)) ReadMonitorEvents(now);
     if (items[1].revents & ZMQ_POLLIN) {
       Context ctx{core_, now, outbox_};
       for (Command& c : mailbox_.Drain()) c(ctx);
@@ -134,6 +180,33 @@ void BrokerLoop::Run() {
     }
   }
   router_.close();
+  if (worker_auth_.has_value()) monitor_.close();
+}
+
+void BrokerLoop::ReadMonitorEvents(absl::Time now) {
+  for (int i = 0; i < kMaxFramesPerIteration; ++i) {
+    zmq::message_t event, address;
+    try {
+      if (!monitor_.recv(event, zmq::recv_flags::dontwait)) return;
+      if (event.more()) (void)monitor_.recv(address, zmq::recv_flags::none);
+    } catch (const zmq::error_t& e) {
+      DEXEC_LOG(ERROR) << "worker socket monitor: " << e.what();
+      return;
+    }
+    if (event.size() < 6) continue;
+    uint16_t type = 0;
+    std::memcpy(&type, event.data(), sizeof(type));
+    const uint64_t n = worker_auth_failures_.fetch_add(1) + 1;
+    if (now - monitor_logged_ >= kBadFrameLogInterval) {
+      monitor_logged_ = now;
+      DEXEC_LOG(WARNING) << "worker handshake failed peer="
+                         << address.to_string() << " reason="
+                         << (type == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+                                 ? "key_not_admitted"
+                                 : "no_curve_or_bad_handshake")
+                         << " worker_auth_failures_total=" << n;
+    }
+  }
 }
 
 void BrokerLoop::ReadWorkerFrames(absl::Time now) {
@@ -161,6 +234,26 @@ void BrokerLoop::ReadWorkerFrames(absl::Time now) {
       DEXEC_LOG(ERROR) << "worker socket receive failed: " << e.what();
       return;
     }
+    std::string key;
+    if (worker_auth_.has_value()) {
+      // The ZAP handler admitted this connection's key at its handshake; it
+      // may have been revoked since.
+      const char* user = nullptr;
+      try {
+        user = body.gets("User-Id");
+      } catch (const zmq::error_t&) {
+      }
+      absl::StatusOr<std::string> binary =
+          user == nullptr ? absl::InvalidArgumentError("no key")
+                          : auth::Z85ToBinary(user);
+      if (!binary.ok() ||
+          !worker_auth_->keys->NameOfKey(*binary).has_value()) {
+        worker_auth_failures_.fetch_add(1);
+        NoteBadFrame(identity.to_string(), "worker key revoked", now);
+        continue;
+      }
+      key = user;
+    }
     absl::StatusOr<wire::Frame> frame = wire::DecodeFrame(
         absl::string_view(static_cast<const char*>(body.data()), body.size()));
     if (!frame.ok()) {
@@ -168,7 +261,7 @@ void BrokerLoop::ReadWorkerFrames(absl::Time now) {
                    now);
       continue;
     }
-    core_.OnWorkerFrame(identity.to_string(), *frame, now, &outbox_);
+    core_.OnWorkerFrame(identity.to_string(), key, *frame, now, &outbox_);
   }
 }
 
@@ -217,7 +310,7 @@ void BrokerLoop::Flush(absl::Time now) {
       auto it = sessions_.find(id);
       if (it == sessions_.end()) continue;  // the client went away
       replies.push_back(
-          [sink = it->second, responses = std::move(responses)]() mutable {
+          [sink = it->second.sink, responses = std::move(responses)]() mutable {
             sink->Push(std::move(responses));
           });
     }

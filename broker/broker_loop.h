@@ -17,15 +17,20 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "auth/curve_keys.h"
+#include "auth/worker_key_store.h"
 #include "absl/time/time.h"
 #include "broker/broker_core.h"
 #include "broker/journal.h"
+#include "broker/zap_handler.h"
 #include "common/mailbox.h"
 #include "protos/dexec.pb.h"
 #include "zmq.hpp"
@@ -41,6 +46,17 @@ class SessionSink {
   // Ends the stream with status OK once its queue is written out; what is
   // pushed after that is dropped.
   virtual void Close() = 0;
+  // Ends the stream with `status` now, dropping what is queued.
+  virtual void Fail(absl::Status status) = 0;
+};
+
+// How workers authenticate (docs/DESIGN.md, "Security"). Without it
+// (--insecure) the worker socket is plain ZeroMQ and any peer may join.
+struct WorkerPlaneAuth {
+  // The broker's CURVE keypair (Z85); workers pin its public key.
+  auth::CurveKeypair broker_key;
+  // The admitted worker keys; borrowed, outlives the loop.
+  const auth::WorkerKeyStore* keys = nullptr;
 };
 
 class BrokerLoop {
@@ -63,8 +79,12 @@ class BrokerLoop {
   BrokerLoop& operator=(const BrokerLoop&) = delete;
 
   // Binds the worker socket (before Start). `endpoint` may end in ":*" or
-  // ":0" for a free port; returns the endpoint actually bound.
-  absl::StatusOr<std::string> BindWorkers(const std::string& endpoint);
+  // ":0" for a free port; returns the endpoint actually bound. With `auth`
+  // the socket is a CURVE server whose handshakes a ZapHandler checks (it
+  // is bound first; failing that, nothing is bound).
+  absl::StatusOr<std::string> BindWorkers(
+      const std::string& endpoint,
+      std::optional<WorkerPlaneAuth> auth = std::nullopt);
 
   // Starts the broker-loop thread.
   void Start();
@@ -83,18 +103,35 @@ class BrokerLoop {
   void CloseSessions();
 
   SessionId NewSessionId() { return next_session_.fetch_add(1); }
-  void AddSession(SessionId id, std::shared_ptr<SessionSink> sink);
+  // `owner`: the name of the token that opened the stream.
+  void AddSession(SessionId id, std::shared_ptr<SessionSink> sink,
+                  std::string owner = "");
   void RemoveSession(SessionId id);
+  // Ends, with `status`, every Session stream `owner`'s token opened (it
+  // was revoked).
+  void FailSessionsOf(std::string owner, absl::Status status);
+
+  // Worker handshakes refused (no CURVE, or a key not admitted) and frames
+  // dropped because their key was revoked since.
+  uint64_t worker_auth_failures() const {
+    return worker_auth_failures_.load();
+  }
 
  private:
   void Run();
   void ReadWorkerFrames(absl::Time now);
+  void ReadMonitorEvents(absl::Time now);
   void Flush(absl::Time now);
   void NoteBadFrame(const std::string& peer, const std::string& why,
                     absl::Time now);
 
   zmq::context_t context_;
   zmq::socket_t router_;  // owned by the loop thread once started
+  // Handshake events of router_ (failures only), read by the loop thread.
+  zmq::socket_t monitor_;
+  std::optional<WorkerPlaneAuth> worker_auth_;
+  std::unique_ptr<ZapHandler> zap_;
+  std::atomic<uint64_t> worker_auth_failures_{0};
   Mailbox<Command> mailbox_;
   std::atomic<bool> stop_{false};
   std::atomic<SessionId> next_session_{1};
@@ -104,7 +141,12 @@ class BrokerLoop {
   BrokerCore core_;
   std::unique_ptr<Journal> journal_;  // null: in memory
   Outbox outbox_;
-  absl::flat_hash_map<SessionId, std::shared_ptr<SessionSink>> sessions_;
+  struct SessionEntry {
+    std::shared_ptr<SessionSink> sink;
+    std::string owner;
+  };
+  absl::flat_hash_map<SessionId, SessionEntry> sessions_;
+  absl::Time monitor_logged_ = absl::InfinitePast();
   absl::Time next_tick_ = absl::InfinitePast();
   // Last time a bad frame from a peer was logged (once per peer per burst).
   absl::flat_hash_map<std::string, absl::Time> bad_frame_logged_;

@@ -5,7 +5,10 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "common/mutex.h"
+#include "common/proto_time.h"
 #include "common/status_grpc.h"
 
 namespace dexec::broker {
@@ -27,9 +30,12 @@ constexpr int kMaxEventsPerResponse = 4096;
 class SessionReactor final
     : public grpc::ServerBidiReactor<v1::SessionRequest, v1::SessionResponse> {
  public:
-  explicit SessionReactor(BrokerLoop* loop)
-      : loop_(loop), id_(loop->NewSessionId()), sink_(std::make_shared<Sink>(this)) {
-    loop_->AddSession(id_, sink_);
+  SessionReactor(BrokerLoop* loop, Caller caller)
+      : loop_(loop),
+        id_(loop->NewSessionId()),
+        caller_(std::make_shared<const Caller>(std::move(caller))),
+        sink_(std::make_shared<Sink>(this)) {
+    loop_->AddSession(id_, sink_, caller_->name);
     StartRead(&request_);
   }
 
@@ -45,15 +51,16 @@ class SessionReactor final
     request_.Clear();
     const SessionId id = id_;
     std::shared_ptr<Sink> sink = sink_;
-    loop_->Post([req, id, sink](BrokerLoop::Context& c) {
+    std::shared_ptr<const Caller> caller = caller_;
+    loop_->Post([req, id, sink, caller](BrokerLoop::Context& c) {
       if (req->has_submit()) {
         // Submitted goes into the outbox before any event of these jobs.
         std::vector<v1::SessionResponse>& q = c.out.to_sessions[id];
         const size_t index = q.size();
         q.emplace_back().mutable_submitted()->set_seq(req->submit().seq());
         const BatchKey batch{req->submit().client_id(), req->submit().seq()};
-        absl::StatusOr<std::vector<uint64_t>> ids =
-            c.core.Submit(req->submit().jobs(), id, c.now, &c.out, &batch);
+        absl::StatusOr<std::vector<uint64_t>> ids = c.core.Submit(
+            req->submit().jobs(), *caller, id, c.now, &c.out, &batch);
         v1::SessionResponse::Submitted* submitted =
             c.out.to_sessions[id][index].mutable_submitted();
         if (ids.ok()) {
@@ -63,7 +70,7 @@ class SessionReactor final
           submitted->set_error_message(std::string(ids.status().message()));
         }
       } else if (req->has_watch()) {
-        c.core.Watch(id, req->watch().job_ids(), &c.out);
+        c.core.Watch(id, *caller, req->watch().job_ids(), &c.out);
       }
       sink->OnHandled();
     });
@@ -148,6 +155,20 @@ class SessionReactor final
       Do(next);
     }
 
+    // SessionSink: ends the stream with `status` at once, dropping what is
+    // queued (its token was revoked).
+    void Fail(absl::Status status) override {
+      Next next;
+      {
+        MutexLock lock(&mu_);
+        queue_.clear();
+        reads_done_ = true;
+        final_status_ = ToGrpcStatus(status);
+        next = NextWriteLocked();
+      }
+      Do(next);
+    }
+
     // SessionSink: the client half-closed, or the broker is shutting down.
     void Close() override {
       Next next;
@@ -186,13 +207,14 @@ class SessionReactor final
       bool read = false;
       const v1::SessionResponse* write = nullptr;
       bool finish = false;
+      grpc::Status status;
     };
 
     void Do(const Next& next) {
       if (next.reactor == nullptr) return;
       if (next.read) next.reactor->StartRead(&next.reactor->request_);
       if (next.write != nullptr) next.reactor->StartWrite(next.write);
-      if (next.finish) next.reactor->Finish(grpc::Status::OK);
+      if (next.finish) next.reactor->Finish(next.status);
     }
 
     // The next write, or the end of the call once reads ended and every
@@ -211,6 +233,7 @@ class SessionReactor final
         finish_started_ = true;
         next.reactor = reactor_;
         next.finish = true;
+        next.status = final_status_;
       }
       return next;
     }
@@ -227,10 +250,13 @@ class SessionReactor final
     bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
     bool finish_started_ ABSL_GUARDED_BY(mu_) = false;
     int unhandled_ ABSL_GUARDED_BY(mu_) = 0;
+    // How the call ends once everything queued is written.
+    grpc::Status final_status_ ABSL_GUARDED_BY(mu_) = grpc::Status::OK;
   };
 
   BrokerLoop* const loop_;
   const SessionId id_;
+  const std::shared_ptr<const Caller> caller_;
   std::shared_ptr<Sink> sink_;
   v1::SessionRequest request_;
 };
@@ -249,14 +275,104 @@ grpc::ServerUnaryReactor* Unary(BrokerLoop* loop,
   return reactor;
 }
 
+grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx,
+                                 const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+// A Session stream refused at open: it ends with the status at once.
+class RefusedSession final
+    : public grpc::ServerBidiReactor<v1::SessionRequest, v1::SessionResponse> {
+ public:
+  explicit RefusedSession(const absl::Status& status) {
+    Finish(ToGrpcStatus(status));
+  }
+  void OnDone() override { delete this; }
+};
+
+Caller::Role ToCallerRole(auth::Role role) {
+  switch (role) {
+    case auth::Role::kAdmin:
+      return Caller::kAdmin;
+    case auth::Role::kSubmit:
+      return Caller::kSubmit;
+    case auth::Role::kRead:
+      return Caller::kRead;
+  }
+  return Caller::kRead;
+}
+
+void ToProto(const auth::TokenInfo& t, v1::TokenInfo* out) {
+  out->set_name(t.name);
+  out->set_role(std::string(auth::RoleName(t.role)));
+  dexec::ToProto(t.created_at, out->mutable_created_at());
+}
+
+void ToProto(const auth::WorkerKeyInfo& k, v1::WorkerKeyInfo* out) {
+  out->set_name(k.name);
+  out->set_public_key(k.public_z85);
+  dexec::ToProto(k.created_at, out->mutable_created_at());
+}
+
 }  // namespace
+
+absl::StatusOr<Caller> BrokerService::Authorize(
+    grpc::CallbackServerContext* ctx, Need need, absl::string_view method) {
+  if (auth_.tokens == nullptr) return Caller{};  // --insecure
+  const auto& metadata = ctx->client_metadata();
+  auto it = metadata.find("authorization");
+  absl::StatusOr<auth::Principal> principal =
+      it == metadata.end()
+          ? absl::UnauthenticatedError(
+                "missing bearer token (authorization: Bearer <token>)")
+          : auth_.tokens->AuthenticateHeader(
+                absl::string_view(it->second.data(), it->second.size()));
+  absl::Status refused;
+  Caller caller;
+  if (!principal.ok()) {
+    refused = absl::UnauthenticatedError(absl::StrCat(
+        principal.status().message(),
+        "; the broker's admin token is in its --auth_dir, client.token"));
+  } else {
+    caller.name = principal->name;
+    caller.role = ToCallerRole(principal->role);
+    const bool allowed =
+        need == Need::kAny ||
+        (need == Need::kSubmit && caller.role != Caller::kRead) ||
+        caller.role == Caller::kAdmin;
+    if (!allowed) {
+      refused = absl::PermissionDeniedError(absl::StrCat(
+          "token '", caller.name, "' has role ",
+          auth::RoleName(principal->role), ", which may not call ", method,
+          need == Need::kAdmin ? " (admin only)" : " (admin or submit)"));
+    }
+  }
+  if (refused.ok()) return caller;
+  const uint64_t n = client_auth_failures_.fetch_add(1) + 1;
+  // At most one log line per 10 s, whatever a peer sends.
+  const int64_t now_s = absl::ToUnixSeconds(absl::Now());
+  int64_t last = last_refusal_logged_s_.load();
+  if (now_s - last >= 10 &&
+      last_refusal_logged_s_.compare_exchange_strong(last, now_s)) {
+    DEXEC_LOG(WARNING) << "client refused peer=" << ctx->peer()
+                       << " method=" << method << " code="
+                       << absl::StatusCodeToString(refused.code())
+                       << " client_auth_failures_total=" << n;
+  }
+  return refused;
+}
 
 grpc::ServerUnaryReactor* BrokerService::Submit(
     grpc::CallbackServerContext* ctx, const v1::SubmitRequest* req,
     v1::SubmitResponse* resp) {
-  return Unary(loop_, ctx, [req, resp](BrokerLoop::Context& c) {
+  absl::StatusOr<Caller> caller = Authorize(ctx, Need::kSubmit, "Submit");
+  if (!caller.ok()) return Refuse(ctx, caller.status());
+  return Unary(loop_, ctx, [req, resp, caller = *std::move(caller)](
+                               BrokerLoop::Context& c) {
     absl::StatusOr<std::vector<uint64_t>> ids =
-        c.core.Submit(req->jobs(), /*session=*/0, c.now, &c.out);
+        c.core.Submit(req->jobs(), caller, /*session=*/0, c.now, &c.out);
     if (!ids.ok()) return ids.status();
     resp->mutable_job_ids()->Add(ids->begin(), ids->end());
     return absl::OkStatus();
@@ -266,8 +382,11 @@ grpc::ServerUnaryReactor* BrokerService::Submit(
 grpc::ServerUnaryReactor* BrokerService::GetJobs(
     grpc::CallbackServerContext* ctx, const v1::GetJobsRequest* req,
     v1::GetJobsResponse* resp) {
-  return Unary(loop_, ctx, [req, resp](BrokerLoop::Context& c) {
-    *resp = c.core.GetJobs(*req);
+  absl::StatusOr<Caller> caller = Authorize(ctx, Need::kAny, "GetJobs");
+  if (!caller.ok()) return Refuse(ctx, caller.status());
+  return Unary(loop_, ctx, [req, resp, caller = *std::move(caller)](
+                               BrokerLoop::Context& c) {
+    *resp = c.core.GetJobs(caller, *req);
     return absl::OkStatus();
   });
 }
@@ -275,8 +394,11 @@ grpc::ServerUnaryReactor* BrokerService::GetJobs(
 grpc::ServerUnaryReactor* BrokerService::Cancel(
     grpc::CallbackServerContext* ctx, const v1::CancelRequest* req,
     v1::CancelResponse* resp) {
-  return Unary(loop_, ctx, [req, resp](BrokerLoop::Context& c) {
-    *resp = c.core.Cancel(req->job_ids(), c.now, &c.out);
+  absl::StatusOr<Caller> caller = Authorize(ctx, Need::kSubmit, "Cancel");
+  if (!caller.ok()) return Refuse(ctx, caller.status());
+  return Unary(loop_, ctx, [req, resp, caller = *std::move(caller)](
+                               BrokerLoop::Context& c) {
+    *resp = c.core.Cancel(caller, req->job_ids(), c.now, &c.out);
     return absl::OkStatus();
   });
 }
@@ -284,8 +406,11 @@ grpc::ServerUnaryReactor* BrokerService::Cancel(
 grpc::ServerUnaryReactor* BrokerService::ListJobs(
     grpc::CallbackServerContext* ctx, const v1::ListJobsRequest* req,
     v1::ListJobsResponse* resp) {
-  return Unary(loop_, ctx, [req, resp](BrokerLoop::Context& c) {
-    *resp = c.core.ListJobs(*req);
+  absl::StatusOr<Caller> caller = Authorize(ctx, Need::kAny, "ListJobs");
+  if (!caller.ok()) return Refuse(ctx, caller.status());
+  return Unary(loop_, ctx, [req, resp, caller = *std::move(caller)](
+                               BrokerLoop::Context& c) {
+    *resp = c.core.ListJobs(caller, *req);
     return absl::OkStatus();
   });
 }
@@ -293,6 +418,8 @@ grpc::ServerUnaryReactor* BrokerService::ListJobs(
 grpc::ServerUnaryReactor* BrokerService::ListWorkers(
     grpc::CallbackServerContext* ctx, const v1::ListWorkersRequest*,
     v1::ListWorkersResponse* resp) {
+  absl::StatusOr<Caller> caller = Authorize(ctx, Need::kAny, "ListWorkers");
+  if (!caller.ok()) return Refuse(ctx, caller.status());
   return Unary(loop_, ctx, [resp](BrokerLoop::Context& c) {
     *resp = c.core.ListWorkers();
     return absl::OkStatus();
@@ -302,15 +429,133 @@ grpc::ServerUnaryReactor* BrokerService::ListWorkers(
 grpc::ServerUnaryReactor* BrokerService::GetStats(
     grpc::CallbackServerContext* ctx, const v1::GetStatsRequest*,
     v1::Stats* resp) {
-  return Unary(loop_, ctx, [resp](BrokerLoop::Context& c) {
+  absl::StatusOr<Caller> caller = Authorize(ctx, Need::kAny, "GetStats");
+  if (!caller.ok()) return Refuse(ctx, caller.status());
+  return Unary(loop_, ctx, [this, resp](BrokerLoop::Context& c) {
     *resp = c.core.GetStats(c.now);
+    resp->set_client_auth_failures(client_auth_failures_.load());
+    resp->set_worker_auth_failures(loop_->worker_auth_failures());
     return absl::OkStatus();
   });
 }
 
 grpc::ServerBidiReactor<v1::SessionRequest, v1::SessionResponse>*
-BrokerService::Session(grpc::CallbackServerContext*) {
-  return new SessionReactor(loop_);
+BrokerService::Session(grpc::CallbackServerContext* ctx) {
+  absl::StatusOr<Caller> caller = Authorize(ctx, Need::kSubmit, "Session");
+  if (!caller.ok()) return new RefusedSession(caller.status());
+  return new SessionReactor(loop_, *std::move(caller));
+}
+
+// ---- Credentials. The stores do their own (small, synced) file writes on
+// this gRPC thread: these calls are rare, admin-only, and must be durable
+// before they answer.
+
+grpc::ServerUnaryReactor* BrokerService::CreateToken(
+    grpc::CallbackServerContext* ctx, const v1::CreateTokenRequest* req,
+    v1::CreateTokenResponse* resp) {
+  absl::StatusOr<Caller> caller = Authorize(ctx, Need::kAdmin, "CreateToken");
+  if (!caller.ok()) return Refuse(ctx, caller.status());
+  if (auth_.tokens == nullptr) return Refuse(ctx, NoAuth());
+  absl::StatusOr<auth::Role> role = auth::ParseRole(req->role());
+  if (!role.ok()) return Refuse(ctx, role.status());
+  const absl::Time now = absl::Now();
+  absl::StatusOr<std::string> secret =
+      auth_.tokens->Create(req->name(), *role, now);
+  if (!secret.ok()) return Refuse(ctx, secret.status());
+  ToProto(auth::TokenInfo{req->name(), *role, now}, resp->mutable_info());
+  resp->set_token(*secret);
+  DEXEC_LOG(INFO) << "token created name=" << req->name()
+                  << " role=" << auth::RoleName(*role) << " by=" << caller->name;
+  return Refuse(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* BrokerService::ListTokens(
+    grpc::CallbackServerContext* ctx, const v1::ListTokensRequest*,
+    v1::ListTokensResponse* resp) {
+  absl::StatusOr<Caller> caller = Authorize(ctx, Need::kAdmin, "ListTokens");
+  if (!caller.ok()) return Refuse(ctx, caller.status());
+  if (auth_.tokens == nullptr) return Refuse(ctx, NoAuth());
+  for (const auth::TokenInfo& t : auth_.tokens->List()) {
+    ToProto(t, resp->add_tokens());
+  }
+  return Refuse(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* BrokerService::RevokeToken(
+    grpc::CallbackServerContext* ctx, const v1::RevokeTokenRequest* req,
+    v1::RevokeTokenResponse*) {
+  absl::StatusOr<Caller> caller = Authorize(ctx, Need::kAdmin, "RevokeToken");
+  if (!caller.ok()) return Refuse(ctx, caller.status());
+  if (auth_.tokens == nullptr) return Refuse(ctx, NoAuth());
+  absl::Status revoked = auth_.tokens->Revoke(req->name());
+  if (!revoked.ok()) return Refuse(ctx, revoked);
+  // Streams opened with it end now; new calls are refused already.
+  loop_->FailSessionsOf(req->name(),
+                        absl::UnauthenticatedError(absl::StrCat(
+                            "token '", req->name(), "' was revoked")));
+  DEXEC_LOG(INFO) << "token revoked name=" << req->name()
+                  << " by=" << caller->name;
+  return Refuse(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* BrokerService::CreateWorkerKey(
+    grpc::CallbackServerContext* ctx, const v1::CreateWorkerKeyRequest* req,
+    v1::CreateWorkerKeyResponse* resp) {
+  absl::StatusOr<Caller> caller =
+      Authorize(ctx, Need::kAdmin, "CreateWorkerKey");
+  if (!caller.ok()) return Refuse(ctx, caller.status());
+  if (auth_.worker_keys == nullptr) return Refuse(ctx, NoAuth());
+  const absl::Time now = absl::Now();
+  absl::StatusOr<auth::WorkerCredentials> created =
+      auth_.worker_keys->Create(req->name(), now);
+  if (!created.ok()) return Refuse(ctx, created.status());
+  ToProto(auth::WorkerKeyInfo{created->name, created->key.public_z85, now},
+          resp->mutable_info());
+  resp->set_credentials(auth::FormatWorkerCredentials(*created));
+  DEXEC_LOG(INFO) << "worker key created name=" << req->name()
+                  << " by=" << caller->name;
+  return Refuse(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* BrokerService::ListWorkerKeys(
+    grpc::CallbackServerContext* ctx, const v1::ListWorkerKeysRequest*,
+    v1::ListWorkerKeysResponse* resp) {
+  absl::StatusOr<Caller> caller =
+      Authorize(ctx, Need::kAdmin, "ListWorkerKeys");
+  if (!caller.ok()) return Refuse(ctx, caller.status());
+  if (auth_.worker_keys == nullptr) return Refuse(ctx, NoAuth());
+  for (const auth::WorkerKeyInfo& k : auth_.worker_keys->List()) {
+    ToProto(k, resp->add_keys());
+  }
+  return Refuse(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* BrokerService::RevokeWorkerKey(
+    grpc::CallbackServerContext* ctx, const v1::RevokeWorkerKeyRequest* req,
+    v1::RevokeWorkerKeyResponse*) {
+  absl::StatusOr<Caller> caller =
+      Authorize(ctx, Need::kAdmin, "RevokeWorkerKey");
+  if (!caller.ok()) return Refuse(ctx, caller.status());
+  if (auth_.worker_keys == nullptr) return Refuse(ctx, NoAuth());
+  std::string public_key;
+  for (const auth::WorkerKeyInfo& k : auth_.worker_keys->List()) {
+    if (k.name == req->name()) public_key = k.public_z85;
+  }
+  absl::Status revoked = auth_.worker_keys->Revoke(req->name());
+  if (!revoked.ok()) return Refuse(ctx, revoked);
+  // New handshakes with it fail from now on (the ZAP handler asks the
+  // store); workers connected with it are dropped and their frames refused.
+  loop_->Post([public_key](BrokerLoop::Context& c) {
+    c.core.DropWorkersWithKey(public_key, c.now, &c.out);
+  });
+  DEXEC_LOG(INFO) << "worker key revoked name=" << req->name()
+                  << " by=" << caller->name;
+  return Refuse(ctx, absl::OkStatus());
+}
+
+absl::Status BrokerService::NoAuth() {
+  return absl::FailedPreconditionError(
+      "this broker runs with --insecure: it has no tokens or worker keys");
 }
 
 }  // namespace dexec::broker

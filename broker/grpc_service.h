@@ -1,21 +1,39 @@
 // The client-facing gRPC service (dexec.v1.Broker, callback API). Every
-// handler validates, posts a command to the broker loop and returns; the
-// command answers on the loop thread. Nothing here blocks or reads broker
-// state directly. See docs/DESIGN.md, "Client protocol".
+// handler authenticates the call's bearer token (once per call or stream
+// open), validates, posts a command to the broker loop and returns; the
+// command answers on the loop thread. Nothing here reads broker state
+// directly. See docs/DESIGN.md, "Client protocol" and "Security".
 //
 // Thread-safe.
 #ifndef DEXEC_BROKER_GRPC_SERVICE_H_
 #define DEXEC_BROKER_GRPC_SERVICE_H_
 
+#include <atomic>
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "auth/token_store.h"
+#include "auth/worker_key_store.h"
+#include "broker/broker_core.h"
 #include "broker/broker_loop.h"
 #include "protos/dexec.grpc.pb.h"
 
 namespace dexec::broker {
 
+// The credentials the service checks. Borrowed; both outlive the service.
+struct BrokerAuth {
+  // Null: --insecure (or an in-process test broker): every call is admin.
+  auth::TokenStore* tokens = nullptr;
+  // Null with --insecure: the worker-key RPCs answer FAILED_PRECONDITION.
+  auth::WorkerKeyStore* worker_keys = nullptr;
+};
+
 class BrokerService final : public v1::Broker::CallbackService {
  public:
   // `loop` is borrowed and must outlive the gRPC server using this service.
-  explicit BrokerService(BrokerLoop* loop) : loop_(loop) {}
+  explicit BrokerService(BrokerLoop* loop, BrokerAuth auth = {})
+      : loop_(loop), auth_(auth) {}
 
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
                                    const v1::SubmitRequest* req,
@@ -38,8 +56,41 @@ class BrokerService final : public v1::Broker::CallbackService {
   grpc::ServerBidiReactor<v1::SessionRequest, v1::SessionResponse>* Session(
       grpc::CallbackServerContext* ctx) override;
 
+  grpc::ServerUnaryReactor* CreateToken(grpc::CallbackServerContext* ctx,
+                                        const v1::CreateTokenRequest* req,
+                                        v1::CreateTokenResponse* resp) override;
+  grpc::ServerUnaryReactor* ListTokens(grpc::CallbackServerContext* ctx,
+                                       const v1::ListTokensRequest* req,
+                                       v1::ListTokensResponse* resp) override;
+  grpc::ServerUnaryReactor* RevokeToken(grpc::CallbackServerContext* ctx,
+                                        const v1::RevokeTokenRequest* req,
+                                        v1::RevokeTokenResponse* resp) override;
+  grpc::ServerUnaryReactor* CreateWorkerKey(
+      grpc::CallbackServerContext* ctx, const v1::CreateWorkerKeyRequest* req,
+      v1::CreateWorkerKeyResponse* resp) override;
+  grpc::ServerUnaryReactor* ListWorkerKeys(
+      grpc::CallbackServerContext* ctx, const v1::ListWorkerKeysRequest* req,
+      v1::ListWorkerKeysResponse* resp) override;
+  grpc::ServerUnaryReactor* RevokeWorkerKey(
+      grpc::CallbackServerContext* ctx, const v1::RevokeWorkerKeyRequest* req,
+      v1::RevokeWorkerKeyResponse* resp) override;
+
+  // Calls and streams refused (no, unknown or revoked token; wrong role).
+  uint64_t client_auth_failures() const { return client_auth_failures_.load(); }
+
  private:
+  // What a method asks of the caller's role.
+  enum class Need { kAny, kSubmit, kAdmin };
+  // The caller of `ctx`, or UNAUTHENTICATED / PERMISSION_DENIED (counted,
+  // and logged at most once per 10 s).
+  absl::StatusOr<Caller> Authorize(grpc::CallbackServerContext* ctx, Need need,
+                                   absl::string_view method);
+  static absl::Status NoAuth();
+
   BrokerLoop* const loop_;
+  const BrokerAuth auth_;
+  std::atomic<uint64_t> client_auth_failures_{0};
+  std::atomic<int64_t> last_refusal_logged_s_{0};
 };
 
 }  // namespace dexec::broker

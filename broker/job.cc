@@ -68,6 +68,7 @@ void JobToProto(const Job& job, bool include_result, v1::Job* out) {
   out->set_payload_size(job.payload.size());
   out->set_result_size(job.info().result.size());
   out->set_idempotency_key(job.info().idempotency_key);
+  out->set_owner(job.owner.str());
   for (size_t i = 0; i < job.info().attempts.size(); ++i) {
     const AttemptRecord& a = job.info().attempts[i];
     v1::Attempt* p = out->add_attempt_log();

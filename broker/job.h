@@ -24,6 +24,12 @@ inline bool IsTerminal(JobState s) {
 // One dispatch of a job to a worker.
 struct AttemptRecord {
   std::string worker;
+  // The worker's authenticated identity (its CURVE public key, Z85; empty
+  // on an --insecure broker): only a result from it completes the attempt.
+  std::string worker_key;
+  // ROUTER identity of the connection it went to (not journaled): a job
+  // that timed out there avoids that connection for its next attempt.
+  std::string worker_identity;
   absl::Time started_at = absl::InfinitePast();
   absl::Time ended_at = absl::InfinitePast();
   // Empty while the attempt runs; else "succeeded", "failed", "timeout",
@@ -67,6 +73,9 @@ struct JobDetails {
 struct Job {
   uint64_t id = 0;
   TaskName task;
+  // Name of the token that submitted it (interned like task names; empty
+  // on an --insecure broker).
+  TaskName owner;
   std::string payload;
   absl::Time submitted_at = absl::InfinitePast();
   absl::Duration timeout = absl::ZeroDuration();  // zero: none

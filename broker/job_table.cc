@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cassert>
 
+#include "absl/strings/str_cat.h"
+
 namespace dexec::broker {
 
 Job& JobTable::Insert(Job job) {
@@ -10,7 +12,7 @@ Job& JobTable::Insert(Job job) {
   job.state = v1::Job::QUEUED;
   ++counts_[v1::Job::QUEUED];
   ++submitted_total_;
-  if (!job.info().idempotency_key.empty()) by_key_[job.info().idempotency_key] = job.id;
+  if (!job.info().idempotency_key.empty()) by_key_[ScopedKey(job)] = job.id;
   auto [it, inserted] = jobs_.emplace(job.id, std::move(job));
   assert(inserted);
   return it->second;
@@ -20,7 +22,7 @@ void JobTable::Restore(Job job) {
   const uint64_t id = job.id;
   if (id >= next_id_) next_id_ = id + 1;
   ++counts_[job.state];
-  if (!job.info().idempotency_key.empty()) by_key_[job.info().idempotency_key] = id;
+  if (!job.info().idempotency_key.empty()) by_key_[ScopedKey(job)] = id;
   if (IsTerminal(job.state)) {
     // Keep the retention deque in finishing order.
     auto pos = std::upper_bound(
@@ -43,8 +45,18 @@ const Job* JobTable::Find(uint64_t id) const {
   return it == jobs_.end() ? nullptr : &it->second;
 }
 
-Job* JobTable::FindByKey(const std::string& key) {
-  auto it = by_key_.find(key);
+std::string JobTable::ScopedKey(absl::string_view owner,
+                                absl::string_view key) {
+  // The owner's name cannot contain NUL (token names are [A-Za-z0-9._-]).
+  return absl::StrCat(owner, absl::string_view("\0", 1), key);
+}
+
+std::string JobTable::ScopedKey(const Job& job) {
+  return ScopedKey(job.owner.str(), job.info().idempotency_key);
+}
+
+Job* JobTable::FindByKey(absl::string_view owner, absl::string_view key) {
+  auto it = by_key_.find(ScopedKey(owner, key));
   return it == by_key_.end() ? nullptr : Find(it->second);
 }
 
@@ -70,7 +82,7 @@ void JobTable::Expire(absl::Time now, absl::Duration retention,
     on_erase(id);
     --counts_[it->second.state];
     if (!it->second.info().idempotency_key.empty()) {
-      by_key_.erase(it->second.info().idempotency_key);
+      by_key_.erase(ScopedKey(it->second));
     }
     jobs_.erase(it);
   }

@@ -43,8 +43,10 @@ class JobTable {
   Job* Find(uint64_t id);
   const Job* Find(uint64_t id) const;
 
-  // The job submitted with this idempotency key, if it is still held.
-  Job* FindByKey(const std::string& key);
+  // The job `owner` submitted with this idempotency key, if it is still
+  // held. Keys are scoped to their owner: another token's key is another
+  // key.
+  Job* FindByKey(absl::string_view owner, absl::string_view key);
 
   // Moves a job to `state`, keeping the counts right. Terminal states also
   // start the job's retention clock at `now`.
@@ -67,6 +69,10 @@ class JobTable {
  private:
   uint64_t next_id_;
   absl::flat_hash_map<uint64_t, Job> jobs_;
+  static std::string ScopedKey(absl::string_view owner, absl::string_view key);
+  static std::string ScopedKey(const Job& job);
+
+  // (owner, idempotency key) -> job id.
   absl::flat_hash_map<std::string, uint64_t> by_key_;
   // Finished jobs in finishing order, for retention.
   std::deque<std::pair<absl::Time, uint64_t>> finished_;

@@ -47,7 +47,7 @@ TEST(JobTable, ForgetsFinishedJobsWhenRetentionEndsButNotBefore) {
   EXPECT_NE(table.Find(done_id), nullptr);
   table.Expire(kT0 + absl::Hours(1), absl::Hours(1), note);
   EXPECT_EQ(table.Find(done_id), nullptr);
-  EXPECT_EQ(table.FindByKey("k"), nullptr);
+  EXPECT_EQ(table.FindByKey("", "k"), nullptr);
   EXPECT_NE(table.Find(queued_id), nullptr);
   EXPECT_EQ(erased, std::vector<uint64_t>{done_id});
   EXPECT_EQ(table.count(v1::Job::SUCCEEDED), 0u);
@@ -56,9 +56,9 @@ TEST(JobTable, ForgetsFinishedJobsWhenRetentionEndsButNotBefore) {
 TEST(JobTable, FindsJobsByIdempotencyKey) {
   JobTable table;
   const uint64_t id = table.Insert(NewJob("order-17")).id;
-  ASSERT_NE(table.FindByKey("order-17"), nullptr);
-  EXPECT_EQ(table.FindByKey("order-17")->id, id);
-  EXPECT_EQ(table.FindByKey("other"), nullptr);
+  ASSERT_NE(table.FindByKey("", "order-17"), nullptr);
+  EXPECT_EQ(table.FindByKey("", "order-17")->id, id);
+  EXPECT_EQ(table.FindByKey("", "other"), nullptr);
 }
 
 TEST(JobTable, WalksNewestFirst) {

@@ -65,6 +65,7 @@ void JobToRecord(const Job& job, store::JobRecord* r) {
   for (const AttemptRecord& a : job.info().attempts) {
     store::Attempt* p = r->add_attempts();
     p->set_worker(a.worker);
+    p->set_worker_key(a.worker_key);
     p->set_started_at_us(ToUs(a.started_at));
     p->set_ended_at_us(ToUs(a.ended_at));
     p->set_outcome(a.outcome);
@@ -72,12 +73,14 @@ void JobToRecord(const Job& job, store::JobRecord* r) {
   r->set_result(job.info().result);
   r->set_error_kind(job.info().error_kind);
   r->set_error_message(job.info().error_message);
+  r->set_owner(job.owner.str());
 }
 
 Job RecordToJob(store::JobRecord&& r) {
   Job job;
   job.id = r.id();
   job.task = TaskName::Intern(r.task());
+  job.owner = TaskName::Intern(r.owner());
   job.priority = r.priority();
   job.timeout = absl::Microseconds(r.timeout_us());
   job.max_attempts = r.max_attempts();
@@ -96,6 +99,8 @@ Job RecordToJob(store::JobRecord&& r) {
   d.finished_at = FromUs(r.finished_at_us());
   for (store::Attempt& a : *r.mutable_attempts()) {
     d.attempts.push_back(AttemptRecord{std::move(*a.mutable_worker()),
+                                       std::move(*a.mutable_worker_key()),
+                                       /*worker_identity=*/"",
                                        FromUs(a.started_at_us()),
                                        FromUs(a.ended_at_us()),
                                        std::move(*a.mutable_outcome())});

@@ -60,16 +60,16 @@ TEST(JournalTest, ARestartRecoversEveryJobItsStateAndTheNextId) {
     BrokerCore core(JournalOptions(), kT0);
     Outbox out;
     BatchKey key{"client", 3};
-    ids = core.Submit(Specs(4), 0, kT0, &out, &key).value();
+    ids = core.Submit(Specs(4), Caller{}, 0, kT0, &out, &key).value();
     auto keyed = Specs(1);
     keyed[0].set_idempotency_key("order-42");
-    keyed_id = core.Submit(keyed, 0, kT0, &out).value()[0];
+    keyed_id = core.Submit(keyed, Caller{}, 0, kT0, &out).value()[0];
     // Job 0 succeeds, job 1 runs, 2 and 3 stay queued; 3 is cancelled.
     wire::Frame reg;
     reg.mutable_register_()->set_name("w");
     reg.mutable_register_()->set_threads(2);
     reg.mutable_register_()->add_tasks("t");
-    core.OnWorkerFrame("w", reg, kT0, &out);
+    core.OnWorkerFrame("w", "", reg, kT0, &out);
     core.Schedule(kT0, &out);  // dispatches 0 and 1
     wire::Frame res;
     wire::TaskResult* r = res.mutable_results()->add_results();
@@ -77,10 +77,10 @@ TEST(JournalTest, ARestartRecoversEveryJobItsStateAndTheNextId) {
     r->set_attempt(1);
     r->set_ok(true);
     r->set_output("result-0");
-    core.OnWorkerFrame("w", res, kT0, &out);
+    core.OnWorkerFrame("w", "", res, kT0, &out);
     google::protobuf::RepeatedField<uint64_t> cancel;
     cancel.Add(ids[3]);
-    core.Cancel(cancel, kT0, &out);
+    core.Cancel(Caller{}, cancel, kT0, &out);
     CommitAndWait(**journal, core);
     EXPECT_GE((*journal)->syncs(), 1u);
   }  // closed, as after SIGTERM
@@ -105,13 +105,13 @@ TEST(JournalTest, ARestartRecoversEveryJobItsStateAndTheNextId) {
   EXPECT_EQ(core.jobs().Find(ids[3])->state, v1::Job::CANCELLED);
   // Ids never repeat, and the acknowledged batch is still known.
   Outbox out;
-  EXPECT_EQ(core.Submit(Specs(1), 0, kT0, &out).value()[0], keyed_id + 1);
+  EXPECT_EQ(core.Submit(Specs(1), Caller{}, 0, kT0, &out).value()[0], keyed_id + 1);
   BatchKey key{"client", 3};
-  EXPECT_EQ(core.Submit(Specs(4), 0, kT0, &out, &key).value(), ids);
+  EXPECT_EQ(core.Submit(Specs(4), Caller{}, 0, kT0, &out, &key).value(), ids);
   // So is the idempotency key: the same job again, not a new one.
   auto keyed = Specs(1);
   keyed[0].set_idempotency_key("order-42");
-  EXPECT_EQ(core.Submit(keyed, 0, kT0, &out).value()[0], keyed_id);
+  EXPECT_EQ(core.Submit(keyed, Caller{}, 0, kT0, &out).value()[0], keyed_id);
 }
 
 TEST(JournalTest, IdsNeverRepeatAfterTheNewestJobsExpire) {
@@ -125,10 +125,10 @@ TEST(JournalTest, IdsNeverRepeatAfterTheNewestJobsExpire) {
     o.retention = absl::Seconds(1);
     BrokerCore core(o, kT0);
     Outbox out;
-    std::vector<uint64_t> ids = core.Submit(Specs(3), 0, kT0, &out).value();
+    std::vector<uint64_t> ids = core.Submit(Specs(3), Caller{}, 0, kT0, &out).value();
     last = ids.back();
     google::protobuf::RepeatedField<uint64_t> all(ids.begin(), ids.end());
-    core.Cancel(all, kT0, &out);
+    core.Cancel(Caller{}, all, kT0, &out);
     CommitAndWait(**journal, core);
     core.Tick(kT0 + absl::Seconds(5), &out);  // all three expire
     CommitAndWait(**journal, core);
@@ -140,7 +140,7 @@ TEST(JournalTest, IdsNeverRepeatAfterTheNewestJobsExpire) {
   BrokerCore core(JournalOptions(), kT0);
   core.Restore(std::move(state), kT0);
   Outbox out;
-  EXPECT_EQ(core.Submit(Specs(1), 0, kT0, &out).value()[0], last + 1);
+  EXPECT_EQ(core.Submit(Specs(1), Caller{}, 0, kT0, &out).value()[0], last + 1);
 }
 
 TEST(JournalTest, RefusesADirectoryAnotherBrokerHasOpen) {
@@ -165,7 +165,7 @@ TEST(JournalTest, RepliesRunInOrderEvenWhenTheyHaveNothingToWrite) {
   Mutex mu;
   std::vector<int> order;
   for (int i = 0; i < 50; ++i) {
-    if (i % 2 == 0) core.Submit(Specs(10), 0, kT0, &out).value();
+    if (i % 2 == 0) core.Submit(Specs(10), Caller{}, 0, kT0, &out).value();
     (*journal)->Commit(core.TakeChanges(), core.jobs(), {[&, i] {
                          MutexLock lock(&mu);
                          order.push_back(i);

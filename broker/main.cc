@@ -8,18 +8,27 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/marshalling.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "auth/curve_keys.h"
+#include "auth/secret_file.h"
+#include "auth/tls_certs.h"
+#include "auth/token_store.h"
+#include "auth/worker_key_store.h"
 #include "broker/broker_loop.h"
 #include "broker/grpc_service.h"
 #include "broker/journal.h"
 #include "common/log.h"
+#include "common/loopback.h"
 #include "common/mutex.h"
 #include "grpcpp/grpcpp.h"
 
@@ -44,6 +53,30 @@ ABSL_FLAG(std::string, data_dir, "./dexec-data",
           "restarted broker recovers every acknowledged job from it");
 ABSL_FLAG(bool, in_memory, false,
           "keep jobs in memory only (no journal): a broker restart loses them");
+ABSL_FLAG(std::string, auth_dir, "",
+          "directory of the broker's credentials (client.token, tokens, "
+          "broker.key, worker.key, worker_keys, tls/), made on first start "
+          "and never overwritten; empty = the --data_dir value (also with "
+          "--in_memory)");
+ABSL_FLAG(bool, insecure, false,
+          "no authentication and no encryption on either port (no tokens, "
+          "no CURVE), on any address: only for trusted test networks and "
+          "benchmarks");
+ABSL_FLAG(bool, tls, false,
+          "serve gRPC over TLS, with a CA and server certificate made in "
+          "--auth_dir/tls on first start unless --tls_cert is given");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM server certificate for gRPC (turns TLS on; with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA: clients must present a certificate it signed (mutual "
+          "TLS)");
+ABSL_FLAG(std::vector<std::string>, tls_san, {},
+          "extra host names or IPs for the generated server certificate "
+          "(localhost, 127.0.0.1, ::1 and this host's name are always in)");
+ABSL_FLAG(int32_t, max_worker_credit, 16384,
+          "most tasks (threads + prefetch) one worker may claim; a worker "
+          "registering more is cut down to it");
 
 namespace dexec::broker {
 namespace {
@@ -57,10 +90,42 @@ int Main() {
   options.default_max_attempts = absl::GetFlag(FLAGS_max_attempts);
   options.max_queued = absl::GetFlag(FLAGS_max_queued);
   options.max_payload_bytes = absl::GetFlag(FLAGS_max_payload_bytes);
+  options.max_worker_credit = absl::GetFlag(FLAGS_max_worker_credit);
   if (options.heartbeat_interval <= absl::ZeroDuration() ||
-      options.liveness < 1 || options.default_max_attempts < 1) {
-    std::cerr << "dexec-broker: --heartbeat_interval, --liveness and "
-                 "--max_attempts must be positive\n";
+      options.liveness < 1 || options.default_max_attempts < 1 ||
+      options.max_worker_credit < 1) {
+    std::cerr << "dexec-broker: --heartbeat_interval, --liveness, "
+                 "--max_attempts and --max_worker_credit must be positive\n";
+    return 2;
+  }
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  const std::string worker_listen = absl::GetFlag(FLAGS_worker_listen);
+  const bool insecure = absl::GetFlag(FLAGS_insecure);
+  const bool tls = absl::GetFlag(FLAGS_tls) ||
+                   !absl::GetFlag(FLAGS_tls_cert).empty();
+  if (absl::GetFlag(FLAGS_tls_cert).empty() !=
+      absl::GetFlag(FLAGS_tls_key).empty()) {
+    std::cerr << "dexec-broker: --tls_cert and --tls_key go together\n";
+    return 2;
+  }
+  if (!absl::GetFlag(FLAGS_tls_client_ca).empty() && !tls) {
+    std::cerr << "dexec-broker: --tls_client_ca needs TLS: add --tls or "
+                 "--tls_cert/--tls_key\n";
+    return 2;
+  }
+  // Plaintext leaves this machine only with --insecure.
+  if (!insecure && !tls && !IsLoopbackHostPort(listen)) {
+    std::cerr << "dexec-broker: refusing plaintext gRPC on --listen=" << listen
+              << ", which is not a loopback address: add --tls (a generated "
+                 "certificate) or --tls_cert/--tls_key; --insecure only on a "
+                 "trusted network\n";
+    return 2;
+  }
+  std::string auth_dir = absl::GetFlag(FLAGS_auth_dir);
+  if (auth_dir.empty()) auth_dir = absl::GetFlag(FLAGS_data_dir);
+  if (auth_dir.empty()) {
+    std::cerr << "dexec-broker: --auth_dir and --data_dir are empty; name a "
+                 "directory for the credentials\n";
     return 2;
   }
 
@@ -97,15 +162,104 @@ int Main() {
     DEXEC_LOG(INFO) << "in memory: jobs are lost if the broker stops";
   }
 
+  // Credentials: made on first start, read on every later one.
+  std::unique_ptr<auth::TokenStore> tokens;
+  std::unique_ptr<auth::WorkerKeyStore> worker_keys;
+  std::optional<WorkerPlaneAuth> worker_auth;
+  if (insecure) {
+    DEXEC_LOG(WARNING) << "--insecure: no tokens, no CURVE: anyone who "
+                          "reaches grpc=" << listen << " or workers="
+                       << worker_listen
+                       << " can run jobs, read results and join as a worker";
+  } else {
+    const absl::Time now = absl::Now();
+    absl::StatusOr<std::unique_ptr<auth::TokenStore>> opened_tokens =
+        auth::TokenStore::Open(auth_dir, now);
+    if (!opened_tokens.ok()) {
+      std::cerr << "dexec-broker: " << opened_tokens.status().message() << "\n";
+      return 1;
+    }
+    tokens = std::move(*opened_tokens);
+    absl::StatusOr<auth::CurveKeypair> broker_key =
+        auth::LoadOrCreateBrokerKey(auth_dir);
+    if (!broker_key.ok()) {
+      std::cerr << "dexec-broker: " << broker_key.status().message() << "\n";
+      return 1;
+    }
+    absl::StatusOr<std::unique_ptr<auth::WorkerKeyStore>> opened_keys =
+        auth::WorkerKeyStore::Open(auth_dir, *broker_key, now);
+    if (!opened_keys.ok()) {
+      std::cerr << "dexec-broker: " << opened_keys.status().message() << "\n";
+      return 1;
+    }
+    worker_keys = std::move(*opened_keys);
+    worker_auth = WorkerPlaneAuth{*broker_key, worker_keys.get()};
+    DEXEC_LOG(INFO) << "credentials auth_dir=" << auth_dir
+                    << " admin_token=" << tokens->client_token_path()
+                    << " worker_credentials=" << auth_dir << "/worker.key"
+                    << " broker_public_key=" << broker_key->public_z85
+                    << (tokens->created_admin() ? " created=true" : "");
+  }
+
+  std::shared_ptr<grpc::ServerCredentials> server_credentials =
+      grpc::InsecureServerCredentials();
+  if (tls) {
+    std::string cert_path = absl::GetFlag(FLAGS_tls_cert);
+    std::string key_path = absl::GetFlag(FLAGS_tls_key);
+    if (cert_path.empty()) {
+      std::vector<std::string> names = absl::GetFlag(FLAGS_tls_san);
+      const std::string host = listen.substr(0, listen.rfind(':'));
+      if (!host.empty() && host != "0.0.0.0" && host != "[::]") {
+        names.push_back(host);
+      }
+      absl::StatusOr<auth::TlsServerFiles> files =
+          auth::LoadOrCreateServerTls(auth_dir, names);
+      if (!files.ok()) {
+        std::cerr << "dexec-broker: " << files.status().message() << "\n";
+        return 1;
+      }
+      cert_path = files->cert_path;
+      key_path = files->key_path;
+      DEXEC_LOG(INFO) << "tls certificate=" << files->cert_path
+                      << " ca=" << files->ca_path
+                      << " (clients: --tls_ca=" << files->ca_path << ")";
+    }
+    grpc::SslServerCredentialsOptions ssl;
+    grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+    absl::StatusOr<std::string> cert = auth::ReadSmallFile(cert_path);
+    absl::StatusOr<std::string> key = auth::ReadSmallFile(key_path);
+    if (!cert.ok() || !key.ok()) {
+      std::cerr << "dexec-broker: "
+                << (!cert.ok() ? cert.status() : key.status()).message()
+                << " (--tls_cert/--tls_key)\n";
+      return 1;
+    }
+    pair.cert_chain = *cert;
+    pair.private_key = *key;
+    ssl.pem_key_cert_pairs.push_back(std::move(pair));
+    const std::string client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+    if (!client_ca.empty()) {
+      absl::StatusOr<std::string> ca = auth::ReadSmallFile(client_ca);
+      if (!ca.ok()) {
+        std::cerr << "dexec-broker: " << ca.status().message()
+                  << " (--tls_client_ca)\n";
+        return 1;
+      }
+      ssl.pem_root_certs = *ca;
+      ssl.client_certificate_request =
+          GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    }
+    server_credentials = grpc::SslServerCredentials(ssl);
+  }
+
   BrokerLoop loop(options, std::move(journal), std::move(recovered));
   absl::StatusOr<std::string> workers =
-      loop.BindWorkers(absl::GetFlag(FLAGS_worker_listen));
+      loop.BindWorkers(worker_listen, worker_auth);
   if (!workers.ok()) {
     std::cerr << "dexec-broker: " << workers.status().message() << "\n";
     return 1;
   }
 
-  const std::string listen = absl::GetFlag(FLAGS_listen);
   const size_t colon = listen.rfind(':');
   int port_asked = 0;
   if (colon == std::string::npos ||
@@ -114,10 +268,10 @@ int Main() {
               << " is not HOST:PORT (e.g. 127.0.0.1:50051)\n";
     return 2;
   }
-  BrokerService service(&loop);
+  BrokerService service(&loop, BrokerAuth{tokens.get(), worker_keys.get()});
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, server_credentials, &port);
   builder.RegisterService(&service);
   // A batch of jobs can be larger than one payload; leave room for it.
   builder.SetMaxReceiveMessageSize(
@@ -132,7 +286,9 @@ int Main() {
     return 1;
   }
   std::cout << "dexec-broker listening grpc=" << listen.substr(0, colon) << ":"
-            << port << " workers=" << *workers << std::endl;
+            << port << " workers=" << *workers
+            << " tls=" << (tls ? "on" : "off") << " auth="
+            << (insecure ? std::string("off") : auth_dir) << std::endl;
   DEXEC_LOG(INFO) << "started grpc=" << listen.substr(0, colon) << ":" << port
                   << " workers=" << *workers;
 

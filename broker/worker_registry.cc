@@ -50,6 +50,11 @@ bool WorkerRegistry::Offers(const std::string& task) const {
   return it != offered_.end() && it->second > 0;
 }
 
+int WorkerRegistry::OfferCount(const std::string& task) const {
+  auto it = offered_.find(task);
+  return it == offered_.end() ? 0 : static_cast<int>(it->second);
+}
+
 std::vector<WorkerEntry*> WorkerRegistry::All() {
   std::vector<WorkerEntry*> out;
   out.reserve(workers_.size());

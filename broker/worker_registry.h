@@ -22,6 +22,9 @@ namespace dexec::broker {
 struct WorkerEntry {
   // ZeroMQ ROUTER identity: how frames reach it.
   std::string identity;
+  // The CURVE public key (Z85) its connection authenticated with; empty on
+  // an --insecure broker. Several workers may share one key.
+  std::string key;
   std::string name;
   std::string host;
   int32_t pid = 0;
@@ -61,6 +64,8 @@ class WorkerRegistry {
 
   // Whether a live, non-draining worker offers `task`.
   bool Offers(const std::string& task) const;
+  // How many live, non-draining workers offer `task`.
+  int OfferCount(const std::string& task) const;
 
   // Workers in registration order (stable, so dispatch is round-robin
   // fair and tests are deterministic).

@@ -23,6 +23,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "auth/secret_file.h"
 #include "client/backoff.h"
 #include "client/executor.h"
 #include "client/table.h"
@@ -116,6 +117,12 @@ int RpcFailed(const ParsedCommand& cmd, absl::string_view what,
   if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
     err << "dexec: cannot reach broker at " << cmd.broker << ": "
         << s.error_message() << "\n";
+    return kExitUsage;
+  }
+  if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+      s.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+    // Credentials are usage-level trouble: nothing about the jobs is known.
+    err << "dexec: " << what << " refused: " << s.error_message() << "\n";
     return kExitUsage;
   }
   err << "dexec: " << what << " failed: " << s.error_message() << "\n";
@@ -511,7 +518,8 @@ void BlockInterruptSignals() {
 }
 
 absl::StatusOr<std::unique_ptr<v1::Broker::Stub>> ConnectToBroker(
-    const std::string& broker, absl::Duration timeout) {
+    const std::string& broker, const auth::ClientAuthOptions& auth,
+    absl::Duration timeout) {
   grpc::ChannelArguments args;
   // Results and payloads can be up to the broker's limit (64 MiB by
   // default), far past gRPC's 4 MiB default.
@@ -523,8 +531,10 @@ absl::StatusOr<std::unique_ptr<v1::Broker::Stub>> ConnectToBroker(
               static_cast<int>(absl::ToInt64Milliseconds(kReconnectInitial)));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
               static_cast<int>(absl::ToInt64Milliseconds(kReconnectMax)));
-  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
-      broker, grpc::InsecureChannelCredentials(), args);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> made =
+      auth::MakeBrokerChannel(broker, auth, args);
+  if (!made.ok()) return made.status();
+  std::shared_ptr<grpc::Channel> channel = *std::move(made);
   const auto deadline = absl::ToChronoTime(absl::Now() + timeout);
   grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/true);
   while (state != GRPC_CHANNEL_READY) {
@@ -544,7 +554,24 @@ absl::StatusOr<std::unique_ptr<v1::Broker::Stub>> ConnectToBroker(
     }
     state = channel->GetState(/*try_to_connect=*/true);
   }
-  return v1::Broker::NewStub(channel);
+  std::unique_ptr<v1::Broker::Stub> stub = v1::Broker::NewStub(channel);
+  // One cheap call, so a missing or refused token is one clear line here
+  // instead of a verb's failure later.
+  grpc::ClientContext ctx;
+  ctx.set_deadline(deadline);
+  v1::Stats stats;
+  const grpc::Status probe = stub->GetStats(&ctx, v1::GetStatsRequest(), &stats);
+  if (probe.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+      probe.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+    absl::StatusOr<auth::FoundToken> found = auth::FindClientToken(auth);
+    return absl::Status(
+        static_cast<absl::StatusCode>(probe.error_code()),
+        found.ok() ? absl::StrCat("the broker at ", broker,
+                                  " refused the token from ", found->source,
+                                  ": ", probe.error_message())
+                   : std::string(found.status().message()));
+  }
+  return stub;
 }
 
 int Submit(const ParsedCommand& cmd, v1::Broker::Stub& broker, Terminal& term) {
@@ -626,6 +653,12 @@ int Exec(const ParsedCommand& cmd, v1::Broker::Stub& broker, Terminal& term) {
 int Map(const ParsedCommand& cmd, Terminal& term) {
   ExecutorOptions options;
   options.broker = cmd.broker;
+  options.token = cmd.auth.token;
+  options.token_file = cmd.auth.token_file;
+  options.tls_ca = cmd.auth.tls_ca;
+  options.tls_cert = cmd.auth.tls_cert;
+  options.tls_key = cmd.auth.tls_key;
+  options.tls_server_name = cmd.auth.tls_server_name;
   options.connect_timeout = kConnectTimeout;
   options.reconnect_timeout = cmd.reconnect_timeout;
   absl::StatusOr<std::unique_ptr<Executor>> executor =
@@ -889,9 +922,118 @@ int Stats(const ParsedCommand& cmd, v1::Broker::Stub& broker, std::ostream& out,
   return kExitOk;
 }
 
+int Token(const ParsedCommand& cmd, v1::Broker::Stub& broker,
+          std::ostream& out, std::ostream& err) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, absl::Seconds(30));
+  if (cmd.action == "create") {
+    v1::CreateTokenRequest req;
+    req.set_name(cmd.name);
+    req.set_role(cmd.role);
+    v1::CreateTokenResponse resp;
+    grpc::Status s = broker.CreateToken(&ctx, req, &resp);
+    if (!s.ok()) return RpcFailed(cmd, "token create", s, err);
+    if (cmd.json) {
+      PrintJson(resp, out);
+    } else {
+      // The secret alone on stdout, so `dexec token create ... > f` works;
+      // it is shown this once.
+      out << resp.token() << "\n";
+      err << "token '" << resp.info().name() << "' (role "
+          << resp.info().role()
+          << ") created; its secret was printed once: keep it (mode 0600)\n";
+    }
+    return kExitOk;
+  }
+  if (cmd.action == "revoke") {
+    v1::RevokeTokenRequest req;
+    req.set_name(cmd.name);
+    v1::RevokeTokenResponse resp;
+    grpc::Status s = broker.RevokeToken(&ctx, req, &resp);
+    if (!s.ok()) return RpcFailed(cmd, "token revoke", s, err);
+    err << "token '" << cmd.name << "' revoked\n";
+    return kExitOk;
+  }
+  v1::ListTokensResponse resp;
+  grpc::Status s = broker.ListTokens(&ctx, v1::ListTokensRequest(), &resp);
+  if (!s.ok()) return RpcFailed(cmd, "token list", s, err);
+  if (cmd.json) {
+    for (const v1::TokenInfo& t : resp.tokens()) PrintJson(t, out);
+    return kExitOk;
+  }
+  Table t({"NAME", "ROLE", "CREATED"});
+  for (const v1::TokenInfo& tok : resp.tokens()) {
+    t.AddRow({tok.name(), tok.role(),
+              absl::FormatTime("%Y-%m-%d %H:%M:%S",
+                               FromProto(tok.created_at()), absl::UTCTimeZone())});
+  }
+  t.Print(out);
+  return kExitOk;
+}
+
+int WorkerKey(const ParsedCommand& cmd, v1::Broker::Stub& broker,
+              std::ostream& out, std::ostream& err) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, absl::Seconds(30));
+  if (cmd.action == "create") {
+    v1::CreateWorkerKeyRequest req;
+    req.set_name(cmd.name);
+    v1::CreateWorkerKeyResponse resp;
+    grpc::Status s = broker.CreateWorkerKey(&ctx, req, &resp);
+    if (!s.ok()) return RpcFailed(cmd, "worker-key create", s, err);
+    if (cmd.out_file.empty()) {
+      out << resp.credentials();
+    } else {
+      absl::Status written =
+          auth::CreateFileExclusive(cmd.out_file, resp.credentials(), 0600);
+      if (!written.ok()) {
+        err << "dexec: the key was created at the broker but not written: "
+            << written.message()
+            << "; revoke it (dexec worker-key revoke " << cmd.name
+            << ") and create another\n";
+        return kExitFailed;
+      }
+      err << "worker key '" << cmd.name << "' admitted; credentials in "
+          << cmd.out_file
+          << ": copy it to the worker's host as dexec-data/worker.key (or "
+             "pass --worker_key=FILE)\n";
+    }
+    return kExitOk;
+  }
+  if (cmd.action == "revoke") {
+    v1::RevokeWorkerKeyRequest req;
+    req.set_name(cmd.name);
+    v1::RevokeWorkerKeyResponse resp;
+    grpc::Status s = broker.RevokeWorkerKey(&ctx, req, &resp);
+    if (!s.ok()) return RpcFailed(cmd, "worker-key revoke", s, err);
+    err << "worker key '" << cmd.name << "' revoked\n";
+    return kExitOk;
+  }
+  v1::ListWorkerKeysResponse resp;
+  grpc::Status s =
+      broker.ListWorkerKeys(&ctx, v1::ListWorkerKeysRequest(), &resp);
+  if (!s.ok()) return RpcFailed(cmd, "worker-key list", s, err);
+  if (cmd.json) {
+    for (const v1::WorkerKeyInfo& k : resp.keys()) PrintJson(k, out);
+    return kExitOk;
+  }
+  Table t({"NAME", "PUBLIC KEY", "CREATED"});
+  for (const v1::WorkerKeyInfo& k : resp.keys()) {
+    t.AddRow({k.name(), k.public_key(),
+              absl::FormatTime("%Y-%m-%d %H:%M:%S", FromProto(k.created_at()),
+                               absl::UTCTimeZone())});
+  }
+  t.Print(out);
+  return kExitOk;
+}
+
 int RunCommand(const ParsedCommand& cmd, v1::Broker::Stub& broker,
                Terminal& term) {
   switch (cmd.verb) {
+    case Verb::kToken:
+      return Token(cmd, broker, term.out, term.err);
+    case Verb::kWorkerKey:
+      return WorkerKey(cmd, broker, term.out, term.err);
     case Verb::kSubmit:
       return Submit(cmd, broker, term);
     case Verb::kExec:

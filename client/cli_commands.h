@@ -5,8 +5,9 @@
 // Exit codes (a contract with scripts):
 //   0  success
 //   1  a job failed, was cancelled, is unknown or did not finish in time
-//   2  usage error (bad flag value, unreadable --payload_file) or the broker
-//      could not be reached
+//   2  usage error (bad flag value, unreadable --payload_file), the broker
+//      could not be reached, or it refused the token (missing, wrong,
+//      revoked, or a role that may not do this)
 //   `exec --wait` exits with the remote command's own exit code.
 //
 // Errors are one line on `err`, "dexec: ..." for the CLI's own trouble and
@@ -21,6 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "auth/client_credentials.h"
 #include "client/cli_flags.h"
 #include "protos/dexec.grpc.pb.h"
 
@@ -36,8 +38,12 @@ inline constexpr absl::Duration kConnectTimeout = absl::Seconds(5);
 // A stub on a channel that is connected to `broker` (HOST:PORT). UNAVAILABLE
 // with a one-line message naming the address if it cannot connect within
 // `timeout`; a refused connection fails at once.
+// Calls carry the token `auth` leads to (auth/client_credentials.h); a
+// missing, unknown or revoked one is UNAUTHENTICATED here, with one line
+// saying where the token is expected.
 absl::StatusOr<std::unique_ptr<v1::Broker::Stub>> ConnectToBroker(
-    const std::string& broker, absl::Duration timeout = kConnectTimeout);
+    const std::string& broker, const auth::ClientAuthOptions& auth = {},
+    absl::Duration timeout = kConnectTimeout);
 
 // Blocks SIGINT, SIGTERM (and SIGUSR2, used internally) in the calling
 // thread and every thread it starts later, so that Map can take them on its
@@ -78,6 +84,10 @@ int Workers(const ParsedCommand& cmd, v1::Broker::Stub& broker,
             std::ostream& out, std::ostream& err);
 int Stats(const ParsedCommand& cmd, v1::Broker::Stub& broker, std::ostream& out,
           std::ostream& err);
+int Token(const ParsedCommand& cmd, v1::Broker::Stub& broker,
+          std::ostream& out, std::ostream& err);
+int WorkerKey(const ParsedCommand& cmd, v1::Broker::Stub& broker,
+              std::ostream& out, std::ostream& err);
 
 }  // namespace dexec::cli
 

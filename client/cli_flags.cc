@@ -28,7 +28,8 @@ constexpr VerbSpec kVerbs[] = {
     {Verb::kStatus, "status"}, {Verb::kWait, "wait"},
     {Verb::kResult, "result"}, {Verb::kCancel, "cancel"},
     {Verb::kList, "list"},     {Verb::kWorkers, "workers"},
-    {Verb::kStats, "stats"},
+    {Verb::kStats, "stats"},   {Verb::kToken, "token"},
+    {Verb::kWorkerKey, "worker-key"},
 };
 
 // A flag, and the verbs it applies to (empty: every verb).
@@ -42,6 +43,14 @@ const std::vector<FlagSpec>& Flags() {
   static const auto* flags = new std::vector<FlagSpec>{
       {"broker", true, {}},
       {"json", false, {}},
+      {"token", true, {}},
+      {"token_file", true, {}},
+      {"tls_ca", true, {}},
+      {"tls_cert", true, {}},
+      {"tls_key", true, {}},
+      {"tls_server_name", true, {}},
+      {"role", true, {Verb::kToken}},
+      {"out", true, {Verb::kWorkerKey}},
       // --help never gets here: AsksForHelp() answers it first.
       {"payload_file", true, {Verb::kSubmit}},
       {"priority", true, {Verb::kSubmit, Verb::kExec, Verb::kMap}},
@@ -214,6 +223,22 @@ absl::Status ApplyFlag(const FlagUse& use, ParsedCommand* cmd) {
   }
   if (name == "broker") {
     cmd->broker = v;
+  } else if (name == "token") {
+    cmd->auth.token = v;
+  } else if (name == "token_file") {
+    cmd->auth.token_file = v;
+  } else if (name == "tls_ca") {
+    cmd->auth.tls_ca = v;
+  } else if (name == "tls_cert") {
+    cmd->auth.tls_cert = v;
+  } else if (name == "tls_key") {
+    cmd->auth.tls_key = v;
+  } else if (name == "tls_server_name") {
+    cmd->auth.tls_server_name = v;
+  } else if (name == "role") {
+    cmd->role = v;
+  } else if (name == "out") {
+    cmd->out_file = v;
   } else if (name == "json") {
     cmd->json = v == "true";
   } else if (name == "payload_file") {
@@ -272,6 +297,50 @@ absl::Status ParseJobIds(Verb verb, const std::vector<std::string>& args,
   return absl::OkStatus();
 }
 
+// token / worker-key: ACTION [NAME].
+absl::Status ApplyCredentialArguments(const std::vector<std::string>& args,
+                                      ParsedCommand* cmd) {
+  const std::string verb(VerbName(cmd->verb));
+  const std::string example =
+      cmd->verb == Verb::kToken ? "dexec token create --role=submit alice"
+                                : "dexec worker-key create host2 --out=host2.key";
+  if (args.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", verb, "' needs create, list or revoke, e.g. ", example));
+  }
+  cmd->action = args[0];
+  if (cmd->action == "list") {
+    if (args.size() != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", verb, " list' takes no name"));
+    }
+  } else if (cmd->action == "create" || cmd->action == "revoke") {
+    if (args.size() != 2) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'", verb, " ", cmd->action, "' takes one NAME, e.g. ", example));
+    }
+    cmd->name = args[1];
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", verb, "' does create, list or revoke, not '",
+                     cmd->action, "'"));
+  }
+  if (cmd->verb == Verb::kToken && cmd->action == "create") {
+    if (cmd->role.empty()) {
+      return absl::InvalidArgumentError(
+          "'token create' needs --role=admin, --role=submit or --role=read");
+    }
+  } else if (!cmd->role.empty()) {
+    return absl::InvalidArgumentError("--role applies to 'token create' only");
+  }
+  if (!cmd->out_file.empty() &&
+      !(cmd->verb == Verb::kWorkerKey && cmd->action == "create")) {
+    return absl::InvalidArgumentError(
+        "--out applies to 'worker-key create' only");
+  }
+  return absl::OkStatus();
+}
+
 // Takes the verb's arguments (the words after the verb).
 absl::Status ApplyArguments(const std::vector<std::string>& args,
                             ParsedCommand* cmd) {
@@ -320,6 +389,9 @@ absl::Status ApplyArguments(const std::vector<std::string>& args,
     case Verb::kWorkers:
     case Verb::kStats:
       return NoArguments(cmd->verb, args);
+    case Verb::kToken:
+    case Verb::kWorkerKey:
+      return ApplyCredentialArguments(args, cmd);
   }
   return absl::OkStatus();
 }
@@ -397,16 +469,39 @@ Commands:
                           succeeded, failed or cancelled. N defaults to 100.
   workers                 Show the live workers.
   stats                   Show job counts, throughput and cluster size.
+  token create --role=R NAME
+                          (admin) Make a client token; print its secret once.
+                          R: admin (everything), submit (its own jobs only)
+                          or read (status, lists, workers, stats; no results).
+  token list              (admin) Show the tokens' names and roles.
+  token revoke NAME       (admin) Revoke a token now (open streams end too).
+  worker-key create NAME [--out=FILE]
+                          (admin) Admit a new worker key; write its
+                          credentials (a worker.key) to FILE (mode 0600) or
+                          stdout. Copy it to the worker's host.
+  worker-key list         (admin) Show the admitted worker keys.
+  worker-key revoke NAME  (admin) Refuse that key now; its workers are
+                          dropped and their jobs run elsewhere.
   help                    Show this text.
 
 Global flags:
   --broker=HOST:PORT      the broker (default: $DEXEC_BROKER, else 127.0.0.1:50051)
+  --token=T               the bearer token; else --token_file=F, else
+                          $DEXEC_TOKEN, else the file $DEXEC_TOKEN_FILE, else
+                          ./dexec-data/client.token (the broker's admin token
+                          when run where the broker runs)
+  --tls_ca=F              connect over TLS, trusting the CA in PEM file F (the
+                          broker's generated one: <auth_dir>/tls/ca.pem);
+                          default $DEXEC_TLS_CA, else plaintext
+  --tls_cert=F --tls_key=F  this client's certificate, for mutual TLS
+  --tls_server_name=N     the name in the broker's certificate, if not the host
   --json                  print JSON lines (one Job, WorkerInfo or Stats per line)
                           instead of tables
   --help, -h              show this text
 
 Exit codes: 0 success; 1 a job failed, was not found or did not finish in
-time; 2 usage error or broker unreachable. 'exec --wait' exits with the
+time; 2 usage error, broker unreachable, or a missing, wrong or revoked
+token (or one whose role may not do this). 'exec --wait' exits with the
 command's own code.
 )";
 }

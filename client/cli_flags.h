@@ -27,6 +27,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "auth/client_credentials.h"
 #include "protos/dexec.pb.h"
 
 namespace dexec::cli {
@@ -45,6 +46,8 @@ enum class Verb {
   kList,
   kWorkers,
   kStats,
+  kToken,      // token create|list|revoke
+  kWorkerKey,  // worker-key create|list|revoke
 };
 
 // The verb's name as typed on the command line ("submit").
@@ -56,6 +59,16 @@ struct ParsedCommand {
   // Global flags.
   std::string broker = kDefaultBroker;
   bool json = false;
+  // --token, --token_file, --tls_ca, --tls_cert, --tls_key,
+  // --tls_server_name. The token's lookup order (env, the default file) is
+  // applied when connecting (auth/client_credentials.h), not here.
+  auth::ClientAuthOptions auth;
+
+  // token, worker-key: "create", "list" or "revoke", and the NAME.
+  std::string action;
+  std::string name;
+  std::string role;      // token create --role
+  std::string out_file;  // worker-key create --out
 
   // submit, exec, map: what to run and how.
   std::string task;                         // submit, map

@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
   // Before the first gRPC thread starts, so every thread inherits the mask.
   if (cmd->verb == Verb::kMap) BlockInterruptSignals();
   absl::StatusOr<std::unique_ptr<dexec::v1::Broker::Stub>> broker =
-      ConnectToBroker(cmd->broker);
+      ConnectToBroker(cmd->broker, cmd->auth);
   if (!broker.ok()) {
     std::cerr << "dexec: " << broker.status().message() << "\n";
     return kExitUsage;

@@ -24,6 +24,24 @@ struct ExecutorOptions {
   // 50 ms doubling to 2 s) before it gives up. Giving up fails every
   // unresolved future with UNAVAILABLE, and later submits too.
   absl::Duration reconnect_timeout = absl::Seconds(60);
+
+  // Credentials (docs/DESIGN.md, "Security"). The bearer token is the first
+  // of: `token`, the file `token_file`, $DEXEC_TOKEN, the file
+  // $DEXEC_TOKEN_FILE, ./dexec-data/client.token. None found: calls go
+  // without one, which only an --insecure broker accepts.
+  std::string token;
+  std::string token_file;
+  // TLS: the PEM CA that signed the broker's certificate (the broker's
+  // generated one is <auth_dir>/tls/ca.pem); empty = $DEXEC_TLS_CA, else
+  // plaintext (loopback only, unless the broker runs --insecure).
+  std::string tls_ca;
+  // This client's certificate and key (PEM files), for a broker that
+  // requires them (--tls_client_ca).
+  std::string tls_cert;
+  std::string tls_key;
+  // The name to check the broker's certificate against, when it differs
+  // from the host in `broker` (e.g. connecting by IP).
+  std::string tls_server_name;
 };
 
 struct SubmitOptions {

@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "auth/client_credentials.h"
 #include "common/proto_time.h"
 #include "common/status_grpc.h"
 #include "google/protobuf/arena.h"
@@ -139,8 +140,13 @@ absl::StatusOr<std::shared_ptr<Session>> Session::Connect(
               static_cast<int>(absl::ToInt64Milliseconds(kReconnectInitial)));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
               static_cast<int>(absl::ToInt64Milliseconds(kReconnectMax)));
-  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
-      options.broker, grpc::InsecureChannelCredentials(), args);
+  const auth::ClientAuthOptions auth_options{
+      options.token,   options.token_file, options.tls_ca,
+      options.tls_cert, options.tls_key,   options.tls_server_name};
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> made =
+      auth::MakeBrokerChannel(options.broker, auth_options, args);
+  if (!made.ok()) return made.status();
+  std::shared_ptr<grpc::Channel> channel = *std::move(made);
   const auto deadline = std::chrono::system_clock::now() +
                         std::chrono::microseconds(
                             absl::ToInt64Microseconds(options.connect_timeout));
@@ -148,7 +154,28 @@ absl::StatusOr<std::shared_ptr<Session>> Session::Connect(
     return absl::UnavailableError(
         absl::StrCat("cannot reach the dexec broker at ", options.broker,
                      " within ", absl::FormatDuration(options.connect_timeout),
-                     "; is dexec-broker running and listening there?"));
+                     "; is dexec-broker running and listening there",
+                     options.tls_ca.empty() ? "" : ", with TLS", "?"));
+  }
+  {
+    // One cheap call, so that a missing or refused token is reported here
+    // rather than as the first future's failure.
+    grpc::ClientContext context;
+    context.set_deadline(deadline);
+    v1::Stats stats;
+    const grpc::Status probe = v1::Broker::NewStub(channel)->GetStats(
+        &context, v1::GetStatsRequest(), &stats);
+    if (probe.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+        probe.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+      absl::StatusOr<auth::FoundToken> found =
+          auth::FindClientToken(auth_options);
+      return absl::Status(
+          static_cast<absl::StatusCode>(probe.error_code()),
+          found.ok() ? absl::StrCat("the broker at ", options.broker,
+                                    " refused the token from ", found->source,
+                                    ": ", probe.error_message())
+                     : std::string(found.status().message()));
+    }
   }
   std::shared_ptr<Session> session(new Session(options, std::move(channel)));
   session->Start();
@@ -666,8 +693,15 @@ void Session::RecvLoop() {
       break;
     }
     if (!Reconnectable(status)) {
-      end = absl::UnavailableError(absl::StrCat(
-          "lost connection to broker at ", broker_, ": ", Describe(status)));
+      const bool refused =
+          status.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+          status.error_code() == grpc::StatusCode::PERMISSION_DENIED;
+      end = absl::Status(
+          refused ? static_cast<absl::StatusCode>(status.error_code())
+                  : absl::StatusCode::kUnavailable,
+          absl::StrCat(refused ? "the broker at " : "lost connection to broker at ",
+                       broker_, refused ? " refused this client: " : ": ",
+                       Describe(status)));
       break;
     }
     stream = Reconnect(outage_start, &backoff);

@@ -30,9 +30,18 @@ GRPC=$(sed -n 's/.*grpc=\([^ ]*\).*/\1/p' <<<"$line")
 WORKERS=$(sed -n 's/.*workers=\([^ ]*\).*/\1/p' <<<"$line")
 export DEXEC_BROKER="$GRPC"
 
-say "Starting two workers with 5 threads each"
+say "Secure by default: the broker made its credentials on first start"
+ls -l "$LOGS/data/client.token" "$LOGS/data/worker.key" "$LOGS/data/broker.pub"
+# Run from the broker's directory, the CLI finds ./dexec-data/client.token by
+# itself; this demo keeps its data in $LOGS, so it says where the token is.
+export DEXEC_TOKEN_FILE="$LOGS/data/client.token"
+printf '$ dexec stats --token=wrong\n'
+"$DEXEC" stats --token=wrong || echo "(exit code $?: refused)"
+
+say "Starting two workers with 5 threads each (they join with the broker's worker.key)"
 for i in 1 2; do
-  "$WORKER" --broker="$WORKERS" --threads=5 --name="demo-worker-$i" >"$LOGS/worker-$i.out" 2>"$LOGS/worker-$i.log" &
+  "$WORKER" --broker="$WORKERS" --threads=5 --name="demo-worker-$i" \
+    --auth_dir="$LOGS/data" --allow_exec >"$LOGS/worker-$i.out" 2>"$LOGS/worker-$i.log" &
   PIDS+=("$!")
 done
 # Readiness: the broker lists both workers.

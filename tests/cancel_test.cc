@@ -104,7 +104,7 @@ class CancelTest : public ::testing::Test {
     ASSERT_TRUE(cluster_.StartWorker(1, {"--prefetch=0"}).ok());
     ASSERT_TRUE(cluster_.WaitForWorkers(1).ok());
     absl::StatusOr<std::unique_ptr<Executor>> ex =
-        Executor::Connect(ExecutorOptions{cluster_.grpc_address()});
+        Executor::Connect(cluster_.executor_options());
     ASSERT_TRUE(ex.ok()) << ex.status();
     executor_ = std::move(*ex);
   }

@@ -11,6 +11,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/strip.h"
+#include "auth/client_credentials.h"
+#include "auth/secret_file.h"
 #include "grpcpp/grpcpp.h"
 
 namespace dexec::testing {
@@ -27,13 +31,33 @@ absl::Status TestCluster::StartBroker(std::vector<std::string> extra_flags) {
       chose_store = true;
     }
   }
+  static std::atomic<int> brokers{0};
+  const int n = brokers++;
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string base =
+      absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/dexec-", ::getpid(), "-", n);
   if (!chose_store) {
-    static std::atomic<int> brokers{0};
-    const char* tmp = std::getenv("TEST_TMPDIR");
-    data_dir_ = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/dexec-data-",
-                             ::getpid(), "-", brokers++);
+    data_dir_ = base + "-data";
     flags.push_back("--data_dir=" + data_dir_);
   }
+  insecure_ = false;
+  auth_dir_.clear();
+  bool chose_auth = false;
+  bool tls = false;
+  for (const std::string& f : flags) {
+    absl::string_view flag = f;
+    if (f == "--insecure") insecure_ = true;
+    if (f == "--tls") tls = true;
+    if (absl::ConsumePrefix(&flag, "--auth_dir=")) {
+      auth_dir_ = std::string(flag);
+      chose_auth = true;
+    }
+  }
+  if (!chose_auth) {
+    auth_dir_ = base + "-auth";
+    flags.push_back("--auth_dir=" + auth_dir_);
+  }
+  tls_ca_ = tls ? auth_dir_ + "/tls/ca.pem" : "";
   std::vector<std::string> argv = {BinaryPath("broker/dexec-broker"),
                                    "--listen=127.0.0.1:0",
                                    "--worker_listen=tcp://127.0.0.1:*"};
@@ -66,10 +90,37 @@ absl::Status TestCluster::LaunchBroker(const std::vector<std::string>& argv) {
   }
   grpc_address_ = std::move(grpc_address);
   worker_endpoint_ = std::move(worker_endpoint);
+  admin_token_.clear();
+  if (!insecure_) {
+    absl::StatusOr<std::string> token =
+        auth::ReadSmallFile(auth_dir_ + "/client.token");
+    if (!token.ok()) return token.status();
+    admin_token_ = std::string(absl::StripAsciiWhitespace(*token));
+  }
   // A fresh channel: the old one may sit in gRPC's reconnect backoff.
-  stub_ = v1::Broker::NewStub(
-      grpc::CreateChannel(grpc_address_, grpc::InsecureChannelCredentials()));
+  stub_ = StubWithToken(admin_token_);
   return absl::OkStatus();
+}
+
+std::unique_ptr<v1::Broker::Stub> TestCluster::StubWithToken(
+    const std::string& token) {
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
+      interceptors;
+  if (!token.empty()) {
+    interceptors.push_back(auth::MakeTokenInterceptorFactory(token));
+  }
+  auth::ClientAuthOptions tls;
+  tls.tls_ca = tls_ca_;
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      auth::MakeChannelCredentials(tls);
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  // Its own connection: a shared one may still be the dead broker's.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return v1::Broker::NewStub(grpc::experimental::CreateCustomChannelWithInterceptors(
+      grpc_address_,
+      credentials.ok() ? *credentials : grpc::InsecureChannelCredentials(),
+      args, std::move(interceptors)));
 }
 
 absl::Status TestCluster::KillBroker(absl::Duration timeout) {
@@ -118,6 +169,19 @@ absl::StatusOr<size_t> TestCluster::StartWorker(
       BinaryPath("worker/dexec-worker"), "--broker=" + worker_endpoint_,
       absl::StrCat("--threads=", threads),
       absl::StrCat("--name=worker-", workers_.size())};
+  bool chose_auth = false;
+  for (const std::string& f : extra_flags) {
+    if (f == "--insecure" || absl::StartsWith(f, "--auth_dir") ||
+        absl::StartsWith(f, "--worker_key")) {
+      chose_auth = true;
+    }
+  }
+  if (!chose_auth) {
+    argv.push_back(insecure_ ? std::string("--insecure")
+                             : "--auth_dir=" + auth_dir_);
+  }
+  // As the README's commands do; a later --allow_exec=false wins.
+  argv.push_back("--allow_exec");
   argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
   absl::StatusOr<Process> p = Process::Start(argv);
   if (!p.ok()) return p.status();
@@ -148,6 +212,15 @@ absl::StatusOr<CommandResult> TestCluster::Cli(std::vector<std::string> args,
                                                absl::Duration timeout) {
   std::vector<std::string> argv = {BinaryPath("client/dexec"),
                                    "--broker=" + grpc_address_};
+  bool chose_token = false;
+  for (const std::string& a : args) {
+    if (a == "--") break;
+    if (absl::StartsWith(a, "--token")) chose_token = true;
+  }
+  if (!insecure_ && !chose_token) {
+    argv.push_back("--token_file=" + auth_dir_ + "/client.token");
+  }
+  if (!tls_ca_.empty()) argv.push_back("--tls_ca=" + tls_ca_);
   argv.insert(argv.end(), args.begin(), args.end());
   return RunCommand(argv, stdin_data, timeout);
 }

@@ -16,6 +16,12 @@
 //   ASSERT_OK(cluster.KillBroker());     // kill -9, wait for the exit
 //   ASSERT_OK(cluster.RestartBroker());  // same ports, data dir and flags
 //
+// Security is on, as in production: each broker gets a fresh --auth_dir
+// of its own (unless the caller passes --auth_dir or --insecure); stub()
+// and Cli() carry its admin token, and workers join with its worker.key
+// (and --allow_exec, as the README's commands pass it). A worker flag
+// --insecure, --auth_dir or --worker_key replaces those defaults.
+//
 // Every process is stopped by PID when the cluster is destroyed.
 #ifndef DEXEC_TESTS_CLUSTER_H_
 #define DEXEC_TESTS_CLUSTER_H_
@@ -26,6 +32,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "client/options.h"
 #include "protos/dexec.grpc.pb.h"
 #include "tests/process.h"
 
@@ -57,6 +64,23 @@ class TestCluster {
   const std::string& worker_endpoint() const { return worker_endpoint_; }
   // The broker's --data_dir; empty for an --in_memory broker.
   const std::string& data_dir() const { return data_dir_; }
+  // The broker's --auth_dir and its admin token; empty with --insecure.
+  const std::string& auth_dir() const { return auth_dir_; }
+  const std::string& admin_token() const { return admin_token_; }
+  // Options for an Executor on this broker, with its admin token (and its
+  // TLS CA when the broker serves TLS).
+  ExecutorOptions executor_options() const {
+    ExecutorOptions options;
+    options.broker = grpc_address_;
+    options.token = admin_token_;
+    options.tls_ca = tls_ca_;
+    return options;
+  }
+  // With --tls, the generated CA (<auth_dir>/tls/ca.pem) that stub(), Cli()
+  // and executor_options() trust; empty for a plaintext broker.
+  const std::string& tls_ca() const { return tls_ca_; }
+  // A new stub on the broker carrying `token` (empty: none).
+  std::unique_ptr<v1::Broker::Stub> StubWithToken(const std::string& token);
   Process& broker() { return *broker_; }
   std::vector<std::unique_ptr<Process>>& workers() { return workers_; }
   v1::Broker::Stub& stub() { return *stub_; }
@@ -75,6 +99,10 @@ class TestCluster {
   // RestartBroker.
   std::vector<std::string> broker_flags_;
   std::string data_dir_;
+  std::string auth_dir_;
+  std::string admin_token_;
+  std::string tls_ca_;
+  bool insecure_ = false;
   std::vector<std::unique_ptr<Process>> workers_;
   std::string grpc_address_;
   std::string worker_endpoint_;

@@ -1,7 +1,7 @@
 // A worker whose only task kills it: for tests of jobs that crash their
 // worker every time (tests/failure_test.cc).
 //
-//   crash_worker tcp://127.0.0.1:50052 crash-0
+//   crash_worker tcp://127.0.0.1:50052 crash-0 AUTH_DIR/worker.key
 //
 // Offers one task, "test.crash", which raises SIGKILL in the worker process,
 // as a task with a fatal bug (a segfault, an abort in a library) would. It
@@ -10,13 +10,20 @@
 
 #include <iostream>
 
+#include "auth/curve_keys.h"
 #include "worker/task_registry.h"
 #include "worker/worker.h"
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::cerr << "usage: crash_worker BROKER_ENDPOINT NAME\n";
+  if (argc != 4) {
+    std::cerr << "usage: crash_worker BROKER_ENDPOINT NAME WORKER_KEY\n";
     return 2;
+  }
+  absl::StatusOr<dexec::auth::WorkerCredentials> creds =
+      dexec::auth::ReadWorkerCredentials(argv[3]);
+  if (!creds.ok()) {
+    std::cerr << "crash_worker: " << creds.status() << "\n";
+    return 1;
   }
   dexec::worker::TaskRegistry tasks;
   absl::Status s = tasks.Register(
@@ -35,6 +42,9 @@ int main(int argc, char** argv) {
   options.broker = argv[1];
   options.name = argv[2];
   options.threads = 1;
+  options.curve_server_key = creds->broker_public_z85;
+  options.curve_public_key = creds->key.public_z85;
+  options.curve_secret_key = creds->key.secret_z85;
   dexec::worker::Worker worker(options, &tasks);
   if (absl::Status started = worker.Start(); !started.ok()) {
     std::cerr << "crash_worker: " << started << "\n";

@@ -31,7 +31,7 @@ class EndToEndTest : public ::testing::Test {
     ASSERT_TRUE(cluster_.StartWorker(4).ok());
     ASSERT_TRUE(cluster_.WaitForWorkers(2).ok());
     absl::StatusOr<std::unique_ptr<Executor>> ex =
-        Executor::Connect(ExecutorOptions{cluster_.grpc_address()});
+        Executor::Connect(cluster_.executor_options());
     ASSERT_TRUE(ex.ok()) << ex.status();
     executor_ = std::move(*ex);
   }
@@ -313,7 +313,7 @@ TEST(TenSleeps, RunConcurrentlyOnTenThreads) {
   ASSERT_TRUE(cluster.StartBroker().ok());
   ASSERT_TRUE(cluster.StartWorker(10).ok());
   ASSERT_TRUE(cluster.WaitForWorkers(1).ok());
-  auto ex = Executor::Connect(ExecutorOptions{cluster.grpc_address()});
+  auto ex = Executor::Connect(cluster.executor_options());
   ASSERT_TRUE(ex.ok()) << ex.status();
   std::vector<Future<std::string>> fs;
   for (int i = 0; i < 10; ++i) fs.push_back((*ex)->Submit("sys.sleep", std::string("1000")));
@@ -341,7 +341,7 @@ TEST(MapErrors, StopAtTheFirstErrorAndCancelTheQueuedRest) {
   ASSERT_TRUE(cluster.StartBroker().ok());
   ASSERT_TRUE(cluster.StartWorker(1, {"--prefetch=0"}).ok());
   ASSERT_TRUE(cluster.WaitForWorkers(1).ok());
-  auto ex = Executor::Connect(ExecutorOptions{cluster.grpc_address()});
+  auto ex = Executor::Connect(cluster.executor_options());
   ASSERT_TRUE(ex.ok()) << ex.status();
   // sys.sleep rejects "x" as a bad payload; the rest would take 3 s each.
   std::vector<std::string> inputs = {"x"};
@@ -371,7 +371,7 @@ TEST(Limits, AnOversizedPayloadGetsAClearErrorAndNothingIsLost) {
   ASSERT_TRUE(cluster.StartBroker({"--max_payload_bytes=1000"}).ok());
   ASSERT_TRUE(cluster.StartWorker(1).ok());
   ASSERT_TRUE(cluster.WaitForWorkers(1).ok());
-  auto ex = Executor::Connect(ExecutorOptions{cluster.grpc_address()});
+  auto ex = Executor::Connect(cluster.executor_options());
   ASSERT_TRUE(ex.ok()) << ex.status();
   Future<std::string> big = (*ex)->Submit("sys.echo", std::string(5000, 'x'));
   absl::StatusOr<std::string> r = big.Result(kResultTimeout);

@@ -40,10 +40,8 @@ constexpr absl::Duration kBound = absl::Seconds(90);
 constexpr char kFastHeartbeat[] = "--heartbeat_interval=200ms";
 
 std::unique_ptr<Executor> Connect(
-    const std::string& address,
+    ExecutorOptions options,
     absl::Duration reconnect_timeout = absl::Seconds(60)) {
-  ExecutorOptions options;
-  options.broker = address;
   options.reconnect_timeout = reconnect_timeout;
   absl::StatusOr<std::unique_ptr<Executor>> ex = Executor::Connect(options);
   EXPECT_TRUE(ex.ok()) << ex.status();
@@ -120,7 +118,7 @@ TEST(ReconnectTest, AMapStartedBeforeAKill9FinishesInOrderAndRunsEachJobOnce) {
   ASSERT_TRUE(cluster.StartWorker(2).ok());
   ASSERT_TRUE(cluster.StartWorker(2).ok());
   ASSERT_TRUE(cluster.WaitForWorkers(2).ok());
-  std::unique_ptr<Executor> ex = Connect(cluster.grpc_address());
+  std::unique_ptr<Executor> ex = Connect(cluster.executor_options());
   ASSERT_NE(ex, nullptr);
 
   // Four long jobs of higher priority hold every worker thread, so the map
@@ -211,7 +209,8 @@ WaitOutcome WaitAcrossARestart(TestCluster& cluster,
       cli::ParseCommandLine(args, std::nullopt);
   EXPECT_TRUE(cmd.ok()) << cmd.status();
   absl::StatusOr<std::unique_ptr<v1::Broker::Stub>> stub =
-      cli::ConnectToBroker(cluster.grpc_address());
+      cli::ConnectToBroker(cluster.grpc_address(),
+                           auth::ClientAuthOptions{cluster.admin_token()});
   EXPECT_TRUE(stub.ok()) << stub.status();
   if (!cmd.ok() || !stub.ok()) return outcome;
   std::ostringstream out, err;
@@ -310,7 +309,7 @@ TEST(ReconnectTest, AnInMemoryBrokerRestartFailsOutstandingFuturesAsLost) {
   TestCluster cluster;
   ASSERT_TRUE(cluster.StartBroker({"--in_memory"}).ok());
   EXPECT_TRUE(cluster.data_dir().empty());
-  std::unique_ptr<Executor> ex = Connect(cluster.grpc_address());
+  std::unique_ptr<Executor> ex = Connect(cluster.executor_options());
   ASSERT_NE(ex, nullptr);
   // No worker yet: every job stays queued.
   std::vector<Future<std::string>> fs;
@@ -343,7 +342,7 @@ TEST(ReconnectTest, AMapWaitsForRoomUnderMaxQueued) {
   constexpr int kJobs = 2000;
   TestCluster cluster;
   ASSERT_TRUE(cluster.StartBroker({"--max_queued=50"}).ok());
-  std::unique_ptr<Executor> ex = Connect(cluster.grpc_address());
+  std::unique_ptr<Executor> ex = Connect(cluster.executor_options());
   ASSERT_NE(ex, nullptr);
   // No worker: 50 jobs fill the queue, the 51st is refused.
   std::vector<Future<std::string>> first;
@@ -383,7 +382,7 @@ TEST(ReconnectTest, ABrokerThatStaysAwayFailsFuturesAfterTheReconnectTimeout) {
   TestCluster cluster;
   ASSERT_TRUE(cluster.StartBroker().ok());
   std::unique_ptr<Executor> ex =
-      Connect(cluster.grpc_address(), /*reconnect_timeout=*/absl::Seconds(1));
+      Connect(cluster.executor_options(), /*reconnect_timeout=*/absl::Seconds(1));
   ASSERT_NE(ex, nullptr);
   Future<std::string> f = ex->Submit("nobody.offers.this", std::string());
   ASSERT_TRUE(f.JobId(kBound).ok());

@@ -65,11 +65,14 @@ absl::Status Spin(TaskContext& ctx, absl::string_view payload, std::string*) {
 
 }  // namespace
 
-absl::Status RegisterBuiltinTasks(TaskRegistry* registry) {
+absl::Status RegisterBuiltinTasks(TaskRegistry* registry,
+                                  BuiltinTaskOptions options) {
   RETURN_IF_ERROR(registry->Register("sys.echo", Echo));
   RETURN_IF_ERROR(registry->Register("sys.sleep", Sleep));
   RETURN_IF_ERROR(registry->Register("sys.fail", Fail));
-  RETURN_IF_ERROR(registry->Register("sys.exec", ExecTask));
+  if (options.allow_exec) {
+    RETURN_IF_ERROR(registry->Register("sys.exec", ExecTask));
+  }
   RETURN_IF_ERROR(registry->Register("bench.spin", Spin));
   return absl::OkStatus();
 }

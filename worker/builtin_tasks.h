@@ -5,7 +5,9 @@
 //               task context, so a cancel ends it at once (kind
 //               "cancelled") and the job deadline too (kind "timeout").
 //   sys.fail    fails with kind "task_error" and the payload as message.
-//   sys.exec    runs a command; see exec_task.h.
+//   sys.exec    runs a command; see exec_task.h. Only with allow_exec: a
+//               worker runs shell commands only when its operator says so
+//               (dexec-worker --allow_exec).
 //   bench.spin  payload: microseconds as decimal text; keeps a CPU busy
 //               that long (stopping early if cancelled) and returns "".
 //
@@ -18,9 +20,16 @@
 
 namespace dexec::worker {
 
-// Registers every built-in task in `registry`. Fails (ALREADY_EXISTS) if a
-// name is taken.
-absl::Status RegisterBuiltinTasks(TaskRegistry* registry);
+struct BuiltinTaskOptions {
+  // Offer sys.exec: anyone whose jobs reach this worker runs commands as its
+  // user.
+  bool allow_exec = false;
+};
+
+// Registers the built-in tasks in `registry` (sys.exec only with
+// options.allow_exec). Fails (ALREADY_EXISTS) if a name is taken.
+absl::Status RegisterBuiltinTasks(TaskRegistry* registry,
+                                  BuiltinTaskOptions options = {});
 
 }  // namespace dexec::worker
 

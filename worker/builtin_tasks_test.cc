@@ -21,7 +21,7 @@ namespace {
 
 class BuiltinTasks : public ::testing::Test {
  protected:
-  void SetUp() override { ASSERT_TRUE(RegisterBuiltinTasks(&registry_).ok()); }
+  void SetUp() override { ASSERT_TRUE(RegisterBuiltinTasks(&registry_, {.allow_exec = true}).ok()); }
 
   absl::Status Run(absl::string_view name, absl::string_view payload,
                    std::string* output,

@@ -29,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "auth/curve_keys.h"
 #include "common/log.h"
 #include "common/mutex.h"
 #include "worker/builtin_tasks.h"
@@ -47,6 +48,17 @@ ABSL_FLAG(std::string, name, "", "worker name shown by the broker; "
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "on SIGTERM, how long running tasks may finish before they are "
           "cancelled");
+ABSL_FLAG(std::string, auth_dir, "./dexec-data",
+          "directory holding this worker's credentials, worker.key (the "
+          "broker writes one in its own --auth_dir on first start)");
+ABSL_FLAG(std::string, worker_key, "",
+          "credentials file (worker keypair and the broker's public key); "
+          "empty = --auth_dir/worker.key");
+ABSL_FLAG(bool, insecure, false,
+          "plain ZeroMQ without CURVE, for a broker run with --insecure");
+ABSL_FLAG(bool, allow_exec, false,
+          "offer sys.exec: run the shell commands that jobs send, as this "
+          "worker's user");
 
 namespace dexec::worker {
 namespace {
@@ -191,8 +203,23 @@ int Main(int argc, char** argv) {
   options.name = absl::GetFlag(FLAGS_name);
   options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
 
+  if (!absl::GetFlag(FLAGS_insecure)) {
+    std::string path = absl::GetFlag(FLAGS_worker_key);
+    if (path.empty()) path = absl::GetFlag(FLAGS_auth_dir) + "/worker.key";
+    absl::StatusOr<auth::WorkerCredentials> credentials =
+        auth::ReadWorkerCredentials(path);
+    if (!credentials.ok()) {
+      std::cerr << "dexec-worker: " << credentials.status().message() << "\n";
+      return 1;
+    }
+    options.curve_server_key = credentials->broker_public_z85;
+    options.curve_public_key = credentials->key.public_z85;
+    options.curve_secret_key = credentials->key.secret_z85;
+  }
+
   TaskRegistry registry;
-  absl::Status registered = RegisterBuiltinTasks(&registry);
+  absl::Status registered = RegisterBuiltinTasks(
+      &registry, {.allow_exec = absl::GetFlag(FLAGS_allow_exec)});
   if (!registered.ok()) {
     std::cerr << "dexec-worker: " << registered.message() << "\n";
     return 1;
@@ -213,9 +240,10 @@ int Main(int argc, char** argv) {
     return absl::IsInvalidArgument(started) ? kUsageError : 1;
   }
   SignalWatcher watcher(&worker);
-  std::printf("dexec-worker started name=%s broker=%s threads=%d\n",
+  std::printf("dexec-worker started name=%s broker=%s threads=%d curve=%s\n",
               worker.name().c_str(), options.broker.c_str(),
-              worker.threads());
+              worker.threads(),
+              options.curve_server_key.empty() ? "off" : "on");
   std::fflush(stdout);
 
   worker.Wait();

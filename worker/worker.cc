@@ -311,6 +311,14 @@ absl::Status Worker::Impl::Start() {
   if (options_.drain_timeout < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("drain_timeout must not be negative");
   }
+  const int curve_keys = !options_.curve_server_key.empty() +
+                         !options_.curve_public_key.empty() +
+                         !options_.curve_secret_key.empty();
+  if (curve_keys != 0 && curve_keys != 3) {
+    return absl::InvalidArgumentError(
+        "CURVE needs all three keys: the broker's public key and this "
+        "worker's public and secret keys");
+  }
   absl::Status connected = Connect();
   if (!connected.ok()) return connected;
 
@@ -361,6 +369,11 @@ absl::Status Worker::Impl::Connect() {
     socket->set(zmq::sockopt::rcvhwm, 0);
     socket->set(zmq::sockopt::maxmsgsize,
                 static_cast<int64_t>(wire::kMaxFrameBytes));
+    if (!options_.curve_server_key.empty()) {
+      socket->set(zmq::sockopt::curve_serverkey, options_.curve_server_key);
+      socket->set(zmq::sockopt::curve_publickey, options_.curve_public_key);
+      socket->set(zmq::sockopt::curve_secretkey, options_.curve_secret_key);
+    }
     // No ZMQ_IMMEDIATE: connecting is asynchronous, and with it the first
     // Register would be refused until the TCP handshake completes. Without
     // it, Register waits in the pipe and goes out as soon as it can.

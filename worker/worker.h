@@ -69,6 +69,14 @@ struct WorkerOptions {
   // Used until the broker's Welcome says otherwise.
   absl::Duration heartbeat_interval = absl::Seconds(1);
   int liveness = 3;
+  // CURVE (docs/DESIGN.md, "Security"), all three Z85 keys or none: the
+  // broker's public key, pinned (a broker without its secret key fails the
+  // handshake and is never talked to), and this worker's keypair, which the
+  // broker must admit. None: plain ZeroMQ, for a broker run with
+  // --insecure.
+  std::string curve_server_key;
+  std::string curve_public_key;
+  std::string curve_secret_key;
 };
 
 class Worker {

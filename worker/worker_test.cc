@@ -197,7 +197,7 @@ class FakeBroker {
 
 class WorkerTest : public ::testing::Test {
  protected:
-  void SetUp() override { ASSERT_TRUE(RegisterBuiltinTasks(&registry_).ok()); }
+  void SetUp() override { ASSERT_TRUE(RegisterBuiltinTasks(&registry_, {.allow_exec = true}).ok()); }
 
   // Starts a worker and completes the Register/Welcome handshake; returns
   // the worker's identity at the broker.
