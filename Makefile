@@ -22,10 +22,11 @@ demo: build
 clean:
 	$(BAZEL) clean
 
-# Every test under AddressSanitizer, then ThreadSanitizer (with suppressions
-# for Debian's uninstrumented gRPC/Abseil/protobuf/ZeroMQ).
+# Every test under AddressSanitizer + UndefinedBehaviorSanitizer (as CI
+# does), then ThreadSanitizer (with suppressions for Debian's uninstrumented
+# gRPC/Abseil/protobuf/ZeroMQ/OpenSSL).
 sanitize: deps
-	$(BAZEL) test -k --config=asan //...
+	$(BAZEL) test -k --config=asan_ubsan --test_env=LSAN_OPTIONS=suppressions=$(CURDIR)/bazel/lsan.supp //...
 	$(BAZEL) test -k --config=tsan --test_env=TSAN_OPTIONS=suppressions=$(CURDIR)/bazel/tsan.supp //...
 
 # The benchmark suite (bench/README.md): every workload on dexec and right

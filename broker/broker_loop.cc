@@ -61,6 +61,10 @@ absl::StatusOr<std::string> BrokerLoop::BindWorkers(
       router_.set(zmq::sockopt::curve_secretkey, auth->broker_key.secret_z85);
       // A domain makes libzmq ask the handler for every handshake.
       router_.set(zmq::sockopt::zap_domain, "dexec-workers");
+      // A peer that has not authenticated within 5 s is dropped, and with
+      // it whatever it buffered (libzmq has no smaller pre-handshake limit
+      // than maxmsgsize).
+      router_.set(zmq::sockopt::handshake_ivl, 5000);
       // Failed handshakes, for the refusal count (the handler only sees the
       // ones that got as far as offering a key).
       if (zmq_socket_monitor(router_.handle(), "inproc://dexec-worker-monitor",

@@ -12,6 +12,21 @@ absl::Status ValidateRegister(const Register& r) {
   if (r.name().empty()) {
     return absl::InvalidArgumentError("Register has an empty worker name");
   }
+  if (r.name().size() > kMaxRegisterNameBytes ||
+      r.host().size() > kMaxRegisterNameBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Register has a name or host over ", kMaxRegisterNameBytes, " bytes"));
+  }
+  if (r.tasks_size() > kMaxRegisterTasks) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Register offers ", r.tasks_size(), " tasks; the limit is ",
+                     kMaxRegisterTasks));
+  }
+  if (r.held_size() > kMaxRegisterHeld) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Register holds ", r.held_size(),
+                     " attempts; the limit is ", kMaxRegisterHeld));
+  }
   if (r.threads() <= 0 || r.threads() > 100000) {
     return absl::InvalidArgumentError(
         absl::StrCat("Register has threads=", r.threads(),
@@ -22,8 +37,10 @@ absl::Status ValidateRegister(const Register& r) {
         "Register has prefetch=", r.prefetch(), "; it must be 0 to 100000"));
   }
   for (const std::string& t : r.tasks()) {
-    if (t.empty()) {
-      return absl::InvalidArgumentError("Register offers an empty task name");
+    if (t.empty() || t.size() > kMaxRegisterNameBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Register offers a task name of ", t.size(),
+          " bytes; it must be 1 to ", kMaxRegisterNameBytes));
     }
   }
   return absl::OkStatus();

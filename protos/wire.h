@@ -26,6 +26,14 @@ inline constexpr uint32_t kProtocolVersion = 1;
 // further by the broker's --max_payload_bytes.
 inline constexpr size_t kMaxFrameBytes = 256 << 20;
 
+// What a Register may carry (a peer cannot make the broker hold more for
+// it): its name, host and each task name at most this many bytes (the
+// broker's own limit on a job's task name), so many tasks, and so many held
+// attempts (threads + prefetch, both at most 100,000).
+inline constexpr size_t kMaxRegisterNameBytes = 256;
+inline constexpr int kMaxRegisterTasks = 4096;
+inline constexpr int kMaxRegisterHeld = 200000;
+
 // Serializes `frame` with its version set to kProtocolVersion.
 std::string EncodeFrame(Frame frame);
 

@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
 namespace dexec::wire {
@@ -65,6 +66,28 @@ TEST(Wire, RejectsARegisterWithoutThreads) {
   Frame frame = RegisterFrame();
   frame.mutable_register_()->set_threads(0);
   EXPECT_FALSE(DecodeFrame(EncodeFrame(frame)).ok());
+}
+
+TEST(Wire, RejectsARegisterTooBigToHold) {
+  Frame long_name = RegisterFrame();
+  long_name.mutable_register_()->set_name(std::string(257, 'n'));
+  EXPECT_FALSE(DecodeFrame(EncodeFrame(long_name)).ok());
+  Frame long_task = RegisterFrame();
+  long_task.mutable_register_()->add_tasks(std::string(257, 't'));
+  EXPECT_FALSE(DecodeFrame(EncodeFrame(long_task)).ok());
+  Frame many_tasks = RegisterFrame();
+  for (int i = 0; i <= kMaxRegisterTasks; ++i) {
+    many_tasks.mutable_register_()->add_tasks(absl::StrCat("t", i));
+  }
+  absl::StatusOr<Frame> f = DecodeFrame(EncodeFrame(many_tasks));
+  EXPECT_EQ(f.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(f.status().message().find("4096"), std::string::npos)
+      << f.status();
+  // At the limits it is fine.
+  Frame at_limit = RegisterFrame();
+  at_limit.mutable_register_()->set_name(std::string(256, 'n'));
+  at_limit.mutable_register_()->add_tasks(std::string(256, 't'));
+  EXPECT_TRUE(DecodeFrame(EncodeFrame(at_limit)).ok());
 }
 
 TEST(Wire, RejectsADispatchedTaskWithoutName) {
