@@ -746,7 +746,10 @@ TEST(SecurityTest, ABlackHoleWorkersJobsTimeOutAndFinishElsewhere) {
   absl::StatusOr<std::unique_ptr<Executor>> ex = Executor::Connect(options);
   ASSERT_TRUE(ex.ok()) << ex.status();
   SubmitOptions submit;
-  submit.timeout = absl::Milliseconds(300);
+  // Long enough that a loaded (or sanitized) real worker answers in time,
+  // and attempts enough for that too; the black hole never answers at all.
+  submit.timeout = absl::Seconds(1);
+  submit.max_attempts = 5;
   std::vector<Future<std::string>> fs;
   for (int i = 0; i < 12; ++i) {
     fs.push_back((*ex)->Submit("sys.echo", absl::StrCat("job-", i), submit));
