@@ -19,11 +19,6 @@ constexpr int kMaxTasksPerDispatch = 1024;
 // far more than a client has unacknowledged at any time.
 constexpr size_t kMaxBatchesPerClient = 256;
 
-google::protobuf::RepeatedField<uint64_t> ToField(
-    const std::vector<uint64_t>& ids) {
-  return google::protobuf::RepeatedField<uint64_t>(ids.begin(), ids.end());
-}
-
 }  // namespace
 
 void Outbox::Clear() {
@@ -102,7 +97,9 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
     if (const BatchRecord* seen = FindBatch(*batch)) {
       // A resubmission (the client did not see our answer): same ids.
       std::vector<uint64_t> ids = seen->Ids();
-      if (session != 0) Watch(session, ToField(ids), out);
+      if (session != 0) {
+        for (uint64_t id : ids) WatchOne(session, id, out);
+      }
       return ids;
     }
   }
@@ -123,7 +120,7 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
     if (!spec.idempotency_key().empty()) {
       if (Job* earlier = jobs_.FindByKey(spec.idempotency_key())) {
         ids.push_back(earlier->id);
-        if (session != 0) Watch(session, ToField({earlier->id}), out);
+        if (session != 0) WatchOne(session, earlier->id, out);
         continue;
       }
     }
@@ -145,7 +142,7 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
     ready_.Push(added.task.str(), added.priority, added.id);
     if (options_.journal) changes_.new_jobs.push_back(added.id);
     Changed(added);
-    if (session != 0) watchers_[added.id].push_back(session);
+    if (session != 0) AddWatcher(added.id, session);
     ids.push_back(added.id);
   }
   if (batch != nullptr && !batch->client_id.empty()) {
@@ -178,33 +175,89 @@ void BrokerCore::AddBatch(BatchRecord record) {
   }
 }
 
-void BrokerCore::Watch(SessionId session,
-                       const google::protobuf::RepeatedField<uint64_t>& ids,
-                       Outbox* out) {
+void BrokerCore::WatchOne(SessionId session, uint64_t id, Outbox* out) {
+  const Job* job = jobs_.Find(id);
+  if (job == nullptr) {
+    v1::JobEvent event;
+    event.set_job_id(id);
+    event.mutable_error()->set_kind("not_found");
+    event.mutable_error()->set_message(absl::StrCat(
+        "job ", id, " is unknown: never submitted, or its retention ended"));
+    out->AddEvent(session, std::move(event));
+    return;
+  }
+  if (IsTerminal(job->state) || job->state == v1::Job::RUNNING) {
+    v1::JobEvent event;
+    JobToEvent(*job, &event);
+    out->AddEvent(session, std::move(event));
+  }
+  if (!IsTerminal(job->state)) AddWatcher(id, session);
+}
+
+absl::Status BrokerCore::Watch(
+    SessionId session, const google::protobuf::RepeatedField<uint64_t>& ids,
+    Outbox* out) {
+  if (static_cast<uint64_t>(ids.size()) > options_.max_watch_ids) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a Watch names ", ids.size(), " job ids; the limit is ",
+        options_.max_watch_ids,
+        " per request (--max_watch_ids): send them in several Watch "
+        "messages"));
+  }
+  // Each id once: a repeated id would copy its result again.
+  absl::flat_hash_set<uint64_t> seen;
+  seen.reserve(ids.size());
+  std::vector<uint64_t> distinct;
+  distinct.reserve(ids.size());
+  uint64_t adds = 0;
   for (uint64_t id : ids) {
+    if (!seen.insert(id).second) continue;
+    distinct.push_back(id);
     const Job* job = jobs_.Find(id);
-    if (job == nullptr) {
-      v1::JobEvent event;
-      event.set_job_id(id);
-      event.mutable_error()->set_kind("not_found");
-      event.mutable_error()->set_message(absl::StrCat(
-          "job ", id, " is unknown: never submitted, or its retention ended"));
-      out->AddEvent(session, std::move(event));
-      continue;
-    }
-    if (IsTerminal(job->state) || job->state == v1::Job::RUNNING) {
-      v1::JobEvent event;
-      JobToEvent(*job, &event);
-      out->AddEvent(session, std::move(event));
-    }
-    if (!IsTerminal(job->state)) {
-      auto& sessions = watchers_[id];
-      if (std::find(sessions.begin(), sessions.end(), session) ==
-          sessions.end()) {
-        sessions.push_back(session);
-      }
+    if (job == nullptr || IsTerminal(job->state)) continue;
+    auto w = watchers_.find(id);
+    if (w == watchers_.end() ||
+        std::find(w->second.begin(), w->second.end(), session) ==
+            w->second.end()) {
+      ++adds;
     }
   }
+  auto count = watched_by_session_.find(session);
+  const uint64_t watched = count == watched_by_session_.end() ? 0 : count->second;
+  if (watched + adds > options_.max_watched_per_session) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "this session watches ", watched, " unfinished jobs and asks for ",
+        adds, " more; the limit is ", options_.max_watched_per_session,
+        " per session (--max_watched_per_session): watch fewer at a time"));
+  }
+  for (uint64_t id : distinct) WatchOne(session, id, out);
+  return absl::OkStatus();
+}
+
+void BrokerCore::CloseSession(SessionId session) {
+  watched_by_session_.erase(session);
+}
+
+void BrokerCore::AddWatcher(uint64_t id, SessionId session) {
+  auto& sessions = watchers_[id];
+  if (std::find(sessions.begin(), sessions.end(), session) != sessions.end()) {
+    return;
+  }
+  sessions.push_back(session);
+  ++watched_by_session_[session];
+}
+
+void BrokerCore::RemoveWatchers(uint64_t id) {
+  auto it = watchers_.find(id);
+  if (it == watchers_.end()) return;
+  for (SessionId s : it->second) {
+    auto count = watched_by_session_.find(s);
+    // Absent: the session closed.
+    if (count != watched_by_session_.end() && --count->second == 0) {
+      watched_by_session_.erase(count);
+    }
+  }
+  watchers_.erase(it);
 }
 
 v1::CancelResponse BrokerCore::Cancel(
@@ -249,7 +302,13 @@ v1::CancelResponse BrokerCore::Cancel(
 
 v1::GetJobsResponse BrokerCore::GetJobs(const v1::GetJobsRequest& req) const {
   v1::GetJobsResponse resp;
+  size_t bytes = 0;
   for (uint64_t id : req.job_ids()) {
+    if (bytes >= options_.max_response_bytes) {
+      // The rest would not fit the budget: the client asks again for them.
+      resp.set_truncated(true);
+      break;
+    }
     v1::Job* p = resp.add_jobs();
     const Job* job = jobs_.Find(id);
     if (job == nullptr) {
@@ -258,10 +317,13 @@ v1::GetJobsResponse BrokerCore::GetJobs(const v1::GetJobsRequest& req) const {
       p->mutable_error()->set_kind("not_found");
       p->mutable_error()->set_message(absl::StrCat(
           "job ", id, " is unknown: never submitted, or its retention ended"));
-      continue;
+    } else {
+      JobToProto(*job, req.include_result(), p);
+      if (job->state == v1::Job::QUEUED) {
+        p->set_waiting_reason(WaitingReason(*job));
+      }
     }
-    JobToProto(*job, req.include_result(), p);
-    if (job->state == v1::Job::QUEUED) p->set_waiting_reason(WaitingReason(*job));
+    bytes += p->ByteSizeLong() + 16;
   }
   return resp;
 }
@@ -269,16 +331,27 @@ v1::GetJobsResponse BrokerCore::GetJobs(const v1::GetJobsRequest& req) const {
 v1::ListJobsResponse BrokerCore::ListJobs(const v1::ListJobsRequest& req) const {
   v1::ListJobsResponse resp;
   const int limit = req.limit() > 0 ? req.limit() : 100;
-  jobs_.ForEachNewest([&](const Job& job) {
-    if (req.state() != v1::Job::STATE_UNSPECIFIED && job.state != req.state()) {
-      return true;
-    }
-    v1::Job* p = resp.add_jobs();
-    JobToProto(job, /*include_result=*/false, p);
-    p->clear_attempt_log();
-    if (job.state == v1::Job::QUEUED) p->set_waiting_reason(WaitingReason(job));
-    return resp.jobs_size() < limit;
-  });
+  size_t bytes = 0;
+  jobs_.ForEachNewest(
+      [&](const Job& job) {
+        if (req.state() != v1::Job::STATE_UNSPECIFIED &&
+            job.state != req.state()) {
+          return true;
+        }
+        if (bytes >= options_.max_response_bytes) {
+          resp.set_truncated(true);
+          return false;
+        }
+        v1::Job* p = resp.add_jobs();
+        JobToProto(job, /*include_result=*/false, p);
+        p->clear_attempt_log();
+        if (job.state == v1::Job::QUEUED) {
+          p->set_waiting_reason(WaitingReason(job));
+        }
+        bytes += p->ByteSizeLong() + 16;
+        return resp.jobs_size() < limit;
+      },
+      req.before_id());
   return resp;
 }
 
@@ -620,11 +693,12 @@ void BrokerCore::Finish(Job& job, JobState state, absl::Time now, Outbox* out) {
   }
   ++finish_buckets_.back().second;
   // The payload is not needed any more; the result is kept for retention.
+  job.mutable_info().payload_size = job.payload.size();
   std::string().swap(job.payload);
   delayed_until_.erase(job.id);
   Changed(job);
   Notify(job, out);
-  watchers_.erase(job.id);
+  RemoveWatchers(job.id);
 }
 
 void BrokerCore::AbandonCurrentAttempt(Job& job, Outbox* out) {
@@ -783,7 +857,7 @@ void BrokerCore::Tick(absl::Time now, Outbox* out) {
     orphans_due_ = absl::InfiniteFuture();
   }
   jobs_.Expire(now, options_.retention, [this](uint64_t id) {
-    watchers_.erase(id);
+    RemoveWatchers(id);
     if (options_.journal) changes_.erased.push_back(id);
   });
   for (auto it = batches_.begin(); it != batches_.end();) {

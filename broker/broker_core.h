@@ -41,6 +41,16 @@ struct BrokerOptions {
   // Submits beyond this many queued jobs get RESOURCE_EXHAUSTED.
   uint64_t max_queued = 10'000'000;
   uint64_t max_payload_bytes = 64 << 20;
+  // Bytes of one response at most (a Session message, a GetJobs or
+  // ListJobs answer), well under gRPC's and protobuf's 2 GB: more is split
+  // across messages, or cut short with `truncated` set. A single event or
+  // job larger than this still goes, alone.
+  uint64_t max_response_bytes = 16 << 20;
+  // Ids in one Watch at most (INVALID_ARGUMENT beyond), and jobs one
+  // session watches at once at most, its submitted ones included
+  // (RESOURCE_EXHAUSTED beyond). Either ends the Session stream.
+  uint64_t max_watch_ids = 100'000;
+  uint64_t max_watched_per_session = 10'000'000;
   // A job with a timeout fails at the broker this long after its deadline
   // if its worker has not answered.
   absl::Duration timeout_grace = absl::Seconds(2);
@@ -143,9 +153,17 @@ class BrokerCore {
       const BatchKey* batch = nullptr);
 
   // Watch `ids` from `session`: RUNNING and terminal events are pushed; a job
-  // already finished (or unknown) gets its event at once.
-  void Watch(SessionId session, const google::protobuf::RepeatedField<uint64_t>& ids,
-             Outbox* out);
+  // already finished (or unknown) gets its event at once, once per request
+  // however often the request names it. INVALID_ARGUMENT for more than
+  // max_watch_ids ids, RESOURCE_EXHAUSTED if the session would watch more
+  // than max_watched_per_session jobs; then nothing is watched.
+  absl::Status Watch(SessionId session,
+                     const google::protobuf::RepeatedField<uint64_t>& ids,
+                     Outbox* out);
+
+  // The session's stream ended: its watches no longer count against its
+  // limit (its entries go as their jobs finish).
+  void CloseSession(SessionId session);
 
   // Cancels jobs that have not finished. A RUNNING job is CANCELLED at once
   // and its worker is told to abandon the attempt; its result, if it still
@@ -217,6 +235,8 @@ class BrokerCore {
   };
 
   absl::Status ValidateSpec(const v1::JobSpec& spec) const;
+  // Watches one job: its event now if it has one, later ones if it is live.
+  void WatchOne(SessionId session, uint64_t id, Outbox* out);
   // Notes that the job must be written by the journal.
   void Changed(Job& job) {
     if (!options_.journal || job.journal_dirty) return;
@@ -260,6 +280,10 @@ class BrokerCore {
   // Tells the worker holding the job's current attempt to stop it.
   void AbandonCurrentAttempt(Job& job, Outbox* out);
   void Notify(const Job& job, Outbox* out);
+  // Adds `session` to the job's watchers unless it is there already.
+  void AddWatcher(uint64_t id, SessionId session);
+  // Forgets every watcher of the job.
+  void RemoveWatchers(uint64_t id);
   void SendToWorker(const std::string& identity, wire::Frame frame,
                     Outbox* out);
   std::string WaitingReason(const Job& job) const;
@@ -271,6 +295,9 @@ class BrokerCore {
   // job -> sessions watching it. Sessions that closed are skipped by the
   // loop; entries go when the job finishes or expires.
   absl::flat_hash_map<uint64_t, absl::InlinedVector<SessionId, 1>> watchers_;
+  // Jobs each open session watches (entries of watchers_), for
+  // max_watched_per_session.
+  absl::flat_hash_map<SessionId, uint64_t> watched_by_session_;
   // Timeouts of running attempts, earliest first; stale entries skipped.
   std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>>
       deadlines_;

@@ -81,14 +81,17 @@ void BrokerLoop::AddSession(SessionId id, std::shared_ptr<SessionSink> sink) {
 }
 
 void BrokerLoop::RemoveSession(SessionId id) {
-  Post([this, id](Context&) { sessions_.erase(id); });
+  Post([this, id](Context& c) {
+    sessions_.erase(id);
+    c.core.CloseSession(id);
+  });
 }
 
 void BrokerLoop::CloseSessions() {
   Post([this](Context& c) {
     for (const auto& [id, sink] : sessions_) {
       // A reply, so it runs after the replies already queued, in order.
-      c.out.replies.push_back([sink = sink] { sink->Close(); });
+      c.out.replies.push_back([sink = sink] { sink->Close(absl::OkStatus()); });
     }
   });
 }
@@ -187,8 +190,12 @@ void BrokerLoop::NoteBadFrame(const std::string& peer, const std::string& why,
 void BrokerLoop::Flush(absl::Time now) {
   // Replies to clients, in the order the core produced them. Frames to
   // workers go out at once: a dispatch ahead of its journal record is safe
-  // (a job not yet durable was not acknowledged either).
-  std::vector<Journal::Reply> replies = std::move(outbox_.replies);
+  // (a job not yet durable was not acknowledged either). Session pushes go
+  // before the other replies of the iteration: those include the closing
+  // of streams (a half-close, CloseSessions), which must come after what
+  // the same iteration queued for them.
+  std::vector<Journal::Reply> replies;
+  std::vector<Journal::Reply> after = std::move(outbox_.replies);
   outbox_.replies.clear();
   // Sending can reveal a dead worker, whose jobs then produce more output:
   // loop until nothing is left.
@@ -221,9 +228,10 @@ void BrokerLoop::Flush(absl::Time now) {
             sink->Push(std::move(responses));
           });
     }
-    for (auto& r : outbox_.replies) replies.push_back(std::move(r));
+    for (auto& r : outbox_.replies) after.push_back(std::move(r));
     outbox_.replies.clear();
   }
+  for (Journal::Reply& r : after) replies.push_back(std::move(r));
   if (journal_ != nullptr) {
     journal_->Commit(core_.TakeChanges(), core_.jobs(), std::move(replies));
   } else {

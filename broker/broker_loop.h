@@ -38,9 +38,9 @@ class SessionSink {
  public:
   virtual ~SessionSink() = default;
   virtual void Push(std::vector<v1::SessionResponse> responses) = 0;
-  // Ends the stream with status OK once its queue is written out; what is
-  // pushed after that is dropped.
-  virtual void Close() = 0;
+  // Ends the stream with `status` once its queue is written out; what is
+  // pushed after that is dropped. Only the first Close counts.
+  virtual void Close(const absl::Status& status) = 0;
 };
 
 class BrokerLoop {
@@ -81,6 +81,9 @@ class BrokerLoop {
   // client reconnects to the next broker at once, and does not hold the
   // gRPC server's shutdown for its grace period.
   void CloseSessions();
+
+  // Fixed at construction; readable from any thread.
+  const BrokerOptions& options() const { return core_.options(); }
 
   SessionId NewSessionId() { return next_session_.fetch_add(1); }
   void AddSession(SessionId id, std::shared_ptr<SessionSink> sink);

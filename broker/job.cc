@@ -65,7 +65,7 @@ void JobToProto(const Job& job, bool include_result, v1::Job* out) {
     out->mutable_error()->set_kind(job.info().error_kind);
     out->mutable_error()->set_message(job.info().error_message);
   }
-  out->set_payload_size(job.payload.size());
+  out->set_payload_size(job.payload_size());
   out->set_result_size(job.info().result.size());
   out->set_idempotency_key(job.info().idempotency_key);
   for (size_t i = 0; i < job.info().attempts.size(); ++i) {

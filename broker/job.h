@@ -58,6 +58,8 @@ struct JobDetails {
   // number is the fencing token sent to the worker.
   std::vector<AttemptRecord> attempts;
   std::string result;
+  // The payload's size once the job finished (the payload itself is freed).
+  uint64_t payload_size = 0;
   std::string error_kind;
   std::string error_message;
 };
@@ -85,6 +87,11 @@ struct Job {
   const JobDetails& info() const;
   // The details, created if missing.
   JobDetails& mutable_info();
+
+  // The payload's size, also once the job finished and the payload is gone.
+  uint64_t payload_size() const {
+    return IsTerminal(state) ? info().payload_size : payload.size();
+  }
 
   uint32_t attempt_number() const {
     return details == nullptr

@@ -55,8 +55,10 @@ class JobTable {
   void Expire(absl::Time now, absl::Duration retention,
               const std::function<void(uint64_t)>& on_erase);
 
-  // Calls `fn` with jobs from the newest down until it returns false.
-  void ForEachNewest(const std::function<bool(const Job&)>& fn) const;
+  // Calls `fn` with jobs from the newest down (those with ids below
+  // `below_id` only, if it is not 0) until it returns false.
+  void ForEachNewest(const std::function<bool(const Job&)>& fn,
+                     uint64_t below_id = 0) const;
 
   uint64_t count(JobState s) const { return counts_[s]; }
   size_t size() const { return jobs_.size(); }

@@ -70,6 +70,9 @@ void JobToRecord(const Job& job, store::JobRecord* r) {
     p->set_outcome(a.outcome);
   }
   r->set_result(job.info().result);
+  // A live job's payload is under its own key; a finished job keeps only
+  // the size (Job.payload_size), so it reads the same after a restart.
+  if (IsTerminal(job.state)) r->set_payload_size(job.payload_size());
   r->set_error_kind(job.info().error_kind);
   r->set_error_message(job.info().error_message);
 }
@@ -88,7 +91,8 @@ Job RecordToJob(store::JobRecord&& r) {
   job.submitted_at = FromUs(r.submitted_at_us());
   // A queued job that never ran has no details (see Job::details).
   if (r.idempotency_key().empty() && r.attempts_size() == 0 &&
-      r.finished_at_us() == 0 && r.result().empty() && r.error_kind().empty()) {
+      r.finished_at_us() == 0 && r.result().empty() && r.error_kind().empty() &&
+      r.payload_size() == 0) {
     return job;
   }
   JobDetails& d = job.mutable_info();
@@ -101,6 +105,7 @@ Job RecordToJob(store::JobRecord&& r) {
                                        std::move(*a.mutable_outcome())});
   }
   d.result = std::move(*r.mutable_result());
+  d.payload_size = r.payload_size();
   d.error_kind = std::move(*r.mutable_error_kind());
   d.error_message = std::move(*r.mutable_error_message());
   return job;

@@ -39,6 +39,15 @@ ABSL_FLAG(uint64_t, max_queued, 10'000'000,
           "queued jobs beyond which submits get RESOURCE_EXHAUSTED");
 ABSL_FLAG(uint64_t, max_payload_bytes, 64 << 20,
           "largest accepted job payload");
+ABSL_FLAG(uint64_t, max_response_bytes, 16 << 20,
+          "bytes of one response at most (a Session message, a GetJobs or "
+          "ListJobs answer): more is split, or answered in pages; a single "
+          "result larger than this still goes, alone");
+ABSL_FLAG(uint64_t, max_watch_ids, 100'000,
+          "job ids in one Watch request at most (INVALID_ARGUMENT beyond)");
+ABSL_FLAG(uint64_t, max_watched_per_session, 10'000'000,
+          "unfinished jobs one Session stream watches at most, its own "
+          "submitted ones included (RESOURCE_EXHAUSTED beyond)");
 ABSL_FLAG(std::string, data_dir, "./dexec-data",
           "directory of the job journal (RocksDB); created if missing. A "
           "restarted broker recovers every acknowledged job from it");
@@ -57,6 +66,15 @@ int Main() {
   options.default_max_attempts = absl::GetFlag(FLAGS_max_attempts);
   options.max_queued = absl::GetFlag(FLAGS_max_queued);
   options.max_payload_bytes = absl::GetFlag(FLAGS_max_payload_bytes);
+  options.max_response_bytes = absl::GetFlag(FLAGS_max_response_bytes);
+  options.max_watch_ids = absl::GetFlag(FLAGS_max_watch_ids);
+  options.max_watched_per_session =
+      absl::GetFlag(FLAGS_max_watched_per_session);
+  if (options.max_response_bytes < 1024 || options.max_response_bytes > (1u << 30)) {
+    std::cerr << "dexec-broker: --max_response_bytes must be between 1 KiB "
+                 "and 1 GiB (protobuf cannot send 2 GB)\n";
+    return 2;
+  }
   if (options.heartbeat_interval <= absl::ZeroDuration() ||
       options.liveness < 1 || options.default_max_attempts < 1) {
     std::cerr << "dexec-broker: --heartbeat_interval, --liveness and "
