@@ -113,6 +113,15 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
         "the broker holds ", queued, " queued jobs; the limit is ",
         options_.max_queued, " (--max_queued): retry when workers catch up"));
   }
+  uint64_t bytes = 0;
+  for (const v1::JobSpec& spec : specs) bytes += spec.payload().size();
+  if (payload_bytes_ > 0 && payload_bytes_ + bytes > options_.max_queued_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the broker holds ", payload_bytes_,
+        " bytes of payloads of unfinished jobs and this batch adds ", bytes,
+        "; the limit is ", options_.max_queued_bytes,
+        " (--max_queued_bytes): retry when workers catch up"));
+  }
   std::vector<uint64_t> ids;
   ids.reserve(specs.size());
   TaskName last_task;
@@ -129,6 +138,7 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
     if (last_task.str() != spec.task()) last_task = TaskName::Intern(spec.task());
     job.task = last_task;
     job.payload = spec.payload();
+    payload_bytes_ += job.payload.size();
     job.priority = spec.priority();
     if (spec.has_timeout()) job.timeout = FromProto(spec.timeout());
     job.retry_task_errors = spec.max_attempts() > 0;
@@ -273,9 +283,14 @@ v1::CancelResponse BrokerCore::Cancel(
     }
     bool cancelled = false;
     if (job->state == v1::Job::QUEUED) {
+      const bool in_ready_queue = !delayed_until_.contains(job->id);
       job->mutable_info().error_kind = "cancelled";
       job->mutable_info().error_message = "cancelled while queued";
       Finish(*job, v1::Job::CANCELLED, now, out);
+      if (in_ready_queue) {
+        ready_.Forget(job->task.str(),
+                      [this](uint64_t id) { return IsQueued(id); });
+      }
       cancelled = true;
     } else if (job->state == v1::Job::RUNNING) {
       // The worker is told to stop (a cooperative C++ task may still run to
@@ -504,10 +519,10 @@ int32_t BrokerCore::CreditFor(const WorkerEntry& w, const Job& job) const {
   // with one prefetched task per worker, 1.02 s with none).
   constexpr double kPrefetchHorizonUs = 5000;
   int32_t extra = w.threads;
-  auto mean = task_mean_us_.find(&job.task.str());
-  if (mean != task_mean_us_.end()) {
+  const double mean = job.task.mean_run_us();
+  if (mean >= 0) {
     const double per_thread =
-        std::floor(kPrefetchHorizonUs / std::max(mean->second, 1.0));
+        std::floor(kPrefetchHorizonUs / std::max(mean, 1.0));
     extra = static_cast<int32_t>(std::min(1e6, w.threads * per_thread));
   }
   return w.threads + std::min(extra, w.prefetch);
@@ -554,8 +569,8 @@ void BrokerCore::OnResults(WorkerEntry* w, const wire::Results& results,
     if (r.finished_at_us() >= r.started_at_us() && r.started_at_us() > 0) {
       const double us =
           static_cast<double>(r.finished_at_us() - r.started_at_us());
-      auto [mean, added] = task_mean_us_.try_emplace(&job->task.str(), us);
-      if (!added) mean->second = 0.8 * mean->second + 0.2 * us;
+      const double mean = job->task.mean_run_us();
+      job->task.set_mean_run_us(mean < 0 ? us : 0.8 * mean + 0.2 * us);
     }
     const bool current = r.attempt() == job->attempt_number() &&
                          job->state == v1::Job::RUNNING;
@@ -694,6 +709,7 @@ void BrokerCore::Finish(Job& job, JobState state, absl::Time now, Outbox* out) {
   ++finish_buckets_.back().second;
   // The payload is not needed any more; the result is kept for retention.
   job.mutable_info().payload_size = job.payload.size();
+  payload_bytes_ -= std::min<uint64_t>(payload_bytes_, job.payload.size());
   std::string().swap(job.payload);
   delayed_until_.erase(job.id);
   Changed(job);
@@ -856,6 +872,12 @@ void BrokerCore::Tick(absl::Time now, Outbox* out) {
     orphans_.clear();
     orphans_due_ = absl::InfiniteFuture();
   }
+  ShrinkIfSparse(watchers_);
+  ShrinkIfSparse(watched_by_session_);
+  ShrinkIfSparse(delayed_until_);
+  ShrinkIfSparse(orphans_);
+  ShrinkIfSparse(batches_);
+  jobs_.ShrinkIfSparse();
   jobs_.Expire(now, options_.retention, [this](uint64_t id) {
     RemoveWatchers(id);
     if (options_.journal) changes_.erased.push_back(id);
@@ -889,6 +911,7 @@ void BrokerCore::Restore(RecoveredState state, absl::Time now) {
     const uint64_t id = recovered.id;
     jobs_.Restore(std::move(recovered));
     Job& job = *jobs_.Find(id);
+    if (!IsTerminal(job.state)) payload_bytes_ += job.payload.size();
     if (job.state == v1::Job::QUEUED) {
       ready_.Push(job.task.str(), job.priority, id);
       ++queued;

@@ -40,6 +40,11 @@ struct BrokerOptions {
   int32_t default_max_attempts = 3;
   // Submits beyond this many queued jobs get RESOURCE_EXHAUSTED.
   uint64_t max_queued = 10'000'000;
+  // Submits that would take the payloads of unfinished (queued and
+  // running) jobs beyond this many bytes get RESOURCE_EXHAUSTED; a batch
+  // always gets in when none is held, however large. main.cc defaults it
+  // to a quarter of physical memory.
+  uint64_t max_queued_bytes = uint64_t{4} << 30;
   uint64_t max_payload_bytes = 64 << 20;
   // Bytes of one response at most (a Session message, a GetJobs or
   // ListJobs answer), well under gRPC's and protobuf's 2 GB: more is split
@@ -213,6 +218,8 @@ class BrokerCore {
   absl::Time NextWakeup() const;
 
   const BrokerOptions& options() const { return options_; }
+  // Payload bytes of jobs not finished (what --max_queued_bytes bounds).
+  uint64_t payload_bytes() const { return payload_bytes_; }
   const JobTable& jobs() const { return jobs_; }
 
  private:
@@ -309,9 +316,6 @@ class BrokerCore {
   // run again if none does.
   absl::flat_hash_set<uint64_t> orphans_;
   absl::Time orphans_due_ = absl::InfiniteFuture();
-  // Mean run time of each task's recent attempts (exponentially weighted,
-  // from the times workers report), by interned task name.
-  absl::flat_hash_map<const std::string*, double> task_mean_us_;
   // Recent acknowledged batches by client id, for idempotent resubmission.
   absl::flat_hash_map<std::string, ClientBatches> batches_;
   Changes changes_;
@@ -319,6 +323,7 @@ class BrokerCore {
   std::deque<std::pair<int64_t, uint64_t>> finish_buckets_;
   absl::Time started_at_;
   bool dirty_ = true;  // something changed that may allow a dispatch
+  uint64_t payload_bytes_ = 0;
 };
 
 }  // namespace dexec::broker

@@ -504,6 +504,58 @@ TEST_F(BrokerCoreTest, GetJobsAndListJobsStopAtTheResponseBudget) {
   EXPECT_EQ(listed.back(), 1u);
 }
 
+// Issue 10: every distinct task name stayed interned for the process.
+TEST_F(BrokerCoreTest, ATaskNameIsFreedWhenNoJobAndNoWorkerNamesIt) {
+  BrokerOptions o = Options();
+  o.retention = absl::Seconds(1);
+  BrokerCore core(o, kT0);
+  const size_t before = TaskName::InternedCount();
+  google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
+  for (int i = 0; i < 100; ++i) specs.Add()->set_task(absl::StrCat("fresh-", i));
+  std::vector<uint64_t> ids = core.Submit(specs, 0, kT0, &out_).value();
+  wire::Frame reg;
+  reg.mutable_register_()->set_name("w");
+  reg.mutable_register_()->set_threads(1);
+  reg.mutable_register_()->add_tasks("fresh-0");
+  core.OnWorkerFrame("w", reg, kT0, &out_);
+  EXPECT_EQ(TaskName::InternedCount(), before + 100);
+  google::protobuf::RepeatedField<uint64_t> all(ids.begin(), ids.end());
+  core.Cancel(all, kT0, &out_);
+  core.Tick(kT0 + absl::Milliseconds(100), &out_);  // heartbeat the worker
+  core.Tick(kT0 + absl::Seconds(2), &out_);          // retention ends
+  EXPECT_EQ(core.jobs().size(), 0u);
+  // The one a worker offers stays, with its run-time statistics.
+  EXPECT_EQ(TaskName::InternedCount(), before + 1);
+}
+
+TEST_F(BrokerCoreTest, RefusesSubmitsBeyondMaxQueuedBytesButAlwaysTakesOneBatch) {
+  BrokerOptions o = Options();
+  o.max_payload_bytes = 1000;
+  o.max_queued_bytes = 1500;
+  BrokerCore core(o, kT0);
+  google::protobuf::RepeatedPtrField<v1::JobSpec> big;
+  for (int i = 0; i < 2; ++i) {
+    v1::JobSpec* spec = big.Add();
+    spec->set_task("t");
+    spec->set_payload(std::string(1000, 'x'));
+  }
+  // Nothing held: a batch larger than the limit still gets in.
+  ASSERT_TRUE(core.Submit(big, 0, kT0, &out_).ok());
+  EXPECT_EQ(core.payload_bytes(), 2000u);
+  google::protobuf::RepeatedPtrField<v1::JobSpec> one(big.begin(), big.begin() + 1);
+  absl::StatusOr<std::vector<uint64_t>> refused = core.Submit(one, 0, kT0, &out_);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(refused.status().message().find("--max_queued_bytes"),
+            std::string::npos)
+      << refused.status();
+  google::protobuf::RepeatedField<uint64_t> cancel;
+  cancel.Add(1);
+  cancel.Add(2);
+  core.Cancel(cancel, kT0, &out_);
+  EXPECT_EQ(core.payload_bytes(), 0u);
+  EXPECT_TRUE(core.Submit(one, 0, kT0, &out_).ok());
+}
+
 TEST_F(BrokerCoreTest, DrainingWorkerGetsNoNewJobs) {
   Register("w", 4);
   wire::Frame f;

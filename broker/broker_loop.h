@@ -93,6 +93,8 @@ class BrokerLoop {
   void Run();
   void ReadWorkerFrames(absl::Time now);
   void Flush(absl::Time now);
+  // Hands memory the allocator holds free back to the OS, if it is much.
+  void ReturnFreedMemory();
   void NoteBadFrame(const std::string& peer, const std::string& why,
                     absl::Time now);
 
@@ -109,6 +111,7 @@ class BrokerLoop {
   Outbox outbox_;
   absl::flat_hash_map<SessionId, std::shared_ptr<SessionSink>> sessions_;
   absl::Time next_tick_ = absl::InfinitePast();
+  absl::Time next_trim_ = absl::InfinitePast();
   // Last time a bad frame from a peer was logged (once per peer per burst).
   absl::flat_hash_map<std::string, absl::Time> bad_frame_logged_;
   uint64_t bad_frames_ = 0;

@@ -3,7 +3,9 @@
 //
 // Prints one line when ready, then serves until SIGTERM or SIGINT:
 //   dexec-broker listening grpc=127.0.0.1:50051 workers=tcp://127.0.0.1:50052
+#include <malloc.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <iostream>
@@ -37,6 +39,9 @@ ABSL_FLAG(int32_t, max_attempts, 3,
           "default attempts per job (a lost worker costs one)");
 ABSL_FLAG(uint64_t, max_queued, 10'000'000,
           "queued jobs beyond which submits get RESOURCE_EXHAUSTED");
+ABSL_FLAG(uint64_t, max_queued_bytes, 0,
+          "payload bytes of unfinished jobs beyond which submits get "
+          "RESOURCE_EXHAUSTED; 0: a quarter of physical memory");
 ABSL_FLAG(uint64_t, max_payload_bytes, 64 << 20,
           "largest accepted job payload");
 ABSL_FLAG(uint64_t, max_response_bytes, 16 << 20,
@@ -66,6 +71,15 @@ int Main() {
   options.default_max_attempts = absl::GetFlag(FLAGS_max_attempts);
   options.max_queued = absl::GetFlag(FLAGS_max_queued);
   options.max_payload_bytes = absl::GetFlag(FLAGS_max_payload_bytes);
+  options.max_queued_bytes = absl::GetFlag(FLAGS_max_queued_bytes);
+  if (options.max_queued_bytes == 0) {
+    const long pages = sysconf(_SC_PHYS_PAGES);
+    const long page_size = sysconf(_SC_PAGE_SIZE);
+    options.max_queued_bytes =
+        pages > 0 && page_size > 0
+            ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size) / 4
+            : uint64_t{4} << 30;
+  }
   options.max_response_bytes = absl::GetFlag(FLAGS_max_response_bytes);
   options.max_watch_ids = absl::GetFlag(FLAGS_max_watch_ids);
   options.max_watched_per_session =
@@ -173,6 +187,11 @@ int Main() {
 }  // namespace dexec::broker
 
 int main(int argc, char** argv) {
+  // Payloads and results of 256 KiB or more get pages of their own, given
+  // back when freed. glibc's default threshold grows with what was freed
+  // (up to 32 MiB), after which 1 MiB payloads stay in the heap: see
+  // BrokerLoop::ReturnFreedMemory and docs/DESIGN.md, "Memory".
+  mallopt(M_MMAP_THRESHOLD, 256 << 10);
   dexec::SetMutexDeadlockDetectionForProcess();
   absl::SetProgramUsageMessage(
       "dexec-broker [--listen=HOST:PORT] [--worker_listen=ENDPOINT]");
