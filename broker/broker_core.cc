@@ -26,6 +26,7 @@ void Outbox::Clear() {
   to_sessions.clear();
   open_dispatch.clear();
   replies.clear();
+  query_replies.clear();
 }
 
 void Outbox::AddEvent(SessionId session, v1::JobEvent event) {
@@ -103,6 +104,11 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
       return ids;
     }
   }
+  if (!refuse_submits_.empty()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        refuse_submits_, ": new jobs are refused until space returns (jobs "
+        "held still run and answer)"));
+  }
   for (const v1::JobSpec& spec : specs) {
     absl::Status valid = ValidateSpec(spec);
     if (!valid.ok()) return valid;
@@ -115,6 +121,13 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
   }
   uint64_t bytes = 0;
   for (const v1::JobSpec& spec : specs) bytes += spec.payload().size();
+  if (bytes > submit_room_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the journal's disk is full: this batch's ", bytes,
+        " payload bytes do not fit in the ", submit_room_,
+        " left above its reserve (--journal_min_free_bytes): new jobs are "
+        "refused until space returns (jobs held still run and answer)"));
+  }
   if (payload_bytes_ > 0 && payload_bytes_ + bytes > options_.max_queued_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the broker holds ", payload_bytes_,
@@ -122,6 +135,7 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
         "; the limit is ", options_.max_queued_bytes,
         " (--max_queued_bytes): retry when workers catch up"));
   }
+  if (submit_room_ != UINT64_MAX) submit_room_ -= bytes;
   std::vector<uint64_t> ids;
   ids.reserve(specs.size());
   TaskName last_task;

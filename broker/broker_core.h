@@ -132,6 +132,9 @@ struct Outbox {
   // Answers to unary calls. Like session responses, they are released only
   // once the changes made before them are durable (see journal.h).
   std::vector<std::function<void()>> replies;
+  // Answers to read-only calls: the same, except while journal writes fail
+  // (Journal::Commit).
+  std::vector<std::function<void()>> query_replies;
 
   bool empty() const { return to_workers.empty() && to_sessions.empty(); }
   void Clear();
@@ -218,6 +221,13 @@ class BrokerCore {
   absl::Time NextWakeup() const;
 
   const BrokerOptions& options() const { return options_; }
+  // While `why` is not empty, submits are refused RESOURCE_EXHAUSTED with
+  // it (the journal's disk is full); resubmitted batches still answer.
+  void SetRefuseSubmits(std::string why) { refuse_submits_ = std::move(why); }
+  // Payload bytes submits may add before the next call (free journal space
+  // above its reserve); beyond, they are refused as for a full disk.
+  void SetSubmitRoom(uint64_t bytes) { submit_room_ = bytes; }
+
   // Payload bytes of jobs not finished (what --max_queued_bytes bounds).
   uint64_t payload_bytes() const { return payload_bytes_; }
   const JobTable& jobs() const { return jobs_; }
@@ -324,6 +334,8 @@ class BrokerCore {
   absl::Time started_at_;
   bool dirty_ = true;  // something changed that may allow a dispatch
   uint64_t payload_bytes_ = 0;
+  std::string refuse_submits_;
+  uint64_t submit_room_ = UINT64_MAX;
 };
 
 }  // namespace dexec::broker

@@ -123,11 +123,22 @@ void BrokerLoop::Run() {
     now = absl::Now();
     if (items[0].revents & ZMQ_POLLIN) ReadWorkerFrames(now);
     if (items[1].revents & ZMQ_POLLIN) {
+      if (journal_ != nullptr) {
+        // What this iteration's submits may add to the journal's disk.
+        journal_->CheckSpace();
+        core_.SetSubmitRoom(journal_->SubmitRoom());
+      }
       Context ctx{core_, now, outbox_};
       for (Command& c : mailbox_.Drain()) c(ctx);
     }
     core_.Schedule(now, &outbox_);
     if (now >= next_tick_) {
+      if (journal_ != nullptr) {
+        // A full disk refuses submits, and space coming back ends that.
+        journal_->CheckSpace();
+        std::string why;
+        core_.SetRefuseSubmits(journal_->Full(&why) ? why : "");
+      }
       core_.Tick(now, &outbox_);
       core_.Schedule(now, &outbox_);
       next_tick_ = now + tick_every;
@@ -260,10 +271,14 @@ void BrokerLoop::Flush(absl::Time now) {
     outbox_.replies.clear();
   }
   for (Journal::Reply& r : after) replies.push_back(std::move(r));
+  std::vector<Journal::Reply> queries = std::move(outbox_.query_replies);
+  outbox_.query_replies.clear();
   if (journal_ != nullptr) {
-    journal_->Commit(core_.TakeChanges(), core_.jobs(), std::move(replies));
+    journal_->Commit(core_.TakeChanges(), core_.jobs(), std::move(replies),
+                     std::move(queries));
   } else {
     for (Journal::Reply& r : replies) r();
+    for (Journal::Reply& r : queries) r();
   }
 }
 

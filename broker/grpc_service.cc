@@ -371,7 +371,8 @@ grpc::ServerUnaryReactor* Unary(BrokerLoop* loop,
                                 grpc::CallbackServerContext* ctx,
                                 absl::string_view method,
                                 const grpc::ByteBuffer* raw_request,
-                                grpc::ByteBuffer* raw_response, Fill fill) {
+                                grpc::ByteBuffer* raw_response, Fill fill,
+                                bool read_only = false) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   auto request = std::make_shared<Request>();
   if (!ParseBytes(*raw_request, request.get())) {
@@ -380,11 +381,12 @@ grpc::ServerUnaryReactor* Unary(BrokerLoop* loop,
                               raw_request->Length()));
     return reactor;
   }
-  loop->Post([reactor, request, raw_response,
+  loop->Post([reactor, request, raw_response, read_only,
               fill = std::move(fill)](BrokerLoop::Context& c) {
     auto response = std::make_shared<Response>();
     const absl::Status status = fill(c, *request, response.get());
-    c.out.replies.push_back([reactor, raw_response, response, status] {
+    (read_only ? c.out.query_replies : c.out.replies)
+        .push_back([reactor, raw_response, response, status] {
       if (status.ok()) SerializeTo(*response, raw_response);
       reactor->Finish(ToGrpcStatus(status));
     });
@@ -418,7 +420,8 @@ grpc::ServerUnaryReactor* BrokerService::GetJobs(
          v1::GetJobsResponse* resp) {
         *resp = c.core.GetJobs(req);
         return absl::OkStatus();
-      });
+      },
+      /*read_only=*/true);
 }
 
 grpc::ServerUnaryReactor* BrokerService::Cancel(
@@ -442,7 +445,8 @@ grpc::ServerUnaryReactor* BrokerService::ListJobs(
          v1::ListJobsResponse* resp) {
         *resp = c.core.ListJobs(req);
         return absl::OkStatus();
-      });
+      },
+      /*read_only=*/true);
 }
 
 grpc::ServerUnaryReactor* BrokerService::ListWorkers(
@@ -454,7 +458,8 @@ grpc::ServerUnaryReactor* BrokerService::ListWorkers(
          v1::ListWorkersResponse* resp) {
         *resp = c.core.ListWorkers();
         return absl::OkStatus();
-      });
+      },
+      /*read_only=*/true);
 }
 
 grpc::ServerUnaryReactor* BrokerService::GetStats(
@@ -465,7 +470,8 @@ grpc::ServerUnaryReactor* BrokerService::GetStats(
       [](BrokerLoop::Context& c, const v1::GetStatsRequest&, v1::Stats* resp) {
         *resp = c.core.GetStats(c.now);
         return absl::OkStatus();
-      });
+      },
+      /*read_only=*/true);
 }
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*

@@ -56,6 +56,10 @@ ABSL_FLAG(uint64_t, max_watched_per_session, 10'000'000,
 ABSL_FLAG(std::string, data_dir, "./dexec-data",
           "directory of the job journal (RocksDB); created if missing. A "
           "restarted broker recovers every acknowledged job from it");
+ABSL_FLAG(uint64_t, journal_min_free_bytes, 0,
+          "free bytes on the journal's file system below which submits get "
+          "RESOURCE_EXHAUSTED (the disk is full); 0: 64 MiB, or a quarter of "
+          "a smaller file system");
 ABSL_FLAG(bool, in_memory, false,
           "keep jobs in memory only (no journal): a broker restart loses them");
 
@@ -115,7 +119,8 @@ int Main() {
     }
     const absl::Time open_start = absl::Now();
     absl::StatusOr<std::unique_ptr<Journal>> opened =
-        Journal::Open(data_dir, &recovered);
+        Journal::Open(data_dir, &recovered,
+                      absl::GetFlag(FLAGS_journal_min_free_bytes));
     if (!opened.ok()) {
       std::cerr << "dexec-broker: " << opened.status().message() << "\n";
       return 1;
