@@ -73,8 +73,8 @@ RawStream::RawStream(const std::shared_ptr<grpc::Channel>& channel,
 RawStream::~RawStream() {
   if (!finished_) {
     context_.TryCancel();
-    grpc::Status ignored;
-    call_->Finish(&ignored, reinterpret_cast<void*>(5));
+    // Written when the drain below takes the tag: a member, not a local.
+    call_->Finish(&abandoned_status_, reinterpret_cast<void*>(5));
   }
   cq_.Shutdown();
   void* tag;

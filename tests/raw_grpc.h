@@ -64,6 +64,7 @@ class RawStream {
   grpc::CompletionQueue cq_;
   grpc::GenericStub stub_;
   std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call_;
+  grpc::Status abandoned_status_;  // of a stream dropped unfinished
   absl::Time deadline_;
   bool started_ = false;
   bool finished_ = false;
