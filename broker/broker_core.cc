@@ -19,11 +19,6 @@ constexpr int kMaxTasksPerDispatch = 1024;
 // far more than a client has unacknowledged at any time.
 constexpr size_t kMaxBatchesPerClient = 256;
 
-google::protobuf::RepeatedField<uint64_t> ToField(
-    const std::vector<uint64_t>& ids) {
-  return google::protobuf::RepeatedField<uint64_t>(ids.begin(), ids.end());
-}
-
 }  // namespace
 
 void Outbox::Clear() {
@@ -31,6 +26,7 @@ void Outbox::Clear() {
   to_sessions.clear();
   open_dispatch.clear();
   replies.clear();
+  query_replies.clear();
 }
 
 void Outbox::AddEvent(SessionId session, v1::JobEvent event) {
@@ -116,9 +112,16 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
     if (const BatchRecord* seen = FindBatch(*batch)) {
       // A resubmission (the client did not see our answer): same ids.
       std::vector<uint64_t> ids = seen->Ids();
-      if (session != 0) Watch(session, caller, ToField(ids), out);
+      if (session != 0) {
+        for (uint64_t id : ids) WatchOne(session, caller, id, out);
+      }
       return ids;
     }
+  }
+  if (!refuse_submits_.empty()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        refuse_submits_, ": new jobs are refused until space returns (jobs "
+        "held still run and answer)"));
   }
   for (const v1::JobSpec& spec : specs) {
     absl::Status valid = ValidateSpec(spec);
@@ -130,6 +133,23 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
         "the broker holds ", queued, " queued jobs; the limit is ",
         options_.max_queued, " (--max_queued): retry when workers catch up"));
   }
+  uint64_t bytes = 0;
+  for (const v1::JobSpec& spec : specs) bytes += spec.payload().size();
+  if (bytes > submit_room_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the journal's disk is full: this batch's ", bytes,
+        " payload bytes do not fit in the ", submit_room_,
+        " left above its reserve (--journal_min_free_bytes): new jobs are "
+        "refused until space returns (jobs held still run and answer)"));
+  }
+  if (payload_bytes_ > 0 && payload_bytes_ + bytes > options_.max_queued_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the broker holds ", payload_bytes_,
+        " bytes of payloads of unfinished jobs and this batch adds ", bytes,
+        "; the limit is ", options_.max_queued_bytes,
+        " (--max_queued_bytes): retry when workers catch up"));
+  }
+  if (submit_room_ != UINT64_MAX) submit_room_ -= bytes;
   std::vector<uint64_t> ids;
   ids.reserve(specs.size());
   TaskName last_task;
@@ -138,7 +158,7 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
     if (!spec.idempotency_key().empty()) {
       if (Job* earlier = jobs_.FindByKey(caller.name, spec.idempotency_key())) {
         ids.push_back(earlier->id);
-        if (session != 0) Watch(session, caller, ToField({earlier->id}), out);
+        if (session != 0) WatchOne(session, caller, earlier->id, out);
         continue;
       }
     }
@@ -148,6 +168,7 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
     if (last_task.str() != spec.task()) last_task = TaskName::Intern(spec.task());
     job.task = last_task;
     job.payload = spec.payload();
+    payload_bytes_ += job.payload.size();
     job.priority = spec.priority();
     if (spec.has_timeout()) job.timeout = FromProto(spec.timeout());
     job.retry_task_errors = spec.max_attempts() > 0;
@@ -161,7 +182,7 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
     ready_.Push(added.task.str(), added.priority, added.id);
     if (options_.journal) changes_.new_jobs.push_back(added.id);
     Changed(added);
-    if (session != 0) watchers_[added.id].push_back(session);
+    if (session != 0) AddWatcher(added.id, session);
     ids.push_back(added.id);
   }
   if (batch != nullptr) {
@@ -194,38 +215,98 @@ void BrokerCore::AddBatch(BatchRecord record) {
   }
 }
 
-void BrokerCore::Watch(SessionId session, const Caller& caller,
-                       const google::protobuf::RepeatedField<uint64_t>& ids,
-                       Outbox* out) {
+void BrokerCore::WatchOne(SessionId session, const Caller& caller, uint64_t id,
+                          Outbox* out) {
+  const Job* job = jobs_.Find(id);
+  // Another token's job reads as unknown: its existence is no secret (ids
+  // are sequential), its state and result are.
+  if (job != nullptr && !caller.SeesResultsOf(job->owner.str())) {
+    job = nullptr;
+  }
+  if (job == nullptr) {
+    v1::JobEvent event;
+    event.set_job_id(id);
+    event.mutable_error()->set_kind("not_found");
+    event.mutable_error()->set_message(absl::StrCat(
+        "job ", id, " is unknown: never submitted, or its retention ended"));
+    out->AddEvent(session, std::move(event));
+    return;
+  }
+  if (IsTerminal(job->state) || job->state == v1::Job::RUNNING) {
+    v1::JobEvent event;
+    JobToEvent(*job, &event);
+    out->AddEvent(session, std::move(event));
+  }
+  if (!IsTerminal(job->state)) AddWatcher(id, session);
+}
+
+absl::Status BrokerCore::Watch(
+    SessionId session, const Caller& caller,
+    const google::protobuf::RepeatedField<uint64_t>& ids, Outbox* out) {
+  if (static_cast<uint64_t>(ids.size()) > options_.max_watch_ids) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a Watch names ", ids.size(), " job ids; the limit is ",
+        options_.max_watch_ids,
+        " per request (--max_watch_ids): send them in several Watch "
+        "messages"));
+  }
+  // Each id once: a repeated id would copy its result again.
+  absl::flat_hash_set<uint64_t> seen;
+  seen.reserve(ids.size());
+  std::vector<uint64_t> distinct;
+  distinct.reserve(ids.size());
+  uint64_t adds = 0;
   for (uint64_t id : ids) {
+    if (!seen.insert(id).second) continue;
+    distinct.push_back(id);
     const Job* job = jobs_.Find(id);
-    // Another token's job reads as unknown: its existence is no secret (ids
-    // are sequential), its state and result are.
-    if (job != nullptr && !caller.SeesResultsOf(job->owner.str())) {
-      job = nullptr;
-    }
-    if (job == nullptr) {
-      v1::JobEvent event;
-      event.set_job_id(id);
-      event.mutable_error()->set_kind("not_found");
-      event.mutable_error()->set_message(absl::StrCat(
-          "job ", id, " is unknown: never submitted, or its retention ended"));
-      out->AddEvent(session, std::move(event));
+    if (job == nullptr || IsTerminal(job->state) ||
+        !caller.SeesResultsOf(job->owner.str())) {
       continue;
     }
-    if (IsTerminal(job->state) || job->state == v1::Job::RUNNING) {
-      v1::JobEvent event;
-      JobToEvent(*job, &event);
-      out->AddEvent(session, std::move(event));
-    }
-    if (!IsTerminal(job->state)) {
-      auto& sessions = watchers_[id];
-      if (std::find(sessions.begin(), sessions.end(), session) ==
-          sessions.end()) {
-        sessions.push_back(session);
-      }
+    auto w = watchers_.find(id);
+    if (w == watchers_.end() ||
+        std::find(w->second.begin(), w->second.end(), session) ==
+            w->second.end()) {
+      ++adds;
     }
   }
+  auto count = watched_by_session_.find(session);
+  const uint64_t watched = count == watched_by_session_.end() ? 0 : count->second;
+  if (watched + adds > options_.max_watched_per_session) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "this session watches ", watched, " unfinished jobs and asks for ",
+        adds, " more; the limit is ", options_.max_watched_per_session,
+        " per session (--max_watched_per_session): watch fewer at a time"));
+  }
+  for (uint64_t id : distinct) WatchOne(session, caller, id, out);
+  return absl::OkStatus();
+}
+
+void BrokerCore::CloseSession(SessionId session) {
+  watched_by_session_.erase(session);
+}
+
+void BrokerCore::AddWatcher(uint64_t id, SessionId session) {
+  auto& sessions = watchers_[id];
+  if (std::find(sessions.begin(), sessions.end(), session) != sessions.end()) {
+    return;
+  }
+  sessions.push_back(session);
+  ++watched_by_session_[session];
+}
+
+void BrokerCore::RemoveWatchers(uint64_t id) {
+  auto it = watchers_.find(id);
+  if (it == watchers_.end()) return;
+  for (SessionId s : it->second) {
+    auto count = watched_by_session_.find(s);
+    // Absent: the session closed.
+    if (count != watched_by_session_.end() && --count->second == 0) {
+      watched_by_session_.erase(count);
+    }
+  }
+  watchers_.erase(it);
 }
 
 v1::CancelResponse BrokerCore::Cancel(
@@ -244,9 +325,14 @@ v1::CancelResponse BrokerCore::Cancel(
     }
     bool cancelled = false;
     if (job->state == v1::Job::QUEUED) {
+      const bool in_ready_queue = !delayed_until_.contains(job->id);
       job->mutable_info().error_kind = "cancelled";
       job->mutable_info().error_message = "cancelled while queued";
       Finish(*job, v1::Job::CANCELLED, now, out);
+      if (in_ready_queue) {
+        ready_.Forget(job->task.str(),
+                      [this](uint64_t id) { return IsQueued(id); });
+      }
       cancelled = true;
     } else if (job->state == v1::Job::RUNNING) {
       // The worker is told to stop (a cooperative C++ task may still run to
@@ -274,7 +360,13 @@ v1::CancelResponse BrokerCore::Cancel(
 v1::GetJobsResponse BrokerCore::GetJobs(const Caller& caller,
                                         const v1::GetJobsRequest& req) const {
   v1::GetJobsResponse resp;
+  size_t bytes = 0;
   for (uint64_t id : req.job_ids()) {
+    if (bytes >= options_.max_response_bytes) {
+      // The rest would not fit the budget: the client asks again for them.
+      resp.set_truncated(true);
+      break;
+    }
     v1::Job* p = resp.add_jobs();
     const Job* job = jobs_.Find(id);
     if (job != nullptr && !Visible(caller, *job)) job = nullptr;
@@ -284,12 +376,15 @@ v1::GetJobsResponse BrokerCore::GetJobs(const Caller& caller,
       p->mutable_error()->set_kind("not_found");
       p->mutable_error()->set_message(absl::StrCat(
           "job ", id, " is unknown: never submitted, or its retention ended"));
-      continue;
+    } else {
+      JobToProto(*job,
+                 req.include_result() && caller.SeesResultsOf(job->owner.str()),
+                 p);
+      if (job->state == v1::Job::QUEUED) {
+        p->set_waiting_reason(WaitingReason(*job));
+      }
     }
-    JobToProto(*job,
-               req.include_result() && caller.SeesResultsOf(job->owner.str()),
-               p);
-    if (job->state == v1::Job::QUEUED) p->set_waiting_reason(WaitingReason(*job));
+    bytes += p->ByteSizeLong() + 16;
   }
   return resp;
 }
@@ -298,17 +393,28 @@ v1::ListJobsResponse BrokerCore::ListJobs(const Caller& caller,
                                           const v1::ListJobsRequest& req) const {
   v1::ListJobsResponse resp;
   const int limit = req.limit() > 0 ? req.limit() : 100;
-  jobs_.ForEachNewest([&](const Job& job) {
-    if (req.state() != v1::Job::STATE_UNSPECIFIED && job.state != req.state()) {
-      return true;
-    }
-    if (!Visible(caller, job)) return true;
-    v1::Job* p = resp.add_jobs();
-    JobToProto(job, /*include_result=*/false, p);
-    p->clear_attempt_log();
-    if (job.state == v1::Job::QUEUED) p->set_waiting_reason(WaitingReason(job));
-    return resp.jobs_size() < limit;
-  });
+  size_t bytes = 0;
+  jobs_.ForEachNewest(
+      [&](const Job& job) {
+        if (req.state() != v1::Job::STATE_UNSPECIFIED &&
+            job.state != req.state()) {
+          return true;
+        }
+        if (!Visible(caller, job)) return true;
+        if (bytes >= options_.max_response_bytes) {
+          resp.set_truncated(true);
+          return false;
+        }
+        v1::Job* p = resp.add_jobs();
+        JobToProto(job, /*include_result=*/false, p);
+        p->clear_attempt_log();
+        if (job.state == v1::Job::QUEUED) {
+          p->set_waiting_reason(WaitingReason(job));
+        }
+        bytes += p->ByteSizeLong() + 16;
+        return resp.jobs_size() < limit;
+      },
+      req.before_id());
   return resp;
 }
 
@@ -477,10 +583,10 @@ int32_t BrokerCore::CreditFor(const WorkerEntry& w, const Job& job) const {
   // with one prefetched task per worker, 1.02 s with none).
   constexpr double kPrefetchHorizonUs = 5000;
   int32_t extra = w.threads;
-  auto mean = task_mean_us_.find(&job.task.str());
-  if (mean != task_mean_us_.end()) {
+  const double mean = job.task.mean_run_us();
+  if (mean >= 0) {
     const double per_thread =
-        std::floor(kPrefetchHorizonUs / std::max(mean->second, 1.0));
+        std::floor(kPrefetchHorizonUs / std::max(mean, 1.0));
     extra = static_cast<int32_t>(std::min(1e6, w.threads * per_thread));
   }
   return w.threads + std::min(extra, w.prefetch);
@@ -541,8 +647,8 @@ void BrokerCore::OnResults(WorkerEntry* w, const std::string& key,
     if (r.finished_at_us() >= r.started_at_us() && r.started_at_us() > 0) {
       const double us =
           static_cast<double>(r.finished_at_us() - r.started_at_us());
-      auto [mean, added] = task_mean_us_.try_emplace(&job->task.str(), us);
-      if (!added) mean->second = 0.8 * mean->second + 0.2 * us;
+      const double mean = job->task.mean_run_us();
+      job->task.set_mean_run_us(mean < 0 ? us : 0.8 * mean + 0.2 * us);
     }
     const bool current = r.attempt() == job->attempt_number() &&
                          job->state == v1::Job::RUNNING;
@@ -680,11 +786,13 @@ void BrokerCore::Finish(Job& job, JobState state, absl::Time now, Outbox* out) {
   }
   ++finish_buckets_.back().second;
   // The payload is not needed any more; the result is kept for retention.
+  job.mutable_info().payload_size = job.payload.size();
+  payload_bytes_ -= std::min<uint64_t>(payload_bytes_, job.payload.size());
   std::string().swap(job.payload);
   delayed_until_.erase(job.id);
   Changed(job);
   Notify(job, out);
-  watchers_.erase(job.id);
+  RemoveWatchers(job.id);
 }
 
 void BrokerCore::AbandonCurrentAttempt(Job& job, Outbox* out) {
@@ -874,8 +982,14 @@ void BrokerCore::Tick(absl::Time now, Outbox* out) {
     orphans_.clear();
     orphans_due_ = absl::InfiniteFuture();
   }
+  ShrinkIfSparse(watchers_);
+  ShrinkIfSparse(watched_by_session_);
+  ShrinkIfSparse(delayed_until_);
+  ShrinkIfSparse(orphans_);
+  ShrinkIfSparse(batches_);
+  jobs_.ShrinkIfSparse();
   jobs_.Expire(now, options_.retention, [this](uint64_t id) {
-    watchers_.erase(id);
+    RemoveWatchers(id);
     if (options_.journal) changes_.erased.push_back(id);
   });
   for (auto it = batches_.begin(); it != batches_.end();) {
@@ -907,6 +1021,7 @@ void BrokerCore::Restore(RecoveredState state, absl::Time now) {
     const uint64_t id = recovered.id;
     jobs_.Restore(std::move(recovered));
     Job& job = *jobs_.Find(id);
+    if (!IsTerminal(job.state)) payload_bytes_ += job.payload.size();
     if (job.state == v1::Job::QUEUED) {
       ready_.Push(job.task.str(), job.priority, id);
       ++queued;

@@ -40,7 +40,22 @@ struct BrokerOptions {
   int32_t default_max_attempts = 3;
   // Submits beyond this many queued jobs get RESOURCE_EXHAUSTED.
   uint64_t max_queued = 10'000'000;
+  // Submits that would take the payloads of unfinished (queued and
+  // running) jobs beyond this many bytes get RESOURCE_EXHAUSTED; a batch
+  // always gets in when none is held, however large. main.cc defaults it
+  // to a quarter of physical memory.
+  uint64_t max_queued_bytes = uint64_t{4} << 30;
   uint64_t max_payload_bytes = 64 << 20;
+  // Bytes of one response at most (a Session message, a GetJobs or
+  // ListJobs answer), well under gRPC's and protobuf's 2 GB: more is split
+  // across messages, or cut short with `truncated` set. A single event or
+  // job larger than this still goes, alone.
+  uint64_t max_response_bytes = 16 << 20;
+  // Ids in one Watch at most (INVALID_ARGUMENT beyond), and jobs one
+  // session watches at once at most, its submitted ones included
+  // (RESOURCE_EXHAUSTED beyond). Either ends the Session stream.
+  uint64_t max_watch_ids = 100'000;
+  uint64_t max_watched_per_session = 10'000'000;
   // A job with a timeout fails at the broker this long after its deadline
   // if its worker has not answered.
   absl::Duration timeout_grace = absl::Seconds(2);
@@ -138,6 +153,9 @@ struct Outbox {
   // Answers to unary calls. Like session responses, they are released only
   // once the changes made before them are durable (see journal.h).
   std::vector<std::function<void()>> replies;
+  // Answers to read-only calls: the same, except while journal writes fail
+  // (Journal::Commit).
+  std::vector<std::function<void()>> query_replies;
 
   bool empty() const { return to_workers.empty() && to_sessions.empty(); }
   void Clear();
@@ -167,11 +185,19 @@ class BrokerCore {
 
   // Watch `ids` from `session`: RUNNING and terminal events are pushed; a job
   // already finished (or unknown, or not visible to `caller`) gets its event
-  // at once. Sessions are opened by admin and submit callers only (events
-  // carry results).
-  void Watch(SessionId session, const Caller& caller,
-             const google::protobuf::RepeatedField<uint64_t>& ids,
-             Outbox* out);
+  // at once, once per request however often the request names it.
+  // INVALID_ARGUMENT for more than max_watch_ids ids, RESOURCE_EXHAUSTED if
+  // the session would watch more than max_watched_per_session jobs; then
+  // nothing is watched. Sessions are opened by admin and submit callers only
+  // (events carry results).
+  absl::Status Watch(SessionId session, const Caller& caller,
+                     const google::protobuf::RepeatedField<uint64_t>& ids,
+                     Outbox* out);
+
+  // The session's stream ended: its watches no longer count against its
+  // limit (its entries go as their jobs finish).
+  void CloseSession(SessionId session);
+
 
   // Cancels jobs that have not finished. A RUNNING job is CANCELLED at once
   // and its worker is told to abandon the attempt; its result, if it still
@@ -239,6 +265,15 @@ class BrokerCore {
   absl::Time NextWakeup() const;
 
   const BrokerOptions& options() const { return options_; }
+  // While `why` is not empty, submits are refused RESOURCE_EXHAUSTED with
+  // it (the journal's disk is full); resubmitted batches still answer.
+  void SetRefuseSubmits(std::string why) { refuse_submits_ = std::move(why); }
+  // Payload bytes submits may add before the next call (free journal space
+  // above its reserve); beyond, they are refused as for a full disk.
+  void SetSubmitRoom(uint64_t bytes) { submit_room_ = bytes; }
+
+  // Payload bytes of jobs not finished (what --max_queued_bytes bounds).
+  uint64_t payload_bytes() const { return payload_bytes_; }
   const JobTable& jobs() const { return jobs_; }
 
  private:
@@ -261,6 +296,9 @@ class BrokerCore {
   };
 
   absl::Status ValidateSpec(const v1::JobSpec& spec) const;
+  // Watches one job: its event now if it has one, later ones if it is live.
+  void WatchOne(SessionId session, const Caller& caller, uint64_t id,
+                Outbox* out);
   // Notes that the job must be written by the journal.
   void Changed(Job& job) {
     if (!options_.journal || job.journal_dirty) return;
@@ -314,6 +352,10 @@ class BrokerCore {
   // Tells the worker holding the job's current attempt to stop it.
   void AbandonCurrentAttempt(Job& job, Outbox* out);
   void Notify(const Job& job, Outbox* out);
+  // Adds `session` to the job's watchers unless it is there already.
+  void AddWatcher(uint64_t id, SessionId session);
+  // Forgets every watcher of the job.
+  void RemoveWatchers(uint64_t id);
   void SendToWorker(const std::string& identity, wire::Frame frame,
                     Outbox* out);
   std::string WaitingReason(const Job& job) const;
@@ -325,6 +367,9 @@ class BrokerCore {
   // job -> sessions watching it. Sessions that closed are skipped by the
   // loop; entries go when the job finishes or expires.
   absl::flat_hash_map<uint64_t, absl::InlinedVector<SessionId, 1>> watchers_;
+  // Jobs each open session watches (entries of watchers_), for
+  // max_watched_per_session.
+  absl::flat_hash_map<SessionId, uint64_t> watched_by_session_;
   // Timeouts of running attempts, earliest first; stale entries skipped.
   std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>>
       deadlines_;
@@ -336,9 +381,6 @@ class BrokerCore {
   // run again if none does.
   absl::flat_hash_set<uint64_t> orphans_;
   absl::Time orphans_due_ = absl::InfiniteFuture();
-  // Mean run time of each task's recent attempts (exponentially weighted,
-  // from the times workers report), by interned task name.
-  absl::flat_hash_map<const std::string*, double> task_mean_us_;
   // Recent acknowledged batches by client id, for idempotent resubmission.
   absl::flat_hash_map<std::string, ClientBatches> batches_;
   Changes changes_;
@@ -347,6 +389,9 @@ class BrokerCore {
   absl::Time started_at_;
   uint64_t forged_results_ = 0;
   bool dirty_ = true;  // something changed that may allow a dispatch
+  uint64_t payload_bytes_ = 0;
+  std::string refuse_submits_;
+  uint64_t submit_room_ = UINT64_MAX;
 };
 
 }  // namespace dexec::broker

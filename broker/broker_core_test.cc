@@ -172,6 +172,21 @@ TEST_F(BrokerCoreTest, JobGoesQueuedRunningSucceededAndWatcherSeesEachStep) {
   EXPECT_EQ(events[0].result(), "hello");
 }
 
+// Issue 10: Job.payload_size read 0 once the job had finished.
+TEST_F(BrokerCoreTest, AFinishedJobKeepsItsPayloadSize) {
+  Register("w", 1);
+  const uint64_t id = Submit(1)[0];  // payload "0"
+  ASSERT_EQ(Dispatched().size(), 1u);
+  Result("w", id, 1, true);
+  v1::GetJobsRequest req;
+  req.add_job_ids(id);
+  v1::GetJobsResponse resp = core_.GetJobs(Caller{}, req);
+  ASSERT_EQ(resp.jobs_size(), 1);
+  EXPECT_EQ(resp.jobs(0).state(), v1::Job::SUCCEEDED);
+  EXPECT_EQ(resp.jobs(0).payload_size(), 1u);
+  EXPECT_TRUE(JobOf(id).payload.empty());
+}
+
 TEST_F(BrokerCoreTest, ATaskErrorFailsTheJobWithItsKindAndMessage) {
   Register("w", 1);
   uint64_t id = Submit(1)[0];
@@ -489,12 +504,170 @@ TEST_F(BrokerCoreTest, WatchingAFinishedOrUnknownJobAnswersAtOnce) {
   google::protobuf::RepeatedField<uint64_t> ids;
   ids.Add(id);
   ids.Add(999);
-  core_.Watch(9, Caller{}, ids, &out_);
+  ASSERT_TRUE(core_.Watch(9, Caller{}, ids, &out_).ok());
   std::vector<v1::JobEvent> events = Events(9);
   ASSERT_EQ(events.size(), 2u);
   EXPECT_EQ(events[0].state(), v1::Job::SUCCEEDED);
   EXPECT_EQ(events[0].result(), "r");
   EXPECT_EQ(events[1].error().kind(), "not_found");
+}
+
+// Issue 10: one Watch naming a job many times copied its result each time.
+TEST_F(BrokerCoreTest, AWatchAnswersARepeatedIdOnce) {
+  Register("w", 1);
+  uint64_t id = Submit(1, "t", 0, /*session=*/0)[0];
+  Dispatched();
+  Result("w", id, 1, true, std::string(1000, 'r'));
+  google::protobuf::RepeatedField<uint64_t> ids;
+  for (int i = 0; i < 1000; ++i) ids.Add(id);
+  ASSERT_TRUE(core_.Watch(9, Caller{}, ids, &out_).ok());
+  EXPECT_EQ(Events(9).size(), 1u);
+}
+
+TEST_F(BrokerCoreTest, RefusesAWatchOverTheIdAndSessionLimits) {
+  BrokerOptions o = Options();
+  o.max_watch_ids = 10;
+  o.max_watched_per_session = 15;
+  BrokerCore core(o, kT0);
+  google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
+  for (int i = 0; i < 30; ++i) specs.Add()->set_task("t");
+  std::vector<uint64_t> ids = core.Submit(specs, Caller{}, 0, kT0, &out_).value();
+  google::protobuf::RepeatedField<uint64_t> eleven(ids.begin(),
+                                                   ids.begin() + 11);
+  absl::Status s = core.Watch(9, Caller{}, eleven, &out_);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("--max_watch_ids"), std::string::npos) << s;
+  google::protobuf::RepeatedField<uint64_t> first(ids.begin(), ids.begin() + 10);
+  ASSERT_TRUE(core.Watch(9, Caller{}, first, &out_).ok());
+  // The same ten again add nothing.
+  ASSERT_TRUE(core.Watch(9, Caller{}, first, &out_).ok());
+  google::protobuf::RepeatedField<uint64_t> next(ids.begin() + 10,
+                                                 ids.begin() + 20);
+  s = core.Watch(9, Caller{}, next, &out_);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(s.message().find("--max_watched_per_session"), std::string::npos)
+      << s;
+  // Unknown ids cost nothing to hold: they are answered at once.
+  google::protobuf::RepeatedField<uint64_t> unknown;
+  for (uint64_t i = 1000; i < 1010; ++i) unknown.Add(i);
+  EXPECT_TRUE(core.Watch(9, Caller{}, unknown, &out_).ok());
+  // Jobs that finish free the session's room; so does closing it.
+  google::protobuf::RepeatedField<uint64_t> cancel(ids.begin(), ids.begin() + 5);
+  core.Cancel(Caller{}, cancel, kT0, &out_);
+  EXPECT_TRUE(core.Watch(9, Caller{}, next, &out_).ok());  // 5 + 10
+  google::protobuf::RepeatedField<uint64_t> one(ids.begin() + 20,
+                                                ids.begin() + 21);
+  EXPECT_EQ(core.Watch(9, Caller{}, one, &out_).code(),
+            absl::StatusCode::kResourceExhausted);
+  core.CloseSession(9);
+  EXPECT_TRUE(core.Watch(9, Caller{}, one, &out_).ok());
+}
+
+TEST_F(BrokerCoreTest, GetJobsAndListJobsStopAtTheResponseBudget) {
+  BrokerOptions o = Options();
+  o.max_response_bytes = 10'000;
+  BrokerCore core(o, kT0);
+  google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
+  for (int i = 0; i < 100; ++i) specs.Add()->set_task("t");
+  std::vector<uint64_t> ids = core.Submit(specs, Caller{}, 0, kT0, &out_).value();
+  wire::Frame reg;
+  reg.mutable_register_()->set_name("w");
+  reg.mutable_register_()->set_threads(100);
+  reg.mutable_register_()->add_tasks("t");
+  core.OnWorkerFrame("w", "", reg, kT0, &out_);
+  core.Schedule(kT0, &out_);
+  wire::Frame res;
+  for (uint64_t id : ids) {
+    wire::TaskResult* r = res.mutable_results()->add_results();
+    r->set_job_id(id);
+    r->set_attempt(1);
+    r->set_ok(true);
+    r->set_output(std::string(3000, 'x'));
+  }
+  core.OnWorkerFrame("w", "", res, kT0, &out_);
+  v1::GetJobsRequest req;
+  req.mutable_job_ids()->Add(ids.begin(), ids.end());
+  req.set_include_result(true);
+  v1::GetJobsResponse resp = core.GetJobs(Caller{}, req);
+  EXPECT_TRUE(resp.truncated());
+  EXPECT_EQ(resp.jobs_size(), 4);  // 3 results fit 10 kB; the 4th passes it
+  EXPECT_EQ(resp.jobs(0).id(), ids[0]);
+  // Asked again from there, the next ones come.
+  req.mutable_job_ids()->erase(req.mutable_job_ids()->begin(),
+                               req.mutable_job_ids()->begin() + 4);
+  EXPECT_EQ(core.GetJobs(Caller{}, req).jobs(0).id(), ids[4]);
+  // Without results every job fits; ListJobs pages with before_id.
+  req.set_include_result(false);
+  EXPECT_FALSE(core.GetJobs(Caller{}, req).truncated());
+  v1::ListJobsRequest list;
+  list.set_limit(1000);
+  BrokerOptions small = o;
+  small.max_response_bytes = 2'000;
+  BrokerCore core3(small, kT0);
+  core3.Submit(specs, Caller{}, 0, kT0, &out_).value();
+  std::vector<uint64_t> listed;
+  for (int page = 0; page < 100; ++page) {
+    v1::ListJobsResponse l = core3.ListJobs(Caller{}, list);
+    for (const v1::Job& j : l.jobs()) listed.push_back(j.id());
+    if (!l.truncated()) break;
+    ASSERT_GT(l.jobs_size(), 0);
+    list.set_before_id(listed.back());
+  }
+  ASSERT_EQ(listed.size(), 100u);
+  EXPECT_EQ(listed.front(), 100u);
+  EXPECT_EQ(listed.back(), 1u);
+}
+
+// Issue 10: every distinct task name stayed interned for the process.
+TEST_F(BrokerCoreTest, ATaskNameIsFreedWhenNoJobAndNoWorkerNamesIt) {
+  BrokerOptions o = Options();
+  o.retention = absl::Seconds(1);
+  BrokerCore core(o, kT0);
+  const size_t before = TaskName::InternedCount();
+  google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
+  for (int i = 0; i < 100; ++i) specs.Add()->set_task(absl::StrCat("fresh-", i));
+  std::vector<uint64_t> ids = core.Submit(specs, Caller{}, 0, kT0, &out_).value();
+  wire::Frame reg;
+  reg.mutable_register_()->set_name("w");
+  reg.mutable_register_()->set_threads(1);
+  reg.mutable_register_()->add_tasks("fresh-0");
+  core.OnWorkerFrame("w", "", reg, kT0, &out_);
+  EXPECT_EQ(TaskName::InternedCount(), before + 100);
+  google::protobuf::RepeatedField<uint64_t> all(ids.begin(), ids.end());
+  core.Cancel(Caller{}, all, kT0, &out_);
+  core.Tick(kT0 + absl::Milliseconds(100), &out_);  // heartbeat the worker
+  core.Tick(kT0 + absl::Seconds(2), &out_);          // retention ends
+  EXPECT_EQ(core.jobs().size(), 0u);
+  // The one a worker offers stays, with its run-time statistics.
+  EXPECT_EQ(TaskName::InternedCount(), before + 1);
+}
+
+TEST_F(BrokerCoreTest, RefusesSubmitsBeyondMaxQueuedBytesButAlwaysTakesOneBatch) {
+  BrokerOptions o = Options();
+  o.max_payload_bytes = 1000;
+  o.max_queued_bytes = 1500;
+  BrokerCore core(o, kT0);
+  google::protobuf::RepeatedPtrField<v1::JobSpec> big;
+  for (int i = 0; i < 2; ++i) {
+    v1::JobSpec* spec = big.Add();
+    spec->set_task("t");
+    spec->set_payload(std::string(1000, 'x'));
+  }
+  // Nothing held: a batch larger than the limit still gets in.
+  ASSERT_TRUE(core.Submit(big, Caller{}, 0, kT0, &out_).ok());
+  EXPECT_EQ(core.payload_bytes(), 2000u);
+  google::protobuf::RepeatedPtrField<v1::JobSpec> one(big.begin(), big.begin() + 1);
+  absl::StatusOr<std::vector<uint64_t>> refused = core.Submit(one, Caller{}, 0, kT0, &out_);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(refused.status().message().find("--max_queued_bytes"),
+            std::string::npos)
+      << refused.status();
+  google::protobuf::RepeatedField<uint64_t> cancel;
+  cancel.Add(1);
+  cancel.Add(2);
+  core.Cancel(Caller{}, cancel, kT0, &out_);
+  EXPECT_EQ(core.payload_bytes(), 0u);
+  EXPECT_TRUE(core.Submit(one, Caller{}, 0, kT0, &out_).ok());
 }
 
 TEST_F(BrokerCoreTest, DrainingWorkerGetsNoNewJobs) {

@@ -1,5 +1,6 @@
 #include "broker/broker_loop.h"
 
+#include <malloc.h>
 #include <pthread.h>
 
 #include <cstring>
@@ -16,6 +17,10 @@ namespace {
 // Frames taken from the socket per iteration before commands get a turn.
 constexpr int kMaxFramesPerIteration = 4096;
 constexpr absl::Duration kBadFrameLogInterval = absl::Seconds(10);
+// How often the loop asks whether the allocator holds much freed memory,
+// and how much is much (see ReturnFreedMemory).
+constexpr absl::Duration kTrimInterval = absl::Seconds(1);
+constexpr size_t kTrimAboveBytes = 32 << 20;
 
 std::string PeerName(const std::string& identity) {
   return absl::BytesToHexString(identity);
@@ -128,14 +133,18 @@ void BrokerLoop::FailSessionsOf(std::string owner, absl::Status status) {
 }
 
 void BrokerLoop::RemoveSession(SessionId id) {
-  Post([this, id](Context&) { sessions_.erase(id); });
+  Post([this, id](Context& c) {
+    sessions_.erase(id);
+    c.core.CloseSession(id);
+  });
 }
 
 void BrokerLoop::CloseSessions() {
   Post([this](Context& c) {
     for (const auto& [id, entry] : sessions_) {
       // A reply, so it runs after the replies already queued, in order.
-      c.out.replies.push_back([sink = entry.sink] { sink->Close(); });
+      c.out.replies.push_back(
+          [sink = entry.sink] { sink->Close(absl::OkStatus()); });
     }
   });
 }
@@ -165,14 +174,29 @@ void BrokerLoop::Run() {
     if (items[0].revents & ZMQ_POLLIN) ReadWorkerFrames(now);
     if (n_items > 2 && (items[2].revents & ZMQ_POLLIN)) ReadMonitorEvents(now);
     if (items[1].revents & ZMQ_POLLIN) {
+      if (journal_ != nullptr) {
+        // What this iteration's submits may add to the journal's disk.
+        journal_->CheckSpace();
+        core_.SetSubmitRoom(journal_->SubmitRoom());
+      }
       Context ctx{core_, now, outbox_};
       for (Command& c : mailbox_.Drain()) c(ctx);
     }
     core_.Schedule(now, &outbox_);
     if (now >= next_tick_) {
+      if (journal_ != nullptr) {
+        // A full disk refuses submits, and space coming back ends that.
+        journal_->CheckSpace();
+        std::string why;
+        core_.SetRefuseSubmits(journal_->Full(&why) ? why : "");
+      }
       core_.Tick(now, &outbox_);
       core_.Schedule(now, &outbox_);
       next_tick_ = now + tick_every;
+      if (now >= next_trim_) {
+        ReturnFreedMemory();
+        next_trim_ = now + kTrimInterval;
+      }
     }
     Flush(now);
     if (stop_.load()) {
@@ -211,6 +235,25 @@ void BrokerLoop::ReadMonitorEvents(absl::Time now) {
                          << " worker_auth_failures_total=" << n;
     }
   }
+}
+
+void BrokerLoop::ReturnFreedMemory() {
+  // glibc keeps freed memory in its arenas for reuse, and returns only the
+  // top of each heap: after a burst of large payloads, or of jobs expiring
+  // by the hundred thousand, the broker stayed gigabytes larger than what
+  // it held. malloc_trim(0) hands every free page back. It takes the loop
+  // 2-20 ms (measured on 100-500 MB heaps), so it runs at most once a
+  // second, and only when at least kTrimAboveBytes and half as much as is
+  // in use lie free — after a large free, not in a steady state, where
+  // freed memory is reused. See docs/DESIGN.md, "Memory".
+  const struct mallinfo2 info = mallinfo2();
+  const size_t free_bytes = info.fordblks;
+  if (free_bytes < kTrimAboveBytes || free_bytes < info.uordblks / 2) return;
+  const absl::Time start = absl::Now();
+  malloc_trim(0);
+  DEXEC_LOG(DEBUG) << "returned freed memory free_bytes=" << free_bytes
+                   << " in_use_bytes=" << info.uordblks << " took="
+                   << absl::FormatDuration(absl::Now() - start);
 }
 
 void BrokerLoop::ReadWorkerFrames(absl::Time now) {
@@ -284,8 +327,12 @@ void BrokerLoop::NoteBadFrame(const std::string& peer, const std::string& why,
 void BrokerLoop::Flush(absl::Time now) {
   // Replies to clients, in the order the core produced them. Frames to
   // workers go out at once: a dispatch ahead of its journal record is safe
-  // (a job not yet durable was not acknowledged either).
-  std::vector<Journal::Reply> replies = std::move(outbox_.replies);
+  // (a job not yet durable was not acknowledged either). Session pushes go
+  // before the other replies of the iteration: those include the closing
+  // of streams (a half-close, CloseSessions), which must come after what
+  // the same iteration queued for them.
+  std::vector<Journal::Reply> replies;
+  std::vector<Journal::Reply> after = std::move(outbox_.replies);
   outbox_.replies.clear();
   // Sending can reveal a dead worker, whose jobs then produce more output:
   // loop until nothing is left.
@@ -318,13 +365,18 @@ void BrokerLoop::Flush(absl::Time now) {
             sink->Push(std::move(responses));
           });
     }
-    for (auto& r : outbox_.replies) replies.push_back(std::move(r));
+    for (auto& r : outbox_.replies) after.push_back(std::move(r));
     outbox_.replies.clear();
   }
+  for (Journal::Reply& r : after) replies.push_back(std::move(r));
+  std::vector<Journal::Reply> queries = std::move(outbox_.query_replies);
+  outbox_.query_replies.clear();
   if (journal_ != nullptr) {
-    journal_->Commit(core_.TakeChanges(), core_.jobs(), std::move(replies));
+    journal_->Commit(core_.TakeChanges(), core_.jobs(), std::move(replies),
+                     std::move(queries));
   } else {
     for (Journal::Reply& r : replies) r();
+    for (Journal::Reply& r : queries) r();
   }
 }
 

@@ -43,9 +43,9 @@ class SessionSink {
  public:
   virtual ~SessionSink() = default;
   virtual void Push(std::vector<v1::SessionResponse> responses) = 0;
-  // Ends the stream with status OK once its queue is written out; what is
-  // pushed after that is dropped.
-  virtual void Close() = 0;
+  // Ends the stream with `status` once its queue is written out; what is
+  // pushed after that is dropped. Only the first Close counts.
+  virtual void Close(const absl::Status& status) = 0;
   // Ends the stream with `status` now, dropping what is queued.
   virtual void Fail(absl::Status status) = 0;
 };
@@ -102,6 +102,9 @@ class BrokerLoop {
   // gRPC server's shutdown for its grace period.
   void CloseSessions();
 
+  // Fixed at construction; readable from any thread.
+  const BrokerOptions& options() const { return core_.options(); }
+
   SessionId NewSessionId() { return next_session_.fetch_add(1); }
   // `owner`: the name of the token that opened the stream.
   void AddSession(SessionId id, std::shared_ptr<SessionSink> sink,
@@ -122,6 +125,8 @@ class BrokerLoop {
   void ReadWorkerFrames(absl::Time now);
   void ReadMonitorEvents(absl::Time now);
   void Flush(absl::Time now);
+  // Hands memory the allocator holds free back to the OS, if it is much.
+  void ReturnFreedMemory();
   void NoteBadFrame(const std::string& peer, const std::string& why,
                     absl::Time now);
 
@@ -148,6 +153,7 @@ class BrokerLoop {
   absl::flat_hash_map<SessionId, SessionEntry> sessions_;
   absl::Time monitor_logged_ = absl::InfinitePast();
   absl::Time next_tick_ = absl::InfinitePast();
+  absl::Time next_trim_ = absl::InfinitePast();
   // Last time a bad frame from a peer was logged (once per peer per burst).
   absl::flat_hash_map<std::string, absl::Time> bad_frame_logged_;
   uint64_t bad_frames_ = 0;

@@ -4,6 +4,12 @@
 // command answers on the loop thread. Nothing here reads broker state
 // directly. See docs/DESIGN.md, "Client protocol" and "Security".
 //
+// The methods the broker serves take their messages as raw bytes and parse
+// them here: gRPC 1.51's callback API answers a request it cannot parse with
+// UNIMPLEMENTED and no message (and ends a Session stream whose message it
+// cannot parse as if the client had closed it), which tells a client
+// nothing. Parsed here, bad bytes get INVALID_ARGUMENT naming the method.
+//
 // Thread-safe.
 #ifndef DEXEC_BROKER_GRPC_SERVICE_H_
 #define DEXEC_BROKER_GRPC_SERVICE_H_
@@ -17,9 +23,29 @@
 #include "auth/worker_key_store.h"
 #include "broker/broker_core.h"
 #include "broker/broker_loop.h"
+#include "grpcpp/support/byte_buffer.h"
 #include "protos/dexec.grpc.pb.h"
 
 namespace dexec::broker {
+
+namespace internal {
+// The generated service with every job method taking bytes (the
+// credential methods, admin-only, stay typed).
+using RawBrokerService = v1::Broker::WithRawCallbackMethod_Submit<
+    v1::Broker::WithRawCallbackMethod_GetJobs<
+    v1::Broker::WithRawCallbackMethod_Cancel<
+    v1::Broker::WithRawCallbackMethod_ListJobs<
+    v1::Broker::WithRawCallbackMethod_ListWorkers<
+    v1::Broker::WithRawCallbackMethod_GetStats<
+    v1::Broker::WithRawCallbackMethod_Session<
+    v1::Broker::WithCallbackMethod_CreateToken<
+    v1::Broker::WithCallbackMethod_ListTokens<
+    v1::Broker::WithCallbackMethod_RevokeToken<
+    v1::Broker::WithCallbackMethod_CreateWorkerKey<
+    v1::Broker::WithCallbackMethod_ListWorkerKeys<
+    v1::Broker::WithCallbackMethod_RevokeWorkerKey<
+    v1::Broker::Service>>>>>>>>>>>>>;
+}  // namespace internal
 
 // The credentials the service checks. Borrowed; both outlive the service.
 struct BrokerAuth {
@@ -29,31 +55,31 @@ struct BrokerAuth {
   auth::WorkerKeyStore* worker_keys = nullptr;
 };
 
-class BrokerService final : public v1::Broker::CallbackService {
+class BrokerService final : public internal::RawBrokerService {
  public:
   // `loop` is borrowed and must outlive the gRPC server using this service.
   explicit BrokerService(BrokerLoop* loop, BrokerAuth auth = {})
       : loop_(loop), auth_(auth) {}
 
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
-                                   const v1::SubmitRequest* req,
-                                   v1::SubmitResponse* resp) override;
+                                   const grpc::ByteBuffer* req,
+                                   grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* GetJobs(grpc::CallbackServerContext* ctx,
-                                    const v1::GetJobsRequest* req,
-                                    v1::GetJobsResponse* resp) override;
+                                    const grpc::ByteBuffer* req,
+                                    grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* Cancel(grpc::CallbackServerContext* ctx,
-                                   const v1::CancelRequest* req,
-                                   v1::CancelResponse* resp) override;
+                                   const grpc::ByteBuffer* req,
+                                   grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx,
-                                     const v1::ListJobsRequest* req,
-                                     v1::ListJobsResponse* resp) override;
+                                     const grpc::ByteBuffer* req,
+                                     grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* ctx,
-                                        const v1::ListWorkersRequest* req,
-                                        v1::ListWorkersResponse* resp) override;
+                                        const grpc::ByteBuffer* req,
+                                        grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx,
-                                     const v1::GetStatsRequest* req,
-                                     v1::Stats* resp) override;
-  grpc::ServerBidiReactor<v1::SessionRequest, v1::SessionResponse>* Session(
+                                     const grpc::ByteBuffer* req,
+                                     grpc::ByteBuffer* resp) override;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Session(
       grpc::CallbackServerContext* ctx) override;
 
   grpc::ServerUnaryReactor* CreateToken(grpc::CallbackServerContext* ctx,

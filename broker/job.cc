@@ -1,6 +1,8 @@
 #include "broker/job.h"
 
-#include "absl/container/node_hash_set.h"
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "common/mutex.h"
 #include "common/proto_time.h"
@@ -12,13 +14,6 @@ void MaybeTime(absl::Time t, google::protobuf::Timestamp* out) {
   if (t != absl::InfinitePast()) ToProto(t, out);
 }
 
-// Guards the interned task names (never erased, so pointers stay valid).
-Mutex task_names_mu;
-absl::node_hash_set<std::string>& TaskNames() {
-  static auto* names = new absl::node_hash_set<std::string>();
-  return *names;
-}
-
 const std::string& EmptyName() {
   static const auto* empty = new std::string();
   return *empty;
@@ -26,11 +21,94 @@ const std::string& EmptyName() {
 
 }  // namespace
 
-TaskName::TaskName() : name_(&EmptyName()) {}
+struct TaskName::Entry {
+  std::string name;
+  // Changed from 0 (Intern) and to 0 (Release) only under the table's lock.
+  std::atomic<int64_t> refs{0};
+  double mean_us = -1;  // the broker loop's
+};
+
+namespace {
+
+// Guards the table of interned names, and an entry's last release.
+Mutex task_names_mu;
+absl::flat_hash_map<absl::string_view, TaskName::Entry*>& TaskNames()
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(task_names_mu) {
+  static auto* names =
+      new absl::flat_hash_map<absl::string_view, TaskName::Entry*>();
+  return *names;
+}
+
+}  // namespace
 
 TaskName TaskName::Intern(absl::string_view name) {
+  if (name.empty()) return TaskName();
   MutexLock lock(&task_names_mu);
-  return TaskName(&*TaskNames().emplace(name).first);
+  auto& names = TaskNames();
+  auto it = names.find(name);
+  if (it == names.end()) {
+    auto* entry = new Entry;
+    entry->name = std::string(name);
+    it = names.emplace(entry->name, entry).first;
+  }
+  it->second->refs.fetch_add(1, std::memory_order_relaxed);
+  return TaskName(it->second);
+}
+
+TaskName::TaskName(const TaskName& o) : entry_(o.entry_) {
+  // From a live reference: never from 0, so no lock.
+  if (entry_ != nullptr) entry_->refs.fetch_add(1, std::memory_order_relaxed);
+}
+
+TaskName& TaskName::operator=(const TaskName& o) {
+  if (entry_ == o.entry_) return *this;
+  TaskName copy(o);
+  return *this = std::move(copy);
+}
+
+TaskName& TaskName::operator=(TaskName&& o) noexcept {
+  if (this != &o) {
+    Release();
+    entry_ = o.entry_;
+    o.entry_ = nullptr;
+  }
+  return *this;
+}
+
+void TaskName::Release() {
+  Entry* e = std::exchange(entry_, nullptr);
+  if (e == nullptr) return;
+  int64_t refs = e->refs.load(std::memory_order_relaxed);
+  while (refs > 1) {
+    if (e->refs.compare_exchange_weak(refs, refs - 1,
+                                      std::memory_order_acq_rel)) {
+      return;
+    }
+  }
+  // Perhaps the last reference: decide under the lock, where Intern takes
+  // references from 0.
+  MutexLock lock(&task_names_mu);
+  if (e->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    TaskNames().erase(e->name);
+    delete e;
+  }
+}
+
+const std::string& TaskName::str() const {
+  return entry_ == nullptr ? EmptyName() : entry_->name;
+}
+
+double TaskName::mean_run_us() const {
+  return entry_ == nullptr ? -1 : entry_->mean_us;
+}
+
+void TaskName::set_mean_run_us(double us) {
+  if (entry_ != nullptr) entry_->mean_us = us;
+}
+
+size_t TaskName::InternedCount() {
+  MutexLock lock(&task_names_mu);
+  return TaskNames().size();
 }
 
 const JobDetails& Job::info() const {
@@ -65,7 +143,7 @@ void JobToProto(const Job& job, bool include_result, v1::Job* out) {
     out->mutable_error()->set_kind(job.info().error_kind);
     out->mutable_error()->set_message(job.info().error_message);
   }
-  out->set_payload_size(job.payload.size());
+  out->set_payload_size(job.payload_size());
   out->set_result_size(job.info().result.size());
   out->set_idempotency_key(job.info().idempotency_key);
   out->set_owner(job.owner.str());

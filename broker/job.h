@@ -3,6 +3,7 @@
 #ifndef DEXEC_BROKER_JOB_H_
 #define DEXEC_BROKER_JOB_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -37,21 +38,44 @@ struct AttemptRecord {
   std::string outcome;
 };
 
-// A task name, interned: every job of a task points at one shared string,
-// so a queued job costs 8 bytes for its task name, not a std::string.
-// Interned names live for the process (distinct task names are few).
+// A task name, interned: every job of a task points at one shared,
+// reference-counted entry, so a queued job costs 8 bytes for its task name,
+// not a std::string. An entry is freed when its last TaskName goes — no
+// job and no worker names the task any more — so churning through distinct
+// names does not grow the broker for good.
+//
+// Thread-safe (copies, Intern, destruction); mean_run_us is the broker
+// loop's alone.
 class TaskName {
  public:
-  TaskName();
-  // Thread-safe.
+  TaskName() = default;  // the empty name
   static TaskName Intern(absl::string_view name);
 
-  const std::string& str() const { return *name_; }
-  bool operator==(const TaskName& o) const { return name_ == o.name_; }
+  TaskName(const TaskName& o);
+  TaskName& operator=(const TaskName& o);
+  TaskName(TaskName&& o) noexcept : entry_(o.entry_) { o.entry_ = nullptr; }
+  TaskName& operator=(TaskName&& o) noexcept;
+  ~TaskName() { Release(); }
+
+  const std::string& str() const;
+  bool operator==(const TaskName& o) const { return entry_ == o.entry_; }
+
+  // Exponentially weighted mean run time of the task's recent attempts, in
+  // microseconds; negative until one was reported. Kept with the name, so
+  // it lasts while any job or worker names the task.
+  double mean_run_us() const;
+  void set_mean_run_us(double us);
+
+  // Distinct names interned now (for tests and stats).
+  static size_t InternedCount();
+
+  struct Entry;  // job.cc's
 
  private:
-  explicit TaskName(const std::string* name) : name_(name) {}
-  const std::string* name_;
+  explicit TaskName(Entry* entry) : entry_(entry) {}
+  void Release();
+
+  Entry* entry_ = nullptr;
 };
 
 // What a job gathers once it has an idempotency key, has been dispatched or
@@ -64,6 +88,8 @@ struct JobDetails {
   // number is the fencing token sent to the worker.
   std::vector<AttemptRecord> attempts;
   std::string result;
+  // The payload's size once the job finished (the payload itself is freed).
+  uint64_t payload_size = 0;
   std::string error_kind;
   std::string error_message;
 };
@@ -94,6 +120,11 @@ struct Job {
   const JobDetails& info() const;
   // The details, created if missing.
   JobDetails& mutable_info();
+
+  // The payload's size, also once the job finished and the payload is gone.
+  uint64_t payload_size() const {
+    return IsTerminal(state) ? info().payload_size : payload.size();
+  }
 
   uint32_t attempt_number() const {
     return details == nullptr

@@ -88,11 +88,14 @@ void JobTable::Expire(absl::Time now, absl::Duration retention,
   }
 }
 
-void JobTable::ForEachNewest(const std::function<bool(const Job&)>& fn) const {
+void JobTable::ForEachNewest(const std::function<bool(const Job&)>& fn,
+                             uint64_t below_id) const {
   // Ids are dense from the oldest held job up, so walking down from the
   // newest id visits every job with few misses.
   size_t seen = 0;
-  for (uint64_t id = next_id_ - 1; id > 0 && seen < jobs_.size(); --id) {
+  const uint64_t first =
+      below_id == 0 ? next_id_ - 1 : std::min(next_id_, below_id) - 1;
+  for (uint64_t id = first; id > 0 && seen < jobs_.size(); --id) {
     const Job* job = Find(id);
     if (job == nullptr) continue;
     ++seen;

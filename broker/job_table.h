@@ -18,6 +18,16 @@
 
 namespace dexec::broker {
 
+// Gives a hash table's memory back once it holds far fewer entries than it
+// has room for (absl's tables never shrink on erase): after a burst of a
+// million jobs, the table of a few would keep the million's slots.
+template <typename Table>
+void ShrinkIfSparse(Table& table) {
+  if (table.bucket_count() > 1024 && table.size() * 8 < table.bucket_count()) {
+    table.rehash(0);
+  }
+}
+
 class JobTable {
  public:
   // `first_id` is the first id handed out (a restarted broker passes one past
@@ -57,8 +67,16 @@ class JobTable {
   void Expire(absl::Time now, absl::Duration retention,
               const std::function<void(uint64_t)>& on_erase);
 
-  // Calls `fn` with jobs from the newest down until it returns false.
-  void ForEachNewest(const std::function<bool(const Job&)>& fn) const;
+  // Calls `fn` with jobs from the newest down (those with ids below
+  // `below_id` only, if it is not 0) until it returns false.
+  void ForEachNewest(const std::function<bool(const Job&)>& fn,
+                     uint64_t below_id = 0) const;
+
+  // Gives memory back if the table is mostly empty (see ShrinkIfSparse).
+  void ShrinkIfSparse() {
+    broker::ShrinkIfSparse(jobs_);
+    broker::ShrinkIfSparse(by_key_);
+  }
 
   uint64_t count(JobState s) const { return counts_[s]; }
   size_t size() const { return jobs_.size(); }

@@ -1,8 +1,13 @@
 #include "broker/journal.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include <algorithm>
+#include <cstdarg>
+#include <cstdio>
 #include <cstdlib>
 #include <utility>
 
@@ -71,6 +76,9 @@ void JobToRecord(const Job& job, store::JobRecord* r) {
     p->set_outcome(a.outcome);
   }
   r->set_result(job.info().result);
+  // A live job's payload is under its own key; a finished job keeps only
+  // the size (Job.payload_size), so it reads the same after a restart.
+  if (IsTerminal(job.state)) r->set_payload_size(job.payload_size());
   r->set_error_kind(job.info().error_kind);
   r->set_error_message(job.info().error_message);
   r->set_owner(job.owner.str());
@@ -91,7 +99,8 @@ Job RecordToJob(store::JobRecord&& r) {
   job.submitted_at = FromUs(r.submitted_at_us());
   // A queued job that never ran has no details (see Job::details).
   if (r.idempotency_key().empty() && r.attempts_size() == 0 &&
-      r.finished_at_us() == 0 && r.result().empty() && r.error_kind().empty()) {
+      r.finished_at_us() == 0 && r.result().empty() && r.error_kind().empty() &&
+      r.payload_size() == 0) {
     return job;
   }
   JobDetails& d = job.mutable_info();
@@ -106,10 +115,26 @@ Job RecordToJob(store::JobRecord&& r) {
                                        std::move(*a.mutable_outcome())});
   }
   d.result = std::move(*r.mutable_result());
+  d.payload_size = r.payload_size();
   d.error_kind = std::move(*r.mutable_error_kind());
   d.error_message = std::move(*r.mutable_error_message());
   return job;
 }
+
+// RocksDB's own log goes to stderr (warnings and errors), never to a file
+// in the data directory: on a full disk its file writer asserts on the
+// write after a failed one (`sync_without_flush_called_`, seen in Debian's
+// build) and aborts the broker, at open and mid-run.
+class StderrLogger final : public rocksdb::Logger {
+ public:
+  StderrLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    char line[1024];
+    vsnprintf(line, sizeof(line), format, ap);
+    DEXEC_LOG(WARNING) << "rocksdb: " << line;
+  }
+};
 
 absl::Status FromRocks(const rocksdb::Status& s, const std::string& what) {
   if (s.ok()) return absl::OkStatus();
@@ -173,7 +198,8 @@ absl::Status Recover(rocksdb::DB* db, RecoveredState* out) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(
-    const std::string& dir, RecoveredState* recovered) {
+    const std::string& dir, RecoveredState* recovered,
+    uint64_t min_free_bytes) {
   rocksdb::Options options;
   options.create_if_missing = true;
   // A small machine: few background threads; one column family.
@@ -183,8 +209,43 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(
   // memory close to its job table (two of 16 MiB instead of 64 MiB).
   options.write_buffer_size = 16 << 20;
   options.max_write_buffer_number = 2;
+  // A restart on a full disk must start: recovered writes stay in the
+  // memtable (and their log) instead of being flushed to a table first.
+  options.avoid_flush_during_recovery = true;
+  options.info_log = std::make_shared<StderrLogger>();
+  // A small file system gets small memtables: flushing one writes a table
+  // as large as it, beside the log it replaces, and that must fit in the
+  // reserve kept free (min_free_bytes).
+  uint64_t fs_size = 0;
+  struct statvfs fs;
+  if ((::mkdir(dir.c_str(), 0755) == 0 || errno == EEXIST) &&
+      ::statvfs(dir.c_str(), &fs) == 0) {
+    fs_size = uint64_t{fs.f_blocks} * fs.f_frsize;
+  }
+  if (fs_size > 0) {
+    options.write_buffer_size = static_cast<size_t>(
+        std::clamp<uint64_t>(fs_size / 8, 1 << 20, 16 << 20));
+  }
+  if (min_free_bytes == 0) {
+    min_free_bytes = uint64_t{64} << 20;
+    if (fs_size > 0) min_free_bytes = std::min(min_free_bytes, fs_size / 4);
+  }
   rocksdb::DB* raw = nullptr;
+  bool read_only = false;
   rocksdb::Status s = rocksdb::DB::Open(options, dir, &raw);
+  if (s.IsIOError() && (s.IsNoSpace() ||
+                        s.ToString().find("No space") != std::string::npos)) {
+    // Opening for writing writes (a new log, a table of what the old log
+    // held). Read-only, the broker serves what it has; writes wait.
+    rocksdb::Status ro = rocksdb::DB::OpenForReadOnly(options, dir, &raw);
+    if (ro.ok()) {
+      DEXEC_LOG(ERROR) << "journal opened read-only: the disk is full data_dir="
+                       << dir << " error=\"" << s.ToString()
+                       << "\"; submits are refused until space returns";
+      read_only = true;
+      s = ro;
+    }
+  }
   if (!s.ok()) {
     std::string hint;
     if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
@@ -197,6 +258,11 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(
   std::unique_ptr<rocksdb::DB> db(raw);
   std::string format;
   s = db->Get(rocksdb::ReadOptions(), kFormatKey, &format);
+  if (s.IsNotFound() && read_only) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cannot create the job journal in ", dir,
+        ": the disk is full; free space, or pass another --data_dir"));
+  }
   if (s.IsNotFound()) {
     rocksdb::WriteOptions wo;
     wo.sync = true;
@@ -214,11 +280,24 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(
         kFormatVersion, "')"));
   }
   if (absl::Status r = Recover(db.get(), recovered); !r.ok()) return r;
-  return std::unique_ptr<Journal>(new Journal(std::move(db), dir));
+  return std::unique_ptr<Journal>(new Journal(std::move(db), dir, options,
+                                              read_only, min_free_bytes));
 }
 
-Journal::Journal(std::unique_ptr<rocksdb::DB> db, std::string dir)
-    : dir_(std::move(dir)), db_(std::move(db)) {
+Journal::Journal(std::unique_ptr<rocksdb::DB> db, std::string dir,
+                 rocksdb::Options options, bool read_only,
+                 uint64_t min_free_bytes)
+    : dir_(std::move(dir)),
+      options_(std::move(options)),
+      min_free_bytes_(min_free_bytes),
+      db_(std::move(db)),
+      read_only_(read_only) {
+  if (read_only_) {
+    MutexLock lock(&mu_);
+    failing_ = "the journal's disk is full (it was opened read-only)";
+    failing_read_only_ = true;
+  }
+  CheckSpace();
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "journal");
     Run();
@@ -227,8 +306,143 @@ Journal::Journal(std::unique_ptr<rocksdb::DB> db, std::string dir)
 
 Journal::~Journal() { Close(); }
 
+rocksdb::Status Journal::WriteRound(std::vector<Pending>& round,
+                                    size_t* from) {
+  int last = -1;
+  for (size_t i = *from; i < round.size(); ++i) {
+    if (round[i].batch.Count() > 0) last = static_cast<int>(i);
+  }
+  for (int i = static_cast<int>(*from); i <= last; ++i) {
+    *from = static_cast<size_t>(i);
+    if (round[i].batch.Count() == 0) continue;
+    rocksdb::WriteOptions wo;
+    wo.sync = i == last;
+    rocksdb::Status s = db_->Write(wo, &round[i].batch);
+    if (!s.ok()) return s;
+  }
+  *from = round.size();
+  return rocksdb::Status::OK();
+}
+
+bool Journal::RecoverAndWrite(std::vector<Pending>& round, size_t from,
+                              const rocksdb::Status& first_error) {
+  // Acknowledging what is not stored would break the one promise the
+  // journal makes. So the replies wait, new submits are refused (Full),
+  // and the writes are tried again — they are idempotent (whole records
+  // put, keys deleted), so writing a batch twice is harmless.
+  {
+    MutexLock lock(&mu_);
+    failing_ = first_error.IsNoSpace() ||
+                       first_error.ToString().find("No space") !=
+                           std::string::npos ||
+                       read_only_
+                   ? "the journal's disk is full"
+                   : absl::StrCat("journal writes fail: ", first_error.ToString());
+  }
+  DEXEC_LOG(ERROR) << "journal write failed data_dir=" << dir_ << " error=\""
+                   << first_error.ToString()
+                   << "\"; refusing submits and holding replies until it "
+                      "succeeds";
+  absl::Duration backoff = absl::Milliseconds(100);
+  for (int tries = 1;; ++tries) {
+    {
+      MutexLock lock(&mu_);
+      // Waiting out the backoff (or Close), not synchronising.
+      if (mu_.AwaitWithDeadline(
+              [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return closing_; },
+              absl::Now() + backoff)) {
+        DEXEC_LOG(ERROR) << "journal closing with writes that never "
+                            "succeeded; their clients were not answered";
+        return false;
+      }
+    }
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+    rocksdb::Status s;
+    if (read_only_) {
+      s = rocksdb::Status::Incomplete("read-only");
+    } else {
+      s = db_->Resume();
+    }
+    if (!s.ok()) {
+      // Not recoverable in place (or opened read-only): open it again.
+      db_.reset();
+      rocksdb::DB* raw = nullptr;
+      s = rocksdb::DB::Open(options_, dir_, &raw);
+      if (!s.ok()) {
+        rocksdb::Status ro = rocksdb::DB::OpenForReadOnly(options_, dir_, &raw);
+        if (!ro.ok()) {
+          DEXEC_LOG(ERROR) << "journal cannot be reopened data_dir=" << dir_
+                           << " error=\"" << ro.ToString() << "\"";
+          std::_Exit(1);  // not even readable: nothing left to serve
+        }
+        db_.reset(raw);
+        read_only_ = true;
+        continue;
+      }
+      db_.reset(raw);
+      read_only_ = false;
+    }
+    s = WriteRound(round, &from);
+    if (s.ok()) {
+      MutexLock lock(&mu_);
+      failing_.clear();
+      failing_read_only_ = false;
+      DEXEC_LOG(INFO) << "journal writes resumed data_dir=" << dir_
+                      << " tries=" << tries;
+      return true;
+    }
+  }
+}
+
+uint64_t Journal::SubmitRoom() const {
+  MutexLock lock(&mu_);
+  return free_bytes_ > min_free_bytes_ ? free_bytes_ - min_free_bytes_ : 0;
+}
+
+bool Journal::Full(std::string* why) const {
+  MutexLock lock(&mu_);
+  // Opened read-only on a full disk, nothing is being written: once space
+  // is back, let a submit through; its write reopens the store for writing.
+  const bool waiting_for_a_write = failing_read_only_ && !busy_ &&
+                                   queue_.empty() &&
+                                   free_bytes_ >= min_free_bytes_;
+  if (!failing_.empty() && !waiting_for_a_write) {
+    *why = failing_;
+    return true;
+  }
+  if (free_bytes_ < min_free_bytes_) {
+    *why = absl::StrCat("the journal's disk is full: ", free_bytes_,
+                        " bytes free in ", dir_, ", below the reserve of ",
+                        min_free_bytes_, " (--journal_min_free_bytes)");
+    return true;
+  }
+  return false;
+}
+
+void Journal::CheckSpace() {
+  struct statvfs fs;
+  if (::statvfs(dir_.c_str(), &fs) != 0) return;
+  const uint64_t free_bytes = uint64_t{fs.f_bavail} * fs.f_frsize;
+  MutexLock lock(&mu_);
+  free_bytes_ = free_bytes;
+}
+
 void Journal::Commit(const Changes& changes, const JobTable& jobs,
-                     std::vector<Reply> replies) {
+                     std::vector<Reply> replies,
+                     std::vector<Reply> query_replies) {
+  bool failing;
+  {
+    MutexLock lock(&mu_);
+    failing = !failing_.empty();
+  }
+  if (failing) {
+    // Writes are stuck until space returns: answer queries now, from what
+    // the broker holds, rather than behind them (what they report may not
+    // be durable yet: docs/DESIGN.md, "Disk full").
+    for (Reply& r : query_replies) r();
+  } else {
+    for (Reply& r : query_replies) replies.push_back(std::move(r));
+  }
   Pending p;
   if (!changes.empty()) {
     store::JobRecord record;
@@ -291,24 +505,22 @@ void Journal::Run() {
     }
     // Write each batch; the last one that writes anything syncs the log,
     // which makes all of them durable.
+    uint64_t records = 0;
     int last = -1;
     for (size_t i = 0; i < round.size(); ++i) {
+      records += round[i].batch.Count();
       if (round[i].batch.Count() > 0) last = static_cast<int>(i);
     }
-    uint64_t records = 0;
-    for (int i = 0; i <= last; ++i) {
-      if (round[i].batch.Count() == 0) continue;
-      rocksdb::WriteOptions wo;
-      wo.sync = i == last;
-      records += round[i].batch.Count();
-      rocksdb::Status s = db_->Write(wo, &round[i].batch);
-      if (!s.ok()) {
-        // Acknowledging what is not stored would break the one promise
-        // the journal makes: stop, and let a restart recover what is.
-        DEXEC_LOG(ERROR) << "journal write failed in " << dir_ << ": "
-                         << s.ToString() << "; stopping the broker";
-        std::_Exit(1);
-      }
+    size_t from = 0;
+    rocksdb::Status s =
+        last < 0     ? rocksdb::Status::OK()
+        : read_only_ ? rocksdb::Status::NotSupported("opened read-only")
+                     : WriteRound(round, &from);
+    if (!s.ok() && !RecoverAndWrite(round, from, s)) {
+      // Closing with writes that never succeeded: their replies (what
+      // would acknowledge them) never run. A restart recovers what is on
+      // disk; clients resubmit what was not acknowledged.
+      return;
     }
     {
       MutexLock lock(&mu_);

@@ -34,6 +34,7 @@
 #include "broker/job_table.h"
 #include "common/mutex.h"
 #include "rocksdb/db.h"
+#include "rocksdb/options.h"
 #include "rocksdb/write_batch.h"
 
 namespace dexec::broker {
@@ -43,9 +44,14 @@ class Journal {
   using Reply = std::function<void()>;
 
   // Opens (creating if needed) the journal in `dir` and reads back what it
-  // holds into `recovered`. Fails if another broker has it open.
+  // holds into `recovered`. Fails if another broker has it open. On a disk
+  // too full to open it for writing, opens it read-only: the broker starts
+  // and serves what it has, and writes wait until space returns (Full()).
+  // Full() also holds while fewer than `min_free_bytes` are free on the
+  // journal's file system (0: 64 MiB, or a quarter of a smaller one).
   static absl::StatusOr<std::unique_ptr<Journal>> Open(
-      const std::string& dir, RecoveredState* recovered);
+      const std::string& dir, RecoveredState* recovered,
+      uint64_t min_free_bytes = 0);
 
   ~Journal();  // Close()s
   Journal(const Journal&) = delete;
@@ -55,8 +61,21 @@ class Journal {
   // and queues them; `replies` run once they are synced, after every reply
   // queued before. With nothing to write and nothing pending, the replies
   // run at once on the calling thread.
+  // `query_replies` answer read-only calls: in order with the others,
+  // except while writes fail, when they run at once.
   void Commit(const Changes& changes, const JobTable& jobs,
-              std::vector<Reply> replies);
+              std::vector<Reply> replies,
+              std::vector<Reply> query_replies = {});
+
+  // Whether new work should be refused: the disk is below its free-space
+  // reserve (as of the last CheckSpace), or writes are failing (then they
+  // are retried, their replies held, until they succeed: nothing is
+  // acknowledged that is not stored). `why` says which, for a client.
+  bool Full(std::string* why) const;
+  // Reads the journal file system's free space (statvfs; microseconds).
+  void CheckSpace();
+  // Free bytes above the reserve, as of the last CheckSpace.
+  uint64_t SubmitRoom() const;
 
   // Writes and syncs what is queued, runs its replies, stops the thread.
   void Close();
@@ -71,11 +90,21 @@ class Journal {
     std::vector<Reply> replies;
   };
 
-  Journal(std::unique_ptr<rocksdb::DB> db, std::string dir);
+  Journal(std::unique_ptr<rocksdb::DB> db, std::string dir,
+          rocksdb::Options options, bool read_only, uint64_t min_free_bytes);
   void Run();
+  // Writes round[from..] (syncing the last); the first failure's status.
+  rocksdb::Status WriteRound(std::vector<Pending>& round, size_t* from);
+  // After a failed write: reopens the store and writes the rest of `round`
+  // again, with backoff, until it succeeds (true) or the journal closes.
+  bool RecoverAndWrite(std::vector<Pending>& round, size_t from,
+                       const rocksdb::Status& first_error);
 
   const std::string dir_;
+  const rocksdb::Options options_;
+  const uint64_t min_free_bytes_;
   std::unique_ptr<rocksdb::DB> db_;  // written only by the journal thread
+  bool read_only_;                   // the journal thread's
   std::thread thread_;
 
   mutable Mutex mu_;
@@ -86,6 +115,10 @@ class Journal {
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t syncs_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t records_ ABSL_GUARDED_BY(mu_) = 0;
+  // Why writes fail now; empty while they succeed.
+  std::string failing_ ABSL_GUARDED_BY(mu_);
+  bool failing_read_only_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t free_bytes_ ABSL_GUARDED_BY(mu_) = UINT64_MAX;
 };
 
 }  // namespace dexec::broker

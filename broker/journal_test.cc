@@ -98,6 +98,8 @@ TEST(JournalTest, ARestartRecoversEveryJobItsStateAndTheNextId) {
   ASSERT_EQ(done->info().attempts.size(), 1u);
   EXPECT_EQ(done->info().attempts[0].outcome, "succeeded");
   EXPECT_EQ(done->info().attempts[0].worker, "w");
+  // Its payload is gone, its size is not (issue 10).
+  EXPECT_EQ(done->payload_size(), std::string("payload-0").size());
   EXPECT_EQ(core.jobs().Find(ids[1])->state, v1::Job::RUNNING);
   EXPECT_EQ(core.jobs().Find(ids[1])->payload, "payload-1");
   EXPECT_EQ(core.jobs().Find(ids[2])->state, v1::Job::QUEUED);

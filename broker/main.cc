@@ -3,7 +3,9 @@
 //
 // Prints one line when ready, then serves until SIGTERM or SIGINT:
 //   dexec-broker listening grpc=127.0.0.1:50051 workers=tcp://127.0.0.1:50052
+#include <malloc.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <iostream>
@@ -46,11 +48,27 @@ ABSL_FLAG(int32_t, max_attempts, 3,
           "default attempts per job (a lost worker costs one)");
 ABSL_FLAG(uint64_t, max_queued, 10'000'000,
           "queued jobs beyond which submits get RESOURCE_EXHAUSTED");
+ABSL_FLAG(uint64_t, max_queued_bytes, 0,
+          "payload bytes of unfinished jobs beyond which submits get "
+          "RESOURCE_EXHAUSTED; 0: a quarter of physical memory");
 ABSL_FLAG(uint64_t, max_payload_bytes, 64 << 20,
           "largest accepted job payload");
+ABSL_FLAG(uint64_t, max_response_bytes, 16 << 20,
+          "bytes of one response at most (a Session message, a GetJobs or "
+          "ListJobs answer): more is split, or answered in pages; a single "
+          "result larger than this still goes, alone");
+ABSL_FLAG(uint64_t, max_watch_ids, 100'000,
+          "job ids in one Watch request at most (INVALID_ARGUMENT beyond)");
+ABSL_FLAG(uint64_t, max_watched_per_session, 10'000'000,
+          "unfinished jobs one Session stream watches at most, its own "
+          "submitted ones included (RESOURCE_EXHAUSTED beyond)");
 ABSL_FLAG(std::string, data_dir, "./dexec-data",
           "directory of the job journal (RocksDB); created if missing. A "
           "restarted broker recovers every acknowledged job from it");
+ABSL_FLAG(uint64_t, journal_min_free_bytes, 0,
+          "free bytes on the journal's file system below which submits get "
+          "RESOURCE_EXHAUSTED (the disk is full); 0: 64 MiB, or a quarter of "
+          "a smaller file system");
 ABSL_FLAG(bool, in_memory, false,
           "keep jobs in memory only (no journal): a broker restart loses them");
 ABSL_FLAG(std::string, auth_dir, "",
@@ -91,6 +109,24 @@ int Main() {
   options.max_queued = absl::GetFlag(FLAGS_max_queued);
   options.max_payload_bytes = absl::GetFlag(FLAGS_max_payload_bytes);
   options.max_worker_credit = absl::GetFlag(FLAGS_max_worker_credit);
+  options.max_queued_bytes = absl::GetFlag(FLAGS_max_queued_bytes);
+  if (options.max_queued_bytes == 0) {
+    const long pages = sysconf(_SC_PHYS_PAGES);
+    const long page_size = sysconf(_SC_PAGE_SIZE);
+    options.max_queued_bytes =
+        pages > 0 && page_size > 0
+            ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size) / 4
+            : uint64_t{4} << 30;
+  }
+  options.max_response_bytes = absl::GetFlag(FLAGS_max_response_bytes);
+  options.max_watch_ids = absl::GetFlag(FLAGS_max_watch_ids);
+  options.max_watched_per_session =
+      absl::GetFlag(FLAGS_max_watched_per_session);
+  if (options.max_response_bytes < 1024 || options.max_response_bytes > (1u << 30)) {
+    std::cerr << "dexec-broker: --max_response_bytes must be between 1 KiB "
+                 "and 1 GiB (protobuf cannot send 2 GB)\n";
+    return 2;
+  }
   if (options.heartbeat_interval <= absl::ZeroDuration() ||
       options.liveness < 1 || options.default_max_attempts < 1 ||
       options.max_worker_credit < 1) {
@@ -148,7 +184,8 @@ int Main() {
     }
     const absl::Time open_start = absl::Now();
     absl::StatusOr<std::unique_ptr<Journal>> opened =
-        Journal::Open(data_dir, &recovered);
+        Journal::Open(data_dir, &recovered,
+                      absl::GetFlag(FLAGS_journal_min_free_bytes));
     if (!opened.ok()) {
       std::cerr << "dexec-broker: " << opened.status().message() << "\n";
       return 1;
@@ -311,6 +348,11 @@ int Main() {
 }  // namespace dexec::broker
 
 int main(int argc, char** argv) {
+  // Payloads and results of 256 KiB or more get pages of their own, given
+  // back when freed. glibc's default threshold grows with what was freed
+  // (up to 32 MiB), after which 1 MiB payloads stay in the heap: see
+  // BrokerLoop::ReturnFreedMemory and docs/DESIGN.md, "Memory".
+  mallopt(M_MMAP_THRESHOLD, 256 << 10);
   dexec::SetMutexDeadlockDetectionForProcess();
   absl::SetProgramUsageMessage(
       "dexec-broker [--listen=HOST:PORT] [--worker_listen=ENDPOINT]");

@@ -66,4 +66,45 @@ TEST_F(ReadyQueueTest, ARequeuedJobGoesAheadOfNewerOnes) {
 }
 
 }  // namespace
+// Issue 10: the entries of cancelled jobs of a task nobody pops stayed
+// for good.
+TEST_F(ReadyQueueTest, ForgottenEntriesOfATaskNobodyPopsAreFreed) {
+  auto is_live = [this](uint64_t id) { return !dead_.contains(id); };
+  for (uint64_t id = 1; id <= 5000; ++id) q_.Push("nobody-offers-this", 0, id);
+  q_.Push("other", 0, 9999);
+  EXPECT_EQ(q_.tasks(), 2u);
+  for (uint64_t id = 1; id <= 3000; ++id) {
+    dead_.insert(id);
+    q_.Forget("nobody-offers-this", is_live);
+  }
+  // Compacted once half of it was dead.
+  EXPECT_LT(q_.entries(), 3000u);
+  for (uint64_t id = 3001; id <= 5000; ++id) {
+    dead_.insert(id);
+    q_.Forget("nobody-offers-this", is_live);
+  }
+  EXPECT_EQ(q_.tasks(), 1u);
+  EXPECT_EQ(q_.entries(), 1u);
+  EXPECT_EQ(Pop({"other"}), 9999u);
+  EXPECT_EQ(q_.tasks(), 0u);
+}
+
+TEST_F(ReadyQueueTest, CompactionKeepsTheLiveIdsInOrder) {
+  auto is_live = [this](uint64_t id) { return !dead_.contains(id); };
+  for (uint64_t id = 1; id <= 4000; ++id) q_.Push("t", id % 2 == 0 ? 1 : 0, id);
+  for (uint64_t id = 1; id <= 4000; ++id) {
+    if (id % 4 == 0 || id % 4 == 1) continue;
+    dead_.insert(id);
+    q_.Forget("t", is_live);
+  }
+  std::vector<uint64_t> popped;
+  while (uint64_t id = Pop({"t"})) popped.push_back(id);
+  ASSERT_EQ(popped.size(), 2000u);
+  // Priority 1 (even ids: multiples of 4) first, each level by id.
+  EXPECT_EQ(popped[0], 4u);
+  EXPECT_EQ(popped[999], 4000u);
+  EXPECT_EQ(popped[1000], 1u);
+  EXPECT_EQ(popped[1999], 3997u);
+}
+
 }  // namespace dexec::broker

@@ -17,6 +17,8 @@ WorkerEntry& WorkerRegistry::Add(const std::string& identity,
   w.threads = reg.threads();
   w.prefetch = reg.prefetch();
   w.tasks.assign(reg.tasks().begin(), reg.tasks().end());
+  w.task_names.clear();
+  for (const std::string& t : w.tasks) w.task_names.push_back(TaskName::Intern(t));
   w.registered_at = now;
   w.last_heard = now;
   w.last_sent = absl::InfinitePast();

@@ -14,6 +14,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/time/time.h"
+#include "broker/job.h"
 #include "protos/dexec.pb.h"
 #include "protos/wire.pb.h"
 
@@ -31,6 +32,9 @@ struct WorkerEntry {
   int32_t threads = 1;
   int32_t prefetch = 0;
   std::vector<std::string> tasks;
+  // The same, interned: a task a worker offers keeps its name (and its run
+  // time statistics) while no job names it.
+  std::vector<TaskName> task_names;
   bool draining = false;
   absl::Time registered_at;
   absl::Time last_heard;  // any frame from it

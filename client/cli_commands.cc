@@ -46,6 +46,8 @@ constexpr size_t kMaxCellChars = 100;
 constexpr absl::Duration kReconnectInitial = absl::Milliseconds(50);
 constexpr absl::Duration kReconnectMax = absl::Seconds(2);
 constexpr absl::Duration kStableStream = absl::Seconds(1);
+// Job ids per Watch message (the broker takes up to --max_watch_ids).
+constexpr int kMaxWatchIds = 65536;
 
 bool IsTerminal(v1::Job::State s) {
   return s == v1::Job::SUCCEEDED || s == v1::Job::FAILED ||
@@ -247,10 +249,18 @@ Watched WatchUntilDone(v1::Broker::Stub& broker,
     std::unique_ptr<
         grpc::ClientReaderWriter<v1::SessionRequest, v1::SessionResponse>>
         stream = broker.Session(&ctx);
-    v1::SessionRequest req;
-    req.mutable_watch()->mutable_job_ids()->Add(pending.begin(),
-                                                pending.end());
-    if (stream->Write(req)) {
+    // In several Watch messages: the broker takes at most --max_watch_ids
+    // (100,000 by default) ids in one.
+    bool written = true;
+    for (auto it = pending.begin(); written && it != pending.end();) {
+      v1::SessionRequest req;
+      auto* ids = req.mutable_watch()->mutable_job_ids();
+      for (; it != pending.end() && ids->size() < kMaxWatchIds; ++it) {
+        ids->Add(*it);
+      }
+      written = stream->Write(req);
+    }
+    if (written) {
       v1::SessionResponse resp;
       while (!pending.empty() && stream->Read(&resp)) {
         answered = true;
@@ -297,6 +307,35 @@ Watched WatchUntilDone(v1::Broker::Stub& broker,
                              outage_start + reconnect_timeout - now,
                              deadline - now}));
   }
+}
+
+// Jobs by id, in order, over as many GetJobs calls as the broker's
+// response budget needs (it answers a prefix and sets `truncated`).
+grpc::Status GetAllJobs(v1::Broker::Stub& broker,
+                        const std::vector<uint64_t>& ids, bool include_result,
+                        const std::function<grpc::Status(
+                            const std::function<grpc::Status(
+                                grpc::ClientContext*)>&)>& call,
+                        std::vector<v1::Job>* jobs) {
+  size_t next = 0;
+  do {
+    v1::GetJobsRequest req;
+    req.set_include_result(include_result);
+    req.mutable_job_ids()->Add(ids.begin() + next, ids.end());
+    v1::GetJobsResponse resp;
+    grpc::Status s = call([&](grpc::ClientContext* ctx) {
+      resp.Clear();
+      return broker.GetJobs(ctx, req, &resp);
+    });
+    if (!s.ok()) return s;
+    if (resp.jobs_size() == 0 && next < ids.size()) {
+      return grpc::Status(grpc::StatusCode::INTERNAL,
+                          "the broker answered GetJobs without any job");
+    }
+    next += resp.jobs_size();
+    for (v1::Job& j : *resp.mutable_jobs()) jobs->push_back(std::move(j));
+  } while (next < ids.size());
+  return grpc::Status::OK;
 }
 
 // Runs a read-only unary call, again with backoff while the broker is
@@ -716,16 +755,19 @@ int Map(const ParsedCommand& cmd, Terminal& term) {
 
 int Status(const ParsedCommand& cmd, v1::Broker::Stub& broker,
            std::ostream& out, std::ostream& err) {
-  v1::GetJobsRequest req;
-  req.mutable_job_ids()->Add(cmd.job_ids.begin(), cmd.job_ids.end());
-  v1::GetJobsResponse resp;
-  grpc::ClientContext ctx;
-  SetDeadline(&ctx, kRpcTimeout);
-  grpc::Status s = broker.GetJobs(&ctx, req, &resp);
+  std::vector<v1::Job> all;
+  grpc::Status s = GetAllJobs(
+      broker, cmd.job_ids, /*include_result=*/false,
+      [](const std::function<grpc::Status(grpc::ClientContext*)>& call) {
+        grpc::ClientContext ctx;
+        SetDeadline(&ctx, kRpcTimeout);
+        return call(&ctx);
+      },
+      &all);
   if (!s.ok()) return RpcFailed(cmd, "status", s, err);
   bool all_found = true;
   std::vector<const v1::Job*> jobs;
-  for (const v1::Job& j : resp.jobs()) {
+  for (const v1::Job& j : all) {
     if (j.state() == v1::Job::STATE_UNSPECIFIED) all_found = false;
     jobs.push_back(&j);
   }
@@ -762,16 +804,15 @@ int Wait(const ParsedCommand& cmd, v1::Broker::Stub& broker, std::ostream& out,
   }
   if (cmd.json) {
     // One Job per line, as `status --json` prints them.
-    v1::GetJobsRequest req;
-    req.mutable_job_ids()->Add(cmd.job_ids.begin(), cmd.job_ids.end());
-    v1::GetJobsResponse resp;
-    grpc::Status s = CallRetryingUnavailable(
-        cmd.reconnect_timeout, [&](grpc::ClientContext* ctx) {
-          resp.Clear();
-          return broker.GetJobs(ctx, req, &resp);
-        });
+    std::vector<v1::Job> jobs;
+    grpc::Status s = GetAllJobs(
+        broker, cmd.job_ids, /*include_result=*/false,
+        [&](const std::function<grpc::Status(grpc::ClientContext*)>& call) {
+          return CallRetryingUnavailable(cmd.reconnect_timeout, call);
+        },
+        &jobs);
     if (!s.ok()) return RpcFailed(cmd, "wait", s, err);
-    for (const v1::Job& j : resp.jobs()) PrintJson(j, out);
+    for (const v1::Job& j : jobs) PrintJson(j, out);
   }
   if (timed_out) {
     err << "dexec: " << unfinished << " of " << cmd.job_ids.size()
@@ -852,20 +893,33 @@ int Cancel(const ParsedCommand& cmd, v1::Broker::Stub& broker,
 
 int List(const ParsedCommand& cmd, v1::Broker::Stub& broker, std::ostream& out,
          std::ostream& err) {
-  v1::ListJobsRequest req;
-  req.set_state(cmd.state_filter);
-  req.set_limit(cmd.limit);
-  v1::ListJobsResponse resp;
-  grpc::ClientContext ctx;
-  SetDeadline(&ctx, kRpcTimeout);
-  grpc::Status s = broker.ListJobs(&ctx, req, &resp);
-  if (!s.ok()) return RpcFailed(cmd, "list", s, err);
+  // Pages: the broker cuts an answer at its response budget.
+  const int32_t limit = cmd.limit > 0 ? cmd.limit : 100;
+  v1::ListJobsResponse all;
+  for (;;) {
+    v1::ListJobsRequest req;
+    req.set_state(cmd.state_filter);
+    req.set_limit(limit - all.jobs_size());
+    if (all.jobs_size() > 0) {
+      req.set_before_id(all.jobs(all.jobs_size() - 1).id());
+    }
+    v1::ListJobsResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, kRpcTimeout);
+    grpc::Status s = broker.ListJobs(&ctx, req, &resp);
+    if (!s.ok()) return RpcFailed(cmd, "list", s, err);
+    for (v1::Job& j : *resp.mutable_jobs()) *all.add_jobs() = std::move(j);
+    if (!resp.truncated() || resp.jobs_size() == 0 ||
+        all.jobs_size() >= limit) {
+      break;
+    }
+  }
   if (cmd.json) {
-    for (const v1::Job& j : resp.jobs()) PrintJson(j, out);
+    for (const v1::Job& j : all.jobs()) PrintJson(j, out);
     return kExitOk;
   }
   std::vector<const v1::Job*> jobs;
-  for (const v1::Job& j : resp.jobs()) jobs.push_back(&j);
+  for (const v1::Job& j : all.jobs()) jobs.push_back(&j);
   PrintJobTable(jobs, out);
   return kExitOk;
 }
