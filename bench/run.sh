@@ -14,7 +14,9 @@
 # Every process started here is stopped by PID (also on exit, via a trap);
 # the peer scripts run under bench/run_peer.py, which does the same for
 # theirs. Brokers always get --in_memory or a fresh --data_dir under a temp
-# dir, never the default ./dexec-data.
+# dir, never the default ./dexec-data, and run secure (the default) with a
+# fresh --auth_dir there too: workers join with that --auth_dir, and
+# dexec_bench reads its client.token.
 #
 # Knobs (environment; defaults in brackets, BENCH_QUICK=1 ones after the /):
 #   BENCH_QUICK=1         small N everywhere, to try the suite on a busy
@@ -91,7 +93,7 @@ stop_all() {
     wait "$pid" 2>/dev/null || true
   done
   PIDS=()
-  rm -rf "$WORK"/data.*
+  rm -rf "$WORK"/data.* "$WORK"/auth.*
 }
 cleanup() {
   if [ -n "$PEER_PID" ]; then
@@ -163,17 +165,26 @@ phase_end() { echo "# phase name=$PHASE seconds=$(elapsed "$PHASE_T0")" >>"$OUT/
 GRPC=""
 WORKERS_EP=""
 BROKER_PID=""
+BROKER_AUTH=""  # the current broker's --auth_dir; empty if --insecure
 DATA_N=0
 
-# start_broker [memory|durable]: a fresh broker on free ports, in memory or
-# on a fresh journal under $WORK; waits for its "listening" line.
+# start_broker [memory|durable] [secure|insecure]: a fresh broker on free
+# ports, in memory or on a fresh journal under $WORK, with a fresh
+# --auth_dir under $WORK (or --insecure); waits for its "listening" line.
 start_broker() {
-  local store=${1:-memory} flags=()
+  local store=${1:-memory} security=${2:-secure} flags=()
+  DATA_N=$((DATA_N + 1))
   if [ "$store" = durable ]; then
-    DATA_N=$((DATA_N + 1))
     flags+=(--data_dir="$WORK/data.$DATA_N")
   else
     flags+=(--in_memory)
+  fi
+  if [ "$security" = insecure ]; then
+    BROKER_AUTH=""
+    flags+=(--insecure)
+  else
+    BROKER_AUTH=$WORK/auth.$DATA_N
+    flags+=(--auth_dir="$BROKER_AUTH")
   fi
   : >"$WORK/broker.out"
   "$BIN/dexec-broker" --listen=127.0.0.1:0 --worker_listen='tcp://127.0.0.1:*' \
@@ -190,20 +201,24 @@ start_broker() {
   [ -n "$line" ] || { log "broker did not print its listening line in 30 s"; exit 1; }
   GRPC=$(sed -n 's/.*grpc=\([^ ]*\).*/\1/p' <<<"$line")
   WORKERS_EP=$(sed -n 's/.*workers=\([^ ]*\).*/\1/p' <<<"$line")
-  log "broker pid=$BROKER_PID store=$store grpc=$GRPC workers=$WORKERS_EP"
+  log "broker pid=$BROKER_PID store=$store security=$security grpc=$GRPC workers=$WORKERS_EP"
 }
+
+# The current broker's credentials, for dexec-worker and dexec_bench.
+worker_auth() { if [ -n "$BROKER_AUTH" ]; then echo "--auth_dir=$BROKER_AUTH"; else echo --insecure; fi; }
+client_auth() { [ -z "$BROKER_AUTH" ] || echo "--token_file=$BROKER_AUTH/client.token"; }
 
 # start_workers COUNT THREADS [PREFETCH|default]; waits until all are listed.
 start_workers() {
   local count=$1 threads=$2 prefetch=${3:-default} i
-  local flags=(--broker="$WORKERS_EP" --threads="$threads")
+  local flags=(--broker="$WORKERS_EP" --threads="$threads" "$(worker_auth)")
   [ "$prefetch" != default ] && flags+=(--prefetch="$prefetch")
   for i in $(seq "$count"); do
     "$BIN/dexec-worker" "${flags[@]}" 2>>"$WORK/worker.err" >/dev/null &
     PIDS+=("$!")
   done
-  timeout 60 "$BIN/dexec_bench" --broker="$GRPC" --workload=wait_workers \
-    --n="$count"
+  timeout 60 "$BIN/dexec_bench" --broker="$GRPC" $(client_auth) \
+    --workload=wait_workers --n="$count"
 }
 
 # drive ARGS...: dexec_bench against the current broker, after waiting
@@ -214,7 +229,8 @@ drive() {
   log "dexec_bench $*"
   "$PY" bench/noise.py mark --root $$ --state "$WORK/noise.json"
   local rc=0
-  timeout 900 "$BIN/dexec_bench" --broker="$GRPC" --runs="$RUNS" "$@" \
+  timeout 900 "$BIN/dexec_bench" --broker="$GRPC" $(client_auth) \
+    --runs="$RUNS" "$@" \
     >"$WORK/drive.out" 2>"$WORK/drive.err" || rc=$?
   local fc
   fc=$("$PY" bench/noise.py since --root $$ --state "$WORK/noise.json")
@@ -361,8 +377,11 @@ fi
 # in-memory broker per run, started by dexec_bench.
 if want e; then
   phase e
+  BROKER_AUTH=""  # dexec_bench starts these brokers and reads their tokens
   drive --workload=queue_memory --n="$N_QUEUE" --broker_bin="$BIN/dexec-broker" \
-    --broker_log="$WORK/broker.err" --timeout_s=300 --extra="workers=0 store=memory"
+    --auth_dir="$WORK/auth.queue" --broker_log="$WORK/broker.err" \
+    --timeout_s=300 --extra="workers=0 store=memory"
+  rm -rf "$WORK/auth.queue"
   peer bench_dask.py e
   peer bench_celery.py e
   phase_end
@@ -373,10 +392,12 @@ fi
 if want g; then
   phase g
   mkdir -p "$WORK/data.restart"
+  BROKER_AUTH=""  # as in e
   drive --workload=restart --n="$N_RESTART" --broker_bin="$BIN/dexec-broker" \
-    --data_dir="$WORK/data.restart" --broker_log="$WORK/broker.err" \
-    --timeout_s=600 --extra="workers=0 store=durable"
-  rm -rf "$WORK/data.restart"
+    --data_dir="$WORK/data.restart" --auth_dir="$WORK/auth.restart" \
+    --broker_log="$WORK/broker.err" --timeout_s=600 \
+    --extra="workers=0 store=durable"
+  rm -rf "$WORK/data.restart" "$WORK/auth.restart"
   phase_end
 fi
 
