@@ -9,6 +9,8 @@
 #   c   sleep makespans           d  CPU-bound speedup
 #   e   memory per queued job and submit time (dexec 1M, peers 100k)
 #   g   broker restart with 1M journaled jobs (dexec only)
+#   s   the cost of security: a's no-op Map and b's round trip on a default
+#       (tokens + CURVE) broker and on an --insecure one, alternated
 #   micro  the Google Benchmark micro-suite (bench/micro_bench.cc)
 # and bench/report.py turns every RESULT line into latest.{md,json,png}.
 # Every process started here is stopped by PID (also on exit, via a trap);
@@ -16,17 +18,19 @@
 # theirs. Brokers always get --in_memory or a fresh --data_dir under a temp
 # dir, never the default ./dexec-data, and run secure (the default) with a
 # fresh --auth_dir there too: workers join with that --auth_dir, and
-# dexec_bench reads its client.token.
+# dexec_bench reads its client.token. Only phase s also runs --insecure.
 #
 # Knobs (environment; defaults in brackets, BENCH_QUICK=1 ones after the /):
 #   BENCH_QUICK=1         small N everywhere, to try the suite on a busy
 #                         machine; writes to /tmp/dexec-bench-quick, not
 #                         bench/results (quick numbers are not results)
 #   BENCH_OUT             output directory [bench/results / /tmp/dexec-bench-quick]
-#   ONLY                  phases to run [a b c d e f g micro]; "a,b" works too
+#   ONLY                  phases to run [a b c d e f g s micro]; "a,b" works too
 #   RUNS                  repetitions per measurement [3 / 1]
 #   N_NOOP N_LAT          no-op jobs per run; round trips per run [100000 10000 / 10000 1000]
 #   N_QUEUE N_RESTART     jobs queued for e; journaled for g [1000000 1000000 / 100000 100000]
+#   SEC_ROUNDS            s: rounds of (secure, insecure), each a fresh
+#                         cluster per measurement [3 / 2]
 #   PREFETCHES            worker --prefetch values for a, e.g. "default 64"
 #                         (other values are reported as dexec_prefetchN) [default]
 #   PEERS                 1: run the peers too [1]
@@ -49,7 +53,7 @@ T_START=$EPOCHREALTIME
 
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
   : "${RUNS:=1}" "${N_NOOP:=10000}" "${N_LAT:=1000}" "${N_QUEUE:=100000}"
-  : "${N_RESTART:=100000}" "${PEER_100K:=}"
+  : "${N_RESTART:=100000}" "${PEER_100K:=}" "${SEC_ROUNDS:=2}"
   : "${MICRO_MIN_TIME:=0.05}" "${MICRO_REPS:=1}"
   : "${BENCH_OUT:=/tmp/dexec-bench-quick}"
 fi
@@ -58,6 +62,7 @@ N_NOOP=${N_NOOP:-100000}
 N_LAT=${N_LAT:-10000}
 N_QUEUE=${N_QUEUE:-1000000}
 N_RESTART=${N_RESTART:-1000000}
+SEC_ROUNDS=${SEC_ROUNDS:-3}
 PREFETCHES=${PREFETCHES:-default}
 PEERS=${PEERS:-1}
 PEER_ONLY=${PEER_ONLY:-a,b,c,d,e}
@@ -67,7 +72,7 @@ PEER_TIMEOUT=${PEER_TIMEOUT:-600}
 MICRO_MIN_TIME=${MICRO_MIN_TIME:-0.3}
 MICRO_REPS=${MICRO_REPS:-3}
 BENCH_PEERS=$(cd "${BENCH_PEERS:-../shared/bench-peers}" && pwd)
-ONLY=" $(tr ',' ' ' <<<"${ONLY:-a b c d e f g micro}") "
+ONLY=" $(tr ',' ' ' <<<"${ONLY:-a b c d e f g s micro}") "
 export PEERS_RUNS=${PEERS_RUNS:-$RUNS}
 export PEERS_QUIET_MAX_WAIT_S=${PEERS_QUIET_MAX_WAIT_S:-15}
 OUT=${BENCH_OUT:-$ROOT/bench/results}
@@ -153,7 +158,7 @@ rm -f "$OUT/micro.json"
 {
   echo "# host nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')\" kernel=$(uname -r) date=$(date -u +%FT%TZ)"
   echo "# dexec commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- broker worker client common protos bench/dexec_bench.cc bench/micro_bench.cc || echo '+dirty')"
-  echo "# config quick=${BENCH_QUICK:-0} runs=$RUNS n_noop=$N_NOOP n_lat=$N_LAT n_queue=$N_QUEUE n_restart=$N_RESTART prefetches=\"$PREFETCHES\" peers=$PEERS peer_only=$PEER_ONLY peer_systems=\"$PEER_SYSTEMS\" peer_100k=\"$PEER_100K\" peers_runs=$PEERS_RUNS micro_min_time=$MICRO_MIN_TIME micro_reps=$MICRO_REPS"
+  echo "# config quick=${BENCH_QUICK:-0} runs=$RUNS n_noop=$N_NOOP n_lat=$N_LAT n_queue=$N_QUEUE n_restart=$N_RESTART sec_rounds=$SEC_ROUNDS prefetches=\"$PREFETCHES\" peers=$PEERS peer_only=$PEER_ONLY peer_systems=\"$PEER_SYSTEMS\" peer_100k=\"$PEER_100K\" peers_runs=$PEERS_RUNS micro_min_time=$MICRO_MIN_TIME micro_reps=$MICRO_REPS"
   echo "# phase name=build seconds=$BUILD_S"
 } >>"$OUT/dexec.txt"
 
@@ -230,7 +235,7 @@ drive() {
   "$PY" bench/noise.py mark --root $$ --state "$WORK/noise.json"
   local rc=0
   timeout 900 "$BIN/dexec_bench" --broker="$GRPC" $(client_auth) \
-    --runs="$RUNS" "$@" \
+    --runs="${DRIVE_RUNS:-$RUNS}" "$@" \
     >"$WORK/drive.out" 2>"$WORK/drive.err" || rc=$?
   local fc
   fc=$("$PY" bench/noise.py since --root $$ --state "$WORK/noise.json")
@@ -398,6 +403,31 @@ if want g; then
     --broker_log="$WORK/broker.err" --timeout_s=600 \
     --extra="workers=0 store=durable"
   rm -rf "$WORK/data.restart" "$WORK/auth.restart"
+  phase_end
+fi
+
+# ---- s: what security costs. The no-op Map of a and the round trip of b,
+# each on a default broker (tokens on gRPC, CURVE on the worker port) and
+# on an --insecure one, alternated secure, insecure, secure, ... with a
+# fresh cluster per measurement, so a drift of the machine hits both;
+# report.py takes the median of the SEC_ROUNDS runs of each.
+if want s; then
+  phase s
+  DRIVE_RUNS=1
+  for round in $(seq "$SEC_ROUNDS"); do
+    for wl in noop_map latency; do
+      n=$N_NOOP
+      [ "$wl" = latency ] && n=$N_LAT
+      for security in secure insecure; do
+        start_broker memory "$security"
+        start_workers 2 1
+        drive --workload="$wl" --n="$n" --label="dexec_$security" \
+          --extra="workers=2x1 prefetch=default store=memory security=$security round=$round"
+        stop_all
+      done
+    done
+  done
+  unset DRIVE_RUNS
   phase_end
 fi
 
