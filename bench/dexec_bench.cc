@@ -845,7 +845,8 @@ absl::Status WaitWorkers(const std::string& broker, int64_t n) {
                    NewBrokerStub(broker, FlagAuth()));
   const absl::Time deadline =
       absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
-  int seen = -1;
+  int seen = 0;
+  std::string last = "no answer yet";
   while (absl::Now() < deadline) {
     grpc::ClientContext ctx;
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
@@ -858,13 +859,19 @@ absl::Status WaitWorkers(const std::string& broker, int64_t n) {
           "broker ", broker, " refused ListWorkers: ", s.error_message(),
           " (--token_file)"));
     }
-    seen = s.ok() ? resp.workers_size() : -1;
-    if (seen >= n) return absl::OkStatus();
+    if (s.ok()) {
+      seen = resp.workers_size();
+      if (seen >= n) return absl::OkStatus();
+      last = absl::StrCat("lists ", seen, " workers");
+    } else {
+      // E.g. a TLS broker called without --tls_ca: UNAVAILABLE, say why.
+      last = absl::StrCat("ListWorkers failed: ", s.error_message());
+    }
     absl::SleepFor(absl::Milliseconds(20));
   }
   return absl::DeadlineExceededError(
-      absl::StrCat("broker ", broker, " lists ", seen, " workers, expected ",
-                   n, " within ", absl::GetFlag(FLAGS_timeout_s), " s"));
+      absl::StrCat("broker ", broker, " did not list ", n, " workers within ",
+                   absl::GetFlag(FLAGS_timeout_s), " s; last: ", last));
 }
 
 absl::Status Run() {
