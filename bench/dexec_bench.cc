@@ -6,11 +6,20 @@
 //
 //   dexec_bench --broker=127.0.0.1:50051 --workload=noop_map --n=100000
 //
+// Credentials: every call carries the broker's bearer token (--token_file,
+// else the client library's lookup: $DEXEC_TOKEN, $DEXEC_TOKEN_FILE,
+// ./dexec-data/client.token), over TLS if --tls_ca is given; an --insecure
+// broker ignores the token.
+//
+//   dexec_bench --token_file=DIR/client.token --workload=latency
+//
 // Two workloads start brokers themselves, given --broker_bin: `restart`
 // (it needs the broker's exact start time and its stdout) and
-// `queue_memory` (a fresh broker per run). The broker runs as this process's
-// child, is stopped by PID, and dies with it (PR_SET_PDEATHSIG) if this
-// process is killed.
+// `queue_memory` (a fresh broker per run). They give the broker an
+// --auth_dir (--auth_dir, or a fresh directory of their own) and read its
+// client.token once it is listening; with --insecure the broker runs
+// --insecure instead. The broker runs as this process's child, is stopped
+// by PID, and dies with it (PR_SET_PDEATHSIG) if this process is killed.
 //
 // Exit code 0 on success; 1 (with a message on stderr) if the broker is not
 // reachable or a job fails.
@@ -28,6 +37,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -48,11 +58,13 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "auth/client_credentials.h"
 #include "client/executor.h"
 #include "client/future.h"
 #include "client/options.h"
 #include "common/mutex.h"
 #include "common/proto_time.h"
+#include "common/status_macros.h"
 #include "grpcpp/grpcpp.h"
 #include "protos/dexec.grpc.pb.h"
 
@@ -87,6 +99,19 @@ ABSL_FLAG(std::string, data_dir, "",
 ABSL_FLAG(std::string, broker_log, "/dev/null",
           "restart, queue_memory: file the started broker's stderr is "
           "appended to");
+ABSL_FLAG(std::string, token_file, "",
+          "file holding the bearer token of --broker (a broker writes its "
+          "admin token to <auth_dir>/client.token); empty = $DEXEC_TOKEN, "
+          "$DEXEC_TOKEN_FILE, then ./dexec-data/client.token");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA of --broker's TLS certificate (<auth_dir>/tls/ca.pem for "
+          "a broker's generated one); empty = $DEXEC_TLS_CA, else plaintext");
+ABSL_FLAG(std::string, auth_dir, "",
+          "restart, queue_memory: --auth_dir of the brokers started; empty = "
+          "a fresh directory under /tmp, removed at exit");
+ABSL_FLAG(bool, insecure, false,
+          "restart, queue_memory: start the brokers with --insecure (no "
+          "token, no CURVE)");
 
 namespace dexec::bench {
 namespace {
@@ -145,6 +170,24 @@ std::string NoopMeasure(int64_t n) {
 }
 
 double Seconds(absl::Time t0) { return absl::ToDoubleSeconds(absl::Now() - t0); }
+
+// How this process reaches --broker: the token file and CA of the flags.
+auth::ClientAuthOptions FlagAuth() {
+  auth::ClientAuthOptions auth;
+  auth.token_file = absl::GetFlag(FLAGS_token_file);
+  auth.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  return auth;
+}
+
+// A raw stub for the calls the Executor does not offer (GetJobs,
+// ListWorkers, GetStats, unary Submit), with the same credentials.
+absl::StatusOr<std::unique_ptr<v1::Broker::Stub>> NewBrokerStub(
+    const std::string& address, const auth::ClientAuthOptions& auth) {
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      auth::MakeBrokerChannel(address, auth, grpc::ChannelArguments());
+  if (!channel.ok()) return channel.status();
+  return v1::Broker::NewStub(*channel);
+}
 
 // Runs `count` no-ops through Map so workers, connections and allocators are
 // warm before the clock starts (the peers warm up too).
@@ -247,9 +290,9 @@ absl::Status AddRoundTripParts(v1::Broker::Stub& stub,
 }
 
 absl::Status Latency(Executor& ex, int64_t n) {
-  std::unique_ptr<v1::Broker::Stub> stub =
-      v1::Broker::NewStub(grpc::CreateChannel(
-          absl::GetFlag(FLAGS_broker), grpc::InsecureChannelCredentials()));
+  absl::StatusOr<std::unique_ptr<v1::Broker::Stub>> stub =
+      NewBrokerStub(absl::GetFlag(FLAGS_broker), FlagAuth());
+  if (!stub.ok()) return stub.status();
   std::vector<double> p50s, p99s;
   std::vector<double> submit50s, dispatch50s, run50s, return50s;
   for (int run = 0; run < absl::GetFlag(FLAGS_runs); ++run) {
@@ -274,7 +317,7 @@ absl::Status Latency(Executor& ex, int64_t n) {
     p99s.push_back(Percentile(samples, 99));
     // After the timed loop: the queries cost the round trips nothing.
     RoundTripParts parts;
-    absl::Status s = AddRoundTripParts(*stub, ids, sent, done, &parts);
+    absl::Status s = AddRoundTripParts(**stub, ids, sent, done, &parts);
     if (!s.ok()) return s;
     if (parts.submit.empty()) continue;
     submit50s.push_back(Percentile(parts.submit, 50));
@@ -542,12 +585,63 @@ class ChildBroker {
   int out_fd_ = -1;
 };
 
+// The credentials of the brokers this process starts (restart,
+// queue_memory): --insecure, or an --auth_dir whose client.token is read
+// once the broker is listening (the broker writes it before that). A
+// directory made here because --auth_dir was empty is removed by the
+// destructor. Not thread-safe; one per workload.
+class ChildBrokerAuth {
+ public:
+  ChildBrokerAuth() = default;
+  ChildBrokerAuth(const ChildBrokerAuth&) = delete;
+  ChildBrokerAuth& operator=(const ChildBrokerAuth&) = delete;
+  ~ChildBrokerAuth() {
+    if (scratch_.empty()) return;
+    std::error_code ignored;
+    std::filesystem::remove_all(scratch_, ignored);
+  }
+
+  // Reads --insecure and --auth_dir; makes the scratch directory if needed.
+  absl::Status Init() {
+    insecure_ = absl::GetFlag(FLAGS_insecure);
+    if (insecure_) return absl::OkStatus();
+    dir_ = absl::GetFlag(FLAGS_auth_dir);
+    if (!dir_.empty()) return absl::OkStatus();
+    std::string tmpl = "/tmp/dexec-bench-auth.XXXXXX";
+    if (mkdtemp(tmpl.data()) == nullptr) {
+      return absl::InternalError(
+          absl::StrCat("cannot make a directory for the broker's --auth_dir (",
+                       tmpl, "): ", strerror(errno), "; pass --auth_dir"));
+    }
+    dir_ = scratch_ = tmpl;
+    return absl::OkStatus();
+  }
+
+  // The broker flags: --insecure or --auth_dir=DIR.
+  std::string BrokerFlag() const {
+    return insecure_ ? "--insecure" : absl::StrCat("--auth_dir=", dir_);
+  }
+
+  // How to call the broker once it is listening.
+  auth::ClientAuthOptions ClientAuth() const {
+    auth::ClientAuthOptions auth;
+    if (!insecure_) auth.token_file = absl::StrCat(dir_, "/client.token");
+    return auth;
+  }
+
+ private:
+  bool insecure_ = false;
+  std::string dir_;
+  std::string scratch_;  // made by Init, removed by the destructor
+};
+
 // Polls GetStats until it answers with at least `n` queued jobs; returns
 // the number seen last.
-absl::StatusOr<uint64_t> WaitQueued(const std::string& broker, uint64_t n,
-                                    absl::Time deadline) {
-  std::unique_ptr<v1::Broker::Stub> stub = v1::Broker::NewStub(
-      grpc::CreateChannel(broker, grpc::InsecureChannelCredentials()));
+absl::StatusOr<uint64_t> WaitQueued(const std::string& broker,
+                                    const auth::ClientAuthOptions& auth,
+                                    uint64_t n, absl::Time deadline) {
+  ASSIGN_OR_RETURN(std::unique_ptr<v1::Broker::Stub> stub,
+                   NewBrokerStub(broker, auth));
   uint64_t queued = 0;
   std::string last_error = "no answer yet";
   while (absl::Now() < deadline) {
@@ -585,24 +679,29 @@ absl::Status QueueMemory(const std::string& broker, int64_t n) {
   }
   const absl::Duration wait = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
   const int64_t batch = std::max<int64_t>(1, absl::GetFlag(FLAGS_batch));
+  ChildBrokerAuth child_auth;
+  if (!bin.empty()) RETURN_IF_ERROR(child_auth.Init());
   std::vector<double> secs, per_job;
   for (int run = 0; run < absl::GetFlag(FLAGS_runs); ++run) {
     std::optional<ChildBroker> child;
     std::string addr = broker;
+    auth::ClientAuthOptions auth = FlagAuth();
     int pid = absl::GetFlag(FLAGS_broker_pid);
     if (!bin.empty()) {
       child.emplace();
       absl::Status s = child->Start(
           {bin, "--listen=127.0.0.1:0", "--worker_listen=tcp://127.0.0.1:*",
-           "--in_memory"},
+           "--in_memory", child_auth.BrokerFlag()},
           absl::GetFlag(FLAGS_broker_log));
       if (!s.ok()) return s;
       absl::StatusOr<std::string> a = child->WaitListening(absl::Now() + wait);
       if (!a.ok()) return a.status();
       addr = *a;
+      auth = child_auth.ClientAuth();
       pid = child->pid();
       // Serving (one GetStats answered) before the baseline is taken.
-      absl::StatusOr<uint64_t> q = WaitQueued(addr, 0, absl::Now() + wait);
+      absl::StatusOr<uint64_t> q =
+          WaitQueued(addr, auth, 0, absl::Now() + wait);
       if (!q.ok()) return q.status();
     }
     absl::StatusOr<int64_t> before = RssBytes(pid);
@@ -612,9 +711,10 @@ absl::Status QueueMemory(const std::string& broker, int64_t n) {
     {
       // Closed before Stop: an open connection holds the broker's shutdown
       // for its 2 s grace.
-      std::unique_ptr<v1::Broker::Stub> stub = v1::Broker::NewStub(
-          grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
-      s = SubmitQueued(*stub, n, batch);
+      absl::StatusOr<std::unique_ptr<v1::Broker::Stub>> stub =
+          NewBrokerStub(addr, auth);
+      if (!stub.ok()) return stub.status();
+      s = SubmitQueued(**stub, n, batch);
     }
     if (!s.ok()) return s;
     secs.push_back(Seconds(t0));
@@ -649,9 +749,14 @@ absl::Status Restart(int64_t n) {
     return absl::InvalidArgumentError(
         "restart needs --broker_bin=<dexec-broker> and --data_dir=<empty dir>");
   }
+  // One --auth_dir for the first broker and every restart: the restarted
+  // broker reads the credentials the first one made.
+  ChildBrokerAuth child_auth;
+  RETURN_IF_ERROR(child_auth.Init());
+  const auth::ClientAuthOptions auth = child_auth.ClientAuth();
   const std::vector<std::string> argv = {
       bin, "--listen=127.0.0.1:0", "--worker_listen=tcp://127.0.0.1:*",
-      absl::StrCat("--data_dir=", dir)};
+      absl::StrCat("--data_dir=", dir), child_auth.BrokerFlag()};
   const std::string log = absl::GetFlag(FLAGS_broker_log);
   const absl::Duration wait = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
   const std::string tag =
@@ -663,7 +768,8 @@ absl::Status Restart(int64_t n) {
     if (!s.ok()) return s;
     absl::StatusOr<std::string> addr = broker.WaitListening(absl::Now() + wait);
     if (!addr.ok()) return addr.status();
-    absl::StatusOr<uint64_t> already = WaitQueued(*addr, 0, absl::Now() + wait);
+    absl::StatusOr<uint64_t> already =
+        WaitQueued(*addr, auth, 0, absl::Now() + wait);
     if (!already.ok()) return already.status();
     if (*already != 0) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -677,9 +783,10 @@ absl::Status Restart(int64_t n) {
       // Closed before the SIGTERM below: an open client connection holds
       // the broker's shutdown for its 2 s grace, which is not what the
       // shutdown figure is about.
-      std::unique_ptr<v1::Broker::Stub> stub = v1::Broker::NewStub(
-          grpc::CreateChannel(*addr, grpc::InsecureChannelCredentials()));
-      s = SubmitQueued(*stub, n,
+      absl::StatusOr<std::unique_ptr<v1::Broker::Stub>> stub =
+          NewBrokerStub(*addr, auth);
+      if (!stub.ok()) return stub.status();
+      s = SubmitQueued(**stub, n,
                        std::max<int64_t>(1, absl::GetFlag(FLAGS_batch)));
       if (!s.ok()) return s;
     }
@@ -709,7 +816,7 @@ absl::Status Restart(int64_t n) {
     absl::StatusOr<std::string> addr = broker.WaitListening(t0 + wait);
     if (!addr.ok()) return addr.status();
     listening.push_back(Seconds(t0));
-    absl::StatusOr<uint64_t> queued = WaitQueued(*addr, n, t0 + wait);
+    absl::StatusOr<uint64_t> queued = WaitQueued(*addr, auth, n, t0 + wait);
     if (!queued.ok()) return queued.status();
     ready.push_back(Seconds(t0));
     if (*queued != static_cast<uint64_t>(n)) {
@@ -734,23 +841,37 @@ absl::Status Restart(int64_t n) {
 // Polls ListWorkers until the broker lists `n` workers (readiness for
 // bench/run.sh; registration is not something a client can subscribe to).
 absl::Status WaitWorkers(const std::string& broker, int64_t n) {
-  std::unique_ptr<v1::Broker::Stub> stub = v1::Broker::NewStub(
-      grpc::CreateChannel(broker, grpc::InsecureChannelCredentials()));
+  ASSIGN_OR_RETURN(std::unique_ptr<v1::Broker::Stub> stub,
+                   NewBrokerStub(broker, FlagAuth()));
   const absl::Time deadline =
       absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
-  int seen = -1;
+  int seen = 0;
+  std::string last = "no answer yet";
   while (absl::Now() < deadline) {
     grpc::ClientContext ctx;
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
     v1::ListWorkersResponse resp;
     grpc::Status s = stub->ListWorkers(&ctx, v1::ListWorkersRequest(), &resp);
-    seen = s.ok() ? resp.workers_size() : -1;
-    if (seen >= n) return absl::OkStatus();
+    // A refused token will not get better by waiting.
+    if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+        s.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+      return absl::UnauthenticatedError(absl::StrCat(
+          "broker ", broker, " refused ListWorkers: ", s.error_message(),
+          " (--token_file)"));
+    }
+    if (s.ok()) {
+      seen = resp.workers_size();
+      if (seen >= n) return absl::OkStatus();
+      last = absl::StrCat("lists ", seen, " workers");
+    } else {
+      // E.g. a TLS broker called without --tls_ca: UNAVAILABLE, say why.
+      last = absl::StrCat("ListWorkers failed: ", s.error_message());
+    }
     absl::SleepFor(absl::Milliseconds(20));
   }
   return absl::DeadlineExceededError(
-      absl::StrCat("broker ", broker, " lists ", seen, " workers, expected ",
-                   n, " within ", absl::GetFlag(FLAGS_timeout_s), " s"));
+      absl::StrCat("broker ", broker, " did not list ", n, " workers within ",
+                   absl::GetFlag(FLAGS_timeout_s), " s; last: ", last));
 }
 
 absl::Status Run() {
@@ -762,6 +883,8 @@ absl::Status Run() {
 
   ExecutorOptions options;
   options.broker = broker;
+  options.token_file = absl::GetFlag(FLAGS_token_file);
+  options.tls_ca = absl::GetFlag(FLAGS_tls_ca);
   absl::StatusOr<std::unique_ptr<Executor>> ex = Executor::Connect(options);
   if (!ex.ok()) return ex.status();
   absl::Status s = Warmup(**ex, absl::GetFlag(FLAGS_warmup));

@@ -11,24 +11,35 @@
 //     Submit of a 1000-job batch from a session, then Schedule and one
 //     Results frame per Dispatch from two 2-thread workers until all 1000
 //     are done, then Tick (retention 0, so the finished jobs are forgotten
-//     and the table stays small) — with and without journal change tracking.
+//     and the table stays small) — with and without journal change tracking;
+//   * the broker's token check: TokenStore::AuthenticateHeader of a valid
+//     and of an unknown bearer token, with 101 live tokens (what every RPC
+//     and Session stream open pays on a secure broker).
 //
-// items_per_second is jobs (or tasks) per second of one core. Run:
+// items_per_second is jobs (or tasks, or token checks) per second of one
+// core. Run:
 //
 //   bazel build -c opt --check_visibility=false //bench:micro_bench
 //   bazel-bin/bench/micro_bench --benchmark_filter=BrokerCore
 //
 // bench/run.sh runs it with repetitions and puts the medians in the report.
-// Uses only the public headers of protos/wire.h and broker/*.h; it does not
-// reach into the broker's internals, so the broker can change under it.
+// Uses only the public headers of protos/wire.h, broker/*.h and
+// auth/token_store.h; it does not reach into the broker's internals, so the
+// broker can change under it.
+#include <stdlib.h>
+
 #include <algorithm>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "auth/token_store.h"
 #include "benchmark/benchmark.h"
 #include "broker/broker_core.h"
 #include "broker/job.h"
@@ -270,6 +281,79 @@ void BM_BrokerCoreRoundTrip(benchmark::State& state) {
       static_cast<double>(rounds) / std::max<int64_t>(1, state.iterations()));
 }
 BENCHMARK(BM_BrokerCoreRoundTrip)->ArgName("journal")->Arg(0)->Arg(1);
+
+// A TokenStore with the admin token and 100 more, in a directory of its own
+// under /tmp (TokenStore only opens a directory), removed at exit; made once
+// for every run of the token benchmarks, since each Create writes and
+// fsyncs the tokens file.
+struct TokenFixture {
+  std::string dir;
+  std::unique_ptr<auth::TokenStore> store;
+  std::string admin_secret;
+  std::string error;  // why the fixture could not be made; empty if it was
+
+  TokenFixture() {
+    std::string tmpl = "/tmp/dexec-micro-tokens.XXXXXX";
+    if (mkdtemp(tmpl.data()) == nullptr) {
+      error = "mkdtemp failed";
+      return;
+    }
+    dir = tmpl;
+    absl::StatusOr<std::unique_ptr<auth::TokenStore>> opened =
+        auth::TokenStore::Open(dir + "/auth", Epoch());
+    if (!opened.ok()) {
+      error = std::string(opened.status().message());
+      return;
+    }
+    store = std::move(*opened);
+    for (int i = 0; i < 100; ++i) {
+      absl::StatusOr<std::string> s = store->Create(
+          absl::StrCat("client-", i), auth::Role::kSubmit, Epoch());
+      if (!s.ok()) {
+        error = std::string(s.status().message());
+        return;
+      }
+    }
+    std::ifstream in(store->client_token_path());
+    std::getline(in, admin_secret);
+    if (admin_secret.empty()) error = "no admin secret in client.token";
+  }
+  ~TokenFixture() {
+    store.reset();
+    std::error_code ignored;
+    if (!dir.empty()) std::filesystem::remove_all(dir, ignored);
+  }
+};
+
+TokenFixture& Tokens() {
+  static TokenFixture fixture;  // destroyed at exit: removes its directory
+  return fixture;
+}
+
+// AuthenticateHeader of the `authorization` value a client sends: the
+// admin's (valid:1), or a well-formed secret no token has (valid:0, the
+// refusal path an unauthenticated client drives).
+void BM_TokenAuthenticateHeader(benchmark::State& state) {
+  TokenFixture& t = Tokens();
+  if (!t.error.empty()) {
+    state.SkipWithError(t.error.c_str());
+    return;
+  }
+  const bool valid = state.range(0) == 1;
+  std::string secret = t.admin_secret;
+  if (!valid) secret.back() = secret.back() == '0' ? '1' : '0';
+  const std::string header = "Bearer " + secret;
+  for (auto _ : state) {
+    absl::StatusOr<auth::Principal> who = t.store->AuthenticateHeader(header);
+    if (who.ok() != valid) {
+      state.SkipWithError("AuthenticateHeader gave the wrong answer");
+      break;
+    }
+    benchmark::DoNotOptimize(who);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_TokenAuthenticateHeader)->ArgName("valid")->Arg(1)->Arg(0);
 
 }  // namespace
 }  // namespace dexec::bench

@@ -4,8 +4,9 @@ peers') into bench/results/latest.json, latest.md and latest.png.
 
 latest.md: the machine and versions; the issue #4 targets, met or not; one
 table per workload (a-g) with every system's median (min-max) and the
-ratio dexec / that system from the same run; the micro-suite; how long each
-phase took. latest.png: no-op throughput (tasks/s, log) and round-trip
+ratio dexec / that system from the same run; the cost of security (s:
+secure vs --insecure, against issue #9's goals); the micro-suite; how long
+each phase took. latest.png: no-op throughput (tasks/s, log) and round-trip
 latency (p50, p99) per system. The chart needs matplotlib (Debian's
 python3-matplotlib, hence /usr/bin/python3); without it the report says so.
 
@@ -46,7 +47,20 @@ WORKLOADS = [
      "Jobs submitted with no worker to a durable broker, SIGTERM, restart "
      "on the same journal: time from fork to the `listening` line and to the "
      "first GetStats showing every job queued."),
+    ("s", "Cost of security (dexec, issue #9)",
+     "The no-op `Map` of (a) and the round trip of (b), each on a default "
+     "broker (bearer token on every gRPC call and stream, CURVE on the "
+     "worker port) and on an `--insecure` one (neither), alternated — "
+     "secure, insecure, secure, … — with a fresh cluster per run, so a "
+     "drift of the machine hits both. Each cell is the median (min–max) of "
+     "the rounds. Every other dexec figure in this report is on a default, "
+     "secure broker."),
 ]
+# Issue #9's goals for the cost of security.
+SECURITY_MAP_GOAL_PCT = 5.0
+SECURITY_P50_GOAL_US = 10.0
+# Foreign cores (of 2) from which a security verdict is marked noisy.
+SECURITY_NOISY_CORES = 0.3
 LOWER_IS_BETTER_UNITS = {"us", "s", "bytes/task"}
 
 
@@ -94,6 +108,8 @@ def measure_n(measure):
 
 def workload_of(r):
     m = r["measure"]
+    if r.get("security"):
+        return "s"
     if m.startswith("noop_"):
         return "f" if r.get("store") == "durable" else "a"
     if m.startswith("latency_"):
@@ -362,6 +378,122 @@ def workload_table(results, letter):
     return lines
 
 
+def security_cost(results, micro):
+    """Phase s: per measure, the secure and the insecure runs (one RESULT
+    line per run, the rounds alternated), their medians, the cost against
+    issue #9's goal, and the token check of the micro-suite."""
+    runs = {}
+    for r in results:
+        if workload_of(r) != "s":
+            continue
+        key = (r["measure"], r["security"])
+        for v in r.get("runs", r["median"]).split(","):
+            runs.setdefault(key, []).append({
+                "value": num(v), "round": r.get("round", "?"),
+                "foreign_cores": num(r.get("foreign_cores"))})
+    out = {"rows": [], "token_check": []}
+    specs = [
+        (lambda m: m.startswith("noop_"), "no-op Map", "higher",
+         SECURITY_MAP_GOAL_PCT),
+        (lambda m: m == "latency_p50", "round trip p50", "lower",
+         SECURITY_P50_GOAL_US),
+        (lambda m: m == "latency_p99", "round trip p99", "lower", None),
+        # Where the round trip's difference is (bench/README.md, "What
+        # limits the round trip"): the p50 of each part, no goal.
+        (lambda m: m == "latency_part_submit_p50",
+         "part: Submit → broker has it, p50", "lower", None),
+        (lambda m: m == "latency_part_dispatch_p50",
+         "part: → worker started it, p50", "lower", None),
+        (lambda m: m == "latency_part_return_p50",
+         "part: worker finished → caller has it, p50", "lower", None),
+    ]
+    measures = sorted({m for m, _ in runs})
+    for pick, name, better, goal in specs:
+        for m in measures:
+            if not pick(m):
+                continue
+            sec, ins = runs.get((m, "secure"), []), runs.get((m, "insecure"), [])
+            if not sec or not ins:
+                continue
+            ms = statistics.median(x["value"] for x in sec)
+            mi = statistics.median(x["value"] for x in ins)
+            row = {"measure": m, "name": name,
+                   "unit": "tasks/s" if better == "higher" else "us",
+                   "secure": [x["value"] for x in sec],
+                   "insecure": [x["value"] for x in ins],
+                   "rounds": [x["round"] for x in sec],
+                   "secure_foreign_cores": [x["foreign_cores"] for x in sec],
+                   "insecure_foreign_cores": [x["foreign_cores"] for x in ins],
+                   "secure_median": ms, "insecure_median": mi}
+            fc = [x["foreign_cores"] for x in sec + ins
+                  if x["foreign_cores"] == x["foreign_cores"]]
+            row["max_foreign_cores"] = max(fc) if fc else float("nan")
+            if better == "higher":
+                # The throughput lost to security, in % of the insecure rate.
+                row["cost_pct"] = (1 - ms / mi) * 100 if mi > 0 else float("nan")
+                row["ratio"] = ms / mi if mi > 0 else float("nan")
+                row["paired_cost_pct"] = [
+                    (1 - a["value"] / b["value"]) * 100
+                    for a, b in zip(sec, ins) if b["value"] > 0]
+                if goal is not None:
+                    row["goal"] = "≤ %g %% slower" % goal
+                    row["met"] = row["cost_pct"] <= goal
+            else:
+                row["cost_us"] = ms - mi
+                row["paired_cost_us"] = [a["value"] - b["value"]
+                                         for a, b in zip(sec, ins)]
+                if goal is not None:
+                    row["goal"] = "≤ %g µs more" % goal
+                    row["met"] = row["cost_us"] <= goal
+            out["rows"].append(row)
+    for m in micro:
+        if m["name"].startswith("BM_TokenAuthenticate"):
+            out["token_check"].append({
+                "name": m["name"], "ns_median": m["ns_per_item_median"],
+                "repetitions": m["repetitions"]})
+    return out
+
+
+def security_table(cost):
+    if not cost["rows"]:
+        return []
+    lines = ["| measure | default (token + CURVE) | `--insecure` | cost | "
+             "goal | | per round: cost (foreign cores secure / insecure) |",
+             "|---|---|---|---|---|---|---|"]
+
+    def cell_of(vals):
+        med = statistics.median(vals)
+        if min(vals) == max(vals):
+            return fmt(med)
+        return "%s (%s–%s)" % (fmt(med), fmt(min(vals)), fmt(max(vals)))
+
+    for r in cost["rows"]:
+        if "cost_pct" in r:
+            c = "%.1f %% slower (secure ÷ insecure %.3f)" % (
+                r["cost_pct"], r["ratio"])
+            paired = ["%.1f %%" % v for v in r["paired_cost_pct"]]
+        else:
+            c = "%+.1f µs" % r["cost_us"]
+            paired = ["%+.1f µs" % v for v in r["paired_cost_us"]]
+        noise = r["max_foreign_cores"]
+        per = "; ".join(
+            "%s: %s (%s / %s)" % (rd, p, fmt(fs), fmt(fi)) for rd, p, fs, fi in
+            zip(r["rounds"], paired, r["secure_foreign_cores"],
+                r["insecure_foreign_cores"]))
+        verdict = "" if "met" not in r else (
+            "met" if r["met"] else "**missed**")
+        if verdict and noise >= SECURITY_NOISY_CORES:
+            # Other processes took a large share of the cores: the
+            # difference measures them more than security.
+            verdict += " (noisy: foreign cores up to %.2f)" % noise
+        lines.append("| %s (%s, %s), %s | %s | %s | %s | %s | %s | %s |" % (
+            r["name"], r["measure"], "%d run%s each" % (
+                len(r["secure"]), "" if len(r["secure"]) == 1 else "s"),
+            r["unit"].replace("us", "µs"), cell_of(r["secure"]),
+            cell_of(r["insecure"]), c, r.get("goal", "–"), verdict, per))
+    return lines
+
+
 def durable_table(results):
     lines = []
     for api in ("map", "submit"):
@@ -521,6 +653,7 @@ def chart(results, png, title):
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed (apt-get install python3-matplotlib)"
+    results = [r for r in results if workload_of(r) != "s"]
     thr = [r for r in results if workload_of(r) in ("a", "f")
            and r["unit"] == "tasks/s" and num(r["median"]) > 0]
     thr.sort(key=lambda r: num(r["median"]))
@@ -604,6 +737,7 @@ def main():
     vers = versions(peers_log)
     commit = meta["commit"] or run(["git", "rev-parse", "--short", "HEAD"])
     tgt = targets(results)
+    sec = security_cost(results, micro)
 
     with open(args.json, "w") as f:
         json.dump({"machine": mach, "versions": vers, "dexec_commit": commit,
@@ -613,6 +747,7 @@ def main():
                    "failures": meta["failures"],
                    "targets": [{"target": t, "measured": m, "verdict": v}
                                for t, m, v in tgt],
+                   "security_cost": sec,
                    "results": results, "micro": micro}, f, indent=1)
 
     pv = vers.get("peers", {})
@@ -684,6 +819,18 @@ def main():
             rows = durable_table(results)
             L.extend(rows or ["Not measured in this run."])
             L.append("")
+            continue
+        if letter == "s":
+            L.extend(security_table(sec) or ["Not measured in this run."])
+            L.append("")
+            if sec["token_check"]:
+                L.append("The broker's token check (`micro_bench`, "
+                         "`TokenStore::AuthenticateHeader`, 101 live tokens, "
+                         "once per call or stream open): " + "; ".join(
+                             "%s %s ns" % (t["name"].split("/", 1)[-1],
+                                           fmt(t["ns_median"]))
+                             for t in sec["token_check"]) + ".")
+                L.append("")
             continue
         rows = workload_table(results, letter)
         L.extend(rows or ["Not measured in this run."])

@@ -9,22 +9,28 @@
 #   c   sleep makespans           d  CPU-bound speedup
 #   e   memory per queued job and submit time (dexec 1M, peers 100k)
 #   g   broker restart with 1M journaled jobs (dexec only)
+#   s   the cost of security: a's no-op Map and b's round trip on a default
+#       (tokens + CURVE) broker and on an --insecure one, alternated
 #   micro  the Google Benchmark micro-suite (bench/micro_bench.cc)
 # and bench/report.py turns every RESULT line into latest.{md,json,png}.
 # Every process started here is stopped by PID (also on exit, via a trap);
 # the peer scripts run under bench/run_peer.py, which does the same for
 # theirs. Brokers always get --in_memory or a fresh --data_dir under a temp
-# dir, never the default ./dexec-data.
+# dir, never the default ./dexec-data, and run secure (the default) with a
+# fresh --auth_dir there too: workers join with that --auth_dir, and
+# dexec_bench reads its client.token. Only phase s also runs --insecure.
 #
 # Knobs (environment; defaults in brackets, BENCH_QUICK=1 ones after the /):
 #   BENCH_QUICK=1         small N everywhere, to try the suite on a busy
 #                         machine; writes to /tmp/dexec-bench-quick, not
 #                         bench/results (quick numbers are not results)
 #   BENCH_OUT             output directory [bench/results / /tmp/dexec-bench-quick]
-#   ONLY                  phases to run [a b c d e f g micro]; "a,b" works too
+#   ONLY                  phases to run [a b c d e f g s micro]; "a,b" works too
 #   RUNS                  repetitions per measurement [3 / 1]
 #   N_NOOP N_LAT          no-op jobs per run; round trips per run [100000 10000 / 10000 1000]
 #   N_QUEUE N_RESTART     jobs queued for e; journaled for g [1000000 1000000 / 100000 100000]
+#   SEC_ROUNDS            s: rounds of (secure, insecure), each a fresh
+#                         cluster per measurement [3 / 2]
 #   PREFETCHES            worker --prefetch values for a, e.g. "default 64"
 #                         (other values are reported as dexec_prefetchN) [default]
 #   PEERS                 1: run the peers too [1]
@@ -47,7 +53,7 @@ T_START=$EPOCHREALTIME
 
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
   : "${RUNS:=1}" "${N_NOOP:=10000}" "${N_LAT:=1000}" "${N_QUEUE:=100000}"
-  : "${N_RESTART:=100000}" "${PEER_100K:=}"
+  : "${N_RESTART:=100000}" "${PEER_100K:=}" "${SEC_ROUNDS:=2}"
   : "${MICRO_MIN_TIME:=0.05}" "${MICRO_REPS:=1}"
   : "${BENCH_OUT:=/tmp/dexec-bench-quick}"
 fi
@@ -56,6 +62,7 @@ N_NOOP=${N_NOOP:-100000}
 N_LAT=${N_LAT:-10000}
 N_QUEUE=${N_QUEUE:-1000000}
 N_RESTART=${N_RESTART:-1000000}
+SEC_ROUNDS=${SEC_ROUNDS:-3}
 PREFETCHES=${PREFETCHES:-default}
 PEERS=${PEERS:-1}
 PEER_ONLY=${PEER_ONLY:-a,b,c,d,e}
@@ -65,7 +72,7 @@ PEER_TIMEOUT=${PEER_TIMEOUT:-600}
 MICRO_MIN_TIME=${MICRO_MIN_TIME:-0.3}
 MICRO_REPS=${MICRO_REPS:-3}
 BENCH_PEERS=$(cd "${BENCH_PEERS:-../shared/bench-peers}" && pwd)
-ONLY=" $(tr ',' ' ' <<<"${ONLY:-a b c d e f g micro}") "
+ONLY=" $(tr ',' ' ' <<<"${ONLY:-a b c d e f g s micro}") "
 export PEERS_RUNS=${PEERS_RUNS:-$RUNS}
 export PEERS_QUIET_MAX_WAIT_S=${PEERS_QUIET_MAX_WAIT_S:-15}
 OUT=${BENCH_OUT:-$ROOT/bench/results}
@@ -91,7 +98,7 @@ stop_all() {
     wait "$pid" 2>/dev/null || true
   done
   PIDS=()
-  rm -rf "$WORK"/data.*
+  rm -rf "$WORK"/data.* "$WORK"/auth.*
 }
 cleanup() {
   if [ -n "$PEER_PID" ]; then
@@ -151,7 +158,7 @@ rm -f "$OUT/micro.json"
 {
   echo "# host nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')\" kernel=$(uname -r) date=$(date -u +%FT%TZ)"
   echo "# dexec commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- broker worker client common protos bench/dexec_bench.cc bench/micro_bench.cc || echo '+dirty')"
-  echo "# config quick=${BENCH_QUICK:-0} runs=$RUNS n_noop=$N_NOOP n_lat=$N_LAT n_queue=$N_QUEUE n_restart=$N_RESTART prefetches=\"$PREFETCHES\" peers=$PEERS peer_only=$PEER_ONLY peer_systems=\"$PEER_SYSTEMS\" peer_100k=\"$PEER_100K\" peers_runs=$PEERS_RUNS micro_min_time=$MICRO_MIN_TIME micro_reps=$MICRO_REPS"
+  echo "# config quick=${BENCH_QUICK:-0} runs=$RUNS n_noop=$N_NOOP n_lat=$N_LAT n_queue=$N_QUEUE n_restart=$N_RESTART sec_rounds=$SEC_ROUNDS prefetches=\"$PREFETCHES\" peers=$PEERS peer_only=$PEER_ONLY peer_systems=\"$PEER_SYSTEMS\" peer_100k=\"$PEER_100K\" peers_runs=$PEERS_RUNS micro_min_time=$MICRO_MIN_TIME micro_reps=$MICRO_REPS"
   echo "# phase name=build seconds=$BUILD_S"
 } >>"$OUT/dexec.txt"
 
@@ -163,17 +170,26 @@ phase_end() { echo "# phase name=$PHASE seconds=$(elapsed "$PHASE_T0")" >>"$OUT/
 GRPC=""
 WORKERS_EP=""
 BROKER_PID=""
+BROKER_AUTH=""  # the current broker's --auth_dir; empty if --insecure
 DATA_N=0
 
-# start_broker [memory|durable]: a fresh broker on free ports, in memory or
-# on a fresh journal under $WORK; waits for its "listening" line.
+# start_broker [memory|durable] [secure|insecure]: a fresh broker on free
+# ports, in memory or on a fresh journal under $WORK, with a fresh
+# --auth_dir under $WORK (or --insecure); waits for its "listening" line.
 start_broker() {
-  local store=${1:-memory} flags=()
+  local store=${1:-memory} security=${2:-secure} flags=()
+  DATA_N=$((DATA_N + 1))
   if [ "$store" = durable ]; then
-    DATA_N=$((DATA_N + 1))
     flags+=(--data_dir="$WORK/data.$DATA_N")
   else
     flags+=(--in_memory)
+  fi
+  if [ "$security" = insecure ]; then
+    BROKER_AUTH=""
+    flags+=(--insecure)
+  else
+    BROKER_AUTH=$WORK/auth.$DATA_N
+    flags+=(--auth_dir="$BROKER_AUTH")
   fi
   : >"$WORK/broker.out"
   "$BIN/dexec-broker" --listen=127.0.0.1:0 --worker_listen='tcp://127.0.0.1:*' \
@@ -190,20 +206,24 @@ start_broker() {
   [ -n "$line" ] || { log "broker did not print its listening line in 30 s"; exit 1; }
   GRPC=$(sed -n 's/.*grpc=\([^ ]*\).*/\1/p' <<<"$line")
   WORKERS_EP=$(sed -n 's/.*workers=\([^ ]*\).*/\1/p' <<<"$line")
-  log "broker pid=$BROKER_PID store=$store grpc=$GRPC workers=$WORKERS_EP"
+  log "broker pid=$BROKER_PID store=$store security=$security grpc=$GRPC workers=$WORKERS_EP"
 }
+
+# The current broker's credentials, for dexec-worker and dexec_bench.
+worker_auth() { if [ -n "$BROKER_AUTH" ]; then echo "--auth_dir=$BROKER_AUTH"; else echo --insecure; fi; }
+client_auth() { [ -z "$BROKER_AUTH" ] || echo "--token_file=$BROKER_AUTH/client.token"; }
 
 # start_workers COUNT THREADS [PREFETCH|default]; waits until all are listed.
 start_workers() {
   local count=$1 threads=$2 prefetch=${3:-default} i
-  local flags=(--broker="$WORKERS_EP" --threads="$threads")
+  local flags=(--broker="$WORKERS_EP" --threads="$threads" "$(worker_auth)")
   [ "$prefetch" != default ] && flags+=(--prefetch="$prefetch")
   for i in $(seq "$count"); do
     "$BIN/dexec-worker" "${flags[@]}" 2>>"$WORK/worker.err" >/dev/null &
     PIDS+=("$!")
   done
-  timeout 60 "$BIN/dexec_bench" --broker="$GRPC" --workload=wait_workers \
-    --n="$count"
+  timeout 60 "$BIN/dexec_bench" --broker="$GRPC" $(client_auth) \
+    --workload=wait_workers --n="$count"
 }
 
 # drive ARGS...: dexec_bench against the current broker, after waiting
@@ -214,7 +234,8 @@ drive() {
   log "dexec_bench $*"
   "$PY" bench/noise.py mark --root $$ --state "$WORK/noise.json"
   local rc=0
-  timeout 900 "$BIN/dexec_bench" --broker="$GRPC" --runs="$RUNS" "$@" \
+  timeout 900 "$BIN/dexec_bench" --broker="$GRPC" $(client_auth) \
+    --runs="${DRIVE_RUNS:-$RUNS}" "$@" \
     >"$WORK/drive.out" 2>"$WORK/drive.err" || rc=$?
   local fc
   fc=$("$PY" bench/noise.py since --root $$ --state "$WORK/noise.json")
@@ -361,8 +382,11 @@ fi
 # in-memory broker per run, started by dexec_bench.
 if want e; then
   phase e
+  BROKER_AUTH=""  # dexec_bench starts these brokers and reads their tokens
   drive --workload=queue_memory --n="$N_QUEUE" --broker_bin="$BIN/dexec-broker" \
-    --broker_log="$WORK/broker.err" --timeout_s=300 --extra="workers=0 store=memory"
+    --auth_dir="$WORK/auth.queue" --broker_log="$WORK/broker.err" \
+    --timeout_s=300 --extra="workers=0 store=memory"
+  rm -rf "$WORK/auth.queue"
   peer bench_dask.py e
   peer bench_celery.py e
   phase_end
@@ -373,10 +397,37 @@ fi
 if want g; then
   phase g
   mkdir -p "$WORK/data.restart"
+  BROKER_AUTH=""  # as in e
   drive --workload=restart --n="$N_RESTART" --broker_bin="$BIN/dexec-broker" \
-    --data_dir="$WORK/data.restart" --broker_log="$WORK/broker.err" \
-    --timeout_s=600 --extra="workers=0 store=durable"
-  rm -rf "$WORK/data.restart"
+    --data_dir="$WORK/data.restart" --auth_dir="$WORK/auth.restart" \
+    --broker_log="$WORK/broker.err" --timeout_s=600 \
+    --extra="workers=0 store=durable"
+  rm -rf "$WORK/data.restart" "$WORK/auth.restart"
+  phase_end
+fi
+
+# ---- s: what security costs. The no-op Map of a and the round trip of b,
+# each on a default broker (tokens on gRPC, CURVE on the worker port) and
+# on an --insecure one, alternated secure, insecure, secure, ... with a
+# fresh cluster per measurement, so a drift of the machine hits both;
+# report.py takes the median of the SEC_ROUNDS runs of each.
+if want s; then
+  phase s
+  DRIVE_RUNS=1
+  for round in $(seq "$SEC_ROUNDS"); do
+    for wl in noop_map latency; do
+      n=$N_NOOP
+      [ "$wl" = latency ] && n=$N_LAT
+      for security in secure insecure; do
+        start_broker memory "$security"
+        start_workers 2 1
+        drive --workload="$wl" --n="$n" --label="dexec_$security" \
+          --extra="workers=2x1 prefetch=default store=memory security=$security round=$round"
+        stop_all
+      done
+    done
+  done
+  unset DRIVE_RUNS
   phase_end
 fi
 
