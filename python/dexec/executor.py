@@ -54,6 +54,7 @@ RECONNECT_MAX_S = 2.0
 STABLE_STREAM_S = 1.0
 MAX_WATCH_IDS = 65536
 MAX_CANCEL_IDS = 65536
+CONDITION_STRIPES = 64
 
 _SUCCEEDED = pb.Job.SUCCEEDED
 _FAILED = pb.Job.FAILED
@@ -140,7 +141,17 @@ class Future(cf.Future):
     """
 
     def __init__(self, session, decode):
-        super().__init__()
+        # cf.Future.__init__ but for the condition: one Condition per future
+        # costs more than the rest of a submit, so futures share a few of
+        # their session's (result() and exception() loop over wake-ups
+        # meant for a neighbour; wait() and as_completed() take the
+        # futures' conditions, which are re-entrant locks, in any order).
+        self._condition = session.next_condition()
+        self._state = PENDING
+        self._result = None
+        self._exception = None
+        self._waiters = []
+        self._done_callbacks = []
         self._session = session
         self._decode = decode  # bytes -> value; None: the raw bytes
         self.job_id = None
@@ -155,6 +166,39 @@ class Future(cf.Future):
             if self._state == FINISHED:
                 return False
         return self._session.cancel([self])[0]
+
+    def result(self, timeout=None):
+        try:
+            with self._condition:
+                self._wait_done(timeout)
+                return self._Future__get_result()
+        finally:
+            self = None  # no cycle with the exception's frames (as cf)
+
+    def exception(self, timeout=None):
+        with self._condition:
+            self._wait_done(timeout)
+            return self._exception
+
+    def _wait_done(self, timeout):
+        """Holding the condition: returns when FINISHED; raises
+        CancelledError or TimeoutError."""
+        end = None
+        while True:
+            st = self._state
+            if st in (CANCELLED, CANCELLED_AND_NOTIFIED):
+                raise cf.CancelledError()
+            if st == FINISHED:
+                return
+            if timeout is not None:
+                if end is None:
+                    end = time.monotonic() + timeout
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError()
+                self._condition.wait(left)
+            else:
+                self._condition.wait()
 
     def _invoke_callbacks(self):
         if self._done_callbacks:
@@ -262,12 +306,19 @@ class _Session:
         self._pending = collections.deque()  # (future, job bytes)
         self._unacked = collections.OrderedDict()  # seq -> (futures, bytes)
         self._by_id = {}  # job id -> unresolved future
+        # job id -> later futures of the same job (idempotency keys).
+        self._same_job = {}
         self._watch_q = []  # ids to watch on the current stream
         self._next_seq = 1
         self._stream = None
         self._closing = False  # shutdown(): no new submits
         self._broken = None  # an exception: the session gave up
         self._outstanding = 0  # futures not settled yet
+
+        # Shared by futures, round-robin (see Future.__init__).
+        self._conditions = [threading.Condition(threading.RLock())
+                            for _ in range(CONDITION_STRIPES)]
+        self._next_condition = itertools.cycle(self._conditions).__next__
 
         self._callbacks = None  # queue.SimpleQueue, started on first use
         self._callback_thread = None
@@ -312,6 +363,9 @@ class _Session:
                     (self.broker, timeout, e.details() or code.name)) from None
             raise
 
+    def next_condition(self):
+        return self._next_condition()
+
     # ---- callers' side
 
     def add(self, entries):
@@ -323,6 +377,16 @@ class _Session:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._pending.extend(entries)
             self._outstanding += len(entries)
+            self._send_cv.notify()
+
+    def add_one(self, f, job):
+        with self._mu:
+            if self._broken is not None:
+                raise self._broken
+            if self._closing:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._pending.append((f, job))
+            self._outstanding += 1
             self._send_cv.notify()
 
     def attach(self, job_ids, decode):
@@ -451,12 +515,24 @@ class _Session:
             f._counted = True
             if f.job_id is not None and self._by_id.get(f.job_id) is f:
                 del self._by_id[f.job_id]
+            copies = self._same_job.pop(f.job_id, ()) if self._same_job \
+                else ()
             self._outstanding -= 1
             if self._outstanding == 0:
                 self._idle_cv.notify_all()
                 if self._closing and self._stream is not None:
                     self._stream.closed = True
                     self._send_cv.notify_all()
+        for g in copies:
+            self._copy_outcome(f, g)
+
+    def _copy_outcome(self, first, g):
+        if first is None or first.cancelled():
+            self._settle(g, cancel=True)
+        elif first._exception is not None:
+            self._settle(g, exc=first._exception)
+        else:
+            self._settle(g, first._result)
 
     def _fail_all(self, exc):
         with self._mu:
@@ -469,6 +545,8 @@ class _Session:
             fs.extend(self._by_id.values())
             self._ack_cv.notify_all()
             self._idle_cv.notify_all()
+        for fs_same in list(self._same_job.values()):
+            fs.extend(fs_same)
         for f in fs:
             self._settle(f, exc=exc)
 
@@ -584,44 +662,103 @@ class _Session:
             with self._mu:
                 entry = self._unacked.pop(s.seq, None)
                 self._send_cv.notify()
+                copies = []
                 if entry is not None and s.error_code == 0:
+                    by_id = self._by_id
                     for f, jid in zip(entry[0], s.job_ids):
                         f.job_id = jid
-                        if not f.done():
-                            self._by_id[jid] = f
+                        if f.done():
+                            continue
+                        first = by_id.get(jid)
+                        if first is None:
+                            by_id[jid] = f
+                        else:
+                            # The same job again (an idempotency key):
+                            # it settles with the first future.
+                            self._same_job.setdefault(jid, []).append(f)
                     self._ack_cv.notify_all()
+                for jid, fs in list(self._same_job.items()):
+                    first = self._by_id.get(jid)
+                    if first is None or first.done():
+                        copies.extend((first, g) for g in fs)
+                        del self._same_job[jid]
+            for first, g in copies:
+                self._copy_outcome(first, g)
             if entry is not None and s.error_code != 0:
                 kind = "resource_exhausted" \
                     if s.error_code == _RESOURCE_EXHAUSTED else "rejected"
                 for f in entry[0]:
                     self._settle(f, exc=TaskError(kind, s.error_message))
         if resp.HasField("events"):
-            by_id = self._by_id
-            for e in resp.events.events:
-                f = by_id.get(e.job_id)
-                if f is None:
-                    continue  # settled already: a duplicate event
-                st = e.state
-                if st == _SUCCEEDED:
-                    try:
-                        v = e.result if f._decode is None else \
-                            f._decode(e.result)
-                    except Exception as ex:  # noqa: BLE001
-                        self._settle(f, exc=TaskError(
-                            "bad_result", "job %d: result did not unpickle: "
-                            "%r" % (e.job_id, ex)))
-                        continue
-                    self._settle(f, v)
-                elif st == _RUNNING:
-                    f._mark_running()
-                elif st == _CANCELLED:
-                    self._settle(f, cancel=True)
-                elif st == _FAILED:
-                    kind = e.error.kind
-                    msg = e.error.message
-                    if kind == "not_found":
-                        msg = "job %d was lost by the broker" % e.job_id
-                    self._settle(f, exc=_remote_exception(kind, msg, e.result))
+            self._on_events(resp.events.events)
+
+    def _on_events(self, events):
+        by_id = self._by_id
+        settled = []  # futures this response finished, counted at the end
+        slow = []  # (future, event) needing the general path
+        for e in events:
+            f = by_id.get(e.job_id)
+            if f is None:
+                continue  # settled already: a duplicate event
+            st = e.state
+            if st == _RUNNING:
+                f._mark_running()
+                continue
+            if st != _SUCCEEDED or f._done_callbacks or self._same_job:
+                slow.append((f, e))
+                continue
+            try:
+                v = e.result if f._decode is None else f._decode(e.result)
+            except Exception as ex:  # noqa: BLE001
+                slow.append((f, ex))
+                continue
+            # Future.set_result, inline: this loop is the client's hot path.
+            with f._condition:
+                if f._state in (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED):
+                    continue
+                f._result = v
+                f._state = FINISHED
+                for w in f._waiters:
+                    w.add_result(f)
+                f._condition.notify_all()
+            settled.append(f)
+        if settled:
+            with self._mu:
+                for f in settled:
+                    if not f._counted:
+                        f._counted = True
+                        if by_id.get(f.job_id) is f:
+                            del by_id[f.job_id]
+                        self._outstanding -= 1
+                if self._outstanding == 0:
+                    self._idle_cv.notify_all()
+                    if self._closing and self._stream is not None:
+                        self._stream.closed = True
+                        self._send_cv.notify_all()
+        for f, e in slow:
+            if isinstance(e, Exception):
+                self._settle(f, exc=TaskError(
+                    "bad_result", "job %d: result did not unpickle: %r" %
+                    (f.job_id, e)))
+                continue
+            st = e.state
+            if st == _SUCCEEDED:
+                try:
+                    v = e.result if f._decode is None else f._decode(e.result)
+                except Exception as ex:  # noqa: BLE001
+                    self._settle(f, exc=TaskError(
+                        "bad_result", "job %d: result did not unpickle: %r" %
+                        (e.job_id, ex)))
+                    continue
+                self._settle(f, v)
+            elif st == _CANCELLED:
+                self._settle(f, cancel=True)
+            elif st == _FAILED or e.error.kind:
+                kind = e.error.kind or "unknown"
+                msg = e.error.message
+                if kind == "not_found" and f._seq is not None:
+                    msg = "job %d was lost by the broker" % e.job_id
+                self._settle(f, exc=_remote_exception(kind, msg, e.result))
 
 
 # ---------------------------------------------------------------- executor
@@ -685,10 +822,15 @@ class _Submitter:
     def __init__(self, executor, opts):
         self._ex = executor
         self._opts = opts
+        self._calls = {}  # fn -> _Call
 
     def submit(self, fn, /, *args, **kwargs):
-        call = _Call(fn, self._opts)
-        return self._ex._submit_many(call, [(args, kwargs)])[0]
+        call = self._calls.get(fn)
+        if call is None:
+            call = _Call(fn, self._opts)
+            if len(self._calls) < 1024:
+                self._calls[fn] = call
+        return self._ex._submit_one(call, args, kwargs)
 
     def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
         return self._ex._map(fn, iterables, timeout, chunksize, buffersize,
@@ -795,6 +937,12 @@ class Executor(cf.Executor):
         return self._session.cancel(list(futures))
 
     # ---- internals
+
+    def _submit_one(self, call, args, kwargs):
+        s = self._session
+        f = Future(s, None if call.raw else codec.loads)
+        s.add_one(f, call.template.encode(call.payload(args, kwargs)))
+        return f
 
     def _submit_many(self, call, arg_list):
         decode = None if call.raw else codec.loads
