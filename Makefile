@@ -19,7 +19,7 @@ PYTEST_XML ?= $(CURDIR)/bazel-testlogs-python/pytest.xml
 test: build python
 	$(BAZEL) test -k $(BAZEL_FLAGS) //...; rc=$$?; \
 	mkdir -p $(dir $(PYTEST_XML)); \
-	/usr/bin/python3 -m pytest -q python/tests examples/python --junitxml=$(PYTEST_XML); \
+	/usr/bin/python3 -m pytest -q python/tests --junitxml=$(PYTEST_XML); \
 	prc=$$?; [ $$rc = 0 ] && [ $$prc = 0 ]
 
 # The Python package's generated stubs (python/dexec/_proto); then
