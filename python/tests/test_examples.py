@@ -57,6 +57,8 @@ def test_ten_sleeps_on_ten_threads_take_about_a_second(example_cluster):
 def test_ten_thousand_asyncio_sleeps_take_about_a_second(example_cluster):
     out = run_example(example_cluster, "sleep_asyncio.py")
     assert "10000 sleeps of 1 s done" in out
-    # About a second of sleeping, plus submitting 10k jobs from Python on a
-    # shared 2-core machine.
-    assert 1.0 <= elapsed(out) < 4.0, out
+    # About a second of sleeping, plus 10k jobs through a Python client, the
+    # broker and a Python worker on 2 cores: 1.3-1.6 s on a quiet machine,
+    # nearer 5 s with other builds running. The bound catches a worker that
+    # runs them in series (10 s at --concurrency=1000, far more at 1).
+    assert 1.0 <= elapsed(out) < 8.0, out
