@@ -123,7 +123,8 @@ def main():
         line = procs.start([bin_path("broker/dexec-broker"),
                             "--listen=127.0.0.1:0",
                             "--worker_listen=tcp://127.0.0.1:*",
-                            "--in_memory"], ready="dexec-broker listening")
+                            "--data_dir=" + procs.dir, "--in_memory"],
+                           ready="dexec-broker listening")
         fields = dict(f.split("=", 1) for f in line.split()[2:])
         grpc_addr, workers = fields["grpc"], fields["workers"]
         secure = os.path.exists(os.path.join(procs.dir, "client.token"))

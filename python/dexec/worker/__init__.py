@@ -249,6 +249,16 @@ class Worker:
             self._send(wire.Frame(heartbeat=wire.Heartbeat(
                 busy=self._busy[0])), now)
 
+    def _heartbeat_if_due(self):
+        """Inside long passes of worker-io; returns the time now."""
+        now = time.monotonic()
+        if self._welcomed and now - self._last_send >= self._interval:
+            self._flush(now)
+            if now - self._last_send >= self._interval:
+                self._send(wire.Frame(heartbeat=wire.Heartbeat(
+                    busy=self._busy[0])), now)
+        return now
+
     def _next_timer(self):
         nxt = self._drain_deadline if self._drain_deadline is not None \
             else float("inf")
@@ -314,6 +324,7 @@ class Worker:
                 continue
             self._last_recv = now
             self._on_frame(frame, now)
+            now = self._heartbeat_if_due()
 
     def _bad_frame(self, why, now):
         self._bad_frames += 1
@@ -358,7 +369,11 @@ class Worker:
     def _on_dispatch(self, dispatch, now):
         active = self._active
         pools = self.pools
-        for t in dispatch.tasks:
+        for i, t in enumerate(dispatch.tasks):
+            if i & 1023 == 1023:
+                # A Dispatch of many thousand tasks takes a while on a
+                # starved machine: the broker must still hear from us.
+                self._heartbeat_if_due()
             key = (t.job_id, t.attempt)
             if key in active:
                 continue  # a repeated (job, attempt)
