@@ -207,7 +207,11 @@ def main():
         ex.shutdown()
 
         # ProcessPoolExecutor on the same work, same machine, same run.
-        with cf.ProcessPoolExecutor(2) as pp:
+        # forkserver: forking a process that has used gRPC aborts in gRPC's
+        # fork handler ("assertion failed: state_ == FAILED").
+        import multiprocessing
+        with cf.ProcessPoolExecutor(
+                2, mp_context=multiprocessing.get_context("forkserver")) as pp:
             list(pp.map(tasks.noop, range(2000)))
             for chunksize in (1, 1000):
                 t0 = time.perf_counter()
