@@ -4,7 +4,7 @@ BAZEL ?= bazel
 # Extra flags for bazel build/test, e.g. BAZEL_FLAGS=--config=asan
 BAZEL_FLAGS ?=
 
-.PHONY: deps build test demo bench clean sanitize
+.PHONY: deps build test demo bench clean sanitize python
 
 deps:
 	./bazel/install-deps.sh
@@ -13,8 +13,19 @@ build: deps
 	$(BAZEL) build $(BAZEL_FLAGS) //...
 
 # -k: every test target runs and reports, so .ci/run counts them all.
-test: build
-	$(BAZEL) test -k $(BAZEL_FLAGS) //...
+# Then the Python suite (python/tests, against the binaries just built),
+# its results in PYTEST_XML for .ci/count_tests.py.
+PYTEST_XML ?= $(CURDIR)/bazel-testlogs-python/pytest.xml
+test: build python
+	$(BAZEL) test -k $(BAZEL_FLAGS) //...; rc=$$?; \
+	mkdir -p $(dir $(PYTEST_XML)); \
+	/usr/bin/python3 -m pytest -q python/tests --junitxml=$(PYTEST_XML); \
+	prc=$$?; [ $$rc = 0 ] && [ $$prc = 0 ]
+
+# The Python package's generated stubs (python/dexec/_proto); then
+# PYTHONPATH=$(CURDIR)/python /usr/bin/python3 -c 'import dexec' works.
+python: deps
+	./python/gen_protos.sh
 
 demo: build
 	./examples/demo.sh

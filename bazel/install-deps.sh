@@ -12,6 +12,7 @@ PACKAGES=(
   libsodium-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   pkg-config python3 iproute2 procps openssl
+  python3-grpcio python3-protobuf python3-zmq python3-pytest python3-cloudpickle
 )
 
 missing=()

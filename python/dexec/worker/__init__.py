@@ -1,0 +1,488 @@
+"""The Python worker: docs/DESIGN.md's worker wire protocol over pyzmq.
+
+    /usr/bin/python3 -m dexec.worker --broker=tcp://HOST:50052 MODULE...
+
+`worker-io` owns the DEALER socket for life: it registers, sends heartbeats
+(from this thread, so a busy task cannot stall them), takes Dispatch and
+Abandon frames, and sends every result finished since its last pass in one
+Results frame. Pools hand finished runs back through a mailbox (a deque
+and a pipe that wakes the poll). The rules it follows - liveness and
+reconnect backoff, results held across a broker restart and offered again
+in Register.held, deadlines, abandon, drain - are those of the C++ worker
+(worker/worker.cc), described in docs/DESIGN.md, "Worker protocol".
+"""
+import collections
+import logging
+import os
+import socket
+import threading
+import time
+
+import zmq
+
+from .._proto import wire_pb2 as wire
+from ..tasks import CHUNK_SUFFIX, registered
+from . import _run
+from .pools import AsyncPool, ProcessPool, Run, ThreadPool
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 256 << 20
+INITIAL_BACKOFF_S = 0.25
+MAX_BACKOFF_S = 8.0
+MAX_FRAMES_PER_PASS = 1024
+LINGER_MS = 500
+MAX_IN_DOUBT_BYTES = 64 << 20
+BAD_FRAME_LOG_INTERVAL_S = 10.0
+
+log = logging.getLogger("dexec.worker")
+
+
+def _cost(r):
+    return len(r.output) + len(r.error_message) + 64
+
+
+class Worker:
+    """One worker process's connection to a broker. start(), then drain()
+    or stop() from any thread, then wait(). Not reusable."""
+
+    def __init__(self, broker, modules=(), threads=8, processes=None,
+                 concurrency=1000, prefetch=None, name=None, curve=None,
+                 drain_timeout=30.0, heartbeat_interval=1.0, liveness=3):
+        self.broker = broker
+        self.name = name or "%s:%d" % (socket.gethostname(), os.getpid())
+        self._modules = list(modules)
+        self._tasks = registered()
+        if not self._tasks:
+            raise ValueError("no @dexec.task registered by the modules %s" %
+                             (" ".join(self._modules) or "(none given)"))
+        pools_used = {d.pool for d in self._tasks.values()}
+        self._n_threads = threads
+        self._n_processes = processes or os.cpu_count() or 1
+        self._concurrency = concurrency
+        # Credit: the broker fills a worker's `threads` before it
+        # prefetches, so we report the slots of the pools our tasks use.
+        self.slots = (threads if "thread" in pools_used else 0) + \
+            (self._n_processes if "process" in pools_used else 0) + \
+            (concurrency if "async" in pools_used else 0)
+        self.prefetch = prefetch if prefetch is not None else \
+            max(256, 4 * self.slots)
+        self._pools_used = pools_used
+        self._curve = curve
+        self._drain_timeout = drain_timeout
+        self._interval = heartbeat_interval
+        self._liveness = liveness
+
+        self._ctx = zmq.Context(1)
+        self._sock = None
+        self._mailbox = collections.deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._wake_pending = False
+        self._busy = [0]
+        self._requested = 0  # 0, 1 drain, 2 stop; only increases
+        self._thread = None
+        self.pools = {}
+
+        # Owned by worker-io.
+        self._welcomed = False
+        self._register_pending = False
+        self._backoff = INITIAL_BACKOFF_S
+        self._reconnect_at = 0.0
+        self._last_recv = 0.0
+        self._last_send = 0.0
+        self._draining = False
+        self._drain_deadline = None
+        self._active = {}  # (job, attempt) -> Run
+        self._unsent = []  # wire.TaskResult
+        self._in_doubt = collections.deque()  # (sent_at, TaskResult)
+        self._in_doubt_bytes = 0
+        self._bad_frames = 0
+        self._last_bad_log = -1e9
+
+    # ---- lifecycle
+
+    def start(self):
+        if "thread" in self._pools_used:
+            self.pools["thread"] = ThreadPool(self._n_threads, self._post,
+                                              self._busy)
+        if "process" in self._pools_used:
+            self.pools["process"] = ProcessPool(self._n_processes,
+                                                self._modules, self._post,
+                                                self._busy)
+        if "async" in self._pools_used:
+            self.pools["async"] = AsyncPool(self._concurrency, self._post,
+                                            self._busy)
+        self._connect()
+        self._thread = threading.Thread(target=self._io_loop, name="worker-io")
+        self._thread.start()
+        log.info("worker started worker=%s broker=%s slots=%d prefetch=%d "
+                 "tasks=%d pools=%s", self.name, self.broker, self.slots,
+                 self.prefetch, len(self._tasks),
+                 ",".join(sorted(self._pools_used)))
+
+    def drain(self):
+        self._request(1)
+
+    def stop(self):
+        self._request(2)
+
+    def wait(self, timeout=None):
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _request(self, how):
+        if how > self._requested:
+            self._requested = how
+        self._wake()
+
+    # ---- mailbox (any thread)
+
+    def _post(self, run):
+        self._mailbox.append(run)
+        self._wake()
+
+    def _wake(self):
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:
+                pass
+
+    # ---- worker-io
+
+    def _connect(self):
+        s = self._ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, LINGER_MS)
+        s.setsockopt(zmq.SNDHWM, 0)
+        s.setsockopt(zmq.RCVHWM, 0)
+        s.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+        if self._curve is not None:
+            s.curve_secretkey = self._curve["secret"].encode()
+            s.curve_publickey = self._curve["public"].encode()
+            s.curve_serverkey = self._curve["broker_public"].encode()
+        s.connect(self.broker)
+        self._sock = s
+
+    def _close_socket(self, linger_ms):
+        if self._sock is None:
+            return
+        self._sock.setsockopt(zmq.LINGER, linger_ms)
+        self._sock.close()
+        self._sock = None
+        self._welcomed = False
+        self._register_pending = False
+
+    def _io_loop(self):
+        now = time.monotonic()
+        self._last_recv = now
+        self._send_register(now)
+        poller = zmq.Poller()
+        poller.register(self._wake_r, zmq.POLLIN)
+        polled = None
+        while True:
+            now = time.monotonic()
+            if not self._handle_shutdown(now):
+                break
+            self._check_connection(now)
+            if self._sock is not polled:
+                if polled is not None:
+                    try:
+                        poller.unregister(polled)
+                    except KeyError:
+                        pass
+                if self._sock is not None:
+                    poller.register(self._sock, zmq.POLLIN)
+                polled = self._sock
+            timeout_ms = max(0, int((self._next_timer() - now) * 1000) + 1)
+            events = dict(poller.poll(min(timeout_ms, 60000)))
+            now = time.monotonic()
+            if self._sock is not None and self._sock in events:
+                self._read_frames(now)
+            if self._wake_r in events or self._mailbox:
+                self._collect(leaving=False)
+                self._flush(now)
+        for p in self.pools.values():
+            p.close()
+        self._ctx.term()
+
+    def _handle_shutdown(self, now):
+        if self._requested == 2:
+            self._leave(now, "stopped")
+            return False
+        if self._requested == 1 and not self._draining:
+            self._draining = True
+            self._drain_deadline = now + self._drain_timeout
+            log.info("worker draining worker=%s tasks=%d timeout=%gs",
+                     self.name, len(self._active), self._drain_timeout)
+            if self._welcomed:
+                self._send(wire.Frame(worker_state=wire.WorkerState(
+                    draining=True)), now)
+        if self._draining and not self._active and not self._unsent and \
+                not self._mailbox:
+            self._leave(now, "drained")
+            return False
+        if self._draining and now >= self._drain_deadline:
+            self._leave(now, "drain timeout")
+            return False
+        return True
+
+    def _check_connection(self, now):
+        if self._sock is None:
+            if now < self._reconnect_at:
+                return
+            self._connect()
+            self._last_recv = now
+            self._send_register(now)
+            return
+        if now - self._last_recv >= self._interval * self._liveness:
+            log.warning("broker lost worker=%s broker=%s silent_for=%.1fs "
+                        "retry_in=%.2fs tasks=%d", self.name, self.broker,
+                        now - self._last_recv, self._backoff,
+                        len(self._active))
+            self._close_socket(0)
+            self._reconnect_at = now + self._backoff
+            self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
+            return
+        self._forget_settled()
+        if self._welcomed and now - self._last_send >= self._interval:
+            self._send(wire.Frame(heartbeat=wire.Heartbeat(
+                busy=self._busy[0])), now)
+
+    def _heartbeat_if_due(self):
+        """Inside long passes of worker-io; returns the time now."""
+        now = time.monotonic()
+        if self._welcomed and now - self._last_send >= self._interval:
+            self._flush(now)
+            if now - self._last_send >= self._interval:
+                self._send(wire.Frame(heartbeat=wire.Heartbeat(
+                    busy=self._busy[0])), now)
+        return now
+
+    def _next_timer(self):
+        nxt = self._drain_deadline if self._drain_deadline is not None \
+            else float("inf")
+        if self._sock is None:
+            return min(nxt, self._reconnect_at)
+        nxt = min(nxt, self._last_recv + self._interval * self._liveness)
+        if self._welcomed:
+            nxt = min(nxt, self._last_send + self._interval)
+        return nxt
+
+    def _send(self, frame, now):
+        if self._sock is None:
+            return
+        frame.version = PROTOCOL_VERSION
+        try:
+            self._sock.send(frame.SerializeToString(), zmq.NOBLOCK)
+        except zmq.ZMQError as e:
+            log.error("send to broker failed worker=%s error=%r", self.name, e)
+        self._last_send = now
+
+    def _send_register(self, now):
+        self._welcomed = False
+        self._register_pending = True
+        if self._in_doubt:
+            # Offer them again, ahead of the newer unsent ones.
+            self._unsent = [r for _, r in self._in_doubt] + self._unsent
+            self._in_doubt.clear()
+            self._in_doubt_bytes = 0
+        reg = wire.Register(name=self.name, host=socket.gethostname(),
+                            pid=os.getpid(), threads=self.slots,
+                            prefetch=self.prefetch)
+        names = sorted(self._tasks)
+        reg.tasks.extend(names)
+        reg.tasks.extend(n + CHUNK_SUFFIX for n in names)
+        held = set(self._active)
+        held.update((r.job_id, r.attempt) for r in self._unsent)
+        for job_id, attempt in sorted(held):
+            reg.held.add(job_id=job_id, attempt=attempt)
+        self._send(wire.Frame(register=reg), now)
+
+    def _read_frames(self, now):
+        sock = self._sock
+        for _ in range(MAX_FRAMES_PER_PASS):
+            if self._sock is not sock or sock is None:
+                return
+            try:
+                data = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if sock.getsockopt(zmq.RCVMORE):
+                while sock.getsockopt(zmq.RCVMORE):
+                    sock.recv()
+                self._bad_frame("message with more than one part", now)
+                continue
+            try:
+                frame = wire.Frame.FromString(data)
+            except Exception:  # noqa: BLE001 - garbage from the network
+                self._bad_frame("unparsable frame", now)
+                continue
+            if frame.version != PROTOCOL_VERSION:
+                self._bad_frame("protocol version %d, expected %d" %
+                                (frame.version, PROTOCOL_VERSION), now)
+                continue
+            self._last_recv = now
+            self._on_frame(frame, now)
+            now = self._heartbeat_if_due()
+
+    def _bad_frame(self, why, now):
+        self._bad_frames += 1
+        if now - self._last_bad_log >= BAD_FRAME_LOG_INTERVAL_S:
+            self._last_bad_log = now
+            log.warning("bad frame from broker dropped worker=%s reason=\"%s\""
+                        " bad_frames_total=%d", self.name, why,
+                        self._bad_frames)
+
+    def _on_frame(self, frame, now):
+        kind = frame.WhichOneof("body")
+        if kind == "dispatch":
+            self._on_dispatch(frame.dispatch, now)
+        elif kind == "welcome":
+            self._interval = frame.welcome.heartbeat_interval_ms / 1000.0 or \
+                self._interval
+            self._liveness = frame.welcome.liveness or self._liveness
+            self._backoff = INITIAL_BACKOFF_S
+            self._welcomed = True
+            self._register_pending = False
+            log.info("registered with broker worker=%s broker=%s "
+                     "heartbeat=%gs liveness=%d pending_results=%d",
+                     self.name, self.broker, self._interval, self._liveness,
+                     len(self._unsent))
+            if self._draining:
+                self._send(wire.Frame(worker_state=wire.WorkerState(
+                    draining=True)), now)
+            self._flush(now)
+        elif kind == "abandon":
+            self._on_abandon(frame.abandon)
+        elif kind == "reconnect":
+            if not self._register_pending:
+                log.info("broker asked to register again worker=%s",
+                         self.name)
+                self._send_register(now)
+        elif kind == "heartbeat":
+            pass
+        else:
+            self._bad_frame("frame of a kind only workers send (%s)" % kind,
+                            now)
+
+    def _on_dispatch(self, dispatch, now):
+        active = self._active
+        pools = self.pools
+        for i, t in enumerate(dispatch.tasks):
+            if i & 1023 == 1023:
+                # A Dispatch of many thousand tasks takes a while on a
+                # starved machine: the broker must still hear from us.
+                self._heartbeat_if_due()
+            key = (t.job_id, t.attempt)
+            if key in active:
+                continue  # a repeated (job, attempt)
+            deadline = now + t.timeout_ms / 1000.0 if t.timeout_ms > 0 \
+                else None
+            d, chunk = _run.resolve(t.name)
+            run = Run(t.job_id, t.attempt, t.name, t.payload, t.timeout_ms,
+                      d, chunk, deadline)
+            active[key] = run
+            if d is None:
+                run.started = run.finished = time.time()
+                run.result = (False, b"", _run.UNKNOWN, "task %r is not "
+                              "registered on worker %s" % (t.name, self.name))
+                self._post(run)
+                continue
+            pools[d.pool].submit(run)
+
+    def _on_abandon(self, abandon):
+        finished = set()
+        for ref in abandon.tasks:
+            key = (ref.job_id, ref.attempt)
+            run = self._active.pop(key, None)
+            if run is None:
+                finished.add(key)
+                continue
+            run.abandoned = True
+            if run.task is not None:
+                self.pools[run.task.pool].cancel(run)
+        if not finished:
+            return
+        self._unsent = [r for r in self._unsent
+                        if (r.job_id, r.attempt) not in finished]
+        kept = collections.deque()
+        for sent_at, r in self._in_doubt:
+            if (r.job_id, r.attempt) in finished:
+                self._in_doubt_bytes -= _cost(r)
+            else:
+                kept.append((sent_at, r))
+        self._in_doubt = kept
+
+    def _collect(self, leaving):
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        self._wake_pending = False
+        mb = self._mailbox
+        active = self._active
+        unsent = self._unsent
+        while mb:
+            run = mb.popleft()
+            key = (run.job_id, run.attempt)
+            if active.get(key) is not run:
+                continue  # abandoned: never reported
+            del active[key]
+            ok, output, kind, msg = run.result
+            if leaving and not ok and kind == "cancelled":
+                continue  # we cancelled it; the broker requeues it
+            r = wire.TaskResult(job_id=run.job_id, attempt=run.attempt, ok=ok,
+                                output=output,
+                                started_at_us=int(run.started * 1e6),
+                                finished_at_us=int(run.finished * 1e6))
+            if not ok:
+                r.error_kind = kind
+                r.error_message = msg
+            unsent.append(r)
+
+    def _flush(self, now):
+        if not self._unsent or not self._welcomed:
+            return
+        frame = wire.Frame()
+        frame.results.results.extend(self._unsent)
+        for r in self._unsent:
+            self._in_doubt_bytes += _cost(r)
+            self._in_doubt.append((now, r))
+        self._unsent = []
+        self._send(frame, now)
+        self._forget_settled()
+
+    def _forget_settled(self):
+        # Sent an interval before the broker's latest frame: it has almost
+        # surely read and journaled them. A heuristic: there are no acks.
+        settled_before = self._last_recv - self._interval
+        d = self._in_doubt
+        while d and (d[0][0] < settled_before or
+                     self._in_doubt_bytes > MAX_IN_DOUBT_BYTES):
+            self._in_doubt_bytes -= _cost(d.popleft()[1])
+
+    def _leave(self, now, why):
+        cancelled = 0
+        for run in self._active.values():
+            if not run.ctx.cancelled:
+                cancelled += 1
+            if run.task is not None:
+                self.pools[run.task.pool].cancel(run)
+        # Cancelled runs come back quickly (a flag, a Task.cancel, a killed
+        # child); give them a moment so their slots are reported free.
+        end = time.monotonic() + 0.2
+        while self._active and time.monotonic() < end and cancelled:
+            self._collect(leaving=True)
+            if self._active:
+                time.sleep(0.01)
+        self._collect(leaving=True)
+        self._flush(now)
+        if self._sock is not None:
+            self._send(wire.Frame(worker_state=wire.WorkerState(
+                leaving=True)), now)
+        self._close_socket(LINGER_MS)
+        log.info("worker left broker worker=%s reason=\"%s\" cancelled=%d "
+                 "unreported=%d", self.name, why, cancelled,
+                 len(self._active) + len(self._unsent))

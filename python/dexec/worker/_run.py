@@ -1,0 +1,97 @@
+"""Running one task attempt: the code shared by every pool (and by the
+process pool's children). Returns (ok, output, error_kind, error_message)."""
+import asyncio
+
+from .. import codec
+from ..errors import TaskError
+from ..tasks import CHUNK_SUFFIX, lookup
+
+UNKNOWN = "unknown_task"
+
+
+def resolve(name):
+    """(TaskDef, is_chunk) of a registered name, or (None, False). Only the
+    registry is consulted: a name is never imported."""
+    chunk = name.endswith(CHUNK_SUFFIX)
+    d = lookup(name[:-len(CHUNK_SUFFIX)] if chunk else name)
+    return d, chunk
+
+
+def _describe(e):
+    s = str(e)
+    return "%s: %s" % (type(e).__name__, s) if s else type(e).__name__
+
+
+def failure(e):
+    """A task's exception as a result tuple."""
+    if isinstance(e, TaskError):
+        return (False, e.result if isinstance(e.result, bytes) else b"",
+                e.kind, e.message)
+    return (False, codec.encode_exception(e), "exception", _describe(e))
+
+
+def decode(payload, chunk):
+    """(args, kwargs) or a list of argument tuples; raises on bad bytes."""
+    if chunk:
+        (items,), _ = codec.decode_call(payload)
+        return list(items)
+    return codec.decode_call(payload)
+
+
+def bad_payload(name, e):
+    return (False, b"", "bad_payload",
+            "task %r: payload did not unpickle: %s" % (name, _describe(e)))
+
+
+def run_sync(d, chunk, payload):
+    """Runs a thread or process task (or a chunk of it) here."""
+    try:
+        call = decode(payload, chunk)
+    except Exception as e:  # noqa: BLE001 - hostile or stale bytes
+        return bad_payload(d.name, e)
+    fn = d.fn
+    if chunk:
+        values = []
+        for args in call:
+            try:
+                values.append(fn(*args))
+            except Exception as e:  # noqa: BLE001 - the task's own failure
+                return (True, codec.dumps((values, _chunk_error(e))), "", "")
+        return (True, codec.dumps((values, None)), "", "")
+    args, kwargs = call
+    try:
+        return (True, codec.dumps(fn(*args, **kwargs)), "", "")
+    except Exception as e:  # noqa: BLE001
+        return failure(e)
+
+
+def _chunk_error(e):
+    return (_describe(e), codec.encode_exception(e))
+
+
+async def run_async(d, chunk, payload):
+    """Runs an async task (a chunk's items concurrently) on this loop.
+    CancelledError propagates: the pool decides what it means."""
+    try:
+        call = decode(payload, chunk)
+    except Exception as e:  # noqa: BLE001
+        return bad_payload(d.name, e)
+    fn = d.fn
+    if chunk:
+        outs = await asyncio.gather(*(fn(*a) for a in call),
+                                    return_exceptions=True)
+        values = []
+        for v in outs:
+            if isinstance(v, asyncio.CancelledError):
+                raise v
+            if isinstance(v, BaseException):
+                return (True, codec.dumps((values, _chunk_error(v))), "", "")
+            values.append(v)
+        return (True, codec.dumps((values, None)), "", "")
+    args, kwargs = call
+    try:
+        return (True, codec.dumps(await fn(*args, **kwargs)), "", "")
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        return failure(e)
