@@ -192,6 +192,26 @@ MakeTokenInterceptorFactory(std::string token) {
   return std::make_unique<TokenInterceptorFactory>(std::move(token));
 }
 
+absl::StatusOr<BareBrokerChannel> MakeBareBrokerChannel(
+    const std::string& address, const ClientAuthOptions& options,
+    grpc::ChannelArguments args) {
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> creds,
+                   MakeChannelCredentials(options));
+  if (!options.tls_server_name.empty()) {
+    if (CaOf(options).path.empty()) {
+      return absl::InvalidArgumentError(
+          "--tls_server_name needs --tls_ca (or DEXEC_TLS_CA): without TLS "
+          "there is no certificate to check the name against");
+    }
+    args.SetSslTargetNameOverride(options.tls_server_name);
+  }
+  ASSIGN_OR_RETURN(std::optional<FoundToken> token, LookUpToken(options));
+  BareBrokerChannel out;
+  out.channel = grpc::CreateCustomChannel(address, creds, args);
+  if (token.has_value()) out.authorization = "Bearer " + token->token;
+  return out;
+}
+
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeBrokerChannel(
     const std::string& address, const ClientAuthOptions& options,
     grpc::ChannelArguments args) {

@@ -131,9 +131,12 @@ void WorkerKeyStore::Install(Entries entries) {
   absl::flat_hash_map<std::string, std::string> by_key;
   by_key.reserve(entries.size());
   for (const auto& [name, e] : entries) by_key.emplace(e.public_binary, name);
-  MutexLock lock(&mu_);
-  entries_.swap(entries);
-  by_key_.swap(by_key);
+  {
+    MutexLock lock(&mu_);
+    entries_.swap(entries);
+    by_key_.swap(by_key);
+  }
+  generation_.fetch_add(1, std::memory_order_acq_rel);
 }
 
 WorkerKeyStore::Entries WorkerKeyStore::Snapshot() const {

@@ -31,6 +31,7 @@
 #ifndef DEXEC_AUTH_WORKER_KEY_STORE_H_
 #define DEXEC_AUTH_WORKER_KEY_STORE_H_
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <optional>
@@ -95,6 +96,12 @@ class WorkerKeyStore {
   // The admitted keys, sorted by name.
   std::vector<WorkerKeyInfo> List() const;
 
+  // Grows on every change of the admitted keys: a caller that cached
+  // NameOfKey answers drops them when it moves.
+  uint64_t generation() const {
+    return generation_.load(std::memory_order_acquire);
+  }
+
  private:
   struct Entry {
     std::string public_z85;
@@ -118,6 +125,7 @@ class WorkerKeyStore {
   // Serialises Create and Revoke, across the file rewrite; NameOfKey never
   // takes it.
   Mutex write_mu_;
+  std::atomic<uint64_t> generation_{0};
 
   // Guards the admitted keys. Held only for lookups and swaps, never across
   // I/O.

@@ -17,6 +17,8 @@ namespace {
 // Frames taken from the socket per iteration before commands get a turn.
 constexpr int kMaxFramesPerIteration = 4096;
 constexpr absl::Duration kBadFrameLogInterval = absl::Seconds(10);
+// Connections whose admitted key the loop remembers, at most.
+constexpr size_t kMaxCachedConnections = 65536;
 // How often the loop asks whether the allocator holds much freed memory,
 // and how much is much (see ReturnFreedMemory).
 constexpr absl::Duration kTrimInterval = absl::Seconds(1);
@@ -283,23 +285,14 @@ void BrokerLoop::ReadWorkerFrames(absl::Time now) {
     }
     std::string key;
     if (worker_auth_.has_value()) {
-      // The ZAP handler admitted this connection's key at its handshake; it
-      // may have been revoked since.
-      const char* user = nullptr;
-      try {
-        user = body.gets("User-Id");
-      } catch (const zmq::error_t&) {
-      }
-      absl::StatusOr<std::string> binary =
-          user == nullptr ? absl::InvalidArgumentError("no key")
-                          : auth::Z85ToBinary(user);
-      if (!binary.ok() ||
-          !worker_auth_->keys->NameOfKey(*binary).has_value()) {
+      absl::StatusOr<std::string> admitted =
+          AdmittedKeyOf(identity.to_string(), body);
+      if (!admitted.ok()) {
         worker_auth_failures_.fetch_add(1);
         NoteBadFrame(identity.to_string(), "worker key revoked", now);
         continue;
       }
-      key = user;
+      key = *std::move(admitted);
     }
     absl::StatusOr<wire::Frame> frame = wire::DecodeFrame(
         absl::string_view(static_cast<const char*>(body.data()), body.size()));
@@ -310,6 +303,36 @@ void BrokerLoop::ReadWorkerFrames(absl::Time now) {
     }
     core_.OnWorkerFrame(identity.to_string(), key, *frame, now, &outbox_);
   }
+}
+
+absl::StatusOr<std::string> BrokerLoop::AdmittedKeyOf(
+    const std::string& identity, zmq::message_t& body) {
+  // The ZAP handler admitted this connection's key at its handshake; it may
+  // have been revoked since. A connection keeps its key, and ROUTER
+  // identities are not reused, so the answer is cached per identity until
+  // the admitted keys change (a revoke bumps the store's generation).
+  const uint64_t generation = worker_auth_->keys->generation();
+  if (generation != admitted_generation_ ||
+      admitted_keys_.size() > kMaxCachedConnections) {
+    admitted_keys_.clear();
+    admitted_generation_ = generation;
+  }
+  if (auto it = admitted_keys_.find(identity); it != admitted_keys_.end()) {
+    return it->second;
+  }
+  const char* user = nullptr;
+  try {
+    user = body.gets("User-Id");
+  } catch (const zmq::error_t&) {
+  }
+  absl::StatusOr<std::string> binary =
+      user == nullptr ? absl::InvalidArgumentError("no key")
+                      : auth::Z85ToBinary(user);
+  if (!binary.ok() || !worker_auth_->keys->NameOfKey(*binary).has_value()) {
+    return absl::PermissionDeniedError("worker key not admitted");
+  }
+  admitted_keys_.emplace(identity, user);
+  return std::string(user);
 }
 
 void BrokerLoop::NoteBadFrame(const std::string& peer, const std::string& why,

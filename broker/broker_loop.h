@@ -124,6 +124,10 @@ class BrokerLoop {
   void Run();
   void ReadWorkerFrames(absl::Time now);
   void ReadMonitorEvents(absl::Time now);
+  // The CURVE key (Z85) of the connection `identity` if it is still
+  // admitted; PERMISSION_DENIED if it was revoked.
+  absl::StatusOr<std::string> AdmittedKeyOf(const std::string& identity,
+                                            zmq::message_t& body);
   void Flush(absl::Time now);
   // Hands memory the allocator holds free back to the OS, if it is much.
   void ReturnFreedMemory();
@@ -152,6 +156,9 @@ class BrokerLoop {
   };
   absl::flat_hash_map<SessionId, SessionEntry> sessions_;
   absl::Time monitor_logged_ = absl::InfinitePast();
+  // ROUTER identity -> admitted key, valid for one key-store generation.
+  absl::flat_hash_map<std::string, std::string> admitted_keys_;
+  uint64_t admitted_generation_ = 0;
   absl::Time next_tick_ = absl::InfinitePast();
   absl::Time next_trim_ = absl::InfinitePast();
   // Last time a bad frame from a peer was logged (once per peer per burst).

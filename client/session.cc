@@ -143,10 +143,13 @@ absl::StatusOr<std::shared_ptr<Session>> Session::Connect(
   const auth::ClientAuthOptions auth_options{
       options.token,   options.token_file, options.tls_ca,
       options.tls_cert, options.tls_key,   options.tls_server_name};
-  absl::StatusOr<std::shared_ptr<grpc::Channel>> made =
-      auth::MakeBrokerChannel(options.broker, auth_options, args);
+  // No channel interceptor: the token goes on each call's context (one
+  // stream, a few unary calls), which keeps the stream's messages cheap.
+  absl::StatusOr<auth::BareBrokerChannel> made =
+      auth::MakeBareBrokerChannel(options.broker, auth_options, args);
   if (!made.ok()) return made.status();
-  std::shared_ptr<grpc::Channel> channel = *std::move(made);
+  std::shared_ptr<grpc::Channel> channel = std::move(made->channel);
+  const std::string authorization = std::move(made->authorization);
   const auto deadline = std::chrono::system_clock::now() +
                         std::chrono::microseconds(
                             absl::ToInt64Microseconds(options.connect_timeout));
@@ -162,6 +165,7 @@ absl::StatusOr<std::shared_ptr<Session>> Session::Connect(
     // rather than as the first future's failure.
     grpc::ClientContext context;
     context.set_deadline(deadline);
+    if (!authorization.empty()) context.AddMetadata("authorization", authorization);
     v1::Stats stats;
     const grpc::Status probe = v1::Broker::NewStub(channel)->GetStats(
         &context, v1::GetStatsRequest(), &stats);
@@ -178,6 +182,7 @@ absl::StatusOr<std::shared_ptr<Session>> Session::Connect(
     }
   }
   std::shared_ptr<Session> session(new Session(options, std::move(channel)));
+  session->authorization_ = authorization;
   session->Start();
   return session;
 }
@@ -196,6 +201,9 @@ Session::~Session() { Shutdown(/*wait=*/true, /*cancel_futures=*/false); }
 
 std::shared_ptr<Session::Stream> Session::OpenStream() {
   auto stream = std::make_shared<Stream>();
+  if (!authorization_.empty()) {
+    stream->context.AddMetadata("authorization", authorization_);
+  }
   stream->rw = stub_->Session(&stream->context);
   return stream;
 }
@@ -365,6 +373,7 @@ absl::StatusOr<std::vector<bool>> Session::CancelJobs(
   request.mutable_job_ids()->Add(job_ids.begin(), job_ids.end());
   v1::CancelResponse response;
   grpc::ClientContext context;
+  if (!authorization_.empty()) context.AddMetadata("authorization", authorization_);
   context.set_deadline(std::chrono::system_clock::now() +
                        std::chrono::seconds(10));
   grpc::Status status = stub_->Cancel(&context, request, &response);

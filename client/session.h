@@ -201,6 +201,9 @@ class Session final : public BatchSubmitter,
 
   const ExecutorOptions options_;
   const std::string broker_;
+  // "Bearer <token>" for each call's metadata; empty: none found. Set once
+  // by Connect before Start.
+  std::string authorization_;
   const std::string client_id_;
   const std::shared_ptr<grpc::Channel> channel_;
   const std::unique_ptr<v1::Broker::Stub> stub_;
