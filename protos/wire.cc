@@ -6,6 +6,9 @@
 #include "absl/strings/str_cat.h"
 
 namespace dexec::wire {
+
+std::string ValidUtf8(absl::string_view s);
+
 namespace {
 
 absl::Status ValidateRegister(const Register& r) {
@@ -76,10 +79,62 @@ absl::Status ValidateWelcome(const Welcome& w) {
   return absl::OkStatus();
 }
 
+bool IsValidUtf8(absl::string_view s) {
+  for (unsigned char c : s) {
+    if (c >= 0x80) return ValidUtf8(s) == s;
+  }
+  return true;
+}
+
 }  // namespace
+
+std::string ValidUtf8(absl::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    int n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3
+                                            : (c >> 3) == 0x1E ? 4 : 0;
+    bool ok = n > 0 && i + n <= s.size();
+    uint32_t cp = n == 1 ? c : n == 2 ? c & 0x1F : n == 3 ? c & 0x0F : c & 0x07;
+    for (int k = 1; ok && k < n; ++k) {
+      const unsigned char cc = static_cast<unsigned char>(s[i + k]);
+      ok = (cc >> 6) == 0x2;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    // Overlong forms, surrogates and code points past U+10FFFF are invalid.
+    if (ok && ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) ||
+               (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+               (cp >= 0xD800 && cp <= 0xDFFF))) {
+      ok = false;
+    }
+    if (ok) {
+      out.append(s.data() + i, n);
+      i += n;
+    } else {
+      out.append("\xEF\xBF\xBD");  // U+FFFD
+      ++i;
+    }
+  }
+  return out;
+}
 
 std::string EncodeFrame(Frame frame) {
   frame.set_version(kProtocolVersion);
+  if (frame.has_results()) {
+    // A task's error text is whatever it wrote; a proto3 string must be
+    // UTF-8, or the whole frame — every result in it — fails to parse at
+    // the broker.
+    for (TaskResult& r : *frame.mutable_results()->mutable_results()) {
+      if (!IsValidUtf8(r.error_message())) {
+        r.set_error_message(ValidUtf8(r.error_message()));
+      }
+      if (!IsValidUtf8(r.error_kind())) {
+        r.set_error_kind(ValidUtf8(r.error_kind()));
+      }
+    }
+  }
   return frame.SerializeAsString();
 }
 

@@ -34,7 +34,12 @@ inline constexpr size_t kMaxRegisterNameBytes = 256;
 inline constexpr int kMaxRegisterTasks = 4096;
 inline constexpr int kMaxRegisterHeld = 200000;
 
-// Serializes `frame` with its version set to kProtocolVersion.
+// `s` with every byte that is not part of valid UTF-8 replaced by U+FFFD.
+std::string ValidUtf8(absl::string_view s);
+
+// Serializes `frame` with its version set to kProtocolVersion. A result's
+// error kind and message are made valid UTF-8 first (proto3 strings must
+// be, or the broker cannot parse the frame and loses all its results).
 std::string EncodeFrame(Frame frame);
 
 // Parses and validates one frame: size, protobuf syntax, version, a body

@@ -90,6 +90,30 @@ TEST(Wire, RejectsARegisterTooBigToHold) {
   EXPECT_TRUE(DecodeFrame(EncodeFrame(at_limit)).ok());
 }
 
+TEST(Wire, AResultWithInvalidUtf8ErrorTextStillParses) {
+  Frame frame;
+  TaskResult* r = frame.mutable_results()->add_results();
+  r->set_job_id(1);
+  r->set_attempt(1);
+  r->set_error_kind("task_error");
+  r->set_error_message(std::string("bad \xff\xfe bytes \xc3", 14));
+  TaskResult* ok = frame.mutable_results()->add_results();
+  ok->set_job_id(2);
+  ok->set_attempt(1);
+  ok->set_ok(true);
+  ok->set_output(std::string("\xff\x00\xfe", 3));  // bytes: untouched
+  absl::StatusOr<Frame> f = DecodeFrame(EncodeFrame(frame));
+  ASSERT_TRUE(f.ok()) << f.status();
+  ASSERT_EQ(f->results().results_size(), 2);
+  EXPECT_EQ(f->results().results(0).error_message(),
+            "bad \xEF\xBF\xBD\xEF\xBF\xBD bytes \xEF\xBF\xBD");
+  EXPECT_EQ(f->results().results(1).output(), std::string("\xff\x00\xfe", 3));
+  EXPECT_EQ(ValidUtf8("h\xC3\xA9llo \xE2\x82\xAC"), "h\xC3\xA9llo \xE2\x82\xAC");
+  EXPECT_EQ(ValidUtf8("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");  // overlong
+  EXPECT_EQ(ValidUtf8("\xED\xA0\x80"),
+            "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // surrogate
+}
+
 TEST(Wire, RejectsADispatchedTaskWithoutName) {
   Frame frame;
   Task* t = frame.mutable_dispatch()->add_tasks();
