@@ -13,8 +13,10 @@ namespace {
 
 constexpr size_t kMaxTaskNameBytes = 256;
 constexpr int32_t kMaxAttemptsLimit = 100;
-// A Dispatch frame carries at most this many tasks; more go in the next.
+// A Dispatch frame carries at most this many tasks, and at most this many
+// payload bytes unless one task alone is bigger; more go in the next.
 constexpr int kMaxTasksPerDispatch = 1024;
+constexpr size_t kDispatchFrameBudget = 4 << 20;
 // Acknowledged batches remembered per client for idempotent resubmission:
 // far more than a client has unacknowledged at any time.
 constexpr size_t kMaxBatchesPerClient = 256;
@@ -839,17 +841,23 @@ void BrokerCore::Dispatch(Job& job, WorkerEntry& w, absl::Time now,
         Deadline{now + job.timeout + options_.timeout_grace, job.id, attempt});
   }
   auto open = out->open_dispatch.find(w.identity);
+  const size_t bytes = job.payload.size() + job.task.str().size() + 64;
   if (open == out->open_dispatch.end() ||
-      out->to_workers[open->second].second.dispatch().tasks_size() >=
-          kMaxTasksPerDispatch) {
+      out->to_workers[open->second.first].second.dispatch().tasks_size() >=
+          kMaxTasksPerDispatch ||
+      (open->second.second > 0 &&
+       open->second.second + bytes > kDispatchFrameBudget)) {
     out->to_workers.emplace_back(w.identity, wire::Frame());
     out->to_workers.back().second.mutable_dispatch();
-    open = out->open_dispatch.insert_or_assign(w.identity,
-                                               out->to_workers.size() - 1)
+    open = out->open_dispatch
+               .insert_or_assign(w.identity, std::pair<size_t, size_t>(
+                                                 out->to_workers.size() - 1, 0))
                .first;
   }
-  wire::Task* t =
-      out->to_workers[open->second].second.mutable_dispatch()->add_tasks();
+  open->second.second += bytes;
+  wire::Task* t = out->to_workers[open->second.first]
+                      .second.mutable_dispatch()
+                      ->add_tasks();
   t->set_job_id(job.id);
   t->set_attempt(attempt);
   t->set_name(job.task.str());

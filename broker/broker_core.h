@@ -147,9 +147,12 @@ using SessionId = uint64_t;
 struct Outbox {
   std::vector<std::pair<std::string, wire::Frame>> to_workers;
   absl::flat_hash_map<SessionId, std::vector<v1::SessionResponse>> to_sessions;
-  // Dispatch frames under construction, by worker identity (index into
-  // to_workers), so one loop iteration sends one Dispatch per worker.
-  absl::flat_hash_map<std::string, size_t> open_dispatch;
+  // Dispatch frames under construction, by worker identity: index into
+  // to_workers and payload bytes so far. One loop iteration sends one
+  // Dispatch per worker, cut at kMaxTasksPerDispatch tasks or
+  // kDispatchFrameBudget bytes (a frame stays far below what a worker
+  // receives: --max_payload_bytes plus wire::kFrameEnvelopeBytes).
+  absl::flat_hash_map<std::string, std::pair<size_t, size_t>> open_dispatch;
   // Answers to unary calls. Like session responses, they are released only
   // once the changes made before them are durable (see journal.h).
   std::vector<std::function<void()>> replies;

@@ -391,6 +391,37 @@ TEST_F(BrokerCoreTest, AResultFromAKeyTheAttemptWasNotDispatchedToIsDropped) {
   EXPECT_EQ(JobOf(id).info().result, "real");
 }
 
+TEST_F(BrokerCoreTest, DispatchFramesStayWithinAByteBudget) {
+  BrokerOptions o = Options();
+  o.max_payload_bytes = 8 << 20;
+  BrokerCore core(o, now_);
+  wire::Frame f;
+  f.mutable_register_()->set_name("w");
+  f.mutable_register_()->set_threads(8);
+  f.mutable_register_()->add_tasks("t");
+  Outbox out;
+  core.OnWorkerFrame("w", "k", f, now_, &out);
+  google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
+  for (int i = 0; i < 3; ++i) {
+    v1::JobSpec* s = specs.Add();
+    s->set_task("t");
+    s->set_payload(std::string(3 << 20, 'x'));
+  }
+  specs.Add()->set_task("t");  // a small one joins the last frame
+  ASSERT_TRUE(core.Submit(specs, Caller{}, 0, now_, &out).ok());
+  out.Clear();
+  core.Schedule(now_, &out);
+  int frames = 0, tasks = 0;
+  for (const auto& [id, frame] : out.to_workers) {
+    if (!frame.has_dispatch()) continue;
+    ++frames;
+    tasks += frame.dispatch().tasks_size();
+    EXPECT_LT(frame.ByteSizeLong(), (4u << 20) + (3u << 20)) << frames;
+  }
+  EXPECT_EQ(tasks, 4);
+  EXPECT_EQ(frames, 3);
+}
+
 TEST_F(BrokerCoreTest, AWorkerGetsNoMoreCreditThanTheCap) {
   BrokerOptions o = Options();
   o.max_worker_credit = 10;
