@@ -29,6 +29,7 @@
 #include "broker/broker_loop.h"
 #include "broker/grpc_service.h"
 #include "broker/journal.h"
+#include "common/flag_help.h"
 #include "common/log.h"
 #include "common/loopback.h"
 #include "common/mutex.h"
@@ -356,6 +357,20 @@ int main(int argc, char** argv) {
   dexec::SetMutexDeadlockDetectionForProcess();
   absl::SetProgramUsageMessage(
       "dexec-broker [--listen=HOST:PORT] [--worker_listen=ENDPOINT]");
+  if (dexec::PrintHelpIfRequested(argc, argv, {
+          .program = "dexec-broker",
+          .summary = "accepts jobs from clients over gRPC and hands them to "
+                     "workers over ZeroMQ.",
+          .groups = {
+              {"Listening", {"listen", "worker_listen"}},
+              {"Jobs and workers", {"heartbeat_interval", "liveness",
+                                    "retention", "max_attempts", "max_queued",
+                                    "max_payload_bytes", "max_worker_credit"}},
+              {"Storage", {"data_dir", "in_memory"}},
+              {"Security", {"auth_dir", "tls", "tls_cert", "tls_key",
+                            "tls_client_ca", "tls_san", "insecure"}}}})) {
+    return 0;
+  }
   absl::ParseCommandLine(argc, argv);
   return dexec::broker::Main();
 }

@@ -30,6 +30,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "auth/curve_keys.h"
+#include "common/flag_help.h"
 #include "common/log.h"
 #include "common/mutex.h"
 #include "worker/builtin_tasks.h"
@@ -193,6 +194,16 @@ int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Runs dexec's built-in tasks for a broker.\n"
       "Usage: dexec-worker [--broker=tcp://HOST:PORT] [--threads=N] ...");
+  if (PrintHelpIfRequested(argc, argv, {
+          .program = "dexec-worker",
+          .summary = "runs dexec's built-in tasks for a broker.",
+          .groups = {
+              {"Broker", {"broker", "name"}},
+              {"Capacity", {"threads", "prefetch", "drain_timeout"}},
+              {"Security", {"auth_dir", "worker_key", "insecure"}},
+              {"Tasks", {"allow_exec"}}}})) {
+    return 0;
+  }
   if (!CheckArguments(argc, argv)) return kUsageError;
   absl::ParseCommandLine(argc, argv);
 
