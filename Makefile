@@ -4,7 +4,7 @@ BAZEL ?= bazel
 # Extra flags for bazel build/test, e.g. BAZEL_FLAGS=--config=asan
 BAZEL_FLAGS ?=
 
-.PHONY: deps build test demo bench clean sanitize python
+.PHONY: deps build test demo bench clean sanitize python install
 
 deps:
 	./bazel/install-deps.sh
@@ -26,6 +26,16 @@ test: build python
 # PYTHONPATH=$(CURDIR)/python /usr/bin/python3 -c 'import dexec' works.
 python: deps
 	./python/gen_protos.sh
+
+# The binaries, the client and worker libraries with their headers, and
+# pkg-config and CMake files (packaging/), unpacked from one tar into
+# $(DESTDIR)$(PREFIX). For production: BAZEL_FLAGS=--config=opt.
+PREFIX ?= /usr/local
+install: deps
+	$(BAZEL) build $(BAZEL_FLAGS) //packaging:dexec-dist
+	mkdir -p "$(DESTDIR)$(PREFIX)"
+	tar -xf bazel-bin/packaging/dexec-dist.tar --no-overwrite-dir -C "$(DESTDIR)$(PREFIX)"
+	@echo "installed in $(DESTDIR)$(PREFIX): bin/dexec-broker bin/dexec-worker bin/dexec lib/libdexec_{client,worker}.so include/dexec lib/pkgconfig lib/cmake/dexec"
 
 demo: build
 	./examples/demo.sh
