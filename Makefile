@@ -27,15 +27,13 @@ test: build python
 python: deps
 	./python/gen_protos.sh
 
-# The binaries, the client and worker libraries with their headers, and
-# pkg-config and CMake files (packaging/), unpacked from one tar into
+# The binaries, the client and worker libraries with their headers,
+# pkg-config and CMake files and systemd units (packaging/), into
 # $(DESTDIR)$(PREFIX). For production: BAZEL_FLAGS=--config=opt.
 PREFIX ?= /usr/local
 install: deps
 	$(BAZEL) build $(BAZEL_FLAGS) //packaging:dexec-dist
-	mkdir -p "$(DESTDIR)$(PREFIX)"
-	tar -xf bazel-bin/packaging/dexec-dist.tar --no-overwrite-dir -C "$(DESTDIR)$(PREFIX)"
-	@echo "installed in $(DESTDIR)$(PREFIX): bin/dexec-broker bin/dexec-worker bin/dexec lib/libdexec_{client,worker}.so include/dexec lib/pkgconfig lib/cmake/dexec"
+	./packaging/install.sh bazel-bin/packaging/dexec-dist.tar "$(PREFIX)" "$(DESTDIR)"
 
 demo: build
 	./examples/demo.sh

@@ -41,6 +41,9 @@ def _dexec_dist_impl(ctx):
     for f in ctx.files.systemd:
         entries.append("lib/systemd/system/%s=%s" % (f.basename, f.path))
         inputs.append(f)
+    if ctx.file.sysusers:
+        entries.append("lib/sysusers.d/dexec.conf=%s" % ctx.file.sysusers.path)
+        inputs.append(ctx.file.sysusers)
 
     out = ctx.actions.declare_file(ctx.attr.name + ".tar")
     args = ctx.actions.args()
@@ -68,6 +71,7 @@ dexec_dist = rule(
         "pkgconfig": attr.label_list(allow_files = [".pc"]),
         "cmake": attr.label_list(allow_files = [".cmake"]),
         "systemd": attr.label_list(allow_files = [".service"]),
+        "sysusers": attr.label(allow_single_file = [".conf"]),
         "_make_dist": attr.label(
             default = ":make_dist.sh",
             executable = True,

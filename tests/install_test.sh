@@ -24,15 +24,16 @@ for tool in cmake pkg-config g++; do
 done
 
 step "unpack the install tree into '$prefix'"
-mkdir -p "$prefix"
-tar -xf "$runfiles/packaging/dexec-dist.tar" -C "$prefix"
+"$runfiles/packaging/install.sh" "$runfiles/packaging/dexec-dist.tar" "$prefix"
 for f in bin/dexec-broker bin/dexec-worker bin/dexec \
          lib/libdexec_client.so lib/libdexec_worker.so \
          include/dexec/client/executor.h include/dexec/worker/worker.h \
          include/dexec/auth/curve_keys.h \
          lib/pkgconfig/dexec-client.pc lib/pkgconfig/dexec-worker.pc \
          lib/cmake/dexec/dexecConfig.cmake \
-         lib/cmake/dexec/dexecConfigVersion.cmake; do
+         lib/cmake/dexec/dexecConfigVersion.cmake \
+         lib/systemd/system/dexec-broker.service \
+         lib/systemd/system/dexec-worker.service lib/sysusers.d/dexec.conf; do
   [ -e "$prefix/$f" ] || fail "make install did not install $f"
 done
 
