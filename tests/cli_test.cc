@@ -143,7 +143,7 @@ TEST_F(CliTest, AQueuedJobsStatusSaysWhyItWaits) {
 }
 
 TEST(CliErrors, UnknownCommandBadFlagAndUnreachableBrokerExitTwo) {
-  const std::string dexec = BinaryPath("client/dexec");
+  const std::string dexec = BinaryPath("cli/dexec");
   for (const std::vector<std::string>& argv :
        {std::vector<std::string>{dexec, "frobnicate"},
         std::vector<std::string>{dexec, "list", "--no-such-flag"},

@@ -1,4 +1,4 @@
-#include "client/cli_commands.h"
+#include "cli/commands.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -24,9 +24,9 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "auth/secret_file.h"
+#include "cli/table.h"
 #include "client/backoff.h"
 #include "client/executor.h"
-#include "client/table.h"
 #include "common/proto_time.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
@@ -213,14 +213,14 @@ grpc::Status GaveUp(absl::Time outage_start, absl::Duration reconnect_timeout,
                     const grpc::Status& last) {
   return grpc::Status(
       grpc::StatusCode::UNAVAILABLE,
-      absl::StrCat("the broker was unreachable for ",
-                   absl::FormatDuration(absl::Trunc(
-                       absl::Now() - outage_start, absl::Milliseconds(1))),
-                   "; gave up after --reconnect_timeout=",
-                   absl::FormatDuration(reconnect_timeout), " (last error: ",
-                   last.ok() ? "the broker ended the session"
-                             : last.error_message(),
-                   ")"));
+      absl::StrCat(
+          "the broker was unreachable for ",
+          absl::FormatDuration(
+              absl::Trunc(absl::Now() - outage_start, absl::Milliseconds(1))),
+          "; gave up after --reconnect_timeout=",
+          absl::FormatDuration(reconnect_timeout), " (last error: ",
+          last.ok() ? "the broker ended the session" : last.error_message(),
+          ")"));
 }
 
 // Watches `ids` on a Session stream until each reached a final state or
@@ -303,20 +303,20 @@ Watched WatchUntilDone(v1::Broker::Stub& broker,
       return w;
     }
     // Waiting out the backoff is the point here, not synchronisation.
-    absl::SleepFor(std::min({backoff.Next(),
-                             outage_start + reconnect_timeout - now,
-                             deadline - now}));
+    absl::SleepFor(
+        std::min({backoff.Next(), outage_start + reconnect_timeout - now,
+                  deadline - now}));
   }
 }
 
 // Jobs by id, in order, over as many GetJobs calls as the broker's
 // response budget needs (it answers a prefix and sets `truncated`).
-grpc::Status GetAllJobs(v1::Broker::Stub& broker,
-                        const std::vector<uint64_t>& ids, bool include_result,
-                        const std::function<grpc::Status(
-                            const std::function<grpc::Status(
-                                grpc::ClientContext*)>&)>& call,
-                        std::vector<v1::Job>* jobs) {
+grpc::Status GetAllJobs(
+    v1::Broker::Stub& broker, const std::vector<uint64_t>& ids,
+    bool include_result,
+    const std::function<grpc::Status(
+        const std::function<grpc::Status(grpc::ClientContext*)>&)>& call,
+    std::vector<v1::Job>* jobs) {
   size_t next = 0;
   do {
     v1::GetJobsRequest req;
@@ -355,8 +355,7 @@ grpc::Status CallRetryingUnavailable(
     if (now - start >= reconnect_timeout) {
       return GaveUp(start, reconnect_timeout, s);
     }
-    absl::SleepFor(
-        std::min(backoff.Next(), start + reconnect_timeout - now));
+    absl::SleepFor(std::min(backoff.Next(), start + reconnect_timeout - now));
   }
 }
 
@@ -364,8 +363,7 @@ grpc::Status CallRetryingUnavailable(
 std::variant<v1::JobEvent, int> WaitForOne(const ParsedCommand& cmd,
                                            v1::Broker::Stub& broker,
                                            uint64_t id, std::ostream& err) {
-  Watched w =
-      WatchUntilDone(broker, {id}, std::nullopt, cmd.reconnect_timeout);
+  Watched w = WatchUntilDone(broker, {id}, std::nullopt, cmd.reconnect_timeout);
   if (!w.status.ok())
     return RpcFailed(cmd, "waiting for the job", w.status, err);
   return w.last[id];
@@ -599,16 +597,17 @@ absl::StatusOr<std::unique_ptr<v1::Broker::Stub>> ConnectToBroker(
   grpc::ClientContext ctx;
   ctx.set_deadline(deadline);
   v1::Stats stats;
-  const grpc::Status probe = stub->GetStats(&ctx, v1::GetStatsRequest(), &stats);
+  const grpc::Status probe =
+      stub->GetStats(&ctx, v1::GetStatsRequest(), &stats);
   if (probe.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
       probe.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
     absl::StatusOr<auth::FoundToken> found = auth::FindClientToken(auth);
     return absl::Status(
         static_cast<absl::StatusCode>(probe.error_code()),
-        found.ok() ? absl::StrCat("the broker at ", broker,
-                                  " refused the token from ", found->source,
-                                  ": ", probe.error_message())
-                   : std::string(found.status().message()));
+        found.ok()
+            ? absl::StrCat("the broker at ", broker, " refused the token from ",
+                           found->source, ": ", probe.error_message())
+            : std::string(found.status().message()));
   }
   return stub;
 }
@@ -976,8 +975,8 @@ int Stats(const ParsedCommand& cmd, v1::Broker::Stub& broker, std::ostream& out,
   return kExitOk;
 }
 
-int Token(const ParsedCommand& cmd, v1::Broker::Stub& broker,
-          std::ostream& out, std::ostream& err) {
+int Token(const ParsedCommand& cmd, v1::Broker::Stub& broker, std::ostream& out,
+          std::ostream& err) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx, absl::Seconds(30));
   if (cmd.action == "create") {
@@ -993,8 +992,7 @@ int Token(const ParsedCommand& cmd, v1::Broker::Stub& broker,
       // The secret alone on stdout, so `dexec token create ... > f` works;
       // it is shown this once.
       out << resp.token() << "\n";
-      err << "token '" << resp.info().name() << "' (role "
-          << resp.info().role()
+      err << "token '" << resp.info().name() << "' (role " << resp.info().role()
           << ") created; its secret was printed once: keep it (mode 0600)\n";
     }
     return kExitOk;
@@ -1018,8 +1016,8 @@ int Token(const ParsedCommand& cmd, v1::Broker::Stub& broker,
   Table t({"NAME", "ROLE", "CREATED"});
   for (const v1::TokenInfo& tok : resp.tokens()) {
     t.AddRow({tok.name(), tok.role(),
-              absl::FormatTime("%Y-%m-%d %H:%M:%S",
-                               FromProto(tok.created_at()), absl::UTCTimeZone())});
+              absl::FormatTime("%Y-%m-%d %H:%M:%S", FromProto(tok.created_at()),
+                               absl::UTCTimeZone())});
   }
   t.Print(out);
   return kExitOk;
@@ -1042,9 +1040,8 @@ int WorkerKey(const ParsedCommand& cmd, v1::Broker::Stub& broker,
           auth::CreateFileExclusive(cmd.out_file, resp.credentials(), 0600);
       if (!written.ok()) {
         err << "dexec: the key was created at the broker but not written: "
-            << written.message()
-            << "; revoke it (dexec worker-key revoke " << cmd.name
-            << ") and create another\n";
+            << written.message() << "; revoke it (dexec worker-key revoke "
+            << cmd.name << ") and create another\n";
         return kExitFailed;
       }
       err << "worker key '" << cmd.name << "' admitted; credentials in "
