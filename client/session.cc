@@ -998,6 +998,7 @@ void Session::Shutdown(bool wait, bool cancel_futures) {
       closed_status_ = absl::FailedPreconditionError(
           "the executor is shut down; submit before calling Shutdown()");
     }
+    if (!wait) wait_declined_ = true;
     if (cancel_futures) {
       cancel_unsent_ = true;
       unsent.swap(batches_);
@@ -1039,6 +1040,32 @@ void Session::Shutdown(bool wait, bool cancel_futures) {
   }
   if (!wait) return;
   WaitUntilIdle();
+  Stop();
+}
+
+void Session::Close() {
+  bool declined = false;
+  {
+    MutexLock lock(&queue_mu_);
+    declined = wait_declined_;
+  }
+  if (!declined) {
+    Shutdown(/*wait=*/true, /*cancel_futures=*/false);
+    return;
+  }
+  FailOutstanding(absl::FailedPreconditionError(
+      "the executor was destroyed before the job finished (after "
+      "Shutdown(wait=false)); the job itself goes on at the broker"));
+  // Nothing is left to hear from the broker, which keeps a stream with
+  // watches open after our half-close: end it now rather than after
+  // kCloseGrace. stopping_ first, so that client-recv does not reconnect.
+  std::shared_ptr<Stream> stream;
+  {
+    MutexLock lock(&queue_mu_);
+    stopping_ = true;
+    stream = stream_;
+  }
+  if (stream != nullptr) stream->context.TryCancel();
   Stop();
 }
 

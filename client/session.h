@@ -94,6 +94,12 @@ class Session final : public BatchSubmitter,
   // threads.
   void Shutdown(bool wait, bool cancel_futures);
 
+  // The Executor's destructor: Shutdown(/*wait=*/true), unless
+  // Shutdown(/*wait=*/false) came first. Then it does not wait: futures
+  // still pending fail with FAILED_PRECONDITION, the stream is closed and
+  // the threads are joined at once.
+  void Close();
+
   const std::string& broker() const { return broker_; }
   // The random name of this session in SessionRequest.Submit.client_id.
   const std::string& client_id() const { return client_id_; }
@@ -243,6 +249,8 @@ class Session final : public BatchSubmitter,
   absl::Status closed_status_ ABSL_GUARDED_BY(queue_mu_);
   // Shutdown(cancel_futures): refused map chunks are cancelled, not kept.
   bool cancel_unsent_ ABSL_GUARDED_BY(queue_mu_) = false;
+  // Shutdown(wait=false) was called: Close() abandons pending futures.
+  bool wait_declined_ ABSL_GUARDED_BY(queue_mu_) = false;
   bool stop_sender_ ABSL_GUARDED_BY(queue_mu_) = false;
   bool sender_exited_ ABSL_GUARDED_BY(queue_mu_) = false;
   // Stop() was called: no reconnecting.
