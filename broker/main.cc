@@ -363,10 +363,13 @@ int main(int argc, char** argv) {
                      "workers over ZeroMQ.",
           .groups = {
               {"Listening", {"listen", "worker_listen"}},
-              {"Jobs and workers", {"heartbeat_interval", "liveness",
-                                    "retention", "max_attempts", "max_queued",
-                                    "max_payload_bytes", "max_worker_credit"}},
-              {"Storage", {"data_dir", "in_memory"}},
+              {"Jobs and workers",
+               {"heartbeat_interval", "liveness", "retention", "max_attempts"}},
+              {"Limits",
+               {"max_queued", "max_queued_bytes", "max_payload_bytes",
+                "max_response_bytes", "max_watch_ids",
+                "max_watched_per_session", "max_worker_credit"}},
+              {"Storage", {"data_dir", "in_memory", "journal_min_free_bytes"}},
               {"Security", {"auth_dir", "tls", "tls_cert", "tls_key",
                             "tls_client_ca", "tls_san", "insecure"}}}})) {
     return 0;

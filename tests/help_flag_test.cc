@@ -78,7 +78,7 @@ void ExpectEveryFlagOnOneLine(const std::string& binary,
 TEST(HelpFlag, BrokerListsEveryFlagInGroups) {
   ExpectEveryFlagOnOneLine(
       "broker/dexec-broker",
-      {"Listening", "Jobs and workers", "Storage", "Security"});
+      {"Listening", "Jobs and workers", "Limits", "Storage", "Security"});
 }
 
 TEST(HelpFlag, WorkerListsEveryFlagInGroups) {
