@@ -29,6 +29,7 @@
 #include "broker/broker_loop.h"
 #include "broker/grpc_service.h"
 #include "broker/journal.h"
+#include "common/flag_check.h"
 #include "common/flag_help.h"
 #include "common/log.h"
 #include "common/loopback.h"
@@ -373,6 +374,10 @@ int main(int argc, char** argv) {
               {"Security", {"auth_dir", "tls", "tls_cert", "tls_key",
                             "tls_client_ca", "tls_san", "insecure"}}}})) {
     return 0;
+  }
+  // A bad flag exits 2 (a usage error), not absl's 1.
+  if (!dexec::CheckFlagArguments(argc, argv, "dexec-broker", std::cerr)) {
+    return 2;
   }
   absl::ParseCommandLine(argc, argv);
   return dexec::broker::Main();

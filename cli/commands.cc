@@ -25,12 +25,13 @@
 #include "absl/time/time.h"
 #include "auth/secret_file.h"
 #include "cli/table.h"
-#include "client/backoff.h"
 #include "client/executor.h"
+#include "common/backoff.h"
 #include "common/proto_time.h"
 #include "common/status_macros.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
+#include "protos/error_kind.h"
 #include "protos/tasks.pb.h"
 
 namespace dexec::cli {
@@ -220,7 +221,7 @@ grpc::Status GetAllJobs(
 grpc::Status CallRetryingUnavailable(
     absl::Duration reconnect_timeout,
     const std::function<grpc::Status(grpc::ClientContext*)>& call) {
-  dexec::internal::Backoff backoff(kReconnectInitial, kReconnectMax);
+  dexec::Backoff backoff(kReconnectInitial, kReconnectMax);
   const absl::Time start = absl::Now();
   for (;;) {
     grpc::ClientContext ctx;
@@ -298,9 +299,9 @@ v1::Job::State StateOf(const Future<std::string>& f) {
   const absl::Status s = f.Exception(absl::ZeroDuration());
   if (s.ok()) return v1::Job::SUCCEEDED;
   const std::string kind = ErrorKind(s);
-  if (kind == "cancelled") return v1::Job::CANCELLED;
+  if (kind == error_kind::kCancelled) return v1::Job::CANCELLED;
   // Unknown to the broker, or lost by one restarted without its journal.
-  if (kind == "not_found") return v1::Job::STATE_UNSPECIFIED;
+  if (kind == error_kind::kNotFound) return v1::Job::STATE_UNSPECIFIED;
   return v1::Job::FAILED;
 }
 
@@ -634,7 +635,7 @@ int Exec(const ParsedCommand& cmd, v1::Broker::Stub& broker, Terminal& term) {
   if (e.status.ok()) {
     return have_result ? result.exit_code() : kExitOk;
   }
-  if (have_result && ErrorKind(e.status) == "exit_code" &&
+  if (have_result && ErrorKind(e.status) == error_kind::kExitCode &&
       result.exit_code() != 0) {
     return result.exit_code();
   }
