@@ -4,7 +4,7 @@ BAZEL ?= bazel
 # Extra flags for bazel build/test, e.g. BAZEL_FLAGS=--config=asan
 BAZEL_FLAGS ?=
 
-.PHONY: deps build test demo bench clean sanitize python
+.PHONY: deps build test demo bench clean sanitize python install
 
 deps:
 	./bazel/install-deps.sh
@@ -26,6 +26,14 @@ test: build python
 # PYTHONPATH=$(CURDIR)/python /usr/bin/python3 -c 'import dexec' works.
 python: deps
 	./python/gen_protos.sh
+
+# The binaries, the client and worker libraries with their headers,
+# pkg-config and CMake files and systemd units (packaging/), into
+# $(DESTDIR)$(PREFIX). For production: BAZEL_FLAGS=--config=opt.
+PREFIX ?= /usr/local
+install: deps
+	$(BAZEL) build $(BAZEL_FLAGS) //packaging:dexec-dist
+	./packaging/install.sh bazel-bin/packaging/dexec-dist.tar "$(PREFIX)" "$(DESTDIR)"
 
 demo: build
 	./examples/demo.sh

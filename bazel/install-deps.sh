@@ -11,7 +11,7 @@ PACKAGES=(
   libabsl-dev
   libsodium-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  pkg-config python3 iproute2 procps openssl
+  pkg-config cmake python3 iproute2 procps openssl
   python3-grpcio python3-protobuf python3-zmq python3-pytest python3-cloudpickle
 )
 

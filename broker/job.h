@@ -12,15 +12,13 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "protos/dexec.pb.h"
+#include "protos/job_state.h"
 
 namespace dexec::broker {
 
 using JobState = v1::Job::State;
 
-inline bool IsTerminal(JobState s) {
-  return s == v1::Job::SUCCEEDED || s == v1::Job::FAILED ||
-         s == v1::Job::CANCELLED;
-}
+using ::dexec::IsTerminal;  // protos/job_state.h
 
 // One dispatch of a job to a worker.
 struct AttemptRecord {

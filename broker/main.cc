@@ -29,6 +29,8 @@
 #include "broker/broker_loop.h"
 #include "broker/grpc_service.h"
 #include "broker/journal.h"
+#include "common/flag_check.h"
+#include "common/flag_help.h"
 #include "common/log.h"
 #include "common/loopback.h"
 #include "common/mutex.h"
@@ -356,6 +358,27 @@ int main(int argc, char** argv) {
   dexec::SetMutexDeadlockDetectionForProcess();
   absl::SetProgramUsageMessage(
       "dexec-broker [--listen=HOST:PORT] [--worker_listen=ENDPOINT]");
+  if (dexec::PrintHelpIfRequested(argc, argv, {
+          .program = "dexec-broker",
+          .summary = "accepts jobs from clients over gRPC and hands them to "
+                     "workers over ZeroMQ.",
+          .groups = {
+              {"Listening", {"listen", "worker_listen"}},
+              {"Jobs and workers",
+               {"heartbeat_interval", "liveness", "retention", "max_attempts"}},
+              {"Limits",
+               {"max_queued", "max_queued_bytes", "max_payload_bytes",
+                "max_response_bytes", "max_watch_ids",
+                "max_watched_per_session", "max_worker_credit"}},
+              {"Storage", {"data_dir", "in_memory", "journal_min_free_bytes"}},
+              {"Security", {"auth_dir", "tls", "tls_cert", "tls_key",
+                            "tls_client_ca", "tls_san", "insecure"}}}})) {
+    return 0;
+  }
+  // A bad flag exits 2 (a usage error), not absl's 1.
+  if (!dexec::CheckFlagArguments(argc, argv, "dexec-broker", std::cerr)) {
+    return 2;
+  }
   absl::ParseCommandLine(argc, argv);
   return dexec::broker::Main();
 }

@@ -17,7 +17,7 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Connect(
 Executor::Executor(std::shared_ptr<internal::Session> session)
     : session_(std::move(session)) {}
 
-Executor::~Executor() { Shutdown(/*wait=*/true); }
+Executor::~Executor() { session_->Close(); }
 
 std::shared_ptr<internal::FutureState> Executor::SubmitBytes(
     absl::string_view task, std::string payload, const SubmitOptions& options) {

@@ -142,7 +142,9 @@ class Executor {
 
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
-  // Shutdown(/*wait=*/true).
+  // Shutdown(/*wait=*/true), unless Shutdown(/*wait=*/false) came first:
+  // then it does not wait, and futures still pending fail with
+  // FAILED_PRECONDITION (their jobs go on at the broker).
   ~Executor();
 
   // Submits `input` (encoded with Codec<In>) to `task`; returns at once.
@@ -179,7 +181,8 @@ class Executor {
   // With cancel_futures, jobs not yet running are cancelled (queued ones
   // with one Cancel RPC). With wait, blocks until every future of this
   // executor is done (while the broker is away, up to reconnect_timeout),
-  // then closes the stream and joins the threads. Idempotent; thread-safe.
+  // then closes the stream and joins the threads; without, returns at once
+  // and the destructor will not wait either. Idempotent; thread-safe.
   void Shutdown(bool wait = true, bool cancel_futures = false);
 
   // The broker address this executor talks to.

@@ -707,6 +707,21 @@ TEST_F(ExecutorTest, ShutdownCancelsQueuedFuturesWhenAsked) {
   for (const Future<std::string>& f : fs) EXPECT_TRUE(f.Cancelled());
 }
 
+TEST_F(ExecutorTest, DestroyingAfterShutdownWithoutWaitAbandonsPendingFutures) {
+  Future<std::string> running = executor_->Submit("run", "");
+  Future<std::string> attached =
+      executor_->Attach(running.JobId(kBound).value());
+  executor_->Shutdown(/*wait=*/false);
+  EXPECT_FALSE(running.Done());
+  const absl::Time start = absl::Now();
+  executor_.reset();  // "run" never finishes: this must not wait for it
+  EXPECT_LT(absl::Now() - start, kBound);
+  EXPECT_EQ(running.Exception(kBound).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(attached.Exception(kBound).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 TEST(ExecutorConnectTest, UnreachableBrokerIsUnavailable) {
   ExecutorOptions options;
   options.broker = "127.0.0.1:1";

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/future.h"
 #include "client/map_stream.h"
+#include "protos/error_kind.h"
 
 namespace dexec {
 namespace internal {
@@ -15,19 +16,20 @@ namespace internal {
 absl::Status JobErrorToStatus(absl::string_view kind,
                               absl::string_view message) {
   absl::StatusCode code = absl::StatusCode::kUnknown;
-  if (kind == "timeout") {
+  if (kind == error_kind::kTimeout) {
     code = absl::StatusCode::kDeadlineExceeded;
-  } else if (kind == "cancelled") {
+  } else if (kind == error_kind::kCancelled) {
     code = absl::StatusCode::kCancelled;
-  } else if (kind == "worker_lost") {
+  } else if (kind == error_kind::kWorkerLost) {
     code = absl::StatusCode::kUnavailable;
-  } else if (kind == "bad_payload" || kind == "unknown_task") {
+  } else if (kind == error_kind::kBadPayload ||
+             kind == error_kind::kUnknownTask) {
     code = absl::StatusCode::kInvalidArgument;
-  } else if (kind == "not_found") {
+  } else if (kind == error_kind::kNotFound) {
     code = absl::StatusCode::kNotFound;
   }
   absl::Status status(code, absl::StrCat(kind, ": ", message));
-  status.SetPayload(kErrorKindUrl, absl::Cord(kind));
+  status.SetPayload(error_kind::kStatusPayloadUrl, absl::Cord(kind));
   return status;
 }
 
@@ -202,7 +204,7 @@ std::vector<bool> CancelStates(
 }  // namespace internal
 
 std::string ErrorKind(const absl::Status& status) {
-  auto kind = status.GetPayload(internal::kErrorKindUrl);
+  auto kind = status.GetPayload(error_kind::kStatusPayloadUrl);
   return kind.has_value() ? std::string(*kind) : std::string();
 }
 

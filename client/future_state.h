@@ -60,8 +60,7 @@ class Waiter {
 
 // The remote-error mapping of the client (see future.h, ErrorKind): a
 // JobError {kind, message} as an absl::Status with the kind attached under
-// the payload URL kErrorKindUrl.
-inline constexpr absl::string_view kErrorKindUrl = "type.dexec/error_kind";
+// the payload URL error_kind::kStatusPayloadUrl (protos/error_kind.h).
 absl::Status JobErrorToStatus(absl::string_view kind,
                               absl::string_view message);
 

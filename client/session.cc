@@ -16,6 +16,8 @@
 #include "common/proto_time.h"
 #include "common/status_grpc.h"
 #include "google/protobuf/arena.h"
+#include "protos/error_kind.h"
+#include "protos/job_state.h"
 
 namespace dexec {
 namespace internal {
@@ -59,10 +61,6 @@ void NameThisThread(const char* name) {
   pthread_setname_np(pthread_self(), name);
 }
 
-bool IsTerminal(v1::Job::State state) {
-  return state != v1::Job::QUEUED && state != v1::Job::RUNNING;
-}
-
 absl::Status EventStatus(const v1::JobEvent& event) {
   const v1::JobError& error = event.error();
   switch (event.state()) {
@@ -70,7 +68,7 @@ absl::Status EventStatus(const v1::JobEvent& event) {
       return absl::OkStatus();
     case v1::Job::CANCELLED:
       return JobErrorToStatus(
-          error.kind().empty() ? "cancelled" : error.kind(),
+          error.kind().empty() ? error_kind::kCancelled : error.kind(),
           error.message().empty() ? "the job was cancelled" : error.message());
     default:
       return JobErrorToStatus(error.kind().empty() ? "unknown" : error.kind(),
@@ -453,7 +451,8 @@ std::vector<bool> Session::CancelUnsent(
     mark(&room_wait_);
   }
   const absl::Status cancelled = JobErrorToStatus(
-      "cancelled", "cancelled by the client before it was sent to the broker");
+      error_kind::kCancelled,
+      "cancelled by the client before it was sent to the broker");
   for (size_t i : withdrawn) states[i]->Complete(cancelled);
   return out;
 }
@@ -830,7 +829,7 @@ void Session::HandleSubmitted(v1::SessionResponse::Submitted* submitted) {
                                          : submitted->error_message());
         if (code == absl::StatusCode::kResourceExhausted && cancel_unsent_) {
           failure = JobErrorToStatus(
-              "cancelled",
+              error_kind::kCancelled,
               "cancelled by Executor::Shutdown before it was sent");
         }
       }
@@ -854,7 +853,8 @@ void Session::HandleSubmitted(v1::SessionResponse::Submitted* submitted) {
   }
   if (!cancelled.empty()) {
     const absl::Status status = JobErrorToStatus(
-        "cancelled", "cancelled by the client while it waited for room");
+        error_kind::kCancelled,
+        "cancelled by the client while it waited for room");
     for (const auto& state : cancelled) state->Complete(status);
   }
   if (batch == nullptr) return;  // waits for room
@@ -885,9 +885,12 @@ void Session::HandleEvents(v1::SessionResponse::Events* events) {
       // Already ended: a duplicate terminal event (a second watch, a
       // re-watch after reconnecting) is ignored.
       if (it == ids_.end()) continue;
-      const bool terminal = IsTerminal(event.state());
+      // An unknown id's one event has no state (kind not_found): it ends
+      // the watch as a terminal state does.
+      const bool terminal = IsTerminal(event.state()) ||
+                            event.state() == v1::Job::STATE_UNSPECIFIED;
       if (!terminal && event.state() != v1::Job::RUNNING) continue;
-      const bool not_found = event.error().kind() == "not_found";
+      const bool not_found = event.error().kind() == error_kind::kNotFound;
       absl::InlinedVector<Watcher, 1>& watchers = it->second;
       for (size_t w = 0; w < watchers.size(); ++w) {
         const bool lost = not_found && (watchers[w].submitted ||
@@ -910,7 +913,7 @@ void Session::HandleEvents(v1::SessionResponse::Events* events) {
     }
     if (u.lost) {
       u.state->Complete(JobErrorToStatus(
-          "not_found",
+          error_kind::kNotFound,
           absl::StrCat("job ", event->job_id(), " was lost by the broker at ",
                        broker_,
                        ": after reconnecting, the broker no longer knows it "
@@ -998,6 +1001,7 @@ void Session::Shutdown(bool wait, bool cancel_futures) {
       closed_status_ = absl::FailedPreconditionError(
           "the executor is shut down; submit before calling Shutdown()");
     }
+    if (!wait) wait_declined_ = true;
     if (cancel_futures) {
       cancel_unsent_ = true;
       unsent.swap(batches_);
@@ -1007,7 +1011,8 @@ void Session::Shutdown(bool wait, bool cancel_futures) {
   }
   if (cancel_futures) {
     const absl::Status cancelled = JobErrorToStatus(
-        "cancelled", "cancelled by Executor::Shutdown before it was sent");
+        error_kind::kCancelled,
+        "cancelled by Executor::Shutdown before it was sent");
     for (BatchPtr& batch : unsent) {
       for (const auto& state : batch->states) state->Complete(cancelled);
     }
@@ -1039,6 +1044,32 @@ void Session::Shutdown(bool wait, bool cancel_futures) {
   }
   if (!wait) return;
   WaitUntilIdle();
+  Stop();
+}
+
+void Session::Close() {
+  bool declined = false;
+  {
+    MutexLock lock(&queue_mu_);
+    declined = wait_declined_;
+  }
+  if (!declined) {
+    Shutdown(/*wait=*/true, /*cancel_futures=*/false);
+    return;
+  }
+  FailOutstanding(absl::FailedPreconditionError(
+      "the executor was destroyed before the job finished (after "
+      "Shutdown(wait=false)); the job itself goes on at the broker"));
+  // Nothing is left to hear from the broker, which keeps a stream with
+  // watches open after our half-close: end it now rather than after
+  // kCloseGrace. stopping_ first, so that client-recv does not reconnect.
+  std::shared_ptr<Stream> stream;
+  {
+    MutexLock lock(&queue_mu_);
+    stopping_ = true;
+    stream = stream_;
+  }
+  if (stream != nullptr) stream->context.TryCancel();
   Stop();
 }
 

@@ -35,11 +35,11 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "client/backoff.h"
 #include "client/callback_thread.h"
 #include "client/future_state.h"
 #include "client/map_stream.h"
 #include "client/options.h"
+#include "common/backoff.h"
 #include "common/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "protos/dexec.grpc.pb.h"
@@ -93,6 +93,12 @@ class Session final : public BatchSubmitter,
   // reconnect_timeout into an outage), half-close the stream, join the
   // threads.
   void Shutdown(bool wait, bool cancel_futures);
+
+  // The Executor's destructor: Shutdown(/*wait=*/true), unless
+  // Shutdown(/*wait=*/false) came first. Then it does not wait: futures
+  // still pending fail with FAILED_PRECONDITION, the stream is closed and
+  // the threads are joined at once.
+  void Close();
 
   const std::string& broker() const { return broker_; }
   // The random name of this session in SessionRequest.Submit.client_id.
@@ -243,6 +249,8 @@ class Session final : public BatchSubmitter,
   absl::Status closed_status_ ABSL_GUARDED_BY(queue_mu_);
   // Shutdown(cancel_futures): refused map chunks are cancelled, not kept.
   bool cancel_unsent_ ABSL_GUARDED_BY(queue_mu_) = false;
+  // Shutdown(wait=false) was called: Close() abandons pending futures.
+  bool wait_declined_ ABSL_GUARDED_BY(queue_mu_) = false;
   bool stop_sender_ ABSL_GUARDED_BY(queue_mu_) = false;
   bool sender_exited_ ABSL_GUARDED_BY(queue_mu_) = false;
   // Stop() was called: no reconnecting.

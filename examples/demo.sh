@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 BIN=bazel-bin
 BROKER="$BIN/broker/dexec-broker"
 WORKER="$BIN/worker/dexec-worker"
-DEXEC="$BIN/client/dexec"
+DEXEC="$BIN/cli/dexec"
 LOGS=$(mktemp -d /tmp/dexec-demo.XXXXXX)
 PIDS=()
 

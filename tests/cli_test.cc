@@ -8,6 +8,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "tests/cluster.h"
 
@@ -112,6 +114,22 @@ TEST_F(CliTest, WaitExitsNonZeroIfAJobFailed) {
   EXPECT_NE(r.out.find("FAILED"), std::string::npos) << r.out;
 }
 
+// `wait` follows the jobs through an Executor; one still queued at
+// --timeout must not keep the command waiting for it on the way out.
+TEST_F(CliTest, WaitWithATimeoutReturnsWhileAJobIsStillQueued) {
+  std::string id = SubmitId({"nobody.offers.this"});
+  const absl::Time start = absl::Now();
+  CommandResult r = Cli({"wait", id, "--timeout=300ms"});
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.out, id + " QUEUED\n");
+  EXPECT_NE(r.err.find("1 of 1 jobs not finished"), std::string::npos)
+      << r.err;
+  CommandResult unknown = Cli({"wait", "987654"});
+  EXPECT_EQ(unknown.exit_code, 1) << unknown.err;
+  EXPECT_EQ(unknown.out, "987654 NOT_FOUND\n");
+}
+
 TEST_F(CliTest, CancelStopsAQueuedJob) {
   std::string id = SubmitId({"nobody.offers.this"});
   CommandResult r = Cli({"cancel", id});
@@ -143,7 +161,7 @@ TEST_F(CliTest, AQueuedJobsStatusSaysWhyItWaits) {
 }
 
 TEST(CliErrors, UnknownCommandBadFlagAndUnreachableBrokerExitTwo) {
-  const std::string dexec = BinaryPath("client/dexec");
+  const std::string dexec = BinaryPath("cli/dexec");
   for (const std::vector<std::string>& argv :
        {std::vector<std::string>{dexec, "frobnicate"},
         std::vector<std::string>{dexec, "list", "--no-such-flag"},

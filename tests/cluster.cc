@@ -210,7 +210,7 @@ absl::Status TestCluster::WaitForWorkers(int n, absl::Duration timeout) {
 absl::StatusOr<CommandResult> TestCluster::Cli(std::vector<std::string> args,
                                                const std::string& stdin_data,
                                                absl::Duration timeout) {
-  std::vector<std::string> argv = {BinaryPath("client/dexec"),
+  std::vector<std::string> argv = {BinaryPath("cli/dexec"),
                                    "--broker=" + grpc_address_};
   bool chose_token = false;
   for (const std::string& a : args) {

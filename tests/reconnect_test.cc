@@ -17,8 +17,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "client/cli_commands.h"
-#include "client/cli_flags.h"
+#include "cli/commands.h"
+#include "cli/flags.h"
 #include "client/executor.h"
 #include "common/mutex.h"
 #include "grpcpp/grpcpp.h"
@@ -205,6 +205,8 @@ WaitOutcome WaitAcrossARestart(TestCluster& cluster,
   std::vector<std::string> args = {"wait"};
   for (uint64_t id : ids) args.push_back(absl::StrCat(id));
   args.push_back("--broker=" + cluster.grpc_address());
+  // The verb waits through an Executor of its own, on these credentials.
+  args.push_back("--token=" + cluster.admin_token());
   absl::StatusOr<cli::ParsedCommand> cmd =
       cli::ParseCommandLine(args, std::nullopt);
   EXPECT_TRUE(cmd.ok()) << cmd.status();
@@ -224,7 +226,7 @@ WaitOutcome WaitAcrossARestart(TestCluster& cluster,
   return outcome;
 }
 
-// (b) `dexec wait` watches over a Session stream; when the broker dies it
+// (b) `dexec wait` attaches an Executor to the ids; when the broker dies it
 // watches the unfinished ids again on the restarted one.
 TEST(ReconnectTest, DexecWaitStartedBeforeARestartSucceeds) {
   TestCluster cluster;

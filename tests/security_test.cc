@@ -284,7 +284,7 @@ TEST(SecurityTest, TheCredentialFilesAreSecretAndSurviveARestart) {
 TEST(SecurityTest, TheCliSaysWhereTheTokenIsExpectedAndExits2) {
   TestCluster cluster;
   ASSERT_TRUE(cluster.StartBroker().ok());
-  const std::string dexec = BinaryPath("client/dexec");
+  const std::string dexec = BinaryPath("cli/dexec");
   const std::string broker = "--broker=" + cluster.grpc_address();
   // No token anywhere (the test's directory has no ./dexec-data).
   absl::StatusOr<CommandResult> none = RunCommand({dexec, broker, "stats"});
@@ -868,7 +868,7 @@ TEST(SecurityTest, TlsWithTheGeneratedCertificate) {
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable)
       << refused.status();
   absl::StatusOr<CommandResult> no_ca = RunCommand(
-      {BinaryPath("client/dexec"), "--broker=" + cluster.grpc_address(),
+      {BinaryPath("cli/dexec"), "--broker=" + cluster.grpc_address(),
        "--token=" + cluster.admin_token(), "stats"});
   ASSERT_TRUE(no_ca.ok());
   EXPECT_EQ(no_ca->exit_code, 2) << no_ca->err;

@@ -30,6 +30,8 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "auth/curve_keys.h"
+#include "common/flag_check.h"
+#include "common/flag_help.h"
 #include "common/log.h"
 #include "common/mutex.h"
 #include "worker/builtin_tasks.h"
@@ -64,73 +66,6 @@ namespace dexec::worker {
 namespace {
 
 constexpr int kUsageError = 2;
-
-// Flags absl handles itself inside ParseCommandLine (usage and flag files);
-// FindCommandLineFlag does not know them.
-constexpr absl::string_view kAbslBuiltinFlags[] = {
-    "help",    "helpfull",        "helpshort", "helppackage", "helpon",
-    "helpmatch", "version",       "only_check_args", "flagfile", "fromenv",
-    "tryfromenv", "undefok"};
-
-// absl::ParseCommandLine exits with status 1 on a bad flag, but scripts
-// and the process tests tell usage errors apart by status 2. So check every
-// argument first: unknown flags, missing or malformed values and stray
-// arguments get one line on stderr and `false`. Valid input is left for
-// ParseCommandLine.
-bool CheckArguments(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view arg = argv[i];
-    if (arg == "--") break;
-    if (!absl::StartsWith(arg, "-") || arg == "-") {
-      std::cerr << "dexec-worker: unexpected argument '" << arg
-                << "'; dexec-worker takes only flags (see --help)\n";
-      return false;
-    }
-    arg.remove_prefix(absl::StartsWith(arg, "--") ? 2 : 1);
-    const size_t eq = arg.find('=');
-    absl::string_view name = arg.substr(0, eq);
-    if (std::find(std::begin(kAbslBuiltinFlags), std::end(kAbslBuiltinFlags),
-                  name) != std::end(kAbslBuiltinFlags)) {
-      if (eq == absl::string_view::npos &&
-          (name == "flagfile" || name == "fromenv" || name == "tryfromenv" ||
-           name == "undefok" || name == "helpon" || name == "helpmatch")) {
-        ++i;
-      }
-      continue;
-    }
-    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
-    if (flag == nullptr && absl::StartsWith(name, "no") &&
-        eq == absl::string_view::npos) {
-      // --noflag sets a boolean flag to false.
-      absl::CommandLineFlag* negated = absl::FindCommandLineFlag(name.substr(2));
-      if (negated != nullptr && negated->IsOfType<bool>()) continue;
-    }
-    if (flag == nullptr) {
-      std::cerr << "dexec-worker: unknown flag --" << name
-                << " (see --help)\n";
-      return false;
-    }
-    std::string value;
-    if (eq != absl::string_view::npos) {
-      value = std::string(arg.substr(eq + 1));
-    } else if (flag->IsOfType<bool>()) {
-      continue;
-    } else if (i + 1 < argc) {
-      value = argv[++i];  // "--threads 8"
-    } else {
-      std::cerr << "dexec-worker: flag --" << name << " needs a value\n";
-      return false;
-    }
-    // Parsing here sets the flag too; ParseCommandLine sets the same value.
-    std::string error;
-    if (!flag->ParseFrom(value, &error)) {
-      std::cerr << "dexec-worker: bad value '" << value << "' for --" << name
-                << ": " << error << "\n";
-      return false;
-    }
-  }
-  return true;
-}
 
 // Takes SIGTERM/SIGINT for the whole process (all threads block them, see
 // Main) and turns them into Worker calls, on a thread of its own: nothing
@@ -193,7 +128,19 @@ int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Runs dexec's built-in tasks for a broker.\n"
       "Usage: dexec-worker [--broker=tcp://HOST:PORT] [--threads=N] ...");
-  if (!CheckArguments(argc, argv)) return kUsageError;
+  if (PrintHelpIfRequested(argc, argv, {
+          .program = "dexec-worker",
+          .summary = "runs dexec's built-in tasks for a broker.",
+          .groups = {
+              {"Broker", {"broker", "name"}},
+              {"Capacity", {"threads", "prefetch", "drain_timeout"}},
+              {"Security", {"auth_dir", "worker_key", "insecure"}},
+              {"Tasks", {"allow_exec"}}}})) {
+    return 0;
+  }
+  if (!CheckFlagArguments(argc, argv, "dexec-worker", std::cerr)) {
+    return kUsageError;
+  }
   absl::ParseCommandLine(argc, argv);
 
   WorkerOptions options;

@@ -17,20 +17,23 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "protos/error_kind.h"
 
 namespace dexec::worker {
 
-// Kinds the worker itself reports. Tasks may use any other short word too.
-inline constexpr absl::string_view kTaskErrorKind = "task_error";
-inline constexpr absl::string_view kBadPayloadKind = "bad_payload";
-inline constexpr absl::string_view kExceptionKind = "exception";
-inline constexpr absl::string_view kUnknownTaskKind = "unknown_task";
-inline constexpr absl::string_view kTimeoutKind = "timeout";
-inline constexpr absl::string_view kCancelledKind = "cancelled";
-inline constexpr absl::string_view kExitCodeKind = "exit_code";
+// Kinds the worker itself reports (protos/error_kind.h has every kind).
+// Tasks may use any other short word too.
+inline constexpr absl::string_view kTaskErrorKind = error_kind::kTaskError;
+inline constexpr absl::string_view kBadPayloadKind = error_kind::kBadPayload;
+inline constexpr absl::string_view kExceptionKind = error_kind::kException;
+inline constexpr absl::string_view kUnknownTaskKind = error_kind::kUnknownTask;
+inline constexpr absl::string_view kTimeoutKind = error_kind::kTimeout;
+inline constexpr absl::string_view kCancelledKind = error_kind::kCancelled;
+inline constexpr absl::string_view kExitCodeKind = error_kind::kExitCode;
 
 // Status payload type URL under which the kind is stored.
-inline constexpr absl::string_view kErrorKindUrl = "type.dexec/error_kind";
+inline constexpr absl::string_view kErrorKindUrl =
+    error_kind::kStatusPayloadUrl;
 
 // An UNKNOWN-code status whose error kind is `kind` (kTaskErrorKind if
 // empty) and whose message is `message`.

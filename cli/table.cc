@@ -1,4 +1,4 @@
-#include "client/table.h"
+#include "cli/table.h"
 
 #include <algorithm>
 #include <sstream>

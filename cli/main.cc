@@ -1,6 +1,6 @@
 // dexec: the command-line client of a dexec broker. `dexec --help` lists
-// the verbs; client/cli_flags.h has the parsing rules and
-// client/cli_commands.h the exit codes.
+// the verbs; cli/flags.h has the parsing rules and
+// cli/commands.h the exit codes.
 #include <signal.h>
 #include <unistd.h>
 
@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "client/cli_commands.h"
-#include "client/cli_flags.h"
+#include "cli/commands.h"
+#include "cli/flags.h"
 #include "common/mutex.h"
 #include "grpc/support/log.h"
 

@@ -1,6 +1,6 @@
-// Jittered exponential backoff: how long to wait before the next attempt to
-// reach the broker (a new Session stream, a retried RPC, a Map chunk the
-// broker had no room for).
+// Jittered exponential backoff: how long to wait before the next attempt
+// (to reach the broker again with a new Session stream or a retried RPC, to
+// offer a Map chunk the broker had no room for).
 //
 //   Backoff backoff(absl::Milliseconds(50), absl::Seconds(2));
 //   while (!TryOnce()) absl::SleepFor(backoff.Next());
@@ -10,8 +10,8 @@
 // coming back in lockstep, and the floor of d/2 keeps the growth.
 //
 // Not thread-safe; each retrying thread owns its own.
-#ifndef DEXEC_CLIENT_BACKOFF_H_
-#define DEXEC_CLIENT_BACKOFF_H_
+#ifndef DEXEC_COMMON_BACKOFF_H_
+#define DEXEC_COMMON_BACKOFF_H_
 
 #include <cstdint>
 #include <random>
@@ -19,7 +19,6 @@
 #include "absl/time/time.h"
 
 namespace dexec {
-namespace internal {
 
 class Backoff {
  public:
@@ -40,7 +39,6 @@ class Backoff {
   std::mt19937_64 random_;
 };
 
-}  // namespace internal
 }  // namespace dexec
 
-#endif  // DEXEC_CLIENT_BACKOFF_H_
+#endif  // DEXEC_COMMON_BACKOFF_H_

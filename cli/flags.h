@@ -16,8 +16,8 @@
 //    flag, a missing or malformed value, or a wrong number of arguments.
 //    The error message is one line written for the user; the caller prints
 //    it after "dexec: " and exits 2.
-#ifndef DEXEC_CLIENT_CLI_FLAGS_H_
-#define DEXEC_CLIENT_CLI_FLAGS_H_
+#ifndef DEXEC_CLI_FLAGS_H_
+#define DEXEC_CLI_FLAGS_H_
 
 #include <cstdint>
 #include <optional>
@@ -80,8 +80,8 @@ struct ParsedCommand {
   std::optional<absl::Duration> timeout;
   // From --retries=N: N + 1. 0 means the broker's default.
   int32_t max_attempts = 0;
-  std::string idempotency_key;    // submit, exec --key
-  bool wait = false;              // submit, exec --wait
+  std::string idempotency_key;  // submit, exec --key
+  bool wait = false;            // submit, exec --wait
   // submit --wait, exec --wait, wait, map: how long to keep reconnecting
   // when the broker goes away (e.g. restarts) before giving up (exit 2).
   absl::Duration reconnect_timeout = absl::Seconds(60);
@@ -108,4 +108,4 @@ std::string UsageText();
 
 }  // namespace dexec::cli
 
-#endif  // DEXEC_CLIENT_CLI_FLAGS_H_
+#endif  // DEXEC_CLI_FLAGS_H_

@@ -1,11 +1,10 @@
-#include "client/backoff.h"
+#include "common/backoff.h"
 
 #include <algorithm>
 
 #include "gtest/gtest.h"
 
 namespace dexec {
-namespace internal {
 namespace {
 
 TEST(Backoff, DoublesUpToTheCapWithJitterInTheUpperHalf) {
@@ -36,5 +35,4 @@ TEST(Backoff, DelaysOfTwoClientsDiffer) {
 }
 
 }  // namespace
-}  // namespace internal
 }  // namespace dexec

@@ -1,4 +1,4 @@
-#include "client/cli_flags.h"
+#include "cli/flags.h"
 
 #include <string>
 #include <vector>
@@ -191,11 +191,12 @@ TEST(CliFlags, HelpAfterDoubleDashIsAnArgument) {
 TEST(CliFlags, UsageMentionsEveryVerbAndFlag) {
   const std::string usage = UsageText();
   for (const char* word :
-       {"submit",    "exec",      "map",         "status",         "wait",
-        "result",    "cancel",    "list",        "workers",        "stats",
-        "help",      "--broker",  "--json",      "--payload_file", "--priority",
-        "--timeout", "--retries", "--key",       "--wait",         "--stdin",
-        "--state",   "--limit",   "DEXEC_BROKER", "--reconnect_timeout"}) {
+       {"submit",    "exec",           "map",          "status",
+        "wait",      "result",         "cancel",       "list",
+        "workers",   "stats",          "help",         "--broker",
+        "--json",    "--payload_file", "--priority",   "--timeout",
+        "--retries", "--key",          "--wait",       "--stdin",
+        "--state",   "--limit",        "DEXEC_BROKER", "--reconnect_timeout"}) {
     EXPECT_THAT(usage, HasSubstr(word));
   }
 }

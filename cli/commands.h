@@ -1,5 +1,5 @@
 // The verbs of the dexec CLI, one function each. main() parses the command
-// line (cli_flags.h), connects, and calls RunCommand; every function returns
+// line (flags.h), connects, and calls RunCommand; every function returns
 // the process's exit code and writes only to the streams it is given.
 //
 // Exit codes (a contract with scripts):
@@ -12,8 +12,8 @@
 //
 // Errors are one line on `err`, "dexec: ..." for the CLI's own trouble and
 // "error: <kind>: <message>" for a job's failure.
-#ifndef DEXEC_CLIENT_CLI_COMMANDS_H_
-#define DEXEC_CLIENT_CLI_COMMANDS_H_
+#ifndef DEXEC_CLI_COMMANDS_H_
+#define DEXEC_CLI_COMMANDS_H_
 
 #include <istream>
 #include <memory>
@@ -23,7 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "auth/client_credentials.h"
-#include "client/cli_flags.h"
+#include "cli/flags.h"
 #include "protos/dexec.grpc.pb.h"
 
 namespace dexec::cli {
@@ -84,11 +84,11 @@ int Workers(const ParsedCommand& cmd, v1::Broker::Stub& broker,
             std::ostream& out, std::ostream& err);
 int Stats(const ParsedCommand& cmd, v1::Broker::Stub& broker, std::ostream& out,
           std::ostream& err);
-int Token(const ParsedCommand& cmd, v1::Broker::Stub& broker,
-          std::ostream& out, std::ostream& err);
+int Token(const ParsedCommand& cmd, v1::Broker::Stub& broker, std::ostream& out,
+          std::ostream& err);
 int WorkerKey(const ParsedCommand& cmd, v1::Broker::Stub& broker,
               std::ostream& out, std::ostream& err);
 
 }  // namespace dexec::cli
 
-#endif  // DEXEC_CLIENT_CLI_COMMANDS_H_
+#endif  // DEXEC_CLI_COMMANDS_H_

@@ -1,4 +1,4 @@
-#include "client/cli_commands.h"
+#include "cli/commands.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -24,12 +24,14 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "auth/secret_file.h"
-#include "client/backoff.h"
+#include "cli/table.h"
 #include "client/executor.h"
-#include "client/table.h"
+#include "common/backoff.h"
 #include "common/proto_time.h"
+#include "common/status_macros.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
+#include "protos/error_kind.h"
 #include "protos/tasks.pb.h"
 
 namespace dexec::cli {
@@ -40,19 +42,9 @@ namespace {
 constexpr absl::Duration kRpcTimeout = absl::Seconds(30);
 // Longest error text in a table cell; `status --json` has the whole text.
 constexpr size_t kMaxCellChars = 100;
-// Waiting over a broker restart: delays between attempts to reach it again,
-// and how long a watch stream must have lived to count as a working one
-// (the next break starts a new --reconnect_timeout).
+// Queries over a broker restart: delays between attempts to reach it again.
 constexpr absl::Duration kReconnectInitial = absl::Milliseconds(50);
 constexpr absl::Duration kReconnectMax = absl::Seconds(2);
-constexpr absl::Duration kStableStream = absl::Seconds(1);
-// Job ids per Watch message (the broker takes up to --max_watch_ids).
-constexpr int kMaxWatchIds = 65536;
-
-bool IsTerminal(v1::Job::State s) {
-  return s == v1::Job::SUCCEEDED || s == v1::Job::FAILED ||
-         s == v1::Job::CANCELLED;
-}
 
 // The state as printed; an id the broker does not know has no state.
 std::string StateName(v1::Job::State s) {
@@ -180,143 +172,28 @@ std::variant<uint64_t, int> SubmitOne(const ParsedCommand& cmd,
   return resp.job_ids(0);
 }
 
-// What a Session watch learned: the latest event of each job, and why it
-// stopped early if it did (DEADLINE_EXCEEDED, or the broker stayed away).
-struct Watched {
-  std::map<uint64_t, v1::JobEvent> last;
-  grpc::Status status;
-};
-
-bool IsFinal(const v1::JobEvent& e) {
-  // An unknown id gets one event with no state and error "not_found".
-  return IsTerminal(e.state()) || e.state() == v1::Job::STATE_UNSPECIFIED;
-}
-
-// A broken stream or call that may work again once the broker is back
-// (it restarted, or the network dropped), as opposed to one the broker
-// refused.
-bool Reconnectable(const grpc::Status& s) {
-  switch (s.error_code()) {
-    case grpc::StatusCode::OK:  // the broker ended the session (shutdown)
-    case grpc::StatusCode::UNAVAILABLE:
-    case grpc::StatusCode::CANCELLED:
-    case grpc::StatusCode::ABORTED:
-    case grpc::StatusCode::INTERNAL:
-    case grpc::StatusCode::UNKNOWN:
-      return true;
-    default:
-      return false;
-  }
-}
-
 grpc::Status GaveUp(absl::Time outage_start, absl::Duration reconnect_timeout,
                     const grpc::Status& last) {
   return grpc::Status(
       grpc::StatusCode::UNAVAILABLE,
-      absl::StrCat("the broker was unreachable for ",
-                   absl::FormatDuration(absl::Trunc(
-                       absl::Now() - outage_start, absl::Milliseconds(1))),
-                   "; gave up after --reconnect_timeout=",
-                   absl::FormatDuration(reconnect_timeout), " (last error: ",
-                   last.ok() ? "the broker ended the session"
-                             : last.error_message(),
-                   ")"));
-}
-
-// Watches `ids` on a Session stream until each reached a final state or
-// `timeout` passed. Pushed events, not polling: the broker sends a job's
-// terminal event at once if it already finished. When the stream breaks
-// because the broker went away, watches the unfinished ids again on a new
-// stream, with backoff, for up to `reconnect_timeout` per outage; a broker
-// that restarted without its journal answers not_found for jobs it lost.
-Watched WatchUntilDone(v1::Broker::Stub& broker,
-                       const std::vector<uint64_t>& ids,
-                       std::optional<absl::Duration> timeout,
-                       absl::Duration reconnect_timeout) {
-  Watched w;
-  std::set<uint64_t> pending(ids.begin(), ids.end());
-  const absl::Time deadline =
-      timeout.has_value() ? absl::Now() + *timeout : absl::InfiniteFuture();
-  dexec::internal::Backoff backoff(kReconnectInitial, kReconnectMax);
-  absl::Time outage_start = absl::InfinitePast();
-  for (;;) {
-    grpc::ClientContext ctx;
-    if (deadline != absl::InfiniteFuture()) {
-      ctx.set_deadline(absl::ToChronoTime(deadline));
-    }
-    const absl::Time opened = absl::Now();
-    bool answered = false;
-    std::unique_ptr<
-        grpc::ClientReaderWriter<v1::SessionRequest, v1::SessionResponse>>
-        stream = broker.Session(&ctx);
-    // In several Watch messages: the broker takes at most --max_watch_ids
-    // (100,000 by default) ids in one.
-    bool written = true;
-    for (auto it = pending.begin(); written && it != pending.end();) {
-      v1::SessionRequest req;
-      auto* ids = req.mutable_watch()->mutable_job_ids();
-      for (; it != pending.end() && ids->size() < kMaxWatchIds; ++it) {
-        ids->Add(*it);
-      }
-      written = stream->Write(req);
-    }
-    if (written) {
-      v1::SessionResponse resp;
-      while (!pending.empty() && stream->Read(&resp)) {
-        answered = true;
-        if (!resp.has_events()) continue;
-        for (v1::JobEvent& e : *resp.mutable_events()->mutable_events()) {
-          // Ignores ids we did not ask for, and anything after a job's
-          // final event (a duplicate after re-watching).
-          if (pending.count(e.job_id()) == 0) continue;
-          if (IsFinal(e)) pending.erase(e.job_id());
-          w.last[e.job_id()] = std::move(e);
-        }
-      }
-    }
-    if (pending.empty()) {
-      // Done: no need to half-close politely and wait for the broker.
-      ctx.TryCancel();
-      (void)stream->Finish();
-      w.status = grpc::Status::OK;
-      return w;
-    }
-    grpc::Status status = stream->Finish();
-    const absl::Time now = absl::Now();
-    if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
-        now >= deadline) {
-      w.status = grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                              "the jobs did not finish in time");
-      return w;
-    }
-    if (!Reconnectable(status)) {
-      w.status = status;
-      return w;
-    }
-    if (answered || now - opened >= kStableStream ||
-        outage_start == absl::InfinitePast()) {
-      outage_start = now;  // a new outage
-      backoff.Reset();
-    }
-    if (now - outage_start >= reconnect_timeout) {
-      w.status = GaveUp(outage_start, reconnect_timeout, status);
-      return w;
-    }
-    // Waiting out the backoff is the point here, not synchronisation.
-    absl::SleepFor(std::min({backoff.Next(),
-                             outage_start + reconnect_timeout - now,
-                             deadline - now}));
-  }
+      absl::StrCat(
+          "the broker was unreachable for ",
+          absl::FormatDuration(
+              absl::Trunc(absl::Now() - outage_start, absl::Milliseconds(1))),
+          "; gave up after --reconnect_timeout=",
+          absl::FormatDuration(reconnect_timeout), " (last error: ",
+          last.ok() ? "the broker ended the session" : last.error_message(),
+          ")"));
 }
 
 // Jobs by id, in order, over as many GetJobs calls as the broker's
 // response budget needs (it answers a prefix and sets `truncated`).
-grpc::Status GetAllJobs(v1::Broker::Stub& broker,
-                        const std::vector<uint64_t>& ids, bool include_result,
-                        const std::function<grpc::Status(
-                            const std::function<grpc::Status(
-                                grpc::ClientContext*)>&)>& call,
-                        std::vector<v1::Job>* jobs) {
+grpc::Status GetAllJobs(
+    v1::Broker::Stub& broker, const std::vector<uint64_t>& ids,
+    bool include_result,
+    const std::function<grpc::Status(
+        const std::function<grpc::Status(grpc::ClientContext*)>&)>& call,
+    std::vector<v1::Job>* jobs) {
   size_t next = 0;
   do {
     v1::GetJobsRequest req;
@@ -344,7 +221,7 @@ grpc::Status GetAllJobs(v1::Broker::Stub& broker,
 grpc::Status CallRetryingUnavailable(
     absl::Duration reconnect_timeout,
     const std::function<grpc::Status(grpc::ClientContext*)>& call) {
-  dexec::internal::Backoff backoff(kReconnectInitial, kReconnectMax);
+  dexec::Backoff backoff(kReconnectInitial, kReconnectMax);
   const absl::Time start = absl::Now();
   for (;;) {
     grpc::ClientContext ctx;
@@ -355,29 +232,107 @@ grpc::Status CallRetryingUnavailable(
     if (now - start >= reconnect_timeout) {
       return GaveUp(start, reconnect_timeout, s);
     }
-    absl::SleepFor(
-        std::min(backoff.Next(), start + reconnect_timeout - now));
+    absl::SleepFor(std::min(backoff.Next(), start + reconnect_timeout - now));
   }
 }
+
+grpc::Status ToGrpcStatus(const absl::Status& s) {
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()),
+                      std::string(s.message()));
+}
+
+ExecutorOptions ExecutorOptionsFor(const ParsedCommand& cmd,
+                                   absl::Duration connect_timeout) {
+  ExecutorOptions options;
+  options.broker = cmd.broker;
+  options.token = cmd.auth.token;
+  options.token_file = cmd.auth.token_file;
+  options.tls_ca = cmd.auth.tls_ca;
+  options.tls_cert = cmd.auth.tls_cert;
+  options.tls_key = cmd.auth.tls_key;
+  options.tls_server_name = cmd.auth.tls_server_name;
+  options.connect_timeout = connect_timeout;
+  options.reconnect_timeout = cmd.reconnect_timeout;
+  return options;
+}
+
+// Jobs waited on through the client library: Executor::Attach, then Wait.
+// The Session stream, its reconnects over a broker restart (with backoff,
+// for up to --reconnect_timeout) and the re-watching of unfinished ids are
+// the Executor's (client/session.h), as for `map`. Closing does not wait
+// for futures still pending (after --timeout); the Executor's destructor
+// alone would.
+class Waiter {
+ public:
+  // main() has just reached the broker; one that went away since is waited
+  // for like a restart.
+  static absl::StatusOr<Waiter> Connect(const ParsedCommand& cmd) {
+    ASSIGN_OR_RETURN(
+        std::unique_ptr<Executor> executor,
+        Executor::Connect(ExecutorOptionsFor(
+            cmd, std::max(kConnectTimeout, cmd.reconnect_timeout))));
+    return Waiter(std::move(executor));
+  }
+  Waiter(Waiter&&) = default;
+  ~Waiter() {
+    if (executor_ != nullptr) executor_->Shutdown(/*wait=*/false);
+  }
+
+  Future<std::string> Attach(uint64_t id) { return executor_->Attach(id); }
+
+ private:
+  explicit Waiter(std::unique_ptr<Executor> executor)
+      : executor_(std::move(executor)) {}
+  std::unique_ptr<Executor> executor_;
+};
+
+// A done future's failure that says nothing about the job (no error kind):
+// the broker stayed away past --reconnect_timeout, or refused the token.
+bool IsConnectionFailure(const absl::Status& s) {
+  return !s.ok() && ErrorKind(s).empty();
+}
+
+// The state `wait` prints: the outcome once done, else what the broker
+// pushed last (RUNNING), or QUEUED before any event.
+v1::Job::State StateOf(const Future<std::string>& f) {
+  if (!f.Done()) return f.Running() ? v1::Job::RUNNING : v1::Job::QUEUED;
+  const absl::Status s = f.Exception(absl::ZeroDuration());
+  if (s.ok()) return v1::Job::SUCCEEDED;
+  const std::string kind = ErrorKind(s);
+  if (kind == error_kind::kCancelled) return v1::Job::CANCELLED;
+  // Unknown to the broker, or lost by one restarted without its journal.
+  if (kind == error_kind::kNotFound) return v1::Job::STATE_UNSPECIFIED;
+  return v1::Job::FAILED;
+}
+
+// How one job ended: OK, or its error ("<kind>: <message>"), and whatever
+// result bytes it left (a failed sys.exec keeps its ExecResult).
+struct Finished {
+  absl::Status status;
+  std::string result;
+};
 
 // Waits for one job; on trouble reports it and returns the exit code.
-std::variant<v1::JobEvent, int> WaitForOne(const ParsedCommand& cmd,
-                                           v1::Broker::Stub& broker,
-                                           uint64_t id, std::ostream& err) {
-  Watched w =
-      WatchUntilDone(broker, {id}, std::nullopt, cmd.reconnect_timeout);
-  if (!w.status.ok())
-    return RpcFailed(cmd, "waiting for the job", w.status, err);
-  return w.last[id];
+std::variant<Finished, int> WaitForOne(const ParsedCommand& cmd, uint64_t id,
+                                       std::ostream& err) {
+  absl::StatusOr<Waiter> waiter = Waiter::Connect(cmd);
+  if (!waiter.ok()) {
+    return RpcFailed(cmd, "waiting for the job", ToGrpcStatus(waiter.status()),
+                     err);
+  }
+  Future<std::string> f = waiter->Attach(id);
+  Finished done{f.Exception(), ""};
+  if (IsConnectionFailure(done.status)) {
+    return RpcFailed(cmd, "waiting for the job", ToGrpcStatus(done.status),
+                     err);
+  }
+  absl::StatusOr<std::string> raw = f.RawResult(absl::ZeroDuration());
+  if (raw.ok()) done.result = *std::move(raw);
+  return done;
 }
 
-void PrintJobError(const v1::JobEvent& e, std::ostream& err) {
-  if (e.has_error()) {
-    err << "error: " << ErrorText(e.error()) << "\n";
-  } else {
-    err << "error: job " << e.job_id() << " is " << StateName(e.state())
-        << "\n";
-  }
+void PrintJobError(const absl::Status& s, std::ostream& err) {
+  err << "error: " << s.message() << "\n";
 }
 
 // The table of `status` and `list`.
@@ -599,16 +554,17 @@ absl::StatusOr<std::unique_ptr<v1::Broker::Stub>> ConnectToBroker(
   grpc::ClientContext ctx;
   ctx.set_deadline(deadline);
   v1::Stats stats;
-  const grpc::Status probe = stub->GetStats(&ctx, v1::GetStatsRequest(), &stats);
+  const grpc::Status probe =
+      stub->GetStats(&ctx, v1::GetStatsRequest(), &stats);
   if (probe.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
       probe.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
     absl::StatusOr<auth::FoundToken> found = auth::FindClientToken(auth);
     return absl::Status(
         static_cast<absl::StatusCode>(probe.error_code()),
-        found.ok() ? absl::StrCat("the broker at ", broker,
-                                  " refused the token from ", found->source,
-                                  ": ", probe.error_message())
-                   : std::string(found.status().message()));
+        found.ok()
+            ? absl::StrCat("the broker at ", broker, " refused the token from ",
+                           found->source, ": ", probe.error_message())
+            : std::string(found.status().message()));
   }
   return stub;
 }
@@ -632,15 +588,14 @@ int Submit(const ParsedCommand& cmd, v1::Broker::Stub& broker, Terminal& term) {
     term.out << job_id << "\n";
     return kExitOk;
   }
-  std::variant<v1::JobEvent, int> done =
-      WaitForOne(cmd, broker, job_id, term.err);
+  std::variant<Finished, int> done = WaitForOne(cmd, job_id, term.err);
   if (std::holds_alternative<int>(done)) return std::get<int>(done);
-  const v1::JobEvent& e = std::get<v1::JobEvent>(done);
-  if (e.state() != v1::Job::SUCCEEDED) {
-    PrintJobError(e, term.err);
+  const Finished& e = std::get<Finished>(done);
+  if (!e.status.ok()) {
+    PrintJobError(e.status, term.err);
     return kExitFailed;
   }
-  term.out << e.result() << std::flush;
+  term.out << e.result << std::flush;
   return kExitOk;
 }
 
@@ -664,44 +619,33 @@ int Exec(const ParsedCommand& cmd, v1::Broker::Stub& broker, Terminal& term) {
     term.out << job_id << "\n";
     return kExitOk;
   }
-  std::variant<v1::JobEvent, int> done =
-      WaitForOne(cmd, broker, job_id, term.err);
+  std::variant<Finished, int> done = WaitForOne(cmd, job_id, term.err);
   if (std::holds_alternative<int>(done)) return std::get<int>(done);
-  const v1::JobEvent& e = std::get<v1::JobEvent>(done);
+  const Finished& e = std::get<Finished>(done);
 
   // A non-zero exit fails the job with kind "exit_code" but keeps the
   // ExecResult as its result, so the output is shown either way.
   tasks::ExecResult result;
   const bool have_result =
-      !e.result().empty() && result.ParseFromString(e.result());
+      !e.result.empty() && result.ParseFromString(e.result);
   if (have_result) {
     term.out << result.stdout() << std::flush;
     term.err << result.stderr() << std::flush;
   }
-  if (e.state() == v1::Job::SUCCEEDED) {
+  if (e.status.ok()) {
     return have_result ? result.exit_code() : kExitOk;
   }
-  if (have_result && e.error().kind() == "exit_code" &&
+  if (have_result && ErrorKind(e.status) == error_kind::kExitCode &&
       result.exit_code() != 0) {
     return result.exit_code();
   }
-  PrintJobError(e, term.err);
+  PrintJobError(e.status, term.err);
   return kExitFailed;
 }
 
 int Map(const ParsedCommand& cmd, Terminal& term) {
-  ExecutorOptions options;
-  options.broker = cmd.broker;
-  options.token = cmd.auth.token;
-  options.token_file = cmd.auth.token_file;
-  options.tls_ca = cmd.auth.tls_ca;
-  options.tls_cert = cmd.auth.tls_cert;
-  options.tls_key = cmd.auth.tls_key;
-  options.tls_server_name = cmd.auth.tls_server_name;
-  options.connect_timeout = kConnectTimeout;
-  options.reconnect_timeout = cmd.reconnect_timeout;
   absl::StatusOr<std::unique_ptr<Executor>> executor =
-      Executor::Connect(options);
+      Executor::Connect(ExecutorOptionsFor(cmd, kConnectTimeout));
   if (!executor.ok()) {
     term.err << "dexec: cannot reach broker at " << cmd.broker << ": "
              << executor.status().message() << "\n";
@@ -784,23 +728,32 @@ int Status(const ParsedCommand& cmd, v1::Broker::Stub& broker,
 
 int Wait(const ParsedCommand& cmd, v1::Broker::Stub& broker, std::ostream& out,
          std::ostream& err) {
-  Watched w =
-      WatchUntilDone(broker, cmd.job_ids, cmd.timeout, cmd.reconnect_timeout);
-  const bool timed_out =
-      w.status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
-  if (!w.status.ok() && !timed_out) {
-    return RpcFailed(cmd, "wait", w.status, err);
+  absl::StatusOr<Waiter> waiter = Waiter::Connect(cmd);
+  if (!waiter.ok()) {
+    return RpcFailed(cmd, "wait", ToGrpcStatus(waiter.status()), err);
   }
+  std::vector<Future<std::string>> futures;
+  futures.reserve(cmd.job_ids.size());
+  for (uint64_t id : cmd.job_ids) futures.push_back(waiter->Attach(id));
+  ::dexec::Wait(futures, cmd.timeout.value_or(absl::InfiniteDuration()),
+                ReturnWhen::kAllCompleted);
   bool all_succeeded = true;
   size_t unfinished = 0;
-  for (uint64_t id : cmd.job_ids) {
-    auto it = w.last.find(id);
-    // No event yet: the job is queued (running and final ones are pushed).
-    const v1::Job::State state =
-        it == w.last.end() ? v1::Job::QUEUED : it->second.state();
-    if (state != v1::Job::SUCCEEDED) all_succeeded = false;
-    if (it == w.last.end() || !IsFinal(it->second)) ++unfinished;
-    if (!cmd.json) out << id << " " << StateName(state) << "\n";
+  std::vector<v1::Job::State> states;
+  for (const Future<std::string>& f : futures) {
+    const absl::Status s = f.Done() ? f.Exception() : absl::OkStatus();
+    if (IsConnectionFailure(s)) {
+      return RpcFailed(cmd, "wait", ToGrpcStatus(s), err);
+    }
+    states.push_back(StateOf(f));
+    if (states.back() != v1::Job::SUCCEEDED) all_succeeded = false;
+    if (!f.Done()) ++unfinished;
+  }
+  const bool timed_out = unfinished > 0;
+  if (!cmd.json) {
+    for (size_t i = 0; i < cmd.job_ids.size(); ++i) {
+      out << cmd.job_ids[i] << " " << StateName(states[i]) << "\n";
+    }
   }
   if (cmd.json) {
     // One Job per line, as `status --json` prints them.
@@ -976,8 +929,8 @@ int Stats(const ParsedCommand& cmd, v1::Broker::Stub& broker, std::ostream& out,
   return kExitOk;
 }
 
-int Token(const ParsedCommand& cmd, v1::Broker::Stub& broker,
-          std::ostream& out, std::ostream& err) {
+int Token(const ParsedCommand& cmd, v1::Broker::Stub& broker, std::ostream& out,
+          std::ostream& err) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx, absl::Seconds(30));
   if (cmd.action == "create") {
@@ -993,8 +946,7 @@ int Token(const ParsedCommand& cmd, v1::Broker::Stub& broker,
       // The secret alone on stdout, so `dexec token create ... > f` works;
       // it is shown this once.
       out << resp.token() << "\n";
-      err << "token '" << resp.info().name() << "' (role "
-          << resp.info().role()
+      err << "token '" << resp.info().name() << "' (role " << resp.info().role()
           << ") created; its secret was printed once: keep it (mode 0600)\n";
     }
     return kExitOk;
@@ -1018,8 +970,8 @@ int Token(const ParsedCommand& cmd, v1::Broker::Stub& broker,
   Table t({"NAME", "ROLE", "CREATED"});
   for (const v1::TokenInfo& tok : resp.tokens()) {
     t.AddRow({tok.name(), tok.role(),
-              absl::FormatTime("%Y-%m-%d %H:%M:%S",
-                               FromProto(tok.created_at()), absl::UTCTimeZone())});
+              absl::FormatTime("%Y-%m-%d %H:%M:%S", FromProto(tok.created_at()),
+                               absl::UTCTimeZone())});
   }
   t.Print(out);
   return kExitOk;
@@ -1042,9 +994,8 @@ int WorkerKey(const ParsedCommand& cmd, v1::Broker::Stub& broker,
           auth::CreateFileExclusive(cmd.out_file, resp.credentials(), 0600);
       if (!written.ok()) {
         err << "dexec: the key was created at the broker but not written: "
-            << written.message()
-            << "; revoke it (dexec worker-key revoke " << cmd.name
-            << ") and create another\n";
+            << written.message() << "; revoke it (dexec worker-key revoke "
+            << cmd.name << ") and create another\n";
         return kExitFailed;
       }
       err << "worker key '" << cmd.name << "' admitted; credentials in "

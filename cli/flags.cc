@@ -1,4 +1,4 @@
-#include "client/cli_flags.h"
+#include "cli/flags.h"
 
 #include <algorithm>
 #include <limits>
@@ -23,12 +23,18 @@ struct VerbSpec {
 };
 
 constexpr VerbSpec kVerbs[] = {
-    {Verb::kHelp, "help"},     {Verb::kSubmit, "submit"},
-    {Verb::kExec, "exec"},     {Verb::kMap, "map"},
-    {Verb::kStatus, "status"}, {Verb::kWait, "wait"},
-    {Verb::kResult, "result"}, {Verb::kCancel, "cancel"},
-    {Verb::kList, "list"},     {Verb::kWorkers, "workers"},
-    {Verb::kStats, "stats"},   {Verb::kToken, "token"},
+    {Verb::kHelp, "help"},
+    {Verb::kSubmit, "submit"},
+    {Verb::kExec, "exec"},
+    {Verb::kMap, "map"},
+    {Verb::kStatus, "status"},
+    {Verb::kWait, "wait"},
+    {Verb::kResult, "result"},
+    {Verb::kCancel, "cancel"},
+    {Verb::kList, "list"},
+    {Verb::kWorkers, "workers"},
+    {Verb::kStats, "stats"},
+    {Verb::kToken, "token"},
     {Verb::kWorkerKey, "worker-key"},
 };
 
@@ -302,8 +308,9 @@ absl::Status ApplyCredentialArguments(const std::vector<std::string>& args,
                                       ParsedCommand* cmd) {
   const std::string verb(VerbName(cmd->verb));
   const std::string example =
-      cmd->verb == Verb::kToken ? "dexec token create --role=submit alice"
-                                : "dexec worker-key create host2 --out=host2.key";
+      cmd->verb == Verb::kToken
+          ? "dexec token create --role=submit alice"
+          : "dexec worker-key create host2 --out=host2.key";
   if (args.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "'", verb, "' needs create, list or revoke, e.g. ", example));
@@ -321,9 +328,8 @@ absl::Status ApplyCredentialArguments(const std::vector<std::string>& args,
     }
     cmd->name = args[1];
   } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("'", verb, "' does create, list or revoke, not '",
-                     cmd->action, "'"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", verb, "' does create, list or revoke, not '", cmd->action, "'"));
   }
   if (cmd->verb == Verb::kToken && cmd->action == "create") {
     if (cmd->role.empty()) {

@@ -1,9 +1,8 @@
-#include "client/backoff.h"
+#include "common/backoff.h"
 
 #include <algorithm>
 
 namespace dexec {
-namespace internal {
 
 Backoff::Backoff(absl::Duration initial, absl::Duration max)
     : initial_(initial),
@@ -18,5 +17,4 @@ absl::Duration Backoff::Next() {
   return d * half_to_one(random_);
 }
 
-}  // namespace internal
 }  // namespace dexec

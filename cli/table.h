@@ -15,8 +15,8 @@
 // inside a cell print as spaces so one row stays one line.
 //
 // Not thread-safe.
-#ifndef DEXEC_CLIENT_TABLE_H_
-#define DEXEC_CLIENT_TABLE_H_
+#ifndef DEXEC_CLI_TABLE_H_
+#define DEXEC_CLI_TABLE_H_
 
 #include <ostream>
 #include <string>
@@ -44,4 +44,4 @@ class Table {
 
 }  // namespace dexec::cli
 
-#endif  // DEXEC_CLIENT_TABLE_H_
+#endif  // DEXEC_CLI_TABLE_H_
