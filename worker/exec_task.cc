@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "protos/tasks.pb.h"
 #include "worker/child_process.h"
+#include "worker/exec_guard.h"
 #include "worker/task_error.h"
 
 namespace dexec::worker {
@@ -148,6 +149,8 @@ absl::Status ExecTask(TaskContext& ctx, absl::string_view payload,
 
   // Readable when the child exits, so the loop needs no periodic waitpid.
   Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  // Should this worker die (even by SIGKILL), its guard kills the group.
+  ExecGuard::Get().Watch(pid);
 
   ScopedSigpipeBlock no_sigpipe;
   StopReason reason = StopReason::kNone;
@@ -166,6 +169,8 @@ absl::Status ExecTask(TaskContext& ctx, absl::string_view payload,
       const int rc = ::waitid(P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT);
       if (rc == 0 && info.si_pid == pid) {
         if (reason != StopReason::kNone) ::kill(-pid, SIGKILL);
+        // Before reaping: until then the pid (= the group id) is not reused.
+        ExecGuard::Get().Unwatch(pid);
         ::waitpid(pid, &wait_status, 0);
         exited = true;
       } else if (rc != 0 && errno == ECHILD) {
@@ -173,6 +178,7 @@ absl::Status ExecTask(TaskContext& ctx, absl::string_view payload,
         // child itself and its exit status is gone.
         status_lost = true;
         exited = true;
+        ExecGuard::Get().Unwatch(pid);
       }
       if (exited) {
         exited_at = now;
@@ -228,6 +234,7 @@ absl::Status ExecTask(TaskContext& ctx, absl::string_view payload,
   if (!exited) {
     // poll failed unexpectedly: do not leave a child behind.
     ::kill(-pid, SIGKILL);
+    ExecGuard::Get().Unwatch(pid);
     ::waitpid(pid, &wait_status, 0);
   }
 

@@ -56,6 +56,16 @@ ABSL_FLAG(std::string, worker_key, "",
           "empty = --auth_dir/worker.key");
 ABSL_FLAG(bool, insecure, false,
           "plain ZeroMQ without CURVE, for a broker run with --insecure");
+ABSL_FLAG(std::string, isolation, "thread",
+          "where tasks run: thread (pool threads of this process) or "
+          "process (--threads pre-forked child processes, each replaced "
+          "when it dies; a crashing task fails its job with kind crashed)");
+ABSL_FLAG(int32_t, max_tasks_per_child, 0,
+          "--isolation=process: replace a child after this many tasks "
+          "(bounds a task's leaks); 0 = never");
+ABSL_FLAG(int64_t, child_memory_mb, 0,
+          "--isolation=process: each child's address-space limit in MiB; a "
+          "task allocating beyond it fails with kind crashed; 0 = none");
 ABSL_FLAG(bool, allow_exec, false,
           "offer sys.exec: run the shell commands that jobs send, as this "
           "worker's user");
@@ -202,6 +212,19 @@ int Main(int argc, char** argv) {
   options.prefetch = absl::GetFlag(FLAGS_prefetch);
   options.name = absl::GetFlag(FLAGS_name);
   options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  const std::string isolation = absl::GetFlag(FLAGS_isolation);
+  if (isolation == "thread") {
+    options.isolation = Isolation::kThread;
+  } else if (isolation == "process") {
+    options.isolation = Isolation::kProcess;
+  } else {
+    std::cerr << "dexec-worker: bad value '" << isolation
+              << "' for --isolation: use thread or process\n";
+    return kUsageError;
+  }
+  options.max_tasks_per_child = absl::GetFlag(FLAGS_max_tasks_per_child);
+  options.child_memory_limit_bytes =
+      absl::GetFlag(FLAGS_child_memory_mb) << 20;
 
   if (!absl::GetFlag(FLAGS_insecure)) {
     std::string path = absl::GetFlag(FLAGS_worker_key);
@@ -240,10 +263,11 @@ int Main(int argc, char** argv) {
     return absl::IsInvalidArgument(started) ? kUsageError : 1;
   }
   SignalWatcher watcher(&worker);
-  std::printf("dexec-worker started name=%s broker=%s threads=%d curve=%s\n",
-              worker.name().c_str(), options.broker.c_str(),
-              worker.threads(),
-              options.curve_server_key.empty() ? "off" : "on");
+  std::printf(
+      "dexec-worker started name=%s broker=%s threads=%d curve=%s "
+      "isolation=%s\n",
+      worker.name().c_str(), options.broker.c_str(), worker.threads(),
+      options.curve_server_key.empty() ? "off" : "on", isolation.c_str());
   std::fflush(stdout);
 
   worker.Wait();

@@ -48,6 +48,24 @@ namespace dexec::worker {
 using RawTaskFn = std::function<absl::Status(
     TaskContext& ctx, absl::string_view payload, std::string* output)>;
 
+// Where a task runs (docs/DESIGN.md, "Executors").
+enum class Isolation {
+  // The worker's choice: WorkerOptions::isolation (dexec-worker
+  // --isolation).
+  kDefault,
+  // On a pool thread of the worker process: cheapest, but a crash takes
+  // the worker and every job on it.
+  kThread,
+  // In a child process of the worker: a crash fails this job only (kind
+  // "crashed"); cancel and timeout kill the child. The payload and result
+  // cross a socket.
+  kProcess,
+};
+
+struct TaskOptions {
+  Isolation isolation = Isolation::kDefault;
+};
+
 class TaskRegistry {
  public:
   TaskRegistry() = default;
@@ -56,7 +74,8 @@ class TaskRegistry {
 
   // Adds a raw task. INVALID_ARGUMENT for an empty name or an empty
   // function, ALREADY_EXISTS if `name` is taken.
-  absl::Status Register(std::string name, RawTaskFn fn);
+  absl::Status Register(std::string name, RawTaskFn fn,
+                        TaskOptions options = {});
 
   // Adds a typed task: the payload is decoded as `In` with Codec<In> (a
   // payload that does not decode fails the job with kind "bad_payload"),
@@ -83,17 +102,23 @@ class TaskRegistry {
 
   bool Has(absl::string_view name) const { return tasks_.contains(name); }
 
+  // The isolation `name` was registered with; kDefault for an unknown name.
+  Isolation IsolationOf(absl::string_view name) const;
+
   // Registered names, sorted.
   std::vector<std::string> Names() const;
 
  private:
-  absl::flat_hash_map<std::string, RawTaskFn> tasks_;
+  struct Entry {
+    RawTaskFn fn;
+    TaskOptions options;
+  };
+  absl::flat_hash_map<std::string, Entry> tasks_;
 };
 
 template <typename Out, typename In>
 absl::Status TaskRegistry::Register(
-    std::string name,
-    std::function<absl::StatusOr<Out>(TaskContext&, In)> fn) {
+    std::string name, std::function<absl::StatusOr<Out>(TaskContext&, In)> fn) {
   using InValue = std::remove_cv_t<std::remove_reference_t<In>>;
   if (!fn) {
     return absl::InvalidArgumentError(
@@ -105,9 +130,9 @@ absl::Status TaskRegistry::Register(
                            std::string* output) -> absl::Status {
         absl::StatusOr<InValue> in = Codec<InValue>::Decode(payload);
         if (!in.ok()) {
-          return TaskError(kBadPayloadKind,
-                           absl::StrCat("payload does not decode: ",
-                                        in.status().message()));
+          return TaskError(
+              kBadPayloadKind,
+              absl::StrCat("payload does not decode: ", in.status().message()));
         }
         absl::StatusOr<Out> out = fn(ctx, std::move(*in));
         if (!out.ok()) return out.status();

@@ -24,6 +24,7 @@
 #include "common/mailbox.h"
 #include "protos/wire.h"
 #include "protos/wire.pb.h"
+#include "worker/process_executor.h"
 #include "worker/task_executor.h"
 #include "worker/task_run.h"
 #include "worker/thread_executor.h"
@@ -90,6 +91,8 @@ class Worker::Impl {
   void ReadFrames(absl::Time now, WorkerOutbox* out);
   void CollectResults();
   TaskExecutor* ExecutorFor(const wire::Task& task);
+  // The isolation `task` runs with.
+  Isolation IsolationOf(absl::string_view task) const;
   int Busy() const;
 
   // Fixed at construction.
@@ -116,7 +119,9 @@ class Worker::Impl {
   // handed over; thread creation orders the two).
   std::unique_ptr<WorkerCore> core_;
   std::unique_ptr<zmq::socket_t> socket_;
+  // Either may be null when no task runs there.
   std::unique_ptr<ThreadExecutor> pool_;
+  std::unique_ptr<ProcessExecutor> procs_;
   bool left_ = false;
   // Runs handed to an executor and not yet taken back: run id -> run.
   struct Held {
@@ -167,6 +172,16 @@ absl::Status Worker::Impl::ValidateOptions() const {
   if (options_.drain_timeout < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("drain_timeout must not be negative");
   }
+  if (options_.max_tasks_per_child < 0 ||
+      options_.child_memory_limit_bytes < 0) {
+    return absl::InvalidArgumentError(
+        "max_tasks_per_child and child_memory_limit_bytes must not be "
+        "negative (0 = no limit)");
+  }
+  if (options_.isolation == Isolation::kDefault) {
+    return absl::InvalidArgumentError(
+        "WorkerOptions::isolation must be kThread or kProcess");
+  }
   const int curve_keys = !options_.curve_server_key.empty() +
                          !options_.curve_public_key.empty() +
                          !options_.curve_secret_key.empty();
@@ -200,12 +215,36 @@ absl::Status Worker::Impl::Start() {
   auto done = [this](std::shared_ptr<TaskRun> run) {
     mailbox_.Post(IoEvent{std::move(run)});
   };
-  pool_ = std::make_unique<ThreadExecutor>(registry_, threads_, done);
+  bool any_thread = false;
+  bool any_process = false;
+  for (const std::string& task : core.tasks) {
+    (IsolationOf(task) == Isolation::kProcess ? any_process : any_thread) =
+        true;
+  }
+  if (any_process) {
+    ProcessExecutorOptions process;
+    process.children = threads_;
+    process.max_tasks_per_child = options_.max_tasks_per_child;
+    process.memory_limit_bytes = options_.child_memory_limit_bytes;
+    procs_ = std::make_unique<ProcessExecutor>(registry_, process, done);
+    // First, before this worker starts any thread (docs/DESIGN.md,
+    // "Process isolation").
+    absl::Status forked = procs_->Start();
+    if (!forked.ok()) return forked;
+  }
+  if (any_thread || !any_process) {
+    pool_ = std::make_unique<ThreadExecutor>(registry_, threads_, done);
+  }
 
   absl::Status connected = Connect();
-  if (!connected.ok()) return connected;
-  absl::Status pool_started = pool_->Start();
-  if (!pool_started.ok()) return pool_started;
+  if (!connected.ok()) {
+    if (procs_ != nullptr) procs_->Shutdown();
+    return connected;
+  }
+  if (pool_ != nullptr) {
+    absl::Status pool_started = pool_->Start();
+    if (!pool_started.ok()) return pool_started;
+  }
   core_ = std::make_unique<WorkerCore>(std::move(core), absl::Now());
 
   started_ = true;
@@ -216,7 +255,9 @@ absl::Status Worker::Impl::Start() {
   });
   DEXEC_LOG(INFO) << "worker started worker=" << name_
                   << " broker=" << options_.broker << " threads=" << threads_
-                  << " prefetch=" << prefetch_;
+                  << " prefetch=" << prefetch_ << " isolation="
+                  << (options_.isolation == Isolation::kProcess ? "process"
+                                                                : "thread");
   return absl::OkStatus();
 }
 
@@ -276,7 +317,15 @@ void Worker::Impl::CloseSocket(int linger_ms) {
   socket_.reset();
 }
 
-int Worker::Impl::Busy() const { return pool_->running(); }
+int Worker::Impl::Busy() const {
+  return (pool_ != nullptr ? pool_->running() : 0) +
+         (procs_ != nullptr ? procs_->running() : 0);
+}
+
+Isolation Worker::Impl::IsolationOf(absl::string_view task) const {
+  const Isolation isolation = registry_->IsolationOf(task);
+  return isolation == Isolation::kDefault ? options_.isolation : isolation;
+}
 
 void Worker::Impl::IoLoop() {
   WorkerOutbox out;
@@ -336,7 +385,8 @@ void Worker::Impl::IoLoop() {
     Apply(out, now);
   }
   // Whatever ended the loop, no executor may wait for more work.
-  pool_->Shutdown();
+  if (pool_ != nullptr) pool_->Shutdown();
+  if (procs_ != nullptr) procs_->Shutdown();
   runs_.clear();
 }
 
@@ -348,16 +398,24 @@ void Worker::Impl::Apply(WorkerOutbox& out, absl::Time now) {
   for (wire::Frame& frame : out.frames) SendFrame(std::move(frame));
   if (out.close_linger_ms >= 0) CloseSocket(out.close_linger_ms);
   if (!out.start.empty()) {
-    std::vector<std::shared_ptr<TaskRun>> batch;
-    batch.reserve(out.start.size());
+    // One batch per executor, in dispatch order.
+    std::vector<std::pair<TaskExecutor*, std::vector<std::shared_ptr<TaskRun>>>>
+        batches;
     for (TaskStart& start : out.start) {
       auto run = std::make_shared<TaskRun>(start.run_id, std::move(start.task),
                                            start.deadline);
       TaskExecutor* executor = ExecutorFor(run->task);
       runs_.emplace(run->run_id, Held{run, executor});
-      batch.push_back(std::move(run));
+      auto batch = std::find_if(
+          batches.begin(), batches.end(),
+          [executor](const auto& b) { return b.first == executor; });
+      if (batch == batches.end()) {
+        batches.emplace_back(executor, std::vector<std::shared_ptr<TaskRun>>{});
+        batch = batches.end() - 1;
+      }
+      batch->second.push_back(std::move(run));
     }
-    pool_->Run(std::move(batch));
+    for (auto& [executor, batch] : batches) executor->Run(std::move(batch));
   }
   for (uint64_t run_id : out.cancel) {
     auto it = runs_.find(run_id);
@@ -382,7 +440,13 @@ void Worker::Impl::Apply(WorkerOutbox& out, absl::Time now) {
   }
 }
 
-TaskExecutor* Worker::Impl::ExecutorFor(const wire::Task&) {
+TaskExecutor* Worker::Impl::ExecutorFor(const wire::Task& task) {
+  // An unknown task fails wherever it goes; the pool is cheapest.
+  if (procs_ != nullptr &&
+      (pool_ == nullptr || (registry_->Has(task.name()) &&
+                            IsolationOf(task.name()) == Isolation::kProcess))) {
+    return procs_.get();
+  }
   return pool_.get();
 }
 
