@@ -11,6 +11,7 @@
 // 2 for bad flags or arguments.
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -43,7 +44,8 @@ ABSL_FLAG(int32_t, threads, 0,
 ABSL_FLAG(int32_t, prefetch, -1,
           "most tasks accepted beyond --threads (the broker sends fewer "
           "when tasks are long); -1 = max(256, 4 x threads)");
-ABSL_FLAG(std::string, name, "", "worker name shown by the broker; "
+ABSL_FLAG(std::string, name, "",
+          "worker name shown by the broker; "
           "empty = host:pid");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "on SIGTERM, how long running tasks may finish before they are "
@@ -66,6 +68,12 @@ ABSL_FLAG(int32_t, max_tasks_per_child, 0,
 ABSL_FLAG(int64_t, child_memory_mb, 0,
           "--isolation=process: each child's address-space limit in MiB; a "
           "task allocating beyond it fails with kind crashed; 0 = none");
+ABSL_FLAG(int32_t, concurrency, 10000,
+          "coroutine tasks (sys.sleep, http.get) in flight at once, on "
+          "--threads event loops; the broker sends up to this many");
+ABSL_FLAG(bool, allow_http, false,
+          "offer http.get: make the HTTP requests that jobs send, from this "
+          "worker's network");
 ABSL_FLAG(bool, allow_exec, false,
           "offer sys.exec: run the shell commands that jobs send, as this "
           "worker's user");
@@ -78,9 +86,9 @@ constexpr int kUsageError = 2;
 // Flags absl handles itself inside ParseCommandLine (usage and flag files);
 // FindCommandLineFlag does not know them.
 constexpr absl::string_view kAbslBuiltinFlags[] = {
-    "help",    "helpfull",        "helpshort", "helppackage", "helpon",
-    "helpmatch", "version",       "only_check_args", "flagfile", "fromenv",
-    "tryfromenv", "undefok"};
+    "help",     "helpfull",  "helpshort",  "helppackage",
+    "helpon",   "helpmatch", "version",    "only_check_args",
+    "flagfile", "fromenv",   "tryfromenv", "undefok"};
 
 // absl::ParseCommandLine exits with status 1 on a bad flag, but scripts
 // and the process tests tell usage errors apart by status 2. So check every
@@ -112,12 +120,12 @@ bool CheckArguments(int argc, char** argv) {
     if (flag == nullptr && absl::StartsWith(name, "no") &&
         eq == absl::string_view::npos) {
       // --noflag sets a boolean flag to false.
-      absl::CommandLineFlag* negated = absl::FindCommandLineFlag(name.substr(2));
+      absl::CommandLineFlag* negated =
+          absl::FindCommandLineFlag(name.substr(2));
       if (negated != nullptr && negated->IsOfType<bool>()) continue;
     }
     if (flag == nullptr) {
-      std::cerr << "dexec-worker: unknown flag --" << name
-                << " (see --help)\n";
+      std::cerr << "dexec-worker: unknown flag --" << name << " (see --help)\n";
       return false;
     }
     std::string value;
@@ -223,8 +231,8 @@ int Main(int argc, char** argv) {
     return kUsageError;
   }
   options.max_tasks_per_child = absl::GetFlag(FLAGS_max_tasks_per_child);
-  options.child_memory_limit_bytes =
-      absl::GetFlag(FLAGS_child_memory_mb) << 20;
+  options.concurrency = absl::GetFlag(FLAGS_concurrency);
+  options.child_memory_limit_bytes = absl::GetFlag(FLAGS_child_memory_mb) << 20;
 
   if (!absl::GetFlag(FLAGS_insecure)) {
     std::string path = absl::GetFlag(FLAGS_worker_key);
@@ -242,7 +250,8 @@ int Main(int argc, char** argv) {
 
   TaskRegistry registry;
   absl::Status registered = RegisterBuiltinTasks(
-      &registry, {.allow_exec = absl::GetFlag(FLAGS_allow_exec)});
+      &registry, {.allow_exec = absl::GetFlag(FLAGS_allow_exec),
+                  .allow_http = absl::GetFlag(FLAGS_allow_http)});
   if (!registered.ok()) {
     std::cerr << "dexec-worker: " << registered.message() << "\n";
     return 1;
@@ -255,6 +264,14 @@ int Main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   // A write to a closed pipe or socket must fail with EPIPE, not kill us.
   signal(SIGPIPE, SIG_IGN);
+  // Thousands of coroutine tasks may each hold a socket: take every file
+  // descriptor the hard limit allows.
+  struct rlimit files;
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 &&
+      files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
 
   Worker worker(options, &registry);
   absl::Status started = worker.Start();

@@ -5,21 +5,46 @@
 
 namespace dexec::worker {
 
-absl::Status TaskRegistry::Register(std::string name, RawTaskFn fn,
-                                    TaskOptions options) {
+absl::Status TaskRegistry::CheckNewName(const std::string& name) const {
   if (name.empty()) {
     return absl::InvalidArgumentError("a task name must not be empty");
-  }
-  if (!fn) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("task '", name, "' has no function"));
   }
   if (tasks_.contains(name)) {
     return absl::AlreadyExistsError(absl::StrCat(
         "task '", name, "' is already registered; task names are unique"));
   }
-  tasks_.emplace(std::move(name), Entry{std::move(fn), options});
   return absl::OkStatus();
+}
+
+absl::Status TaskRegistry::Register(std::string name, RawTaskFn fn,
+                                    TaskOptions options) {
+  absl::Status ok = CheckNewName(name);
+  if (!ok.ok()) return ok;
+  if (!fn) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("task '", name, "' has no function"));
+  }
+  tasks_.emplace(std::move(name), Entry{std::move(fn), nullptr, options});
+  return absl::OkStatus();
+}
+
+absl::Status TaskRegistry::RegisterAsync(std::string name, AsyncTaskFn fn,
+                                         RawTaskFn blocking) {
+  absl::Status ok = CheckNewName(name);
+  if (!ok.ok()) return ok;
+  if (!fn || !blocking) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("task '", name, "' has no function"));
+  }
+  tasks_.emplace(std::move(name),
+                 Entry{std::move(blocking), std::move(fn), {}});
+  return absl::OkStatus();
+}
+
+const AsyncTaskFn* TaskRegistry::AsyncTask(absl::string_view name) const {
+  auto it = tasks_.find(name);
+  if (it == tasks_.end() || !it->second.async) return nullptr;
+  return &it->second.async;
 }
 
 absl::Status TaskRegistry::Run(absl::string_view name, TaskContext& ctx,

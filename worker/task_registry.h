@@ -66,6 +66,14 @@ struct TaskOptions {
   Isolation isolation = Isolation::kDefault;
 };
 
+// A coroutine task (worker/task.h, C++20). Declared here without its
+// definition so this header stays C++17; only C++20 code constructs or
+// calls one.
+template <typename T>
+class Task;
+using AsyncTaskFn = std::function<Task<absl::StatusOr<std::string>>(
+    TaskContext& ctx, std::string payload)>;
+
 class TaskRegistry {
  public:
   TaskRegistry() = default;
@@ -94,6 +102,21 @@ class TaskRegistry {
         std::function<absl::StatusOr<Out>(TaskContext&, In)>(std::move(fn)));
   }
 
+  // Adds a coroutine task; use the RegisterAsync() of worker/task.h, which
+  // builds `blocking` (the same task driven on the calling thread, for
+  // Run()) and takes lambdas returning Task<std::string>. A worker runs it
+  // on its event loop, whatever the isolation. Errors as Register.
+  absl::Status RegisterAsync(std::string name, AsyncTaskFn fn,
+                             RawTaskFn blocking);
+
+  // True if `name` is a coroutine task.
+  bool IsAsync(absl::string_view name) const {
+    return AsyncTask(name) != nullptr;
+  }
+
+  // The coroutine task `name`; null if there is none by that name.
+  const AsyncTaskFn* AsyncTask(absl::string_view name) const;
+
   // Runs task `name` on the calling thread. Returns the task's status;
   // kind "unknown_task" if no task has that name, and kind "exception" if
   // the task threw (the exception never leaves Run()).
@@ -109,8 +132,11 @@ class TaskRegistry {
   std::vector<std::string> Names() const;
 
  private:
+  absl::Status CheckNewName(const std::string& name) const;
+
   struct Entry {
-    RawTaskFn fn;
+    RawTaskFn fn;  // for a coroutine task, it driven on the caller's thread
+    AsyncTaskFn async;
     TaskOptions options;
   };
   absl::flat_hash_map<std::string, Entry> tasks_;

@@ -24,6 +24,7 @@
 #include "common/mailbox.h"
 #include "protos/wire.h"
 #include "protos/wire.pb.h"
+#include "worker/coroutine_executor.h"
 #include "worker/process_executor.h"
 #include "worker/task_executor.h"
 #include "worker/task_run.h"
@@ -122,6 +123,7 @@ class Worker::Impl {
   // Either may be null when no task runs there.
   std::unique_ptr<ThreadExecutor> pool_;
   std::unique_ptr<ProcessExecutor> procs_;
+  std::unique_ptr<CoroutineExecutor> coroutines_;
   bool left_ = false;
   // Runs handed to an executor and not yet taken back: run id -> run.
   struct Held {
@@ -178,6 +180,10 @@ absl::Status Worker::Impl::ValidateOptions() const {
         "max_tasks_per_child and child_memory_limit_bytes must not be "
         "negative (0 = no limit)");
   }
+  if (options_.concurrency < 1 || options_.concurrency > 1000000) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "concurrency=", options_.concurrency, "; use 1 to 1000000"));
+  }
   if (options_.isolation == Isolation::kDefault) {
     return absl::InvalidArgumentError(
         "WorkerOptions::isolation must be kThread or kProcess");
@@ -218,9 +224,14 @@ absl::Status Worker::Impl::Start() {
   bool any_thread = false;
   bool any_process = false;
   for (const std::string& task : core.tasks) {
+    if (registry_->IsAsync(task)) {
+      core.async_tasks.push_back(task);
+      continue;
+    }
     (IsolationOf(task) == Isolation::kProcess ? any_process : any_thread) =
         true;
   }
+  core.concurrency = options_.concurrency;
   if (any_process) {
     ProcessExecutorOptions process;
     process.children = threads_;
@@ -245,6 +256,12 @@ absl::Status Worker::Impl::Start() {
     absl::Status pool_started = pool_->Start();
     if (!pool_started.ok()) return pool_started;
   }
+  if (!core.async_tasks.empty()) {
+    coroutines_ =
+        std::make_unique<CoroutineExecutor>(registry_, threads_, done);
+    absl::Status loops_started = coroutines_->Start();
+    if (!loops_started.ok()) return loops_started;
+  }
   core_ = std::make_unique<WorkerCore>(std::move(core), absl::Now());
 
   started_ = true;
@@ -255,7 +272,8 @@ absl::Status Worker::Impl::Start() {
   });
   DEXEC_LOG(INFO) << "worker started worker=" << name_
                   << " broker=" << options_.broker << " threads=" << threads_
-                  << " prefetch=" << prefetch_ << " isolation="
+                  << " prefetch=" << prefetch_
+                  << " concurrency=" << options_.concurrency << " isolation="
                   << (options_.isolation == Isolation::kProcess ? "process"
                                                                 : "thread");
   return absl::OkStatus();
@@ -319,7 +337,8 @@ void Worker::Impl::CloseSocket(int linger_ms) {
 
 int Worker::Impl::Busy() const {
   return (pool_ != nullptr ? pool_->running() : 0) +
-         (procs_ != nullptr ? procs_->running() : 0);
+         (procs_ != nullptr ? procs_->running() : 0) +
+         (coroutines_ != nullptr ? coroutines_->running() : 0);
 }
 
 Isolation Worker::Impl::IsolationOf(absl::string_view task) const {
@@ -387,6 +406,7 @@ void Worker::Impl::IoLoop() {
   // Whatever ended the loop, no executor may wait for more work.
   if (pool_ != nullptr) pool_->Shutdown();
   if (procs_ != nullptr) procs_->Shutdown();
+  if (coroutines_ != nullptr) coroutines_->Shutdown();
   runs_.clear();
 }
 
@@ -441,6 +461,9 @@ void Worker::Impl::Apply(WorkerOutbox& out, absl::Time now) {
 }
 
 TaskExecutor* Worker::Impl::ExecutorFor(const wire::Task& task) {
+  if (coroutines_ != nullptr && registry_->IsAsync(task.name())) {
+    return coroutines_.get();
+  }
   // An unknown task fails wherever it goes; the pool is cheapest.
   if (procs_ != nullptr &&
       (pool_ == nullptr || (registry_->Has(task.name()) &&

@@ -14,6 +14,7 @@
 //
 // Threads: "worker-io" owns the socket for life and all connection state;
 // "worker-pool-N" run tasks and hand results back through a mailbox;
+// "worker-co-N" run coroutine tasks on event loops;
 // with process isolation, "worker-procs" owns the child processes (forked
 // by a zygote process that Start() forks first: call Start() before the
 // program starts threads of its own, so children inherit no lock another
@@ -82,6 +83,10 @@ struct WorkerOptions {
   std::string curve_public_key;
   std::string curve_secret_key;
 
+  // Coroutine tasks (task.h, e.g. sys.sleep) in flight at once, on
+  // `threads` event-loop threads; the broker sends up to this many of them
+  // (docs/DESIGN.md, "Credit").
+  int concurrency = 10000;
   // Where tasks registered with Isolation::kDefault run (task_registry.h):
   // kThread on `threads` pool threads, or kProcess in `threads` child
   // processes, pre-forked at Start() and each replaced when it dies, so a

@@ -79,6 +79,12 @@ void WorkerCore::SendRegister(absl::Time now, WorkerOutbox* out) {
   reg->set_threads(options_.threads);
   reg->set_prefetch(options_.prefetch);
   for (const std::string& task : options_.tasks) reg->add_tasks(task);
+  if (!options_.async_tasks.empty()) {
+    reg->set_concurrency(options_.concurrency);
+    for (const std::string& task : options_.async_tasks) {
+      reg->add_async_tasks(task);
+    }
+  }
   // Everything we still hold, so that a broker that restarted (or forgot
   // us) keeps these attempts assigned to us instead of running them again.
   // Sorted so the frame does not depend on hash order.

@@ -44,6 +44,11 @@ struct WorkerCoreOptions {
   int prefetch = 0;
   // Registered task names, as sent in Register.
   std::vector<std::string> tasks;
+  // Register.async_tasks and Register.concurrency: the tasks among `tasks`
+  // that hold no thread while they run (coroutine tasks), and how many of
+  // them the worker runs at once.
+  std::vector<std::string> async_tasks;
+  int concurrency = 0;
   // Used until a Welcome says otherwise.
   absl::Duration heartbeat_interval = absl::Seconds(1);
   int liveness = 3;

@@ -691,8 +691,9 @@ TEST_F(WorkerTest, ProcessIsolationAbandonKillsTheChildAndReportsNothing) {
   options.threads = 1;
   options.prefetch = 1;
   options.isolation = Isolation::kProcess;
+  RegisterBlocker();  // in a child: only a kill ends it
   const std::string id = StartAndRegister(options, kFastBeat, 100);
-  broker_.Dispatch(id, 1, 1, "sys.sleep", "60000");
+  broker_.Dispatch(id, 1, 1, "test.block", "");
   WaitUntilBusy(1);
   const absl::Time abandoned_at = absl::Now();
   broker_.Abandon(id, 1, 1);
