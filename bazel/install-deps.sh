@@ -10,6 +10,9 @@ PACKAGES=(
   libzmq3-dev cppzmq-dev librocksdb-dev
   libabsl-dev
   libsodium-dev libssl-dev
+  libcurl4-openssl-dev
+  # http.get tests and bench: a local server answering after 1 s
+  nginx libnginx-mod-http-echo python3-aiohttp
   libgtest-dev libgmock-dev libbenchmark-dev
   pkg-config cmake python3 iproute2 procps openssl
   python3-grpcio python3-protobuf python3-zmq python3-pytest python3-cloudpickle

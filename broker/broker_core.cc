@@ -428,7 +428,8 @@ v1::ListWorkersResponse BrokerCore::ListWorkers() {
     p->set_host(w->host);
     p->set_pid(w->pid);
     p->set_threads(w->threads);
-    p->set_busy(w->busy());
+    // Every job it holds, coroutine tasks too (WorkerInfo.busy).
+    p->set_busy(static_cast<int32_t>(w->in_flight.size()));
     p->set_done(w->done);
     ToProto(w->last_heard, p->mutable_last_heartbeat());
     ToProto(w->registered_at, p->mutable_registered_at());
@@ -534,7 +535,7 @@ void BrokerCore::OnRegister(const std::string& identity,
     for (const wire::TaskRef& ref : reg.held()) {
       auto it = old->in_flight.find(ref.job_id());
       if (it != old->in_flight.end() && it->second == ref.attempt()) {
-        old->in_flight.erase(it);
+        old->Release(it);
       }
     }
     DropWorker(*old, "worker registered again", now, out);
@@ -549,6 +550,11 @@ void BrokerCore::OnRegister(const std::string& identity,
                        << " prefetch=" << w.prefetch << " cap=" << cap;
     w.threads = std::min(w.threads, cap);
     w.prefetch = std::max(0, std::min(w.prefetch, cap - w.threads));
+  }
+  if (w.concurrency > cap) {
+    DEXEC_LOG(WARNING) << "worker concurrency capped worker=" << w.name
+                       << " concurrency=" << w.concurrency << " cap=" << cap;
+    w.concurrency = cap;
   }
   wire::Frame welcome;
   welcome.mutable_welcome()->set_heartbeat_interval_ms(
@@ -605,7 +611,7 @@ bool BrokerCore::Reclaim(WorkerEntry& w, const wire::TaskRef& ref) {
   for (WorkerEntry* other : workers_.All()) {
     if (other != &w && other->in_flight.contains(job->id)) return false;
   }
-  w.in_flight.emplace(job->id, ref.attempt());
+  w.Hold(job->id, ref.attempt(), job->task.str());
   orphans_.erase(job->id);
   return true;
 }
@@ -619,7 +625,7 @@ void BrokerCore::OnResults(WorkerEntry* w, const std::string& key,
     if (w != nullptr) {
       auto held = w->in_flight.find(r.job_id());
       if (held != w->in_flight.end() && held->second == r.attempt()) {
-        w->in_flight.erase(held);
+        w->Release(held);
         ++w->done;
         dirty_ = true;
       }
@@ -808,7 +814,7 @@ void BrokerCore::AbandonCurrentAttempt(Job& job, Outbox* out) {
     wire::TaskRef* ref = frame.mutable_abandon()->add_tasks();
     ref->set_job_id(job.id);
     ref->set_attempt(it->second);
-    w->in_flight.erase(it);
+    w->Release(it);
     SendToWorker(w->identity, std::move(frame), out);
     dirty_ = true;
   }
@@ -835,7 +841,7 @@ void BrokerCore::Dispatch(Job& job, WorkerEntry& w, absl::Time now,
   job.mutable_info().attempts.push_back(AttemptRecord{
       w.name, w.key, w.identity, now, absl::InfinitePast(), ""});
   const uint32_t attempt = job.attempt_number();
-  w.in_flight.emplace(job.id, attempt);
+  w.Hold(job.id, attempt, job.task.str());
   if (job.timeout > absl::ZeroDuration()) {
     deadlines_.push(
         Deadline{now + job.timeout + options_.timeout_grace, job.id, attempt});
@@ -873,6 +879,34 @@ void BrokerCore::Schedule(absl::Time now, Outbox* out) {
   dirty_ = false;
   auto is_live = [this](uint64_t id) { return IsQueued(id); };
   std::vector<WorkerEntry*> workers = workers_.All();
+  // Coroutine tasks first: they hold no thread, so each worker takes up to
+  // its concurrency of them, least loaded first, round-robin.
+  {
+    std::vector<WorkerEntry*> open;
+    for (WorkerEntry* w : workers) {
+      if (!w->draining && !w->async_tasks.empty()) open.push_back(w);
+    }
+    std::stable_sort(open.begin(), open.end(),
+                     [](const WorkerEntry* a, const WorkerEntry* b) {
+                       return a->async_busy() < b->async_busy();
+                     });
+    while (!open.empty()) {
+      std::vector<WorkerEntry*> next;
+      for (WorkerEntry* w : open) {
+        if (w->async_busy() >= w->concurrency) continue;
+        uint64_t id = ready_.Pop(w->async_tasks, is_live);
+        if (id == 0) continue;
+        Job& job = *jobs_.Find(id);
+        if (AvoidsWorker(job, *w)) {
+          ready_.Push(job.task.str(), job.priority, id);
+          continue;
+        }
+        Dispatch(job, *w, now, out);
+        if (w->async_busy() < w->concurrency) next.push_back(w);
+      }
+      open.swap(next);
+    }
+  }
   // Two passes: first fill free threads everywhere (so no worker idles while
   // another holds prefetched work it could run), then prefetch up to credit.
   for (int pass = 0; pass < 2; ++pass) {
@@ -890,7 +924,7 @@ void BrokerCore::Schedule(absl::Time now, Outbox* out) {
       for (WorkerEntry* w : open) {
         const int32_t limit = pass == 0 ? w->threads : w->capacity();
         if (w->busy() >= limit) continue;
-        uint64_t id = ready_.Pop(w->tasks, is_live);
+        uint64_t id = ready_.Pop(w->thread_tasks, is_live);
         if (id == 0) continue;
         Job& job = *jobs_.Find(id);
         if (AvoidsWorker(job, *w)) {

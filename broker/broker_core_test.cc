@@ -127,6 +127,32 @@ TEST_F(BrokerCoreTest, DispatchesOnlyToWorkersOfferingTheTask) {
   for (auto& [worker, task] : tasks) EXPECT_EQ(worker, "w-t");
 }
 
+TEST_F(BrokerCoreTest, CoroutineTasksGoUpToConcurrencyBesideTheThreads) {
+  // 1 thread, no prefetch; "co" holds no thread, up to 50 at once.
+  wire::Frame f;
+  wire::Register* r = f.mutable_register_();
+  r->set_name("w");
+  r->set_threads(1);
+  r->add_tasks("t");
+  r->add_tasks("co");
+  r->add_async_tasks("co");
+  r->set_concurrency(50);
+  core_.OnWorkerFrame("w", "key-w", f, now_, &out_);
+  out_.Clear();
+  std::vector<uint64_t> co = Submit(60, "co");
+  Submit(3, "t");
+  std::vector<std::pair<std::string, wire::Task>> tasks = Dispatched();
+  int n_co = 0, n_t = 0;
+  for (auto& [worker, task] : tasks) (task.name() == "co" ? n_co : n_t)++;
+  EXPECT_EQ(n_co, 50) << "up to its concurrency";
+  EXPECT_EQ(n_t, 1) << "coroutine tasks take none of its threads";
+  // Each coroutine result returns one slot.
+  Result("w", co[0], 1, true);
+  tasks = Dispatched();
+  ASSERT_EQ(tasks.size(), 1u);
+  EXPECT_EQ(tasks[0].second.name(), "co");
+}
+
 TEST_F(BrokerCoreTest, NeverSendsMoreThanThreadsPlusPrefetch) {
   Register("w", 2, 1);
   Submit(10);

@@ -17,6 +17,15 @@ WorkerEntry& WorkerRegistry::Add(const std::string& identity,
   w.threads = reg.threads();
   w.prefetch = reg.prefetch();
   w.tasks.assign(reg.tasks().begin(), reg.tasks().end());
+  w.concurrency = reg.concurrency();
+  w.async_tasks.assign(reg.async_tasks().begin(), reg.async_tasks().end());
+  w.async_task_set = absl::flat_hash_set<std::string>(w.async_tasks.begin(),
+                                                      w.async_tasks.end());
+  w.thread_tasks.clear();
+  for (const std::string& t : w.tasks) {
+    if (!w.async_task_set.contains(t)) w.thread_tasks.push_back(t);
+  }
+  w.async_in_flight.clear();
   w.task_names.clear();
   for (const std::string& t : w.tasks) w.task_names.push_back(TaskName::Intern(t));
   w.registered_at = now;

@@ -42,12 +42,37 @@ struct WorkerEntry {
   uint64_t done = 0;
   // Jobs dispatched to it and not answered: job id -> attempt number.
   absl::flat_hash_map<uint64_t, uint32_t> in_flight;
+  // Coroutine tasks (Register.async_tasks): they hold no thread there, so
+  // they count against `concurrency`, not threads + prefetch.
+  // `thread_tasks` is `tasks` without them.
+  int32_t concurrency = 0;
+  std::vector<std::string> async_tasks;
+  std::vector<std::string> thread_tasks;
+  absl::flat_hash_set<std::string> async_task_set;
+  // The jobs of in_flight that are coroutine tasks.
+  absl::flat_hash_set<uint64_t> async_in_flight;
 
   // The most tasks it may hold: threads plus the prefetch it registered.
   // The broker prefetches fewer when tasks are long (see
   // BrokerCore::CreditFor).
   int32_t capacity() const { return threads + prefetch; }
-  int32_t busy() const { return static_cast<int32_t>(in_flight.size()); }
+  // Tasks holding one of its threads.
+  int32_t busy() const {
+    return static_cast<int32_t>(in_flight.size() - async_in_flight.size());
+  }
+  int32_t async_busy() const {
+    return static_cast<int32_t>(async_in_flight.size());
+  }
+  // Records job `id` (attempt `attempt`, task `task`) as held here.
+  void Hold(uint64_t id, uint32_t attempt, const std::string& task) {
+    in_flight.emplace(id, attempt);
+    if (async_task_set.contains(task)) async_in_flight.insert(id);
+  }
+  // Forgets a job of in_flight.
+  void Release(absl::flat_hash_map<uint64_t, uint32_t>::iterator it) {
+    async_in_flight.erase(it->first);
+    in_flight.erase(it);
+  }
 };
 
 class WorkerRegistry {

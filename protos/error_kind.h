@@ -23,6 +23,10 @@ inline constexpr absl::string_view kCancelled = "cancelled";
 // Reported by the broker.
 inline constexpr absl::string_view kWorkerLost = "worker_lost";
 inline constexpr absl::string_view kNotFound = "not_found";  // unknown id
+// A process-isolated task's child died mid-task (the message names the
+// signal); an http.get answer that was not 2xx (the response is kept).
+inline constexpr absl::string_view kCrashed = "crashed";
+inline constexpr absl::string_view kHttpStatus = "http_status";
 
 // The absl::Status payload type URL under which the worker and the client
 // library keep a status's kind.

@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
@@ -44,6 +45,29 @@ absl::Status ValidateRegister(const Register& r) {
       return absl::InvalidArgumentError(absl::StrCat(
           "Register offers a task name of ", t.size(),
           " bytes; it must be 1 to ", kMaxRegisterNameBytes));
+    }
+  }
+  if (r.concurrency() < 0 || r.concurrency() > 1000000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Register has concurrency=", r.concurrency(),
+                     "; it must be 0 to 1000000"));
+  }
+  if (r.async_tasks_size() > r.tasks_size()) {
+    return absl::InvalidArgumentError(
+        "Register lists more async_tasks than tasks");
+  }
+  if (r.async_tasks_size() > 0 && r.concurrency() == 0) {
+    return absl::InvalidArgumentError(
+        "Register lists async_tasks with concurrency=0");
+  }
+  absl::flat_hash_set<absl::string_view> offered;
+  if (r.async_tasks_size() > 0) {
+    offered.insert(r.tasks().begin(), r.tasks().end());
+  }
+  for (const std::string& a : r.async_tasks()) {
+    if (!offered.contains(a)) {
+      return absl::InvalidArgumentError(
+          "Register lists an async task it does not offer");
     }
   }
   return absl::OkStatus();

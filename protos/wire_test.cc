@@ -68,6 +68,23 @@ TEST(Wire, RejectsARegisterWithoutThreads) {
   EXPECT_FALSE(DecodeFrame(EncodeFrame(frame)).ok());
 }
 
+TEST(Wire, ChecksARegistersCoroutineTasks) {
+  Frame ok = RegisterFrame();
+  ok.mutable_register_()->add_tasks("co");
+  ok.mutable_register_()->add_async_tasks("co");
+  ok.mutable_register_()->set_concurrency(10000);
+  EXPECT_TRUE(DecodeFrame(EncodeFrame(ok)).ok());
+  Frame not_offered = ok;
+  not_offered.mutable_register_()->add_async_tasks("elsewhere");
+  EXPECT_FALSE(DecodeFrame(EncodeFrame(not_offered)).ok());
+  Frame no_slots = ok;
+  no_slots.mutable_register_()->set_concurrency(0);
+  EXPECT_FALSE(DecodeFrame(EncodeFrame(no_slots)).ok());
+  Frame negative = ok;
+  negative.mutable_register_()->set_concurrency(-1);
+  EXPECT_FALSE(DecodeFrame(EncodeFrame(negative)).ok());
+}
+
 TEST(Wire, RejectsARegisterTooBigToHold) {
   Frame long_name = RegisterFrame();
   long_name.mutable_register_()->set_name(std::string(257, 'n'));

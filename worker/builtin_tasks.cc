@@ -9,6 +9,8 @@
 #include "absl/time/time.h"
 #include "common/status_macros.h"
 #include "worker/exec_task.h"
+#include "worker/http_task.h"
+#include "worker/task.h"
 #include "worker/task_context.h"
 #include "worker/task_error.h"
 
@@ -33,17 +35,18 @@ absl::Status Echo(TaskContext&, absl::string_view payload,
   return absl::OkStatus();
 }
 
-absl::Status Sleep(TaskContext& ctx, absl::string_view payload,
-                   std::string*) {
+// A coroutine: a sleeping job holds no thread.
+Task<absl::StatusOr<std::string>> Sleep(TaskContext& ctx, std::string payload) {
   int64_t ms;
-  RETURN_IF_ERROR(ParseCount("sys.sleep", payload, "milliseconds", &ms));
-  if (ctx.SleepFor(absl::Milliseconds(ms))) return absl::OkStatus();
+  absl::Status parsed = ParseCount("sys.sleep", payload, "milliseconds", &ms);
+  if (!parsed.ok()) co_return parsed;
+  if (co_await ctx.Sleep(absl::Milliseconds(ms))) co_return std::string();
   if (ctx.cancelled()) {
-    return TaskError(kCancelledKind, "sys.sleep was cancelled");
+    co_return TaskError(kCancelledKind, "sys.sleep was cancelled");
   }
-  return TaskError(kTimeoutKind,
-                   absl::StrCat("sys.sleep of ", ms,
-                                " ms did not finish before the job deadline"));
+  co_return TaskError(
+      kTimeoutKind, absl::StrCat("sys.sleep of ", ms,
+                                 " ms did not finish before the job deadline"));
 }
 
 absl::Status Fail(TaskContext&, absl::string_view payload, std::string*) {
@@ -68,11 +71,12 @@ absl::Status Spin(TaskContext& ctx, absl::string_view payload, std::string*) {
 absl::Status RegisterBuiltinTasks(TaskRegistry* registry,
                                   BuiltinTaskOptions options) {
   RETURN_IF_ERROR(registry->Register("sys.echo", Echo));
-  RETURN_IF_ERROR(registry->Register("sys.sleep", Sleep));
+  RETURN_IF_ERROR(RegisterAsync(*registry, "sys.sleep", Sleep));
   RETURN_IF_ERROR(registry->Register("sys.fail", Fail));
   if (options.allow_exec) {
     RETURN_IF_ERROR(registry->Register("sys.exec", ExecTask));
   }
+  if (options.allow_http) RETURN_IF_ERROR(RegisterHttpTask(registry));
   RETURN_IF_ERROR(registry->Register("bench.spin", Spin));
   return absl::OkStatus();
 }

@@ -1,13 +1,17 @@
 // The tasks every dexec-worker offers (README.md, "Built-in tasks"):
 //
 //   sys.echo    returns its payload.
-//   sys.sleep   payload: milliseconds as decimal text. Sleeps through the
-//               task context, so a cancel ends it at once (kind
-//               "cancelled") and the job deadline too (kind "timeout").
+//   sys.sleep   payload: milliseconds as decimal text. A coroutine task
+//               (task.h): sleeping holds no thread; a cancel ends it at
+//               once (kind "cancelled") and the job deadline too (kind
+//               "timeout").
 //   sys.fail    fails with kind "task_error" and the payload as message.
 //   sys.exec    runs a command; see exec_task.h. Only with allow_exec: a
 //               worker runs shell commands only when its operator says so
 //               (dexec-worker --allow_exec).
+//   http.get    an HTTP request; see http_task.h. Only with allow_http: it
+//               reaches whatever this worker's network reaches
+//               (dexec-worker --allow_http).
 //   bench.spin  payload: microseconds as decimal text; keeps a CPU busy
 //               that long (stopping early if cancelled) and returns "".
 //
@@ -24,6 +28,8 @@ struct BuiltinTaskOptions {
   // Offer sys.exec: anyone whose jobs reach this worker runs commands as its
   // user.
   bool allow_exec = false;
+  // Offer http.get: jobs make HTTP requests from this worker's network.
+  bool allow_http = false;
 };
 
 // Registers the built-in tasks in `registry` (sys.exec only with

@@ -4,9 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -16,13 +14,11 @@
 #include <cstdint>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "protos/tasks.pb.h"
+#include "worker/child_process.h"
+#include "worker/exec_guard.h"
 #include "worker/task_error.h"
-
-extern char** environ;
 
 namespace dexec::worker {
 namespace {
@@ -37,156 +33,6 @@ constexpr absl::Duration kExitCheckEvery = absl::Milliseconds(10);
 // this long before returning.
 constexpr absl::Duration kOutputGraceAfterExit = absl::Milliseconds(100);
 constexpr size_t kChunk = 64 << 10;
-
-// Owns one file descriptor.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& other) : fd_(other.release()) {}
-  Fd& operator=(Fd&& other) {
-    reset(other.release());
-    return *this;
-  }
-  ~Fd() { reset(); }
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  int release() {
-    int fd = fd_;
-    fd_ = -1;
-    return fd;
-  }
-  void reset(int fd = -1) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_ = -1;
-};
-
-// A close-on-exec pipe whose ends are both >= 3, so that dup2() onto the
-// child's 0, 1 and 2 never collides with them (the worker may run with a
-// standard stream closed).
-absl::Status MakePipe(Fd* read_end, Fd* write_end) {
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("pipe2 failed: ", strerror(errno)));
-  }
-  for (int i = 0; i < 2; ++i) {
-    if (fds[i] < 3) {
-      int moved = ::fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
-      ::close(fds[i]);
-      fds[i] = moved;
-    }
-  }
-  read_end->reset(fds[0]);
-  write_end->reset(fds[1]);
-  if (!read_end->valid() || !write_end->valid()) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("fcntl failed: ", strerror(errno)));
-  }
-  return absl::OkStatus();
-}
-
-void SetNonBlocking(int fd) {
-  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-}
-
-// The worker's environment with the request's entries added or replaced.
-std::vector<std::string> MergedEnvironment(const tasks::ExecRequest& req) {
-  std::vector<std::string> env;
-  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-    absl::string_view entry(*e);
-    absl::string_view key = entry.substr(0, entry.find('='));
-    if (req.env().count(std::string(key)) == 0) env.emplace_back(entry);
-  }
-  for (const auto& [key, value] : req.env()) {
-    env.push_back(absl::StrCat(key, "=", value));
-  }
-  return env;
-}
-
-// Resolves argv[0] against PATH of the *child's* environment, as a shell
-// started with that environment would. Returns "" if nothing matches.
-std::string ResolveProgram(const std::string& name,
-                           const std::vector<std::string>& env) {
-  if (name.find('/') != std::string::npos) return name;
-  absl::string_view path = "/usr/local/bin:/usr/bin:/bin";
-  for (const std::string& e : env) {
-    if (absl::StartsWith(e, "PATH=")) path = absl::string_view(e).substr(5);
-  }
-  for (absl::string_view dir : absl::StrSplit(path, ':')) {
-    std::string candidate =
-        absl::StrCat(dir.empty() ? "." : dir, "/", name);
-    struct stat st;
-    if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
-        ::access(candidate.c_str(), X_OK) == 0) {
-      return candidate;
-    }
-  }
-  return "";
-}
-
-// Starts the child with the given pipe ends as its stdin/stdout/stderr.
-// Returns 0 or an errno value.
-int Spawn(const tasks::ExecRequest& req, const std::vector<std::string>& env,
-          int child_in, int child_out, int child_err, pid_t* pid) {
-  const std::string program = ResolveProgram(req.argv(0), env);
-  if (program.empty()) return ENOENT;
-  if (!req.cwd().empty()) {
-    // posix_spawn would report a missing cwd as ENOENT too; check first so
-    // the message names the right culprit.
-    struct stat st;
-    if (::stat(req.cwd().c_str(), &st) != 0) return errno;
-    if (!S_ISDIR(st.st_mode)) return ENOTDIR;
-  }
-
-  std::vector<char*> argv;
-  for (const std::string& a : req.argv()) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  std::vector<char*> envp;
-  for (const std::string& e : env) envp.push_back(const_cast<char*>(e.c_str()));
-  envp.push_back(nullptr);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, child_in, 0);
-  posix_spawn_file_actions_adddup2(&actions, child_out, 1);
-  posix_spawn_file_actions_adddup2(&actions, child_err, 2);
-  if (!req.cwd().empty()) {
-    posix_spawn_file_actions_addchdir_np(&actions, req.cwd().c_str());
-  }
-
-  // The worker blocks SIGTERM/SIGINT for sigwait and may ignore SIGPIPE;
-  // both would otherwise be inherited and make the child unkillable by
-  // SIGTERM or deaf to a closed pipe.
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t empty;
-  sigemptyset(&empty);
-  posix_spawnattr_setsigmask(&attr, &empty);
-  sigset_t defaults;
-  sigemptyset(&defaults);
-  for (int sig : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1,
-                  SIGUSR2, SIGALRM}) {
-    sigaddset(&defaults, sig);
-  }
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  // Own process group: a timeout kills the command and everything it
-  // started, not just a wrapping shell.
-  posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF |
-                                      POSIX_SPAWN_SETPGROUP);
-
-  int rc = posix_spawn(pid, program.c_str(), &actions, &attr, argv.data(),
-                       envp.data());
-  posix_spawnattr_destroy(&attr);
-  posix_spawn_file_actions_destroy(&actions);
-  return rc;
-}
 
 // One output pipe of the child.
 struct OutputStream {
@@ -277,7 +123,7 @@ absl::Status ExecTask(TaskContext& ctx, absl::string_view payload,
   pid_t pid = -1;
   const std::vector<std::string> env = MergedEnvironment(req);
   const int spawn_error =
-      Spawn(req, env, in_r.get(), out_w.get(), err_w.get(), &pid);
+      SpawnCommand(req, env, in_r.get(), out_w.get(), err_w.get(), &pid);
   if (spawn_error != 0) {
     // What a shell does for a command it cannot run.
     const std::string why =
@@ -303,6 +149,8 @@ absl::Status ExecTask(TaskContext& ctx, absl::string_view payload,
 
   // Readable when the child exits, so the loop needs no periodic waitpid.
   Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  // Should this worker die (even by SIGKILL), its guard kills the group.
+  ExecGuard::Get().Watch(pid);
 
   ScopedSigpipeBlock no_sigpipe;
   StopReason reason = StopReason::kNone;
@@ -321,6 +169,8 @@ absl::Status ExecTask(TaskContext& ctx, absl::string_view payload,
       const int rc = ::waitid(P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT);
       if (rc == 0 && info.si_pid == pid) {
         if (reason != StopReason::kNone) ::kill(-pid, SIGKILL);
+        // Before reaping: until then the pid (= the group id) is not reused.
+        ExecGuard::Get().Unwatch(pid);
         ::waitpid(pid, &wait_status, 0);
         exited = true;
       } else if (rc != 0 && errno == ECHILD) {
@@ -328,6 +178,7 @@ absl::Status ExecTask(TaskContext& ctx, absl::string_view payload,
         // child itself and its exit status is gone.
         status_lost = true;
         exited = true;
+        ExecGuard::Get().Unwatch(pid);
       }
       if (exited) {
         exited_at = now;
@@ -383,6 +234,7 @@ absl::Status ExecTask(TaskContext& ctx, absl::string_view payload,
   if (!exited) {
     // poll failed unexpectedly: do not leave a child behind.
     ::kill(-pid, SIGKILL);
+    ExecGuard::Get().Unwatch(pid);
     ::waitpid(pid, &wait_status, 0);
   }
 

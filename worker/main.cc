@@ -11,6 +11,7 @@
 // 2 for bad flags or arguments.
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -45,7 +46,8 @@ ABSL_FLAG(int32_t, threads, 0,
 ABSL_FLAG(int32_t, prefetch, -1,
           "most tasks accepted beyond --threads (the broker sends fewer "
           "when tasks are long); -1 = max(256, 4 x threads)");
-ABSL_FLAG(std::string, name, "", "worker name shown by the broker; "
+ABSL_FLAG(std::string, name, "",
+          "worker name shown by the broker; "
           "empty = host:pid");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "on SIGTERM, how long running tasks may finish before they are "
@@ -58,6 +60,22 @@ ABSL_FLAG(std::string, worker_key, "",
           "empty = --auth_dir/worker.key");
 ABSL_FLAG(bool, insecure, false,
           "plain ZeroMQ without CURVE, for a broker run with --insecure");
+ABSL_FLAG(std::string, isolation, "thread",
+          "where tasks run: thread (pool threads of this process) or "
+          "process (--threads pre-forked child processes, each replaced "
+          "when it dies; a crashing task fails its job with kind crashed)");
+ABSL_FLAG(int32_t, max_tasks_per_child, 0,
+          "--isolation=process: replace a child after this many tasks "
+          "(bounds a task's leaks); 0 = never");
+ABSL_FLAG(int64_t, child_memory_mb, 0,
+          "--isolation=process: each child's address-space limit in MiB; a "
+          "task allocating beyond it fails with kind crashed; 0 = none");
+ABSL_FLAG(int32_t, concurrency, 10000,
+          "coroutine tasks (sys.sleep, http.get) in flight at once, on "
+          "--threads event loops; the broker sends up to this many");
+ABSL_FLAG(bool, allow_http, false,
+          "offer http.get: make the HTTP requests that jobs send, from this "
+          "worker's network");
 ABSL_FLAG(bool, allow_exec, false,
           "offer sys.exec: run the shell commands that jobs send, as this "
           "worker's user");
@@ -133,9 +151,12 @@ int Main(int argc, char** argv) {
           .summary = "runs dexec's built-in tasks for a broker.",
           .groups = {
               {"Broker", {"broker", "name"}},
-              {"Capacity", {"threads", "prefetch", "drain_timeout"}},
+              {"Capacity",
+               {"threads", "prefetch", "concurrency", "drain_timeout"}},
+              {"Isolation",
+               {"isolation", "max_tasks_per_child", "child_memory_mb"}},
               {"Security", {"auth_dir", "worker_key", "insecure"}},
-              {"Tasks", {"allow_exec"}}}})) {
+              {"Tasks", {"allow_exec", "allow_http"}}}})) {
     return 0;
   }
   if (!CheckFlagArguments(argc, argv, "dexec-worker", std::cerr)) {
@@ -149,6 +170,19 @@ int Main(int argc, char** argv) {
   options.prefetch = absl::GetFlag(FLAGS_prefetch);
   options.name = absl::GetFlag(FLAGS_name);
   options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  const std::string isolation = absl::GetFlag(FLAGS_isolation);
+  if (isolation == "thread") {
+    options.isolation = Isolation::kThread;
+  } else if (isolation == "process") {
+    options.isolation = Isolation::kProcess;
+  } else {
+    std::cerr << "dexec-worker: bad value '" << isolation
+              << "' for --isolation: use thread or process\n";
+    return kUsageError;
+  }
+  options.max_tasks_per_child = absl::GetFlag(FLAGS_max_tasks_per_child);
+  options.concurrency = absl::GetFlag(FLAGS_concurrency);
+  options.child_memory_limit_bytes = absl::GetFlag(FLAGS_child_memory_mb) << 20;
 
   if (!absl::GetFlag(FLAGS_insecure)) {
     std::string path = absl::GetFlag(FLAGS_worker_key);
@@ -166,7 +200,8 @@ int Main(int argc, char** argv) {
 
   TaskRegistry registry;
   absl::Status registered = RegisterBuiltinTasks(
-      &registry, {.allow_exec = absl::GetFlag(FLAGS_allow_exec)});
+      &registry, {.allow_exec = absl::GetFlag(FLAGS_allow_exec),
+                  .allow_http = absl::GetFlag(FLAGS_allow_http)});
   if (!registered.ok()) {
     std::cerr << "dexec-worker: " << registered.message() << "\n";
     return 1;
@@ -179,6 +214,14 @@ int Main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   // A write to a closed pipe or socket must fail with EPIPE, not kill us.
   signal(SIGPIPE, SIG_IGN);
+  // Thousands of coroutine tasks may each hold a socket: take every file
+  // descriptor the hard limit allows.
+  struct rlimit files;
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 &&
+      files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
 
   Worker worker(options, &registry);
   absl::Status started = worker.Start();
@@ -187,10 +230,11 @@ int Main(int argc, char** argv) {
     return absl::IsInvalidArgument(started) ? kUsageError : 1;
   }
   SignalWatcher watcher(&worker);
-  std::printf("dexec-worker started name=%s broker=%s threads=%d curve=%s\n",
-              worker.name().c_str(), options.broker.c_str(),
-              worker.threads(),
-              options.curve_server_key.empty() ? "off" : "on");
+  std::printf(
+      "dexec-worker started name=%s broker=%s threads=%d curve=%s "
+      "isolation=%s\n",
+      worker.name().c_str(), options.broker.c_str(), worker.threads(),
+      options.curve_server_key.empty() ? "off" : "on", isolation.c_str());
   std::fflush(stdout);
 
   worker.Wait();

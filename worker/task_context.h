@@ -11,7 +11,14 @@
 //     Process(c);
 //   }
 //
-// Thread-safe.
+// A coroutine task (worker/task.h) waits with co_await on the awaitables
+// below instead, which hold no thread:
+//
+//   if (!co_await ctx.Sleep(absl::Seconds(1))) co_return "cancelled";
+//   if (!co_await ctx.WaitReadable(fd)) ...   // cancelled or past deadline
+//
+// Thread-safe, except the awaitables: those are for the coroutine task's
+// own loop thread.
 #ifndef DEXEC_WORKER_TASK_CONTEXT_H_
 #define DEXEC_WORKER_TASK_CONTEXT_H_
 
@@ -22,6 +29,56 @@
 #include "absl/time/time.h"
 
 namespace dexec::worker {
+
+class TaskContext;
+
+// The event loop coroutine tasks suspend on (coroutine_executor.cc). Tasks
+// never call it; the awaitables below do.
+class TaskScheduler {
+ public:
+  // Readiness a coroutine waits for.
+  static constexpr uint32_t kReadable = 1;
+  static constexpr uint32_t kWritable = 2;
+
+  // Resumes the coroutine whose std::coroutine_handle<>::address() is
+  // `coroutine`, on the loop's thread, at the first of: `fd` ready for
+  // `events` (fd -1: none), `when`, the task cancelled. Then sets
+  // ctx.wait_ready() to whether the fd was ready.
+  virtual void Suspend(TaskContext& ctx, int fd, uint32_t events,
+                       absl::Time when, void* coroutine) = 0;
+
+ protected:
+  ~TaskScheduler() = default;
+};
+
+// What co_await on TaskContext's Sleep/WaitReadable/WaitWritable gives:
+// true when the sleep ran in full or the fd became ready; false, at once,
+// when the task is cancelled or its deadline comes first.
+class WaitAwaitable {
+ public:
+  WaitAwaitable(TaskContext* ctx, int fd, uint32_t events, absl::Time requested,
+                absl::Time when)
+      : ctx_(ctx),
+        fd_(fd),
+        events_(events),
+        requested_(requested),
+        when_(when) {}
+  bool await_ready() const noexcept;
+  template <typename Handle>
+  void await_suspend(Handle h) {
+    Suspend(h.address());
+  }
+  bool await_resume() const noexcept;
+
+ private:
+  void Suspend(void* coroutine);
+
+  TaskContext* const ctx_;
+  const int fd_;
+  const uint32_t events_;
+  const absl::Time requested_;  // the end of the sleep asked for
+  const absl::Time when_;       // that or the deadline, if sooner
+};
 
 class TaskContext {
  public:
@@ -49,12 +106,29 @@ class TaskContext {
   // the worker; tasks have no reason to call it.
   void Cancel();
 
+  // Coroutine tasks only (worker/task.h): suspend without a thread.
+  WaitAwaitable Sleep(absl::Duration d);
+  WaitAwaitable WaitReadable(int fd,
+                             absl::Duration timeout = absl::InfiniteDuration());
+  WaitAwaitable WaitWritable(int fd,
+                             absl::Duration timeout = absl::InfiniteDuration());
+
+  // Set by the coroutine executor before the task starts, and by its loop
+  // when it resumes a wait (see TaskScheduler::Suspend).
+  void set_scheduler(TaskScheduler* scheduler) { scheduler_ = scheduler; }
+  TaskScheduler* scheduler() const { return scheduler_; }
+  void set_wait_ready(bool ready) { wait_ready_ = ready; }
+  bool wait_ready() const { return wait_ready_; }
+
  private:
   const uint64_t job_id_;
   const uint32_t attempt_;
   const absl::Time deadline_;
   std::atomic<bool> cancel_requested_{false};
   absl::Notification cancelled_;
+  // The loop thread's (coroutine tasks only).
+  TaskScheduler* scheduler_ = nullptr;
+  bool wait_ready_ = false;
 };
 
 }  // namespace dexec::worker

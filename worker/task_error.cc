@@ -19,4 +19,20 @@ std::string ErrorKindOf(const absl::Status& status) {
   return std::string(*kind);
 }
 
+namespace {
+constexpr absl::string_view kOutputUrl = "type.dexec/output";
+}  // namespace
+
+absl::Status WithOutput(absl::Status status, absl::string_view output) {
+  if (!status.ok()) status.SetPayload(kOutputUrl, absl::Cord(output));
+  return status;
+}
+
+std::string TakeOutput(absl::Status& status) {
+  absl::optional<absl::Cord> output = status.GetPayload(kOutputUrl);
+  if (!output.has_value()) return "";
+  status.ErasePayload(kOutputUrl);
+  return std::string(*output);
+}
+
 }  // namespace dexec::worker

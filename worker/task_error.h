@@ -6,7 +6,8 @@
 // kind "task_error". To choose another kind, build the status with
 // TaskError():
 //
-//   if (rows.empty()) return dexec::worker::TaskError("no_rows", "table empty");
+//   if (rows.empty()) return dexec::worker::TaskError("no_rows", "table
+//   empty");
 //
 // The kind travels inside the status as a payload, so it survives
 // RETURN_IF_ERROR and other code that forwards statuses unchanged.
@@ -42,6 +43,14 @@ absl::Status TaskError(absl::string_view kind, absl::string_view message);
 // The error kind of `status`: "" for OK, the kind stored by TaskError() if
 // any, otherwise "task_error".
 std::string ErrorKindOf(const absl::Status& status);
+
+// A failed coroutine task (worker/task.h) returns only a status; to keep
+// output with the failure, as a raw task does through `output`, attach it:
+//   co_return WithOutput(TaskError("http_status", "404"), response_bytes);
+absl::Status WithOutput(absl::Status status, absl::string_view output);
+// Removes the output WithOutput attached to `status` and returns it ("" if
+// none).
+std::string TakeOutput(absl::Status& status);
 
 }  // namespace dexec::worker
 

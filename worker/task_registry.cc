@@ -5,20 +5,46 @@
 
 namespace dexec::worker {
 
-absl::Status TaskRegistry::Register(std::string name, RawTaskFn fn) {
+absl::Status TaskRegistry::CheckNewName(const std::string& name) const {
   if (name.empty()) {
     return absl::InvalidArgumentError("a task name must not be empty");
-  }
-  if (!fn) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("task '", name, "' has no function"));
   }
   if (tasks_.contains(name)) {
     return absl::AlreadyExistsError(absl::StrCat(
         "task '", name, "' is already registered; task names are unique"));
   }
-  tasks_.emplace(std::move(name), std::move(fn));
   return absl::OkStatus();
+}
+
+absl::Status TaskRegistry::Register(std::string name, RawTaskFn fn,
+                                    TaskOptions options) {
+  absl::Status ok = CheckNewName(name);
+  if (!ok.ok()) return ok;
+  if (!fn) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("task '", name, "' has no function"));
+  }
+  tasks_.emplace(std::move(name), Entry{std::move(fn), nullptr, options});
+  return absl::OkStatus();
+}
+
+absl::Status TaskRegistry::RegisterAsync(std::string name, AsyncTaskFn fn,
+                                         RawTaskFn blocking) {
+  absl::Status ok = CheckNewName(name);
+  if (!ok.ok()) return ok;
+  if (!fn || !blocking) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("task '", name, "' has no function"));
+  }
+  tasks_.emplace(std::move(name),
+                 Entry{std::move(blocking), std::move(fn), {}});
+  return absl::OkStatus();
+}
+
+const AsyncTaskFn* TaskRegistry::AsyncTask(absl::string_view name) const {
+  auto it = tasks_.find(name);
+  if (it == tasks_.end() || !it->second.async) return nullptr;
+  return &it->second.async;
 }
 
 absl::Status TaskRegistry::Run(absl::string_view name, TaskContext& ctx,
@@ -26,14 +52,14 @@ absl::Status TaskRegistry::Run(absl::string_view name, TaskContext& ctx,
                                std::string* output) const {
   auto it = tasks_.find(name);
   if (it == tasks_.end()) {
-    return TaskError(kUnknownTaskKind,
-                     absl::StrCat("this worker has no task named '", name,
-                                  "'"));
+    return TaskError(
+        kUnknownTaskKind,
+        absl::StrCat("this worker has no task named '", name, "'"));
   }
   // A task's exception is its own failure, not the worker's: catch it here,
   // on the thread that ran the task, so it never unwinds a pool thread.
   try {
-    return it->second(ctx, payload, output);
+    return it->second.fn(ctx, payload, output);
   } catch (const std::exception& e) {
     return TaskError(kExceptionKind,
                      absl::StrCat("task '", name, "' threw: ", e.what()));
@@ -45,10 +71,16 @@ absl::Status TaskRegistry::Run(absl::string_view name, TaskContext& ctx,
   }
 }
 
+Isolation TaskRegistry::IsolationOf(absl::string_view name) const {
+  auto it = tasks_.find(name);
+  return it == tasks_.end() ? Isolation::kDefault
+                            : it->second.options.isolation;
+}
+
 std::vector<std::string> TaskRegistry::Names() const {
   std::vector<std::string> names;
   names.reserve(tasks_.size());
-  for (const auto& [name, fn] : tasks_) names.push_back(name);
+  for (const auto& [name, entry] : tasks_) names.push_back(name);
   std::sort(names.begin(), names.end());
   return names;
 }

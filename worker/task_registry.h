@@ -48,6 +48,32 @@ namespace dexec::worker {
 using RawTaskFn = std::function<absl::Status(
     TaskContext& ctx, absl::string_view payload, std::string* output)>;
 
+// Where a task runs (docs/DESIGN.md, "Executors").
+enum class Isolation {
+  // The worker's choice: WorkerOptions::isolation (dexec-worker
+  // --isolation).
+  kDefault,
+  // On a pool thread of the worker process: cheapest, but a crash takes
+  // the worker and every job on it.
+  kThread,
+  // In a child process of the worker: a crash fails this job only (kind
+  // "crashed"); cancel and timeout kill the child. The payload and result
+  // cross a socket.
+  kProcess,
+};
+
+struct TaskOptions {
+  Isolation isolation = Isolation::kDefault;
+};
+
+// A coroutine task (worker/task.h, C++20). Declared here without its
+// definition so this header stays C++17; only C++20 code constructs or
+// calls one.
+template <typename T>
+class Task;
+using AsyncTaskFn = std::function<Task<absl::StatusOr<std::string>>(
+    TaskContext& ctx, std::string payload)>;
+
 class TaskRegistry {
  public:
   TaskRegistry() = default;
@@ -56,7 +82,8 @@ class TaskRegistry {
 
   // Adds a raw task. INVALID_ARGUMENT for an empty name or an empty
   // function, ALREADY_EXISTS if `name` is taken.
-  absl::Status Register(std::string name, RawTaskFn fn);
+  absl::Status Register(std::string name, RawTaskFn fn,
+                        TaskOptions options = {});
 
   // Adds a typed task: the payload is decoded as `In` with Codec<In> (a
   // payload that does not decode fails the job with kind "bad_payload"),
@@ -75,6 +102,21 @@ class TaskRegistry {
         std::function<absl::StatusOr<Out>(TaskContext&, In)>(std::move(fn)));
   }
 
+  // Adds a coroutine task; use the RegisterAsync() of worker/task.h, which
+  // builds `blocking` (the same task driven on the calling thread, for
+  // Run()) and takes lambdas returning Task<std::string>. A worker runs it
+  // on its event loop, whatever the isolation. Errors as Register.
+  absl::Status RegisterAsync(std::string name, AsyncTaskFn fn,
+                             RawTaskFn blocking);
+
+  // True if `name` is a coroutine task.
+  bool IsAsync(absl::string_view name) const {
+    return AsyncTask(name) != nullptr;
+  }
+
+  // The coroutine task `name`; null if there is none by that name.
+  const AsyncTaskFn* AsyncTask(absl::string_view name) const;
+
   // Runs task `name` on the calling thread. Returns the task's status;
   // kind "unknown_task" if no task has that name, and kind "exception" if
   // the task threw (the exception never leaves Run()).
@@ -83,17 +125,26 @@ class TaskRegistry {
 
   bool Has(absl::string_view name) const { return tasks_.contains(name); }
 
+  // The isolation `name` was registered with; kDefault for an unknown name.
+  Isolation IsolationOf(absl::string_view name) const;
+
   // Registered names, sorted.
   std::vector<std::string> Names() const;
 
  private:
-  absl::flat_hash_map<std::string, RawTaskFn> tasks_;
+  absl::Status CheckNewName(const std::string& name) const;
+
+  struct Entry {
+    RawTaskFn fn;  // for a coroutine task, it driven on the caller's thread
+    AsyncTaskFn async;
+    TaskOptions options;
+  };
+  absl::flat_hash_map<std::string, Entry> tasks_;
 };
 
 template <typename Out, typename In>
 absl::Status TaskRegistry::Register(
-    std::string name,
-    std::function<absl::StatusOr<Out>(TaskContext&, In)> fn) {
+    std::string name, std::function<absl::StatusOr<Out>(TaskContext&, In)> fn) {
   using InValue = std::remove_cv_t<std::remove_reference_t<In>>;
   if (!fn) {
     return absl::InvalidArgumentError(
@@ -105,9 +156,9 @@ absl::Status TaskRegistry::Register(
                            std::string* output) -> absl::Status {
         absl::StatusOr<InValue> in = Codec<InValue>::Decode(payload);
         if (!in.ok()) {
-          return TaskError(kBadPayloadKind,
-                           absl::StrCat("payload does not decode: ",
-                                        in.status().message()));
+          return TaskError(
+              kBadPayloadKind,
+              absl::StrCat("payload does not decode: ", in.status().message()));
         }
         absl::StatusOr<Out> out = fn(ctx, std::move(*in));
         if (!out.ok()) return out.status();

@@ -1,3 +1,7 @@
+// The worker-io loop: owns the DEALER socket and turns WorkerCore's
+// decisions (worker_core.h) into I/O, hands runs to the executors
+// (task_executor.h) and their results back to the core. docs/DESIGN.md,
+// "Threads and owners (worker)".
 #include "worker/worker.h"
 
 #include <pthread.h>
@@ -5,146 +9,50 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/mailbox.h"
 #include "protos/wire.h"
 #include "protos/wire.pb.h"
-#include "worker/task_context.h"
-#include "worker/task_error.h"
+#include "worker/coroutine_executor.h"
+#include "worker/process_executor.h"
+#include "worker/task_executor.h"
+#include "worker/task_run.h"
+#include "worker/thread_executor.h"
+#include "worker/worker_core.h"
 #include "zmq.hpp"
-
 
 namespace dexec::worker {
 namespace {
 
-// Paranoid Pirate reconnect backoff (zguide ch. 4).
-constexpr absl::Duration kInitialBackoff = absl::Milliseconds(250);
-constexpr absl::Duration kMaxBackoff = absl::Seconds(8);
 // Frames read per loop iteration before finished results get a turn.
 constexpr int kMaxFramesPerIteration = 1024;
-// Lets Results and WorkerState{leaving} reach the broker after close().
-constexpr int kLingerMs = 500;
-// A broker sending garbage is logged at most this often.
-constexpr absl::Duration kBadFrameLogInterval = absl::Seconds(10);
-// Bound on the (estimated) bytes of results kept in case the broker lost
-// them (Impl::in_doubt_); beyond it the oldest are forgotten, and should
-// the broker have lost those, it runs their jobs again.
-constexpr size_t kMaxInDoubtBytes = 64 << 20;
 
-using TaskKey = std::pair<uint64_t, uint32_t>;  // job id, attempt
-
-TaskKey KeyOf(const wire::TaskResult& r) {
-  return TaskKey(r.job_id(), r.attempt());
-}
-
-// Memory a kept result costs, roughly.
-size_t CostOf(const wire::TaskResult& r) {
-  return r.output().size() + r.error_message().size() + 64;
-}
-
-// A result sent to the broker, kept until the broker has surely seen it.
-struct SentResult {
-  absl::Time sent_at;
-  wire::TaskResult result;
-};
-
-// One task attempt, shared by the io thread (which tracks it from Dispatch
-// until its result is sent or it is abandoned) and the pool thread that
-// runs it.
-struct TaskRun {
-  TaskRun(wire::Task t, absl::Time deadline)
-      : task(std::move(t)), ctx(task.job_id(), task.attempt(), deadline) {}
-
-  wire::Task task;
-  TaskContext ctx;
-  // Set by the io thread when the broker abandons the attempt: a pool
-  // thread that has not started it skips it, and no result is sent.
-  std::atomic<bool> abandoned{false};
-  // Written by the pool thread before it posts the run to the mailbox,
-  // read by the io thread after taking it out (the mailbox's lock orders
-  // the two).
-  wire::TaskResult result;
-  bool finished_cancelled = false;
-};
-
-// What pool threads and Drain()/Stop() hand to the io thread.
+// What executors and Drain()/Stop() hand to the io thread.
 struct IoEvent {
-  // A finished task; null for a wake-up after Drain()/Stop().
+  // A finished run; null for a wake-up after Drain()/Stop().
   std::shared_ptr<TaskRun> finished;
 };
-
-// The pool's work queue. Thread-safe.
-//
-// std::mutex rather than absl::Mutex: Debian's Abseil is built without
-// ThreadSanitizer annotations, so TSan cannot see absl::Mutex order threads
-// and would report every hand-off through this queue as a race.
-class TaskQueue {
- public:
-  void PushAll(std::vector<std::shared_ptr<TaskRun>> runs) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (closed_) return;
-      for (auto& r : runs) tasks_.push_back(std::move(r));
-    }
-    if (runs.size() == 1) {
-      ready_.notify_one();
-    } else {
-      ready_.notify_all();
-    }
-  }
-
-  // Blocks until a task is queued (returns it) or Close() (returns null).
-  std::shared_ptr<TaskRun> Pop() {
-    std::unique_lock<std::mutex> lock(mu_);
-    ready_.wait(lock, [this] { return closed_ || !tasks_.empty(); });
-    if (closed_) return nullptr;
-    std::shared_ptr<TaskRun> run = std::move(tasks_.front());
-    tasks_.pop_front();
-    return run;
-  }
-
-  // Drops queued tasks and makes every Pop() return null from now on.
-  void Close() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      closed_ = true;
-      tasks_.clear();
-    }
-    ready_.notify_all();
-  }
-
- private:
-  // Guards the queue between the io thread (pushes) and the pool (pops).
-  std::mutex mu_;
-  std::condition_variable ready_;
-  std::deque<std::shared_ptr<TaskRun>> tasks_;  // guarded by mu_
-  bool closed_ = false;                         // guarded by mu_
-};
-
-std::string DefaultName() {
-  char host[256] = {};
-  if (::gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
-  return absl::StrCat(host[0] != '\0' ? host : "localhost", ":", ::getpid());
-}
 
 std::string HostName() {
   char host[256] = {};
   if (::gethostname(host, sizeof(host) - 1) != 0) return "";
   return host;
+}
+
+std::string DefaultName() {
+  const std::string host = HostName();
+  return absl::StrCat(host.empty() ? "localhost" : host, ":", ::getpid());
 }
 
 int PollTimeoutMs(absl::Duration d) {
@@ -153,10 +61,6 @@ int PollTimeoutMs(absl::Duration d) {
   return static_cast<int>(std::min<int64_t>(
       absl::ToInt64Milliseconds(absl::Ceil(d, absl::Milliseconds(1))),
       60 * 1000));
-}
-
-void NameThisThread(const std::string& name) {
-  pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
 }
 
 }  // namespace
@@ -176,32 +80,21 @@ class Worker::Impl {
   static constexpr int kStop = 2;
 
  private:
+  absl::Status ValidateOptions() const;
+
   // ---- worker-io thread: everything below "owned by worker-io".
   void IoLoop();
-  // Returns false when the worker has left and the loop must end.
-  bool HandleShutdownRequests(absl::Time now);
-  void CheckConnection(absl::Time now);
-  absl::Time NextTimer() const;
   absl::Status Connect();
   void CloseSocket(int linger_ms);
-  void PresumeBrokerDead(absl::Time now);
-  void SendRegister(absl::Time now);
-  void ForgetSettledResults();
-  void Send(wire::Frame frame, absl::Time now);
-  void ReadFrames(absl::Time now);
-  void OnFrame(wire::Frame& frame, absl::Time now);
-  void OnWelcome(const wire::Welcome& welcome, absl::Time now);
-  void OnDispatch(wire::Dispatch& dispatch, absl::Time now);
-  void OnAbandon(const wire::Abandon& abandon);
-  void NoteBadFrame(absl::string_view why, absl::Time now);
-  // Moves finished results from the mailbox to unsent_.
-  void CollectResults(bool leaving);
-  void FlushResults(absl::Time now);
-  void Leave(absl::Time now, absl::string_view why);
-
-  // ---- worker-pool-N threads.
-  void PoolLoop();
-  void Execute(TaskRun& run);
+  // Carries out what the core decided (and what that leads to).
+  void Apply(WorkerOutbox& out, absl::Time now);
+  void SendFrame(wire::Frame frame);
+  void ReadFrames(absl::Time now, WorkerOutbox* out);
+  void CollectResults();
+  TaskExecutor* ExecutorFor(const wire::Task& task);
+  // The isolation `task` runs with.
+  Isolation IsolationOf(absl::string_view task) const;
+  int Busy() const;
 
   // Fixed at construction.
   const WorkerOptions options_;
@@ -212,58 +105,32 @@ class Worker::Impl {
 
   zmq::context_t context_;
   Mailbox<IoEvent> mailbox_;
-  TaskQueue queue_;
-  // Tasks running now, reported in heartbeats.
-  std::atomic<int> running_{0};
   // 0, kDrain or kStop; only ever increases.
   std::atomic<int> requested_{0};
   // Set once Start() succeeded; Drain()/Stop() before that are no-ops.
   std::atomic<bool> started_flag_{false};
 
-  // Guards starting and joining the threads (Start/Wait/destructor may be
+  // Guards starting and joining the io thread (Start/Wait/destructor may be
   // called from different threads).
   absl::Mutex lifecycle_mu_;
   bool started_ ABSL_GUARDED_BY(lifecycle_mu_) = false;
   std::thread io_thread_ ABSL_GUARDED_BY(lifecycle_mu_);
-  std::vector<std::thread> pool_ ABSL_GUARDED_BY(lifecycle_mu_);
 
   // Owned by worker-io (created by Start() before the thread exists, then
   // handed over; thread creation orders the two).
+  std::unique_ptr<WorkerCore> core_;
   std::unique_ptr<zmq::socket_t> socket_;
-  bool welcomed_ = false;
-  absl::Duration interval_;
-  int liveness_;
-  absl::Duration backoff_ = kInitialBackoff;
-  absl::Time reconnect_at_;  // meaningful while socket_ is null
-  absl::Time last_recv_;
-  absl::Time last_send_;
-  bool draining_ = false;
-  absl::Time drain_deadline_ = absl::InfiniteFuture();
-  // Received and not yet reported: running, queued, or finished with the
-  // result still in the mailbox.
-  absl::flat_hash_map<TaskKey, std::shared_ptr<TaskRun>> active_;
-  // Results waiting to be sent (while not registered, they wait for the
-  // next Welcome).
-  std::vector<wire::TaskResult> unsent_;
-  // Results sent after, or less than one heartbeat interval before, the
-  // broker's latest frame; oldest first. A broker that crashed may have
-  // lost them (in the socket, or before its journal had them), and one
-  // that restarted or declared us lost asks us to register again: they
-  // then go back to unsent_, so the Register lists them as held and they
-  // are sent again after the Welcome. The broker completes their jobs with
-  // them instead of running the jobs again, or drops them as stale if it
-  // had them already.
-  std::deque<SentResult> in_doubt_;
-  size_t in_doubt_bytes_ = 0;
-  // Register sent on this socket and not yet answered by a Welcome. A
-  // Reconnect meanwhile answers a frame sent before that Register (the
-  // broker replies to each frame of an identity it does not know), so it
-  // asks for nothing new: registering again would only make the broker
-  // drop what it dispatched in reply to the first Register.
-  bool register_pending_ = false;
-  int64_t bad_frames_ = 0;
-  bool in_bad_burst_ = false;
-  absl::Time last_bad_log_ = absl::InfinitePast();
+  // Either may be null when no task runs there.
+  std::unique_ptr<ThreadExecutor> pool_;
+  std::unique_ptr<ProcessExecutor> procs_;
+  std::unique_ptr<CoroutineExecutor> coroutines_;
+  bool left_ = false;
+  // Runs handed to an executor and not yet taken back: run id -> run.
+  struct Held {
+    std::shared_ptr<TaskRun> run;
+    TaskExecutor* executor;
+  };
+  absl::flat_hash_map<uint64_t, Held> runs_;
 };
 
 Worker::Impl::Impl(WorkerOptions options, const TaskRegistry* registry)
@@ -276,32 +143,28 @@ Worker::Impl::Impl(WorkerOptions options, const TaskRegistry* registry)
       prefetch_(options_.prefetch >= 0 ? options_.prefetch
                                        : std::max(256, 4 * threads_)),
       name_(options_.name.empty() ? DefaultName() : options_.name),
-      context_(1),
-      interval_(options_.heartbeat_interval),
-      liveness_(options_.liveness) {}
+      context_(1) {}
 
 Worker::Impl::~Impl() {
   RequestShutdown(kStop);
   Wait();
 }
 
-absl::Status Worker::Impl::Start() {
-  absl::MutexLock lock(&lifecycle_mu_);
-  if (started_) {
-    return absl::FailedPreconditionError("Worker::Start() called twice");
-  }
+absl::Status Worker::Impl::ValidateOptions() const {
   if (registry_ == nullptr) {
     return absl::InvalidArgumentError("Worker needs a TaskRegistry");
   }
   if (options_.threads < 0 || options_.threads > 100000) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "threads=", options_.threads, "; use 1 to 100000, or 0 for one per "
-        "hardware thread"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("threads=", options_.threads,
+                     "; use 1 to 100000, or 0 for one per "
+                     "hardware thread"));
   }
   if (options_.prefetch < -1 || prefetch_ > 100000) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prefetch=", options_.prefetch, "; use 0 to 100000, or -1 for the "
-        "default"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("prefetch=", options_.prefetch,
+                     "; use 0 to 100000, or -1 for the "
+                     "default"));
   }
   if (options_.heartbeat_interval <= absl::ZeroDuration() ||
       options_.liveness < 1) {
@@ -311,6 +174,20 @@ absl::Status Worker::Impl::Start() {
   if (options_.drain_timeout < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("drain_timeout must not be negative");
   }
+  if (options_.max_tasks_per_child < 0 ||
+      options_.child_memory_limit_bytes < 0) {
+    return absl::InvalidArgumentError(
+        "max_tasks_per_child and child_memory_limit_bytes must not be "
+        "negative (0 = no limit)");
+  }
+  if (options_.concurrency < 1 || options_.concurrency > 1000000) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "concurrency=", options_.concurrency, "; use 1 to 1000000"));
+  }
+  if (options_.isolation == Isolation::kDefault) {
+    return absl::InvalidArgumentError(
+        "WorkerOptions::isolation must be kThread or kProcess");
+  }
   const int curve_keys = !options_.curve_server_key.empty() +
                          !options_.curve_public_key.empty() +
                          !options_.curve_secret_key.empty();
@@ -319,24 +196,86 @@ absl::Status Worker::Impl::Start() {
         "CURVE needs all three keys: the broker's public key and this "
         "worker's public and secret keys");
   }
+  return absl::OkStatus();
+}
+
+absl::Status Worker::Impl::Start() {
+  absl::MutexLock lock(&lifecycle_mu_);
+  if (started_) {
+    return absl::FailedPreconditionError("Worker::Start() called twice");
+  }
+  absl::Status valid = ValidateOptions();
+  if (!valid.ok()) return valid;
+
+  WorkerCoreOptions core;
+  core.name = name_;
+  core.host = HostName();
+  core.pid = static_cast<int32_t>(::getpid());
+  core.threads = threads_;
+  core.prefetch = prefetch_;
+  core.tasks = registry_->Names();
+  core.heartbeat_interval = options_.heartbeat_interval;
+  core.liveness = options_.liveness;
+  core.drain_timeout = options_.drain_timeout;
+
+  auto done = [this](std::shared_ptr<TaskRun> run) {
+    mailbox_.Post(IoEvent{std::move(run)});
+  };
+  bool any_thread = false;
+  bool any_process = false;
+  for (const std::string& task : core.tasks) {
+    if (registry_->IsAsync(task)) {
+      core.async_tasks.push_back(task);
+      continue;
+    }
+    (IsolationOf(task) == Isolation::kProcess ? any_process : any_thread) =
+        true;
+  }
+  core.concurrency = options_.concurrency;
+  if (any_process) {
+    ProcessExecutorOptions process;
+    process.children = threads_;
+    process.max_tasks_per_child = options_.max_tasks_per_child;
+    process.memory_limit_bytes = options_.child_memory_limit_bytes;
+    procs_ = std::make_unique<ProcessExecutor>(registry_, process, done);
+    // First, before this worker starts any thread (docs/DESIGN.md,
+    // "Process isolation").
+    absl::Status forked = procs_->Start();
+    if (!forked.ok()) return forked;
+  }
+  if (any_thread || !any_process) {
+    pool_ = std::make_unique<ThreadExecutor>(registry_, threads_, done);
+  }
+
   absl::Status connected = Connect();
-  if (!connected.ok()) return connected;
+  if (!connected.ok()) {
+    if (procs_ != nullptr) procs_->Shutdown();
+    return connected;
+  }
+  if (pool_ != nullptr) {
+    absl::Status pool_started = pool_->Start();
+    if (!pool_started.ok()) return pool_started;
+  }
+  if (!core.async_tasks.empty()) {
+    coroutines_ =
+        std::make_unique<CoroutineExecutor>(registry_, threads_, done);
+    absl::Status loops_started = coroutines_->Start();
+    if (!loops_started.ok()) return loops_started;
+  }
+  core_ = std::make_unique<WorkerCore>(std::move(core), absl::Now());
 
   started_ = true;
   started_flag_.store(true);
   io_thread_ = std::thread([this] {
-    NameThisThread("worker-io");
+    pthread_setname_np(pthread_self(), "worker-io");
     IoLoop();
   });
-  for (int i = 0; i < threads_; ++i) {
-    pool_.emplace_back([this, i] {
-      NameThisThread(absl::StrCat("worker-pool-", i));
-      PoolLoop();
-    });
-  }
   DEXEC_LOG(INFO) << "worker started worker=" << name_
                   << " broker=" << options_.broker << " threads=" << threads_
-                  << " prefetch=" << prefetch_;
+                  << " prefetch=" << prefetch_
+                  << " concurrency=" << options_.concurrency << " isolation="
+                  << (options_.isolation == Isolation::kProcess ? "process"
+                                                                : "thread");
   return absl::OkStatus();
 }
 
@@ -351,9 +290,6 @@ void Worker::Impl::RequestShutdown(int how) {
 void Worker::Impl::Wait() {
   absl::MutexLock lock(&lifecycle_mu_);
   if (io_thread_.joinable()) io_thread_.join();
-  for (std::thread& t : pool_) {
-    if (t.joinable()) t.join();
-  }
 }
 
 // ------------------------------------------------------------ worker-io
@@ -362,7 +298,7 @@ absl::Status Worker::Impl::Connect() {
   try {
     auto socket =
         std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
-    socket->set(zmq::sockopt::linger, kLingerMs);
+    socket->set(zmq::sockopt::linger, WorkerCore::kLeaveLingerMs);
     // Unbounded queues: what we send is batched and small, and a dead
     // broker is noticed (and the socket dropped) within interval x liveness.
     socket->set(zmq::sockopt::sndhwm, 0);
@@ -397,18 +333,40 @@ void Worker::Impl::CloseSocket(int linger_ms) {
                      << " error=\"" << e.what() << "\"";
   }
   socket_.reset();
-  welcomed_ = false;
-  register_pending_ = false;
+}
+
+int Worker::Impl::Busy() const {
+  return (pool_ != nullptr ? pool_->running() : 0) +
+         (procs_ != nullptr ? procs_->running() : 0) +
+         (coroutines_ != nullptr ? coroutines_->running() : 0);
+}
+
+Isolation Worker::Impl::IsolationOf(absl::string_view task) const {
+  const Isolation isolation = registry_->IsolationOf(task);
+  return isolation == Isolation::kDefault ? options_.isolation : isolation;
 }
 
 void Worker::Impl::IoLoop() {
-  const absl::Time start = absl::Now();
-  last_recv_ = start;
-  SendRegister(start);
-  for (;;) {
+  WorkerOutbox out;
+  core_->OnConnected(absl::Now(), &out);
+  Apply(out, absl::Now());
+  int handled_request = 0;
+  while (!left_) {
     absl::Time now = absl::Now();
-    if (!HandleShutdownRequests(now)) break;
-    CheckConnection(now);
+    out.Clear();
+    const int requested = requested_.load();
+    if (requested > handled_request) {
+      handled_request = requested;
+      if (requested == kStop) {
+        core_->Stop(now, &out);
+      } else {
+        core_->Drain(now, &out);
+      }
+    }
+    core_->set_busy(Busy());
+    core_->Tick(now, &out);
+    Apply(out, now);
+    if (left_) break;
 
     zmq::pollitem_t items[2];
     int n = 0;
@@ -420,148 +378,102 @@ void Worker::Impl::IoLoop() {
     const int mailbox_index = n;
     items[n++] = {nullptr, mailbox_.fd(), ZMQ_POLLIN, 0};
     try {
-      zmq::poll(items, n,
-                std::chrono::milliseconds(PollTimeoutMs(NextTimer() - now)));
+      zmq::poll(
+          items, n,
+          std::chrono::milliseconds(PollTimeoutMs(core_->NextTimer() - now)));
     } catch (const zmq::error_t& e) {
       if (e.num() != EINTR) {
         DEXEC_LOG(ERROR) << "poll failed worker=" << name_ << " error=\""
                          << e.what() << "\"";
         // Avoid a hot loop on a persistent error; the mailbox still works.
-        CloseSocket(0);
-        reconnect_at_ = now + backoff_;
+        out.Clear();
+        core_->OnSocketError(now, &out);
+        Apply(out, now);
       }
       continue;
     }
     now = absl::Now();
+    out.Clear();
     if (socket_index >= 0 && (items[socket_index].revents & ZMQ_POLLIN)) {
-      ReadFrames(now);
+      ReadFrames(now, &out);
     }
     if (items[mailbox_index].revents & ZMQ_POLLIN) {
-      CollectResults(/*leaving=*/false);
-      FlushResults(now);
+      CollectResults();
+      core_->Flush(now, &out);
     }
+    Apply(out, now);
   }
-  // Whatever ended the loop, the pool must not wait for more work.
-  queue_.Close();
+  // Whatever ended the loop, no executor may wait for more work.
+  if (pool_ != nullptr) pool_->Shutdown();
+  if (procs_ != nullptr) procs_->Shutdown();
+  if (coroutines_ != nullptr) coroutines_->Shutdown();
+  runs_.clear();
 }
 
-bool Worker::Impl::HandleShutdownRequests(absl::Time now) {
-  const int requested = requested_.load();
-  if (requested == kStop) {
-    Leave(now, "stopped");
-    return false;
+void Worker::Impl::Apply(WorkerOutbox& out, absl::Time now) {
+  if (!out.bad_frame_log.empty()) {
+    DEXEC_LOG(WARNING) << "bad frame from broker dropped worker=" << name_
+                       << " " << out.bad_frame_log;
   }
-  if (requested == kDrain && !draining_) {
-    draining_ = true;
-    drain_deadline_ = now + options_.drain_timeout;
-    DEXEC_LOG(INFO) << "worker draining worker=" << name_
-                    << " tasks=" << active_.size() << " timeout="
-                    << absl::FormatDuration(options_.drain_timeout);
-    if (welcomed_) {
-      wire::Frame frame;
-      frame.mutable_worker_state()->set_draining(true);
-      Send(std::move(frame), now);
+  for (wire::Frame& frame : out.frames) SendFrame(std::move(frame));
+  if (out.close_linger_ms >= 0) CloseSocket(out.close_linger_ms);
+  if (!out.start.empty()) {
+    // One batch per executor, in dispatch order.
+    std::vector<std::pair<TaskExecutor*, std::vector<std::shared_ptr<TaskRun>>>>
+        batches;
+    for (TaskStart& start : out.start) {
+      auto run = std::make_shared<TaskRun>(start.run_id, std::move(start.task),
+                                           start.deadline);
+      TaskExecutor* executor = ExecutorFor(run->task);
+      runs_.emplace(run->run_id, Held{run, executor});
+      auto batch = std::find_if(
+          batches.begin(), batches.end(),
+          [executor](const auto& b) { return b.first == executor; });
+      if (batch == batches.end()) {
+        batches.emplace_back(executor, std::vector<std::shared_ptr<TaskRun>>{});
+        batch = batches.end() - 1;
+      }
+      batch->second.push_back(std::move(run));
     }
+    for (auto& [executor, batch] : batches) executor->Run(std::move(batch));
   }
-  if (draining_ && active_.empty() && unsent_.empty()) {
-    Leave(now, "drained");
-    return false;
+  for (uint64_t run_id : out.cancel) {
+    auto it = runs_.find(run_id);
+    if (it == runs_.end()) continue;
+    it->second.executor->Cancel(it->second.run);
+    runs_.erase(it);
   }
-  if (draining_ && now >= drain_deadline_) {
-    Leave(now, "drain timeout");
-    return false;
-  }
-  return true;
-}
-
-void Worker::Impl::CheckConnection(absl::Time now) {
-  if (socket_ == nullptr) {
-    if (now < reconnect_at_) return;
+  if (out.left) left_ = true;
+  if (out.connect) {
+    WorkerOutbox next;
     absl::Status connected = Connect();
     if (!connected.ok()) {
       // Start() validated the endpoint, so this is transient (e.g. out of
       // file descriptors): try again later.
       DEXEC_LOG(ERROR) << "reconnect failed worker=" << name_ << " error=\""
                        << connected.message() << "\"";
-      reconnect_at_ = now + backoff_;
-      backoff_ = std::min(backoff_ * 2, kMaxBackoff);
+      core_->OnConnectFailed(now);
       return;
     }
-    last_recv_ = now;
-    SendRegister(now);
-    return;
-  }
-  if (now - last_recv_ >= interval_ * liveness_) {
-    PresumeBrokerDead(now);
-    return;
-  }
-  ForgetSettledResults();
-  if (welcomed_ && now - last_send_ >= interval_) {
-    wire::Frame frame;
-    frame.mutable_heartbeat()->set_busy(running_.load());
-    Send(std::move(frame), now);
+    core_->OnConnected(now, &next);
+    Apply(next, now);
   }
 }
 
-absl::Time Worker::Impl::NextTimer() const {
-  absl::Time next = drain_deadline_;
-  if (socket_ == nullptr) return std::min(next, reconnect_at_);
-  next = std::min(next, last_recv_ + interval_ * liveness_);
-  if (welcomed_) next = std::min(next, last_send_ + interval_);
-  return next;
-}
-
-void Worker::Impl::PresumeBrokerDead(absl::Time now) {
-  DEXEC_LOG(WARNING) << "broker lost worker=" << name_ << " broker="
-                     << options_.broker << " silent_for="
-                     << absl::FormatDuration(now - last_recv_)
-                     << " retry_in=" << absl::FormatDuration(backoff_)
-                     << " tasks=" << active_.size();
-  // Whatever is still queued for a dead peer is worthless: no linger.
-  CloseSocket(0);
-  reconnect_at_ = now + backoff_;
-  backoff_ = std::min(backoff_ * 2, kMaxBackoff);
-}
-
-void Worker::Impl::SendRegister(absl::Time now) {
-  welcomed_ = false;
-  register_pending_ = true;
-  if (!in_doubt_.empty()) {
-    // Offer them again, ahead of the newer unsent ones.
-    std::vector<wire::TaskResult> again;
-    again.reserve(in_doubt_.size() + unsent_.size());
-    for (SentResult& sent : in_doubt_) again.push_back(std::move(sent.result));
-    for (wire::TaskResult& r : unsent_) again.push_back(std::move(r));
-    unsent_ = std::move(again);
-    in_doubt_.clear();
-    in_doubt_bytes_ = 0;
+TaskExecutor* Worker::Impl::ExecutorFor(const wire::Task& task) {
+  if (coroutines_ != nullptr && registry_->IsAsync(task.name())) {
+    return coroutines_.get();
   }
-  wire::Frame frame;
-  wire::Register* reg = frame.mutable_register_();
-  reg->set_name(name_);
-  reg->set_host(HostName());
-  reg->set_pid(static_cast<int32_t>(::getpid()));
-  reg->set_threads(threads_);
-  reg->set_prefetch(prefetch_);
-  for (std::string& task : registry_->Names()) reg->add_tasks(std::move(task));
-  // Everything we still hold, so that a broker that restarted (or forgot
-  // us) keeps these attempts assigned to us instead of running them again.
-  // Sorted so the frame does not depend on hash order.
-  std::vector<TaskKey> held;
-  held.reserve(active_.size() + unsent_.size());
-  for (const auto& [key, run] : active_) held.push_back(key);
-  for (const wire::TaskResult& r : unsent_) held.push_back(KeyOf(r));
-  std::sort(held.begin(), held.end());
-  held.erase(std::unique(held.begin(), held.end()), held.end());
-  for (const TaskKey& key : held) {
-    wire::TaskRef* ref = reg->add_held();
-    ref->set_job_id(key.first);
-    ref->set_attempt(key.second);
+  // An unknown task fails wherever it goes; the pool is cheapest.
+  if (procs_ != nullptr &&
+      (pool_ == nullptr || (registry_->Has(task.name()) &&
+                            IsolationOf(task.name()) == Isolation::kProcess))) {
+    return procs_.get();
   }
-  Send(std::move(frame), now);
+  return pool_.get();
 }
 
-void Worker::Impl::Send(wire::Frame frame, absl::Time now) {
+void Worker::Impl::SendFrame(wire::Frame frame) {
   if (socket_ == nullptr) return;
   const std::string bytes = wire::EncodeFrame(std::move(frame));
   try {
@@ -572,13 +484,12 @@ void Worker::Impl::Send(wire::Frame frame, absl::Time now) {
                          << name_;
     }
   } catch (const zmq::error_t& e) {
-    DEXEC_LOG(ERROR) << "send to broker failed worker=" << name_
-                     << " error=\"" << e.what() << "\"";
+    DEXEC_LOG(ERROR) << "send to broker failed worker=" << name_ << " error=\""
+                     << e.what() << "\"";
   }
-  last_send_ = now;
 }
 
-void Worker::Impl::ReadFrames(absl::Time now) {
+void Worker::Impl::ReadFrames(absl::Time now, WorkerOutbox* out) {
   for (int i = 0; i < kMaxFramesPerIteration && socket_ != nullptr; ++i) {
     zmq::message_t message;
     try {
@@ -589,7 +500,7 @@ void Worker::Impl::ReadFrames(absl::Time now) {
         do {
           (void)socket_->recv(extra, zmq::recv_flags::none);
         } while (extra.more());
-        NoteBadFrame("message with more than one part", now);
+        core_->OnBadFrame("message with more than one part", now, out);
         continue;
       }
     } catch (const zmq::error_t& e) {
@@ -600,249 +511,21 @@ void Worker::Impl::ReadFrames(absl::Time now) {
     absl::StatusOr<wire::Frame> frame = wire::DecodeFrame(absl::string_view(
         static_cast<const char*>(message.data()), message.size()));
     if (!frame.ok()) {
-      NoteBadFrame(frame.status().message(), now);
+      core_->OnBadFrame(frame.status().message(), now, out);
       continue;
     }
-    in_bad_burst_ = false;
-    last_recv_ = now;
-    OnFrame(*frame, now);
+    core_->OnFrame(*frame, now, out);
   }
 }
 
-void Worker::Impl::OnFrame(wire::Frame& frame, absl::Time now) {
-  switch (frame.body_case()) {
-    case wire::Frame::kWelcome:
-      OnWelcome(frame.welcome(), now);
-      break;
-    case wire::Frame::kDispatch:
-      OnDispatch(*frame.mutable_dispatch(), now);
-      break;
-    case wire::Frame::kAbandon:
-      OnAbandon(frame.abandon());
-      break;
-    case wire::Frame::kReconnect:
-      if (register_pending_) {
-        DEXEC_LOG(DEBUG) << "Reconnect ignored: registration under way "
-                            "worker="
-                         << name_;
-        break;
-      }
-      DEXEC_LOG(INFO) << "broker asked to register again worker=" << name_;
-      SendRegister(now);
-      break;
-    case wire::Frame::kHeartbeat:
-      break;  // liveness only, noted by the caller
-    default:
-      NoteBadFrame("frame of a kind only workers send", now);
-      break;
-  }
-}
-
-void Worker::Impl::OnWelcome(const wire::Welcome& welcome, absl::Time now) {
-  interval_ = absl::Milliseconds(welcome.heartbeat_interval_ms());
-  liveness_ = welcome.liveness();
-  backoff_ = kInitialBackoff;
-  welcomed_ = true;
-  register_pending_ = false;
-  DEXEC_LOG(INFO) << "registered with broker worker=" << name_
-                  << " broker=" << options_.broker << " heartbeat="
-                  << absl::FormatDuration(interval_)
-                  << " liveness=" << liveness_
-                  << " pending_results=" << unsent_.size();
-  if (draining_) {
-    // A new broker session: say again that we take no more work.
-    wire::Frame frame;
-    frame.mutable_worker_state()->set_draining(true);
-    Send(std::move(frame), now);
-  }
-  FlushResults(now);
-}
-
-void Worker::Impl::OnDispatch(wire::Dispatch& dispatch, absl::Time now) {
-  std::vector<std::shared_ptr<TaskRun>> runs;
-  runs.reserve(dispatch.tasks_size());
-  for (wire::Task& task : *dispatch.mutable_tasks()) {
-    // timeout_ms is relative because the two hosts' clocks differ; the
-    // deadline starts when the task reaches us.
-    const absl::Time deadline =
-        task.timeout_ms() > 0 ? now + absl::Milliseconds(task.timeout_ms())
-                              : absl::InfiniteFuture();
-    TaskKey key(task.job_id(), task.attempt());
-    auto run = std::make_shared<TaskRun>(std::move(task), deadline);
-    if (!active_.emplace(key, run).second) {
-      DEXEC_LOG(DEBUG) << "duplicate dispatch ignored job=" << key.first
-                       << " attempt=" << key.second;
-      continue;
-    }
-    runs.push_back(std::move(run));
-  }
-  queue_.PushAll(std::move(runs));
-}
-
-void Worker::Impl::OnAbandon(const wire::Abandon& abandon) {
-  absl::flat_hash_set<TaskKey> finished;
-  for (const wire::TaskRef& ref : abandon.tasks()) {
-    const TaskKey key(ref.job_id(), ref.attempt());
-    auto it = active_.find(key);
-    if (it == active_.end()) {
-      finished.insert(key);
-      continue;
-    }
-    // The broker has already settled this attempt: cancel it (a sleeping
-    // task wakes at once, sys.exec kills its process group) and never
-    // report it, whatever it returns.
-    it->second->abandoned.store(true);
-    it->second->ctx.Cancel();
-    active_.erase(it);
-  }
-  if (finished.empty()) return;
-  // Finished already: the result may still wait for a Welcome (the broker
-  // abandons held attempts of settled jobs right after one), or be kept in
-  // doubt. Either way, never offer it again.
-  unsent_.erase(std::remove_if(unsent_.begin(), unsent_.end(),
-                               [&finished](const wire::TaskResult& r) {
-                                 return finished.contains(KeyOf(r));
-                               }),
-                unsent_.end());
-  for (auto d = in_doubt_.begin(); d != in_doubt_.end();) {
-    if (!finished.contains(KeyOf(d->result))) {
-      ++d;
-      continue;
-    }
-    in_doubt_bytes_ -= CostOf(d->result);
-    d = in_doubt_.erase(d);
-  }
-}
-
-void Worker::Impl::NoteBadFrame(absl::string_view why, absl::Time now) {
-  ++bad_frames_;
-  if (in_bad_burst_ && now - last_bad_log_ < kBadFrameLogInterval) return;
-  in_bad_burst_ = true;
-  last_bad_log_ = now;
-  DEXEC_LOG(WARNING) << "bad frame from broker dropped worker=" << name_
-                     << " reason=\"" << why
-                     << "\" bad_frames_total=" << bad_frames_;
-}
-
-void Worker::Impl::CollectResults(bool leaving) {
-  std::vector<IoEvent> events = mailbox_.Drain();
-  for (IoEvent& event : events) {
+void Worker::Impl::CollectResults() {
+  for (IoEvent& event : mailbox_.Drain()) {
     if (event.finished == nullptr) continue;  // a wake-up
     TaskRun& run = *event.finished;
-    auto it = active_.find(TaskKey(run.task.job_id(), run.task.attempt()));
-    if (it == active_.end() || it->second != event.finished) continue;
-    active_.erase(it);
-    // While leaving, a task that failed because we cancelled it has no
-    // result worth reporting: the broker requeues it when we leave.
-    if (leaving && run.finished_cancelled && !run.result.ok()) continue;
-    unsent_.push_back(std::move(run.result));
-  }
-}
-
-void Worker::Impl::FlushResults(absl::Time now) {
-  if (unsent_.empty() || !welcomed_) return;
-  // Everything finished since the last send goes in one frame.
-  wire::Frame frame;
-  wire::Results* results = frame.mutable_results();
-  results->mutable_results()->Reserve(static_cast<int>(unsent_.size()));
-  for (wire::TaskResult& r : unsent_) {
-    *results->add_results() = r;
-    in_doubt_bytes_ += CostOf(r);
-    in_doubt_.push_back(SentResult{now, std::move(r)});
-  }
-  unsent_.clear();
-  Send(std::move(frame), now);
-  ForgetSettledResults();
-}
-
-void Worker::Impl::ForgetSettledResults() {
-  // Sent a heartbeat interval before the broker's latest frame: it has
-  // almost surely read them by then, and its journal (group commit,
-  // milliseconds) has them too. A heuristic: the protocol has no acks.
-  const absl::Time settled_before = last_recv_ - interval_;
-  while (!in_doubt_.empty() && (in_doubt_.front().sent_at < settled_before ||
-                                in_doubt_bytes_ > kMaxInDoubtBytes)) {
-    in_doubt_bytes_ -= CostOf(in_doubt_.front().result);
-    in_doubt_.pop_front();
-  }
-}
-
-void Worker::Impl::Leave(absl::Time now, absl::string_view why) {
-  // Stop the pool taking tasks first, so nothing new starts while we
-  // cancel the rest.
-  queue_.Close();
-  int cancelled = 0;
-  for (auto& [key, run] : active_) {
-    if (!run->ctx.cancelled()) ++cancelled;
-    run->ctx.Cancel();
-  }
-  CollectResults(/*leaving=*/true);
-  const size_t unreported = active_.size();
-  FlushResults(now);
-  if (socket_ != nullptr) {
-    wire::Frame frame;
-    frame.mutable_worker_state()->set_leaving(true);
-    Send(std::move(frame), now);
-  }
-  CloseSocket(kLingerMs);
-  DEXEC_LOG(INFO) << "worker left broker worker=" << name_ << " reason=\""
-                  << why << "\" cancelled=" << cancelled
-                  << " unreported=" << unreported + unsent_.size();
-}
-
-// ------------------------------------------------------------ worker-pool
-
-void Worker::Impl::PoolLoop() {
-  while (std::shared_ptr<TaskRun> run = queue_.Pop()) {
-    if (run->abandoned.load(std::memory_order_relaxed)) continue;
-    Execute(*run);
-    mailbox_.Post(IoEvent{std::move(run)});
-  }
-}
-
-void Worker::Impl::Execute(TaskRun& run) {
-  running_.fetch_add(1, std::memory_order_relaxed);
-  const absl::Time started = absl::Now();
-  std::string output;
-  absl::Status status;
-  if (run.ctx.cancelled()) {
-    status = TaskError(kCancelledKind, "cancelled before it started");
-  } else if (started >= run.ctx.deadline()) {
-    status = TaskError(kTimeoutKind,
-                       "the job's deadline passed while the task waited for "
-                       "a free worker thread");
-  } else {
-    status = registry_->Run(run.task.name(), run.ctx, run.task.payload(),
-                            &output);
-  }
-  const absl::Time finished = absl::Now();
-  running_.fetch_sub(1, std::memory_order_relaxed);
-
-  run.task.clear_payload();  // may be large; the run lives until reported
-  wire::TaskResult& r = run.result;
-  r.set_job_id(run.task.job_id());
-  r.set_attempt(run.task.attempt());
-  r.set_started_at_us(absl::ToUnixMicros(started));
-  r.set_finished_at_us(absl::ToUnixMicros(finished));
-  r.set_output(std::move(output));
-  run.finished_cancelled = run.ctx.cancelled();
-  if (finished > run.ctx.deadline()) {
-    // Late is a timeout whatever the task says: the job asked for an answer
-    // by the deadline.
-    r.set_ok(false);
-    r.set_error_kind(std::string(kTimeoutKind));
-    r.set_error_message(
-        ErrorKindOf(status) == kTimeoutKind
-            ? std::string(status.message())
-            : absl::StrCat("task '", run.task.name(),
-                           "' ran past its deadline (timeout_ms=",
-                           run.task.timeout_ms(), ")"));
-    return;
-  }
-  r.set_ok(status.ok());
-  if (!status.ok()) {
-    r.set_error_kind(ErrorKindOf(status));
-    r.set_error_message(std::string(status.message()));
+    auto it = runs_.find(run.run_id);
+    if (it == runs_.end()) continue;  // cancelled for good: not wanted
+    runs_.erase(it);
+    core_->OnFinished(run.run_id, std::move(run.result));
   }
 }
 

@@ -13,7 +13,12 @@
 //   worker.Wait();      // returns once the worker has left the broker
 //
 // Threads: "worker-io" owns the socket for life and all connection state;
-// "worker-pool-N" run tasks and hand results back through a mailbox.
+// "worker-pool-N" run tasks and hand results back through a mailbox;
+// "worker-co-N" run coroutine tasks on event loops;
+// with process isolation, "worker-procs" owns the child processes (forked
+// by a zygote process that Start() forks first: call Start() before the
+// program starts threads of its own, so children inherit no lock another
+// thread held).
 //
 // Connection: the worker registers, adopts the heartbeat interval and
 // liveness of the broker's Welcome, and sends a Heartbeat when it has sent
@@ -77,6 +82,24 @@ struct WorkerOptions {
   std::string curve_server_key;
   std::string curve_public_key;
   std::string curve_secret_key;
+
+  // Coroutine tasks (task.h, e.g. sys.sleep) in flight at once, on
+  // `threads` event-loop threads; the broker sends up to this many of them
+  // (docs/DESIGN.md, "Credit").
+  int concurrency = 10000;
+  // Where tasks registered with Isolation::kDefault run (task_registry.h):
+  // kThread on `threads` pool threads, or kProcess in `threads` child
+  // processes, pre-forked at Start() and each replaced when it dies, so a
+  // task that crashes fails its job with kind "crashed" and nothing else.
+  Isolation isolation = Isolation::kThread;
+  // Process isolation: a child is replaced after this many tasks (bounding
+  // a task's leaks, as ProcessPoolExecutor's max_tasks_per_child); 0 =
+  // never.
+  int max_tasks_per_child = 0;
+  // Process isolation: each child's address-space limit (RLIMIT_AS); an
+  // allocation beyond it kills the child and fails its task "crashed".
+  // 0 = none.
+  int64_t child_memory_limit_bytes = 0;
 };
 
 class Worker {

@@ -656,6 +656,56 @@ TEST_F(WorkerTest, DrainTimeoutCancelsRunningTasksAndLeavesWithoutThem) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
 }
 
+TEST_F(WorkerTest, ATaskIsolatedInAProcessCrashesAloneAndTheWorkerGoesOn) {
+  ASSERT_TRUE(registry_
+                  .Register(
+                      "test.segv",
+                      [](TaskContext&, absl::string_view, std::string*) {
+                        ::raise(SIGSEGV);
+                        return absl::OkStatus();
+                      },
+                      {.isolation = Isolation::kProcess})
+                  .ok());
+  WorkerOptions options;
+  options.threads = 1;
+  const std::string id = StartAndRegister(options);
+  broker_.Dispatch(id, 1, 1, "test.segv", "");
+  std::vector<wire::TaskResult> results =
+      broker_.Results(1, absl::Now() + kWait);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_FALSE(results[0].ok());
+  EXPECT_EQ(results[0].error_kind(), "crashed") << results[0].error_message();
+  // Thread tasks and the next isolated one both still run.
+  broker_.Dispatch(id, 2, 1, "sys.echo", "thread");
+  broker_.Dispatch(id, 3, 1, "test.segv", "");
+  results = broker_.Results(2, absl::Now() + kWait);
+  ASSERT_EQ(results.size(), 2u);
+  std::sort(results.begin(), results.end(),
+            [](const auto& a, const auto& b) { return a.job_id() < b.job_id(); });
+  EXPECT_EQ(results[0].output(), "thread");
+  EXPECT_EQ(results[1].error_kind(), "crashed");
+}
+
+TEST_F(WorkerTest, ProcessIsolationAbandonKillsTheChildAndReportsNothing) {
+  WorkerOptions options;
+  options.threads = 1;
+  options.prefetch = 1;
+  options.isolation = Isolation::kProcess;
+  RegisterBlocker();  // in a child: only a kill ends it
+  const std::string id = StartAndRegister(options, kFastBeat, 100);
+  broker_.Dispatch(id, 1, 1, "test.block", "");
+  WaitUntilBusy(1);
+  const absl::Time abandoned_at = absl::Now();
+  broker_.Abandon(id, 1, 1);
+  broker_.Dispatch(id, 2, 1, "sys.echo", "after");
+  std::vector<wire::TaskResult> results =
+      broker_.Results(1, absl::Now() + kWait);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].job_id(), 2u);
+  EXPECT_EQ(results[0].output(), "after");
+  EXPECT_LT(absl::Now() - abandoned_at, absl::Seconds(2));
+}
+
 TEST_F(WorkerTest, StartRejectsBadOptions) {
   WorkerOptions options;
   options.broker = "not an endpoint";

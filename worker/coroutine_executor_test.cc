@@ -1,0 +1,204 @@
+// CoroutineExecutor with real event loops: thousands of suspended
+// coroutines on two threads, cancel and deadline of a suspended one, fd
+// readiness, nested coroutines.
+#include "worker/coroutine_executor.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "worker/task.h"
+#include "worker/task_error.h"
+#include "worker/task_registry.h"
+#include "worker/task_run.h"
+
+namespace dexec::worker {
+namespace {
+
+constexpr absl::Duration kWait = absl::Seconds(30);
+
+class Collector {
+ public:
+  RunDone Callback() {
+    return [this](std::shared_ptr<TaskRun> run) {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_.push_back(std::move(run));
+      cv_.notify_all();
+    };
+  }
+  std::vector<std::shared_ptr<TaskRun>> WaitFor(size_t n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, absl::ToChronoSeconds(kWait),
+                 [&] { return done_.size() >= n; });
+    return done_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::shared_ptr<TaskRun>> done_;
+};
+
+Task<int64_t> Twice(TaskContext& ctx, int64_t ms) {
+  co_await ctx.Sleep(absl::Milliseconds(ms));
+  co_await ctx.Sleep(absl::Milliseconds(ms));
+  co_return 2 * ms;
+}
+
+TaskRegistry& Registry() {
+  static TaskRegistry* registry = [] {
+    auto* r = new TaskRegistry();
+    auto ok = [](absl::Status s) { ASSERT_TRUE(s.ok()) << s; };
+    ok(RegisterAsync(*r, "test.sleep",
+                     [](TaskContext& ctx,
+                        std::string ms) -> Task<absl::StatusOr<std::string>> {
+                       int64_t n = 0;
+                       if (!absl::SimpleAtoi(ms, &n)) {
+                         co_return TaskError(kBadPayloadKind, "not a number");
+                       }
+                       if (co_await ctx.Sleep(absl::Milliseconds(n)))
+                         co_return "slept";
+                       co_return TaskError(
+                           ctx.cancelled() ? kCancelledKind : kTimeoutKind,
+                           "woken early");
+                     }));
+    ok(RegisterAsync(*r, "test.nested",
+                     [](TaskContext& ctx, std::string) -> Task<std::string> {
+                       co_return absl::StrCat(co_await Twice(ctx, 5));
+                     }));
+    ok(RegisterAsync(*r, "test.read",
+                     [](TaskContext& ctx, std::string fd) -> Task<std::string> {
+                       int n = -1;
+                       (void)absl::SimpleAtoi(fd, &n);
+                       if (!co_await ctx.WaitReadable(n)) co_return "not ready";
+                       char c = 0;
+                       (void)::read(n, &c, 1);
+                       co_return std::string(1, c);
+                     }));
+    ok(RegisterAsync(*r, "test.throw",
+                     [](TaskContext&, std::string) -> Task<std::string> {
+                       throw std::runtime_error("boom");
+                       co_return "";
+                     }));
+    return r;
+  }();
+  return *registry;
+}
+
+std::shared_ptr<TaskRun> MakeRun(uint64_t id, const std::string& task,
+                                 const std::string& payload,
+                                 absl::Time deadline = absl::InfiniteFuture()) {
+  wire::Task t;
+  t.set_job_id(id);
+  t.set_attempt(1);
+  t.set_name(task);
+  t.set_payload(payload);
+  return std::make_shared<TaskRun>(id, std::move(t), deadline);
+}
+
+class CoroutineExecutorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    executor_ = std::make_unique<CoroutineExecutor>(&Registry(), 2,
+                                                    collector_.Callback());
+    ASSERT_TRUE(executor_->Start().ok());
+  }
+  void TearDown() override { executor_->Shutdown(); }
+
+  Collector collector_;
+  std::unique_ptr<CoroutineExecutor> executor_;
+};
+
+TEST_F(CoroutineExecutorTest, TenThousandOneSecondSleepsOverlapOnTwoThreads) {
+  constexpr int kTasks = 10000;
+  std::vector<std::shared_ptr<TaskRun>> runs;
+  for (int i = 1; i <= kTasks; ++i) {
+    runs.push_back(MakeRun(i, "test.sleep", "1000"));
+  }
+  const absl::Time start = absl::Now();
+  executor_->Run(std::move(runs));
+  std::vector<std::shared_ptr<TaskRun>> done = collector_.WaitFor(kTasks);
+  const absl::Duration took = absl::Now() - start;
+  ASSERT_EQ(done.size(), size_t{kTasks});
+  int64_t latest_start = 0, earliest_end = INT64_MAX;
+  for (const auto& run : done) {
+    ASSERT_TRUE(run->result.ok()) << run->result.error_message();
+    latest_start = std::max(latest_start, run->result.started_at_us());
+    earliest_end = std::min(earliest_end, run->result.finished_at_us());
+    EXPECT_GE(run->result.finished_at_us() - run->result.started_at_us(),
+              999'000);
+  }
+  // Every sleep started before any ended: all 10,000 were suspended at
+  // once, on two threads.
+  EXPECT_LT(latest_start, earliest_end);
+  EXPECT_LT(took, absl::Seconds(5)) << "10,000 x 1 s took " << took;
+  std::printf("10000 x sys.sleep 1000 on 2 loop threads: %s\n",
+              absl::FormatDuration(took).c_str());
+}
+
+TEST_F(CoroutineExecutorTest, CancelResumesASuspendedCoroutineAtOnce) {
+  std::shared_ptr<TaskRun> run = MakeRun(1, "test.sleep", "60000");
+  executor_->Run({run});
+  const absl::Time deadline = absl::Now() + kWait;
+  while (executor_->running() == 0) {
+    ASSERT_LT(absl::Now(), deadline);
+    absl::SleepFor(absl::Milliseconds(1));  // a counter, not a signal
+  }
+  const absl::Time cancelled_at = absl::Now();
+  executor_->Cancel(run);
+  std::vector<std::shared_ptr<TaskRun>> done = collector_.WaitFor(1);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0]->result.error_kind(), kCancelledKind);
+  EXPECT_LT(absl::Now() - cancelled_at, absl::Milliseconds(500));
+}
+
+TEST_F(CoroutineExecutorTest, TheDeadlineResumesASuspendedCoroutine) {
+  const absl::Time start = absl::Now();
+  executor_->Run(
+      {MakeRun(1, "test.sleep", "60000", start + absl::Milliseconds(100))});
+  std::vector<std::shared_ptr<TaskRun>> done = collector_.WaitFor(1);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0]->result.error_kind(), kTimeoutKind);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+TEST_F(CoroutineExecutorTest, NestedCoroutinesFdReadinessAndExceptions) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  executor_->Run({MakeRun(1, "test.nested", ""),
+                  MakeRun(2, "test.read", absl::StrCat(fds[0])),
+                  MakeRun(3, "test.throw", ""), MakeRun(4, "no.such", "")});
+  ASSERT_EQ(::write(fds[1], "z", 1), 1);
+  std::vector<std::shared_ptr<TaskRun>> done = collector_.WaitFor(4);
+  ASSERT_EQ(done.size(), 4u);
+  std::sort(done.begin(), done.end(),
+            [](const auto& a, const auto& b) { return a->run_id < b->run_id; });
+  EXPECT_EQ(done[0]->result.output(), "10");
+  EXPECT_EQ(done[1]->result.output(), "z");
+  EXPECT_EQ(done[2]->result.error_kind(), kExceptionKind);
+  EXPECT_EQ(done[3]->result.error_kind(), kUnknownTaskKind);
+  ::close(fds[0]);
+  ::close(fds[1]);
+}
+
+TEST(CoroutineTaskOnAThread, RunsBlockingThroughTheRegistry) {
+  TaskContext ctx(1, 1, absl::InfiniteFuture());
+  std::string out;
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(Registry().Run("test.sleep", ctx, "20", &out).ok());
+  EXPECT_EQ(out, "slept");
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(20));
+}
+
+}  // namespace
+}  // namespace dexec::worker

@@ -1,0 +1,31 @@
+// http.get: an HTTP request made by a coroutine task (worker/task.h) on
+// libcurl (one easy handle per request, driven through the TaskContext's
+// fd and timer awaitables, so a waiting request holds no thread).
+//
+// The payload is a URL (http:// or https://), or a dexec.tasks.HttpRequest
+// (method, URL, headers, body, timeout). The output is always a
+// dexec.tasks.HttpResponse (status, headers, body):
+//   - 2xx: the task succeeds;
+//   - another status: kind "http_status", the response kept as output;
+//   - no answer (refused, reset, DNS): kind "http_error";
+//   - the request's timeout_ms: kind "timeout"; cancel: "cancelled";
+//   - a payload that is neither: kind "bad_payload".
+// Bodies over kHttpMaxBodyBytes fail with kind "http_error".
+#ifndef DEXEC_WORKER_HTTP_TASK_H_
+#define DEXEC_WORKER_HTTP_TASK_H_
+
+#include <cstddef>
+
+#include "absl/status/status.h"
+#include "worker/task_registry.h"
+
+namespace dexec::worker {
+
+inline constexpr size_t kHttpMaxBodyBytes = 64 << 20;
+
+// Registers "http.get" (a coroutine task) in `registry`.
+absl::Status RegisterHttpTask(TaskRegistry* registry);
+
+}  // namespace dexec::worker
+
+#endif  // DEXEC_WORKER_HTTP_TASK_H_

@@ -1,0 +1,235 @@
+// http.get on the real coroutine loop against a real HTTP server on
+// loopback (a small one in this test, so the test needs nothing
+// installed): status codes, a body kept on failure, a server that never
+// answers, a refused connection, a bad URL, a large body.
+#include "worker/http_task.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "protos/tasks.pb.h"
+#include "worker/coroutine_executor.h"
+#include "worker/task_error.h"
+#include "worker/task_registry.h"
+#include "worker/task_run.h"
+
+namespace dexec::worker {
+namespace {
+
+constexpr absl::Duration kWait = absl::Seconds(30);
+constexpr size_t kLargeBody = 8 << 20;
+
+// An HTTP/1.0 server on 127.0.0.1, one connection at a time:
+//   /ok -> 200 "hello"; /missing -> 404 "not here"; /large -> 8 MiB;
+//   /hang -> reads the request and never answers.
+class TestServer {
+ public:
+  TestServer() {
+    listen_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr = {};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(listen_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    ::listen(listen_, 64);
+    socklen_t len = sizeof(addr);
+    ::getsockname(listen_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~TestServer() {
+    stop_.store(true);
+    ::shutdown(listen_, SHUT_RDWR);
+    thread_.join();
+    ::close(listen_);
+    for (int fd : hanging_) ::close(fd);
+  }
+  std::string Url(const std::string& path) const {
+    return absl::StrCat("http://127.0.0.1:", port_, path);
+  }
+
+ private:
+  void Serve() {
+    while (!stop_.load()) {
+      const int fd = ::accept4(listen_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) return;
+      std::string request;
+      char buf[4096];
+      while (request.find("\r\n\r\n") == std::string::npos) {
+        const ssize_t n = ::read(fd, buf, sizeof(buf));
+        if (n <= 0) break;
+        request.append(buf, n);
+      }
+      std::string status = "200 OK", body = "hello";
+      if (absl::StartsWith(request, "GET /hang")) {
+        hanging_.push_back(fd);
+        continue;
+      } else if (absl::StartsWith(request, "GET /missing")) {
+        status = "404 Not Found";
+        body = "not here";
+      } else if (absl::StartsWith(request, "GET /large")) {
+        body.assign(kLargeBody, 'x');
+      }
+      const std::string response =
+          absl::StrCat("HTTP/1.0 ", status, "\r\nContent-Length: ", body.size(),
+                       "\r\nX-Test: yes\r\n\r\n", body);
+      size_t sent = 0;
+      while (sent < response.size()) {
+        const ssize_t n = ::send(fd, response.data() + sent,
+                                 response.size() - sent, MSG_NOSIGNAL);
+        if (n <= 0) break;
+        sent += n;
+      }
+      ::close(fd);
+    }
+  }
+
+  int listen_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::vector<int> hanging_;  // the server thread's
+  std::thread thread_;
+};
+
+class HttpTaskTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(RegisterHttpTask(&registry_).ok());
+    executor_ = std::make_unique<CoroutineExecutor>(
+        &registry_, 1, [this](std::shared_ptr<TaskRun> run) {
+          std::lock_guard<std::mutex> lock(mu_);
+          done_.push_back(std::move(run));
+          cv_.notify_all();
+        });
+    ASSERT_TRUE(executor_->Start().ok());
+  }
+  void TearDown() override { executor_->Shutdown(); }
+
+  // Runs http.get with `payload` and returns its finished run.
+  std::shared_ptr<TaskRun> Get(const std::string& payload,
+                               absl::Duration timeout = kWait) {
+    wire::Task t;
+    t.set_job_id(++next_id_);
+    t.set_attempt(1);
+    t.set_name("http.get");
+    t.set_payload(payload);
+    auto run = std::make_shared<TaskRun>(next_id_, std::move(t),
+                                         absl::Now() + timeout);
+    executor_->Run({run});
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, absl::ToChronoSeconds(kWait + timeout),
+                 [&] { return !done_.empty() && done_.back() == run; });
+    EXPECT_FALSE(done_.empty()) << "http.get " << payload << " never ended";
+    return run;
+  }
+
+  static tasks::HttpResponse Response(const TaskRun& run) {
+    tasks::HttpResponse r;
+    EXPECT_TRUE(r.ParseFromString(run.result.output()));
+    return r;
+  }
+
+  TestServer server_;
+  TaskRegistry registry_;
+  std::unique_ptr<CoroutineExecutor> executor_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::shared_ptr<TaskRun>> done_;
+  uint64_t next_id_ = 0;
+};
+
+TEST_F(HttpTaskTest, A200GivesStatusHeadersAndBody) {
+  std::shared_ptr<TaskRun> run = Get(server_.Url("/ok"));
+  ASSERT_TRUE(run->result.ok()) << run->result.error_message();
+  tasks::HttpResponse r = Response(*run);
+  EXPECT_EQ(r.status(), 200);
+  EXPECT_EQ(r.body(), "hello");
+  bool header = false;
+  for (const std::string& h : r.headers()) header |= h == "X-Test: yes";
+  EXPECT_TRUE(header);
+}
+
+TEST_F(HttpTaskTest, A404FailsWithHttpStatusAndKeepsTheBody) {
+  tasks::HttpRequest req;
+  req.set_url(server_.Url("/missing"));
+  std::shared_ptr<TaskRun> run = Get(req.SerializeAsString());
+  EXPECT_FALSE(run->result.ok());
+  EXPECT_EQ(run->result.error_kind(), "http_status");
+  tasks::HttpResponse r = Response(*run);
+  EXPECT_EQ(r.status(), 404);
+  EXPECT_EQ(r.body(), "not here");
+}
+
+TEST_F(HttpTaskTest, AServerThatNeverAnswersTimesOut) {
+  tasks::HttpRequest req;
+  req.set_url(server_.Url("/hang"));
+  req.set_timeout_ms(200);
+  const absl::Time start = absl::Now();
+  std::shared_ptr<TaskRun> run = Get(req.SerializeAsString());
+  EXPECT_EQ(run->result.error_kind(), kTimeoutKind)
+      << run->result.error_message();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+TEST_F(HttpTaskTest, ARefusedConnectionIsAnHttpError) {
+  // A port that was free a moment ago and has no listener now.
+  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr = {};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(s, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(s);
+  std::shared_ptr<TaskRun> run =
+      Get(absl::StrCat("http://127.0.0.1:", ntohs(addr.sin_port), "/"));
+  EXPECT_EQ(run->result.error_kind(), "http_error");
+}
+
+TEST_F(HttpTaskTest, ABadUrlIsABadPayloadOrAnHttpError) {
+  EXPECT_EQ(Get("ftp://example.com/")->result.error_kind(), kBadPayloadKind);
+  EXPECT_EQ(Get("http://[::1")->result.error_kind(), "http_error");
+}
+
+TEST_F(HttpTaskTest, ALargeBodyArrivesWhole) {
+  std::shared_ptr<TaskRun> run = Get(server_.Url("/large"));
+  ASSERT_TRUE(run->result.ok()) << run->result.error_message();
+  EXPECT_EQ(Response(*run).body().size(), kLargeBody);
+}
+
+TEST_F(HttpTaskTest, CancelEndsARequestAtOnce) {
+  wire::Task t;
+  t.set_job_id(99);
+  t.set_attempt(1);
+  t.set_name("http.get");
+  t.set_payload(server_.Url("/hang"));
+  auto run =
+      std::make_shared<TaskRun>(99, std::move(t), absl::InfiniteFuture());
+  executor_->Run({run});
+  const absl::Time deadline = absl::Now() + kWait;
+  while (executor_->running() == 0) {
+    ASSERT_LT(absl::Now(), deadline);
+    absl::SleepFor(absl::Milliseconds(1));  // a counter, not a signal
+  }
+  executor_->Cancel(run);
+  std::unique_lock<std::mutex> lock(mu_);
+  ASSERT_TRUE(cv_.wait_for(lock, absl::ToChronoSeconds(kWait),
+                           [&] { return !done_.empty(); }));
+  EXPECT_EQ(done_.back()->result.error_kind(), kCancelledKind);
+}
+
+}  // namespace
+}  // namespace dexec::worker

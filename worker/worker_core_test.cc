@@ -1,0 +1,366 @@
+// WorkerCore's decisions, driven with a manual clock and real frames: no
+// socket, no thread.
+#include "worker/worker_core.h"
+
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace dexec::worker {
+namespace {
+
+const absl::Time kT0 = absl::FromUnixSeconds(1'700'000'000);
+
+class WorkerCoreTest : public ::testing::Test {
+ protected:
+  WorkerCoreTest() : core_(Options(), kT0) {}
+
+  static WorkerCoreOptions Options() {
+    WorkerCoreOptions o;
+    o.name = "w1";
+    o.host = "h";
+    o.pid = 42;
+    o.threads = 2;
+    o.prefetch = 8;
+    o.tasks = {"a", "b"};
+    o.heartbeat_interval = absl::Seconds(1);
+    o.liveness = 3;
+    o.drain_timeout = absl::Seconds(5);
+    return o;
+  }
+
+  WorkerOutbox& Out() {
+    out_.Clear();
+    return out_;
+  }
+
+  void Advance(absl::Duration d) { now_ += d; }
+
+  void Connect() { core_.OnConnected(now_, &Out()); }
+
+  void Welcome() {
+    wire::Frame f;
+    f.mutable_welcome()->set_heartbeat_interval_ms(1000);
+    f.mutable_welcome()->set_liveness(3);
+    core_.OnFrame(f, now_, &Out());
+  }
+
+  // Dispatches attempt 1 of each job; returns the starts decided.
+  std::vector<TaskStart> Dispatch(std::vector<uint64_t> jobs,
+                                  int64_t timeout_ms = 0,
+                                  uint32_t attempt = 1) {
+    wire::Frame f;
+    for (uint64_t job : jobs) {
+      wire::Task* t = f.mutable_dispatch()->add_tasks();
+      t->set_job_id(job);
+      t->set_attempt(attempt);
+      t->set_name("a");
+      t->set_timeout_ms(timeout_ms);
+    }
+    core_.OnFrame(f, now_, &Out());
+    return out_.start;
+  }
+
+  void Abandon(uint64_t job, uint32_t attempt = 1) {
+    wire::Frame f;
+    wire::TaskRef* ref = f.mutable_abandon()->add_tasks();
+    ref->set_job_id(job);
+    ref->set_attempt(attempt);
+    core_.OnFrame(f, now_, &Out());
+  }
+
+  void Finish(const TaskStart& start, bool ok = true) {
+    wire::TaskResult r;
+    r.set_job_id(start.task.job_id());
+    r.set_attempt(start.task.attempt());
+    r.set_ok(ok);
+    r.set_output("out");
+    core_.OnFinished(start.run_id, r);
+  }
+
+  // Kinds of the frames in the last outbox.
+  std::vector<wire::Frame::BodyCase> Kinds() const {
+    std::vector<wire::Frame::BodyCase> kinds;
+    for (const wire::Frame& f : out_.frames) kinds.push_back(f.body_case());
+    return kinds;
+  }
+
+  absl::Time now_ = kT0;
+  WorkerCore core_;
+  WorkerOutbox out_;
+};
+
+TEST_F(WorkerCoreTest, RegistersOnConnectWithItsTasksAndCredit) {
+  Connect();
+  ASSERT_EQ(out_.frames.size(), 1u);
+  const wire::Register& r = out_.frames[0].register_();
+  EXPECT_EQ(r.name(), "w1");
+  EXPECT_EQ(r.pid(), 42);
+  EXPECT_EQ(r.threads(), 2);
+  EXPECT_EQ(r.prefetch(), 8);
+  EXPECT_EQ(std::vector<std::string>(r.tasks().begin(), r.tasks().end()),
+            (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(r.held_size(), 0);
+}
+
+TEST_F(WorkerCoreTest, HeartbeatsOnlyAfterWelcomeAndOnlyWhenSilent) {
+  Connect();
+  Advance(absl::Milliseconds(1500));
+  core_.Tick(now_, &Out());
+  EXPECT_TRUE(out_.frames.empty()) << "no heartbeat before the Welcome";
+  Welcome();
+  core_.Tick(now_, &Out());
+  EXPECT_EQ(out_.frames.size(), 1u) << "silent since the Register";
+  Advance(absl::Milliseconds(999));
+  core_.Tick(now_, &Out());
+  EXPECT_TRUE(out_.frames.empty());
+  Advance(absl::Milliseconds(1));
+  core_.set_busy(3);
+  core_.Tick(now_, &Out());
+  ASSERT_EQ(Kinds(),
+            std::vector<wire::Frame::BodyCase>{wire::Frame::kHeartbeat});
+  EXPECT_EQ(out_.frames[0].heartbeat().busy(), 3);
+  EXPECT_EQ(core_.NextTimer(), now_ + absl::Seconds(1));
+}
+
+TEST_F(WorkerCoreTest, DispatchStartsEachAttemptOnceWithItsDeadline) {
+  Connect();
+  Welcome();
+  std::vector<TaskStart> starts = Dispatch({1, 2}, /*timeout_ms=*/500);
+  ASSERT_EQ(starts.size(), 2u);
+  EXPECT_NE(starts[0].run_id, starts[1].run_id);
+  EXPECT_EQ(starts[0].deadline, now_ + absl::Milliseconds(500));
+  EXPECT_TRUE(Dispatch({1}).empty()) << "a repeated (job, attempt)";
+  EXPECT_EQ(Dispatch({1}, 0, /*attempt=*/2).size(), 1u);
+  EXPECT_EQ(Dispatch({3}, 0)[0].deadline, absl::InfiniteFuture());
+  EXPECT_EQ(core_.held(), 4u);
+}
+
+TEST_F(WorkerCoreTest, ResultsWaitForTheWelcomeThenGoInOneFrame) {
+  Connect();
+  Welcome();
+  std::vector<TaskStart> starts = Dispatch({1, 2});
+  // The broker goes silent; we reconnect and register again.
+  Advance(absl::Seconds(3));
+  core_.Tick(now_, &Out());
+  EXPECT_EQ(out_.close_linger_ms, 0);
+  Finish(starts[0]);
+  Finish(starts[1]);
+  core_.Flush(now_, &Out());
+  EXPECT_TRUE(out_.frames.empty()) << "not registered: results wait";
+  Advance(WorkerCore::kInitialBackoff);
+  core_.Tick(now_, &Out());
+  EXPECT_TRUE(out_.connect);
+  Connect();
+  ASSERT_EQ(out_.frames.size(), 1u);
+  EXPECT_EQ(out_.frames[0].register_().held_size(), 2)
+      << "unsent results count as held";
+  Welcome();
+  ASSERT_EQ(Kinds(), std::vector<wire::Frame::BodyCase>{wire::Frame::kResults});
+  EXPECT_EQ(out_.frames[0].results().results_size(), 2);
+}
+
+TEST_F(WorkerCoreTest, SilentBrokerIsPresumedDeadAndReconnectBacksOff) {
+  Connect();
+  Welcome();
+  Advance(absl::Milliseconds(2999));
+  core_.Tick(now_, &Out());
+  EXPECT_EQ(out_.close_linger_ms, -1);
+  Advance(absl::Milliseconds(1));
+  core_.Tick(now_, &Out());
+  EXPECT_EQ(out_.close_linger_ms, 0);
+  EXPECT_FALSE(core_.connected());
+  EXPECT_EQ(core_.NextTimer(), now_ + absl::Milliseconds(250));
+  Advance(absl::Milliseconds(250));
+  core_.Tick(now_, &Out());
+  ASSERT_TRUE(out_.connect);
+  core_.OnConnectFailed(now_);
+  EXPECT_EQ(core_.NextTimer(), now_ + absl::Milliseconds(500));
+  Advance(absl::Milliseconds(500));
+  core_.Tick(now_, &Out());
+  ASSERT_TRUE(out_.connect);
+  Connect();
+  // Still no Welcome: silent again, and the backoff keeps growing.
+  Advance(absl::Seconds(3));
+  core_.Tick(now_, &Out());
+  EXPECT_EQ(core_.NextTimer(), now_ + absl::Seconds(1));
+  // A Welcome resets it.
+  Advance(absl::Seconds(1));
+  core_.Tick(now_, &Out());
+  Connect();
+  Welcome();
+  Advance(absl::Seconds(3));
+  core_.Tick(now_, &Out());
+  EXPECT_EQ(core_.NextTimer(), now_ + WorkerCore::kInitialBackoff);
+}
+
+TEST_F(WorkerCoreTest, ReRegisterListsEveryAttemptItStillHoldsSorted) {
+  Connect();
+  Welcome();
+  std::vector<TaskStart> starts = Dispatch({7, 3, 5});
+  Finish(starts[0]);  // unsent until Flush
+  wire::Frame reconnect;
+  reconnect.mutable_reconnect();
+  core_.OnFrame(reconnect, now_, &Out());
+  ASSERT_EQ(out_.frames.size(), 1u);
+  const wire::Register& r = out_.frames[0].register_();
+  ASSERT_EQ(r.held_size(), 3);
+  EXPECT_EQ(r.held(0).job_id(), 3u);
+  EXPECT_EQ(r.held(1).job_id(), 5u);
+  EXPECT_EQ(r.held(2).job_id(), 7u);
+}
+
+TEST_F(WorkerCoreTest, AReconnectBeforeTheWelcomeIsIgnored) {
+  Connect();
+  wire::Frame reconnect;
+  reconnect.mutable_reconnect();
+  core_.OnFrame(reconnect, now_, &Out());
+  EXPECT_TRUE(out_.frames.empty());
+  Welcome();
+  core_.OnFrame(reconnect, now_, &Out());
+  EXPECT_EQ(Kinds(),
+            std::vector<wire::Frame::BodyCase>{wire::Frame::kRegister});
+}
+
+TEST_F(WorkerCoreTest, ResultsInDoubtAreOfferedAgainUntilSettled) {
+  Connect();
+  Welcome();
+  std::vector<TaskStart> starts = Dispatch({1, 2});
+  Finish(starts[0]);
+  core_.Flush(now_, &Out());
+  EXPECT_EQ(core_.in_doubt(), 1u);
+  // The broker says nothing for a while, then asks us to register: the
+  // result may be lost, so it is held again and resent after the Welcome.
+  Advance(absl::Milliseconds(500));
+  wire::Frame reconnect;
+  reconnect.mutable_reconnect();
+  core_.OnFrame(reconnect, now_, &Out());
+  EXPECT_EQ(out_.frames[0].register_().held_size(), 2);
+  Welcome();
+  ASSERT_EQ(Kinds(), std::vector<wire::Frame::BodyCase>{wire::Frame::kResults});
+  // A frame from the broker more than an interval after the send settles
+  // it: it is not offered again.
+  Finish(starts[1]);
+  core_.Flush(now_, &Out());
+  Advance(absl::Milliseconds(1500));
+  wire::Frame hb;
+  hb.mutable_heartbeat();
+  core_.OnFrame(hb, now_, &Out());
+  core_.Tick(now_, &Out());
+  EXPECT_EQ(core_.in_doubt(), 0u);
+  core_.OnFrame(reconnect, now_, &Out());
+  EXPECT_EQ(out_.frames[0].register_().held_size(), 0);
+}
+
+TEST_F(WorkerCoreTest, AbandonCancelsARunningAttemptAndIgnoresItsResult) {
+  Connect();
+  Welcome();
+  std::vector<TaskStart> starts = Dispatch({1});
+  Abandon(1);
+  EXPECT_EQ(out_.cancel, std::vector<uint64_t>{starts[0].run_id});
+  Finish(starts[0]);
+  core_.Flush(now_, &Out());
+  EXPECT_TRUE(out_.frames.empty()) << "an abandoned attempt reports nothing";
+  EXPECT_EQ(core_.held(), 0u);
+}
+
+TEST_F(WorkerCoreTest, AbandonOfAnUnsentOrInDoubtResultDropsIt) {
+  Connect();
+  std::vector<TaskStart> starts = Dispatch({1, 2});
+  Finish(starts[0]);
+  Finish(starts[1]);
+  Abandon(1);  // unsent (no Welcome yet)
+  EXPECT_TRUE(out_.cancel.empty());
+  Welcome();
+  ASSERT_EQ(out_.frames.size(), 1u);
+  ASSERT_EQ(out_.frames[0].results().results_size(), 1);
+  EXPECT_EQ(out_.frames[0].results().results(0).job_id(), 2u);
+  Abandon(2);  // in doubt
+  EXPECT_EQ(core_.in_doubt(), 0u);
+}
+
+TEST_F(WorkerCoreTest, ARepeatedDispatchAfterAbandonIsANewRun) {
+  Connect();
+  Welcome();
+  std::vector<TaskStart> first = Dispatch({1});
+  Abandon(1);
+  std::vector<TaskStart> second = Dispatch({1});
+  ASSERT_EQ(second.size(), 1u);
+  Finish(first[0]);  // the abandoned run's late result
+  core_.Flush(now_, &Out());
+  EXPECT_TRUE(out_.frames.empty());
+  Finish(second[0]);
+  core_.Flush(now_, &Out());
+  EXPECT_EQ(Kinds(), std::vector<wire::Frame::BodyCase>{wire::Frame::kResults});
+}
+
+TEST_F(WorkerCoreTest, DrainSaysSoThenLeavesOnceEverythingIsReported) {
+  Connect();
+  Welcome();
+  std::vector<TaskStart> starts = Dispatch({1});
+  core_.Drain(now_, &Out());
+  ASSERT_EQ(Kinds(),
+            std::vector<wire::Frame::BodyCase>{wire::Frame::kWorkerState});
+  EXPECT_TRUE(out_.frames[0].worker_state().draining());
+  EXPECT_FALSE(out_.left);
+  Finish(starts[0]);
+  core_.Flush(now_, &Out());
+  core_.Tick(now_, &Out());
+  EXPECT_TRUE(out_.left);
+  EXPECT_EQ(out_.left_reason, "drained");
+  ASSERT_EQ(Kinds(),
+            std::vector<wire::Frame::BodyCase>{wire::Frame::kWorkerState});
+  EXPECT_TRUE(out_.frames[0].worker_state().leaving());
+  EXPECT_EQ(out_.close_linger_ms, WorkerCore::kLeaveLingerMs);
+}
+
+TEST_F(WorkerCoreTest, DrainTimeoutCancelsTheRestAndLeavesWithoutThem) {
+  Connect();
+  Welcome();
+  std::vector<TaskStart> starts = Dispatch({1, 2});
+  Finish(starts[0]);
+  core_.Drain(now_, &Out());
+  Advance(absl::Seconds(5));
+  core_.Tick(now_, &Out());
+  EXPECT_TRUE(out_.left);
+  EXPECT_EQ(out_.left_reason, "drain timeout");
+  EXPECT_EQ(out_.cancel, std::vector<uint64_t>{starts[1].run_id});
+  EXPECT_EQ(Kinds(), (std::vector<wire::Frame::BodyCase>{
+                         wire::Frame::kResults, wire::Frame::kWorkerState}));
+  Finish(starts[1]);
+  core_.Flush(now_, &Out());
+  EXPECT_TRUE(out_.frames.empty()) << "nothing after leaving";
+}
+
+TEST_F(WorkerCoreTest, StopSendsWhatFinishedThenLeaves) {
+  Connect();
+  Welcome();
+  std::vector<TaskStart> starts = Dispatch({1, 2});
+  Finish(starts[1]);
+  core_.Stop(now_, &Out());
+  EXPECT_TRUE(out_.left);
+  EXPECT_EQ(out_.cancel, std::vector<uint64_t>{starts[0].run_id});
+  EXPECT_EQ(Kinds(), (std::vector<wire::Frame::BodyCase>{
+                         wire::Frame::kResults, wire::Frame::kWorkerState}));
+  EXPECT_EQ(core_.NextTimer(), absl::InfiniteFuture());
+}
+
+TEST_F(WorkerCoreTest, BadFramesAreCountedAndLoggedOncePerBurst) {
+  Connect();
+  core_.OnBadFrame("garbage", now_, &Out());
+  EXPECT_NE(out_.bad_frame_log.find("garbage"), std::string::npos);
+  core_.OnBadFrame("garbage", now_, &Out());
+  EXPECT_TRUE(out_.bad_frame_log.empty());
+  Advance(WorkerCore::kBadFrameLogInterval);
+  core_.OnBadFrame("garbage", now_, &Out());
+  EXPECT_FALSE(out_.bad_frame_log.empty());
+  EXPECT_EQ(core_.bad_frames(), 3);
+  wire::Frame wrong;
+  wrong.mutable_results();  // only workers send Results
+  core_.OnFrame(wrong, now_, &Out());
+  EXPECT_FALSE(out_.bad_frame_log.empty()) << "a good frame ends the burst";
+}
+
+}  // namespace
+}  // namespace dexec::worker
