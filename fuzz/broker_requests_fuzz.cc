@@ -11,6 +11,8 @@
 // Any bytes get an answer (some status, never a dead or hung server): a
 // call that is not answered within its deadline, or finds the server
 // unavailable, aborts.
+#include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -107,7 +109,8 @@ class Server {
                           &ctx));
     size_t i = 0;
     while (i < size) {
-      size_t n = std::min<size_t>(data[i++], size - i);
+      const size_t len = data[i++];
+      size_t n = std::min<size_t>(len, size - i);
       grpc::Slice slice(data + i, n);
       grpc::ByteBuffer msg(&slice, 1);
       i += n;

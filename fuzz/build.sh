@@ -79,6 +79,14 @@ build() {
   esac
   # shellcheck disable=SC2086
   local objs; objs="$(objects $srcs)"
+  local newest f
+  if [ -e "$OUT/$target" ]; then
+    newest=""
+    for f in "fuzz/$target.cc" $objs; do
+      [ "$f" -nt "$OUT/$target" ] && newest="$f"
+    done
+    [ -z "$newest" ] && return 0
+  fi
   echo "fuzz: linking $target" >&2
   # shellcheck disable=SC2086
   $CXX $CXXFLAGS -fsanitize=fuzzer "fuzz/$target.cc" $objs $libs \
