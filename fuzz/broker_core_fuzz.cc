@@ -243,8 +243,12 @@ class Driver {
       Fail("CancelResponse has not one answer per id");
     }
     for (int i = 0; i < ids.size(); ++i) {
+      // True means CANCELLED now: cancelled by this request, or already
+      // (dexec.proto); never for a job that succeeded, failed or is unknown.
       if (resp.cancelled(i) && (before[i] == v1::Job::STATE_UNSPECIFIED ||
-                                IsTerminal(before[i]))) {
+                                before[i] == v1::Job::SUCCEEDED ||
+                                before[i] == v1::Job::FAILED ||
+                                resp.states(i) != v1::Job::CANCELLED)) {
         Fail(absl::StrCat("Cancel of job ", ids[i], " in state ",
                           before[i], " answered true"));
       }
