@@ -4,7 +4,7 @@ BAZEL ?= bazel
 # Extra flags for bazel build/test, e.g. BAZEL_FLAGS=--config=asan
 BAZEL_FLAGS ?=
 
-.PHONY: deps build test demo bench clean sanitize python install
+.PHONY: deps build test demo bench clean sanitize python install fuzz
 
 deps:
 	./bazel/install-deps.sh
@@ -14,13 +14,17 @@ build: deps
 
 # -k: every test target runs and reports, so .ci/run counts them all.
 # Then the Python suite (python/tests, against the binaries just built),
-# its results in PYTEST_XML for .ci/count_tests.py.
+# its results in PYTEST_XML for .ci/count_tests.py. Then the fuzz smoke
+# runs (fuzz/smoke.sh: each target ~5 s on its seed corpus), their results
+# in bazel-testlogs-fuzz/<target>/test.xml.
 PYTEST_XML ?= $(CURDIR)/bazel-testlogs-python/pytest.xml
 test: build python
 	$(BAZEL) test -k $(BAZEL_FLAGS) //...; rc=$$?; \
 	mkdir -p $(dir $(PYTEST_XML)); \
 	/usr/bin/python3 -m pytest -q python/tests --junitxml=$(PYTEST_XML); \
-	prc=$$?; [ $$rc = 0 ] && [ $$prc = 0 ]
+	prc=$$?; \
+	./fuzz/smoke.sh; frc=$$?; \
+	[ $$rc = 0 ] && [ $$prc = 0 ] && [ $$frc = 0 ]
 
 # The Python package's generated stubs (python/dexec/_proto); then
 # PYTHONPATH=$(CURDIR)/python /usr/bin/python3 -c 'import dexec' works.
@@ -55,3 +59,10 @@ sanitize: deps
 # dexec alone; ONLY="a b micro": some phases.
 bench: deps
 	./bench/run.sh
+
+# The libFuzzer targets (fuzz/, built with clang by fuzz/build.sh), each
+# for FUZZ_SECONDS on its seed corpus; new inputs are not kept, a crash is
+# (fuzz/out/crash-*). FUZZ_SECONDS=5 is what `make test` runs.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./fuzz/smoke.sh
