@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "auth/secret_file.h"
@@ -236,9 +237,13 @@ grpc::Status CallRetryingUnavailable(
   }
 }
 
+// An Executor's error as the CLI reports it: the library names its option,
+// the user set the flag.
 grpc::Status ToGrpcStatus(const absl::Status& s) {
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()),
-                      std::string(s.message()));
+  return grpc::Status(
+      static_cast<grpc::StatusCode>(s.code()),
+      absl::StrReplaceAll(s.message(), {{"ExecutorOptions::reconnect_timeout",
+                                         "--reconnect_timeout"}}));
 }
 
 ExecutorOptions ExecutorOptionsFor(const ParsedCommand& cmd,

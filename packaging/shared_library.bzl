@@ -5,7 +5,8 @@ a library nothing in the link calls into comes out empty, and it has no
 cc_shared_library. This rule links every static archive in the deps'
 closure with --whole-archive, and the deps' link flags (Debian's -l
 libraries) as DT_NEEDED entries. --no-undefined turns a missing library
-into a build error here rather than a link error for our users.
+into a build error here rather than a link error for our users. Only our
+own symbols are exported (exports.map).
 """
 
 def _dexec_shared_library_impl(ctx):
@@ -30,6 +31,7 @@ def _dexec_shared_library_impl(ctx):
     args.add("-o", out)
     args.add("-Wl,-soname," + ctx.attr.name)
     args.add("-Wl,--no-undefined")
+    args.add("-Wl,--version-script=" + ctx.file.exports.path)
     args.add("-Wl,-z,relro,-z,now")
     args.add("-Wl,--whole-archive")
     args.add_all(archives)
@@ -42,7 +44,7 @@ def _dexec_shared_library_impl(ctx):
     ctx.actions.run(
         executable = "/usr/bin/g++",
         arguments = [args],
-        inputs = archives,
+        inputs = archives + [ctx.file.exports],
         outputs = [out],
         mnemonic = "DexecSharedLibrary",
         progress_message = "Linking %s" % out.short_path,
@@ -53,6 +55,11 @@ dexec_shared_library = rule(
     implementation = _dexec_shared_library_impl,
     attrs = {
         "deps": attr.label_list(providers = [CcInfo]),
+        # A linker version script: which symbols the library exports.
+        "exports": attr.label(
+            default = ":exports.map",
+            allow_single_file = True,
+        ),
     },
     fragments = ["cpp"],
 )
