@@ -192,51 +192,58 @@ MakeTokenInterceptorFactory(std::string token) {
   return std::make_unique<TokenInterceptorFactory>(std::move(token));
 }
 
-absl::StatusOr<BareBrokerChannel> MakeBareBrokerChannel(
-    const std::string& address, const ClientAuthOptions& options,
-    grpc::ChannelArguments args) {
-  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> creds,
-                   MakeChannelCredentials(options));
+namespace {
+
+// What both kinds of broker channel need: the channel credentials, the TLS
+// name override in `args`, and the token if one is found (a token source
+// that is set but unusable is an error now, rather than an UNAUTHENTICATED
+// from the broker later).
+struct ChannelParts {
+  std::shared_ptr<grpc::ChannelCredentials> creds;
+  std::optional<FoundToken> token;
+};
+
+absl::StatusOr<ChannelParts> PrepareChannel(const ClientAuthOptions& options,
+                                            grpc::ChannelArguments* args) {
+  ChannelParts parts;
+  ASSIGN_OR_RETURN(parts.creds, MakeChannelCredentials(options));
   if (!options.tls_server_name.empty()) {
     if (CaOf(options).path.empty()) {
       return absl::InvalidArgumentError(
           "--tls_server_name needs --tls_ca (or DEXEC_TLS_CA): without TLS "
           "there is no certificate to check the name against");
     }
-    args.SetSslTargetNameOverride(options.tls_server_name);
+    args->SetSslTargetNameOverride(options.tls_server_name);
   }
-  ASSIGN_OR_RETURN(std::optional<FoundToken> token, LookUpToken(options));
+  ASSIGN_OR_RETURN(parts.token, LookUpToken(options));
+  return parts;
+}
+
+}  // namespace
+
+absl::StatusOr<BareBrokerChannel> MakeBareBrokerChannel(
+    const std::string& address, const ClientAuthOptions& options,
+    grpc::ChannelArguments args) {
+  ASSIGN_OR_RETURN(ChannelParts parts, PrepareChannel(options, &args));
   BareBrokerChannel out;
-  out.channel = grpc::CreateCustomChannel(address, creds, args);
-  if (token.has_value()) out.authorization = "Bearer " + token->token;
+  out.channel = grpc::CreateCustomChannel(address, parts.creds, args);
+  if (parts.token.has_value()) out.authorization = "Bearer " + parts.token->token;
   return out;
 }
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeBrokerChannel(
     const std::string& address, const ClientAuthOptions& options,
     grpc::ChannelArguments args) {
-  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> creds,
-                   MakeChannelCredentials(options));
-  if (!options.tls_server_name.empty()) {
-    if (CaOf(options).path.empty()) {
-      return absl::InvalidArgumentError(
-          "--tls_server_name needs --tls_ca (or DEXEC_TLS_CA): without TLS "
-          "there is no certificate to check the name against");
-    }
-    args.SetSslTargetNameOverride(options.tls_server_name);
-  }
+  ASSIGN_OR_RETURN(ChannelParts parts, PrepareChannel(options, &args));
   std::vector<
       std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
       interceptors;
-  // A token source that is set but unusable is an error now, rather than
-  // an UNAUTHENTICATED from the broker later.
-  ASSIGN_OR_RETURN(std::optional<FoundToken> token, LookUpToken(options));
-  if (token.has_value()) {
+  if (parts.token.has_value()) {
     interceptors.push_back(
-        MakeTokenInterceptorFactory(std::move(token->token)));
+        MakeTokenInterceptorFactory(std::move(parts.token->token)));
   }
   return grpc::experimental::CreateCustomChannelWithInterceptors(
-      address, creds, args, std::move(interceptors));
+      address, parts.creds, args, std::move(interceptors));
 }
 
 }  // namespace dexec::auth
