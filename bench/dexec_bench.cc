@@ -80,7 +80,8 @@ ABSL_FLAG(int, runs, 3, "repetitions; RESULT reports median/min/max");
 ABSL_FLAG(int, ms, 1000, "sleep: milliseconds per sys.sleep job");
 ABSL_FLAG(int, warmup, 1000, "no-op jobs run before timing");
 ABSL_FLAG(int64_t, window, 10000, "noop_map: MapOptions::window");
-ABSL_FLAG(int64_t, chunksize, 256, "noop_map: MapOptions::chunksize");
+ABSL_FLAG(int64_t, chunksize, 256,
+          "noop_map: jobs per submit message (MapOptions::jobs_per_message)");
 ABSL_FLAG(int64_t, batch, 1000, "queue_memory: jobs per Submit RPC");
 ABSL_FLAG(int, broker_pid, 0,
           "queue_memory without --broker_bin: PID of --broker (for VmRSS)");
@@ -206,7 +207,7 @@ absl::Status NoopMap(Executor& ex, int64_t n) {
   for (int64_t i = 0; i < n; ++i) inputs.push_back(absl::StrCat(i));
   MapOptions opts;
   opts.window = absl::GetFlag(FLAGS_window);
-  opts.chunksize = absl::GetFlag(FLAGS_chunksize);
+  opts.jobs_per_message = absl::GetFlag(FLAGS_chunksize);
   std::vector<double> vals;
   for (int run = 0; run < absl::GetFlag(FLAGS_runs); ++run) {
     const absl::Time t0 = absl::Now();
@@ -223,7 +224,7 @@ absl::Status NoopMap(Executor& ex, int64_t n) {
   }
   PrintResult(NoopMeasure(n), "tasks/s", vals,
               absl::StrCat("api=map window=", opts.window,
-                           " chunksize=", opts.chunksize));
+                           " chunksize=", opts.jobs_per_message));
   return absl::OkStatus();
 }
 

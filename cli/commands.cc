@@ -660,6 +660,7 @@ int Map(const ParsedCommand& cmd, Terminal& term) {
   map_options.submit.priority = cmd.priority;
   map_options.submit.timeout = cmd.timeout.value_or(absl::ZeroDuration());
   map_options.submit.max_attempts = cmd.max_attempts;
+  map_options.chunksize = static_cast<size_t>(cmd.chunksize);
 
   size_t lines_read = 0;
   size_t done = 0;

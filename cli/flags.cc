@@ -68,6 +68,7 @@ const std::vector<FlagSpec>& Flags() {
        true,
        {Verb::kSubmit, Verb::kExec, Verb::kMap, Verb::kWait}},
       {"stdin", false, {Verb::kExec}},
+      {"chunksize", true, {Verb::kMap}},
       {"state", true, {Verb::kList}},
       {"limit", true, {Verb::kList}},
   };
@@ -249,6 +250,9 @@ absl::Status ApplyFlag(const FlagUse& use, ParsedCommand* cmd) {
     cmd->json = v == "true";
   } else if (name == "payload_file") {
     cmd->payload_file = v;
+  } else if (name == "chunksize") {
+    ASSIGN_OR_RETURN(int32_t n, ParseInt32(name, v, 1));
+    cmd->chunksize = n;
   } else if (name == "priority") {
     ASSIGN_OR_RETURN(cmd->priority,
                      ParseInt32(name, v, std::numeric_limits<int32_t>::min()));
@@ -461,6 +465,8 @@ Commands:
   map TASK                Run TASK once per stdin line; print one result per
                           line, in input order. Exit 1 naming the failed line.
                           Waits while the broker is full (--max_queued).
+      --chunksize=N         N lines per job (one dispatch, results split
+                            back in order); default 1
       --timeout, --priority, --retries, --reconnect_timeout as for submit
   status ID...            Show jobs (and their attempts when retried).
   wait ID... [--timeout=DUR] [--reconnect_timeout=DUR]

@@ -86,6 +86,7 @@ struct ParsedCommand {
   // when the broker goes away (e.g. restarts) before giving up (exit 2).
   absl::Duration reconnect_timeout = absl::Seconds(60);
   bool forward_stdin = false;     // exec --stdin
+  int32_t chunksize = 1;          // map --chunksize: lines per job
   std::vector<std::string> argv;  // exec: the command and its args
 
   // status, wait, result, cancel.

@@ -166,7 +166,8 @@ class Executor {
 
   // Runs `task` over `inputs` lazily: inputs are read and submitted as
   // results are consumed, at most options.window at a time, in Submit
-  // messages of options.chunksize jobs. A chunk the broker has no room for
+  // messages of options.jobs_per_message jobs (of options.chunksize items
+  // each). A message the broker has no room for
   // waits in the client and is offered again (MapOptions). An lvalue `inputs` must outlive the
   // MapResults; an rvalue is moved in. The Executor must outlive it too.
   template <typename T = std::string, typename Range>

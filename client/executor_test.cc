@@ -406,7 +406,7 @@ TEST_F(ExecutorTest, MapOverTenThousandInputsKeepsInputOrder) {
   std::vector<int64_t> inputs;
   for (int64_t i = 0; i < 10000; ++i) inputs.push_back(i * 7);
   MapOptions options;
-  options.chunksize = 256;
+  options.jobs_per_message = 256;
   options.window = 1000;
   options.timeout = kBound;
   int64_t i = 0;
@@ -652,7 +652,7 @@ TEST_F(ExecutorTest, MapWaitsForRoomAndKeepsInputOrder) {
   std::vector<int64_t> inputs;
   for (int64_t i = 0; i < 300; ++i) inputs.push_back(i);
   MapOptions options;
-  options.chunksize = 64;
+  options.jobs_per_message = 64;
   options.window = 200;
   options.timeout = kBound;
   int64_t i = 0;
@@ -677,7 +677,7 @@ TEST_F(ExecutorTest, AbandoningAMapThatWaitsForRoomCancelsItsJobs) {
   broker_.set_max_batch_room(0);  // never any room
   std::vector<std::string> inputs(20, "x");
   MapOptions options;
-  options.chunksize = 8;
+  options.jobs_per_message = 8;
   options.timeout = absl::Milliseconds(300);
   {
     MapResults<std::string> results = executor_->Map("echo", inputs, options);

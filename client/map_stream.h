@@ -1,6 +1,8 @@
 // The untyped engine behind MapResults<T>: pulls inputs lazily, keeps at most
-// `window` jobs in flight, submits them in chunks, and hands back finished
-// jobs in input order. Internal to the client library.
+// `window` items in flight, packs `chunksize` items per job (protos/chunk.h),
+// submits `jobs_per_message` jobs per message, and hands back finished
+// items in input order (a chunk's items as futures of their own). Internal
+// to the client library.
 //
 // Not thread-safe: owned by one MapResults, used by one consumer.
 #ifndef DEXEC_CLIENT_MAP_STREAM_H_
@@ -65,11 +67,14 @@ class MapStream {
   // the stream. Idempotent.
   void Abort();
 
-  // Jobs submitted and not yet yielded (for tests: never above window).
-  size_t in_flight() const { return in_flight_.size(); }
+  // Items submitted and not yet yielded (for tests: never above window).
+  size_t in_flight() const { return in_flight_items_ + split_.size(); }
 
  private:
   void Refill();
+  // The items of a finished chunk job as done futures, into split_; an
+  // error if its result is not a ChunkResult.
+  absl::Status Split(const std::shared_ptr<FutureState>& job);
 
   const std::shared_ptr<BatchSubmitter> submitter_;
   const std::string task_;
@@ -77,8 +82,14 @@ class MapStream {
   InputSource inputs_;
   bool inputs_done_ = false;
   bool finished_ = false;
+  // Jobs submitted and not yet taken apart, with their item counts.
   std::deque<std::shared_ptr<FutureState>> in_flight_;
-  std::vector<std::shared_ptr<FutureState>> batch_;  // reused per chunk
+  std::deque<size_t> in_flight_sizes_;
+  size_t in_flight_items_ = 0;
+  // The items of the chunk being yielded, done.
+  std::deque<std::shared_ptr<FutureState>> split_;
+  size_t yielded_ = 0;  // items yielded so far, for error messages
+  std::vector<std::shared_ptr<FutureState>> batch_;  // reused per message
 };
 
 }  // namespace internal

@@ -13,6 +13,8 @@
 #include "client/local_host.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "protos/chunk.h"
+#include "protos/tasks.pb.h"
 
 namespace dexec {
 namespace {
@@ -30,9 +32,9 @@ MapStream::InputSource Counting(int n, int* pulled) {
   };
 }
 
-MapOptions Options(size_t chunksize, size_t window) {
+MapOptions Options(size_t jobs_per_message, size_t window) {
   MapOptions o;
-  o.chunksize = chunksize;
+  o.jobs_per_message = jobs_per_message;
   o.window = window;
   o.timeout = absl::Seconds(10);
   return o;
@@ -168,6 +170,99 @@ TEST_F(MapStreamTest, EmptyInputEndsAtOnce) {
   MapStream stream(host_, "t", Options(4, 8), Counting(0, &pulled));
   EXPECT_FALSE(stream.Next().has_value());
   EXPECT_EQ(host_->jobs_submitted(), 0u);
+}
+
+// What a worker does with a chunk (worker/task_registry.cc, RunChunk):
+// runs each item ("fail" fails) until the first failure.
+std::string RunChunkLikeAWorker(const std::string& payload) {
+  absl::StatusOr<tasks::Chunk> chunk = chunk::Decode(payload);
+  EXPECT_TRUE(chunk.ok()) << chunk.status();
+  tasks::ChunkResult results;
+  for (const std::string& item : chunk->items()) {
+    tasks::ItemResult* r = results.add_results();
+    if (item == "fail") {
+      r->set_error_kind("task_error");
+      r->set_error_message("item said so");
+      break;
+    }
+    r->set_ok(true);
+    r->set_output(item);
+  }
+  return results.SerializeAsString();
+}
+
+MapOptions Chunked(size_t chunksize, size_t window) {
+  MapOptions o = Options(256, window);
+  o.chunksize = chunksize;
+  return o;
+}
+
+TEST_F(MapStreamTest, ChunkedMapPutsChunksizeItemsInAJobAndYieldsInOrder) {
+  int jobs = 0;
+  host_->set_on_submit(
+      [&](const std::string& payload, const std::shared_ptr<FutureState>& s) {
+        ++jobs;
+        s->Complete(absl::OkStatus(), RunChunkLikeAWorker(payload));
+      });
+  int pulled = 0;
+  MapResults<int> results(std::make_unique<MapStream>(
+      host_, "t", Chunked(100, 500), Counting(1050, &pulled)));
+  int expected = 0;
+  for (absl::StatusOr<int> v : results) {
+    ASSERT_TRUE(v.ok()) << v.status();
+    ASSERT_EQ(*v, expected++);
+    ASSERT_LE(pulled - expected, 500);
+  }
+  EXPECT_EQ(expected, 1050);
+  EXPECT_EQ(jobs, 11) << "10 chunks of 100 and one of 50";
+}
+
+TEST_F(MapStreamTest, AnItemsErrorFailsThatElementNamingItAndCancelsTheRest) {
+  // Items are their index, except item 250 (0-based) which fails; chunks
+  // after the third are never answered.
+  int jobs = 0;
+  host_->set_on_submit(
+      [&](const std::string& payload, const std::shared_ptr<FutureState>& s) {
+        if (++jobs > 3) return;
+        absl::StatusOr<tasks::Chunk> chunk = chunk::Decode(payload);
+        std::vector<std::string> items(chunk->items().begin(),
+                                       chunk->items().end());
+        for (std::string& item : items) {
+          if (item == "250") item = "fail";
+        }
+        s->Complete(absl::OkStatus(), RunChunkLikeAWorker(chunk::Encode(items)));
+      });
+  int pulled = 0;
+  MapResults<int> results(std::make_unique<MapStream>(
+      host_, "t", Chunked(100, 1000), Counting(1000, &pulled)));
+  for (int i = 0; i < 250; ++i) {
+    std::optional<absl::StatusOr<int>> v = results.Next();
+    ASSERT_TRUE(v.has_value() && v->ok()) << i;
+    ASSERT_EQ(**v, i);
+  }
+  std::optional<absl::StatusOr<int>> error = results.Next();
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(ErrorKind(error->status()), "task_error");
+  EXPECT_THAT(std::string(error->status().message()),
+              ::testing::HasSubstr("map item 251"));
+  EXPECT_FALSE(results.Next().has_value());
+  ASSERT_EQ(host_->cancel_calls().size(), 1u) << "one Cancel RPC";
+  EXPECT_EQ(host_->cancel_calls()[0].size(), 7u) << "the 7 unanswered chunks";
+}
+
+TEST_F(MapStreamTest, AFailedChunkJobFailsItsFirstItemNamingItsItems) {
+  host_->set_on_submit(
+      [](const std::string&, const std::shared_ptr<FutureState>& s) {
+        s->Complete(internal::JobErrorToStatus("worker_lost", "gone"));
+      });
+  int pulled = 0;
+  MapResults<int> results(std::make_unique<MapStream>(
+      host_, "t", Chunked(10, 100), Counting(30, &pulled)));
+  std::optional<absl::StatusOr<int>> error = results.Next();
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(error->status().message()),
+              ::testing::HasSubstr("map items 1-10"));
 }
 
 }  // namespace

@@ -62,11 +62,18 @@ struct SubmitOptions {
 // what waits, so this is backpressure, not unbounded buffering. A single
 // Submit, which has no window, fails with RESOURCE_EXHAUSTED instead.
 struct MapOptions {
-  // Jobs per Submit message.
-  size_t chunksize = 256;
+  // Items per job, like ProcessPoolExecutor.map's chunksize: N > 1 puts N
+  // inputs in one job (one dispatch, one result), split back in order. An
+  // item's error fails that element as an unchunked map would (its message
+  // names the item); cancel and retries act on whole chunks, and a job's
+  // timeout covers its chunk. Needs a C++ dexec worker (protos/chunk.h).
+  // Coroutine tasks run a chunk's items one after another.
+  size_t chunksize = 1;
+  // Jobs per Submit message on the wire (at most; the window may cut it).
+  size_t jobs_per_message = 256;
   // Per-result wait while iterating, like Python's map(timeout=...).
   absl::Duration timeout = absl::InfiniteDuration();
-  // At most this many jobs submitted and not yet yielded.
+  // At most this many items submitted and not yet yielded.
   size_t window = 10000;
   // Applied to every job of the map (idempotency_key is ignored: one key
   // cannot name many jobs).

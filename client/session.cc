@@ -817,7 +817,7 @@ void Session::HandleSubmitted(v1::SessionResponse::Submitted* submitted) {
         }
         if (probe && n > 1) {
           // Maybe it was only too big: offer the first half at once. A
-          // full broker refuses log2(chunksize) halves in a row, then the
+          // full broker refuses log2(jobs_per_message) halves in a row, then the
           // single jobs back off.
           room_retry_at_ = now;
         } else if (probe || (!room_probe_out_ && room_retry_at_ <= now)) {

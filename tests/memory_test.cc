@@ -215,7 +215,7 @@ TEST_F(MemoryTest, MaxQueuedBytesRefusesSubmitsAndMapWaitsForRoom) {
   for (int i = 0; i < 16; ++i) inputs.push_back(std::string(1 << 20, 'a' + i));
   MapOptions options;
   options.window = 16;
-  options.chunksize = 4;
+  options.jobs_per_message = 4;
   auto results = (*ex)->Map("sys.echo", inputs, options);
   size_t n = 0;
   while (auto r = results.Next()) {

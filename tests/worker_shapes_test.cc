@@ -165,7 +165,7 @@ TEST_F(WorkerShapesTest, TenThousandSleepsOverlapOnATwoThreadWorker) {
   std::vector<std::string> inputs(10000, "1000");
   MapOptions options;
   options.window = 10000;
-  options.chunksize = 1000;
+  options.jobs_per_message = 1000;
   const absl::Time start = absl::Now();
   size_t n = 0;
   for (absl::StatusOr<std::string>& r :
@@ -180,6 +180,39 @@ TEST_F(WorkerShapesTest, TenThousandSleepsOverlapOnATwoThreadWorker) {
   EXPECT_LT(took, absl::Seconds(10)) << took;
   std::printf("10000 x sys.sleep 1000 via the broker, 2-thread worker: %s\n",
               absl::FormatDuration(took).c_str());
+}
+
+TEST_F(WorkerShapesTest, ChunkedMapSplitsResultsInOrderAndNamesAFailedItem) {
+  StartCluster(2);
+  std::vector<std::string> inputs;
+  for (int i = 0; i < 20000; ++i) inputs.push_back(absl::StrCat(i));
+  MapOptions options;
+  options.chunksize = 1000;
+  size_t n = 0;
+  for (absl::StatusOr<std::string>& r :
+       executor_->Map("sys.echo", inputs, options)) {
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(*r, inputs[n]);
+    ++n;
+  }
+  EXPECT_EQ(n, inputs.size());
+  // sys.sleep rejects item 1500 ("x"): the items before it come back, then
+  // its error, naming it.
+  std::vector<std::string> sleeps(3000, "0");
+  sleeps[1500] = "x";
+  options.chunksize = 500;
+  MapResults<std::string> results =
+      executor_->Map("sys.sleep", sleeps, options);
+  for (int i = 0; i < 1500; ++i) {
+    std::optional<absl::StatusOr<std::string>> r = results.Next();
+    ASSERT_TRUE(r.has_value() && r->ok()) << i;
+  }
+  std::optional<absl::StatusOr<std::string>> failed = results.Next();
+  ASSERT_TRUE(failed.has_value());
+  EXPECT_EQ(ErrorKind(failed->status()), "bad_payload") << failed->status();
+  EXPECT_NE(failed->status().message().find("map item 1501"),
+            absl::string_view::npos)
+      << failed->status();
 }
 
 }  // namespace

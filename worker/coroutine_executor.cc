@@ -19,6 +19,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/mailbox.h"
+#include "protos/chunk.h"
+#include "protos/tasks.pb.h"
 #include "worker/task.h"
 #include "worker/task_context.h"
 #include "worker/task_error.h"
@@ -32,6 +34,41 @@ struct LoopCommand {
   std::vector<std::shared_ptr<TaskRun>> runs;  // kRun
   uint64_t run_id = 0;                         // kCancel
 };
+
+// A chunked map's job of a coroutine task: its items one after another
+// (concurrency comes from many jobs; chunk coroutine tasks only to save
+// dispatches).
+Task<absl::StatusOr<std::string>> RunChunk(const AsyncTaskFn* fn,
+                                           TaskContext& ctx,
+                                           tasks::Chunk chunk) {
+  tasks::ChunkResult results;
+  for (std::string& item : *chunk.mutable_items()) {
+    if (ctx.cancelled()) {
+      co_return TaskError(kCancelledKind, "the chunk was cancelled");
+    }
+    if (absl::Now() >= ctx.deadline()) {
+      co_return TaskError(kTimeoutKind, "the chunk's deadline passed");
+    }
+    absl::StatusOr<std::string> r;
+    try {
+      r = co_await (*fn)(ctx, std::move(item));
+    } catch (const std::exception& e) {
+      r = TaskError(kExceptionKind, absl::StrCat("the task threw: ", e.what()));
+    }
+    tasks::ItemResult* out = results.add_results();
+    if (r.ok()) {
+      out->set_ok(true);
+      out->set_output(*std::move(r));
+      continue;
+    }
+    absl::Status failed = r.status();
+    out->set_output(TakeOutput(failed));
+    out->set_error_kind(ErrorKindOf(failed));
+    out->set_error_message(std::string(failed.message()));
+    break;
+  }
+  co_return results.SerializeAsString();
+}
 
 }  // namespace
 
@@ -215,7 +252,16 @@ void CoroutineExecutor::Loop::StartRun(std::shared_ptr<TaskRun> run,
   a.started = now;
   a.run->ctx.set_scheduler(this);
   std::string payload = std::move(*a.run->task.mutable_payload());
-  a.task.emplace((*fn)(a.run->ctx, std::move(payload)));
+  if (chunk::IsChunk(payload)) {
+    absl::StatusOr<tasks::Chunk> items = chunk::Decode(payload);
+    if (!items.ok()) {
+      Finish(a, TaskError(kBadPayloadKind, items.status().message()), "");
+      return;
+    }
+    a.task.emplace(RunChunk(fn, a.run->ctx, *std::move(items)));
+  } else {
+    a.task.emplace((*fn)(a.run->ctx, std::move(payload)));
+  }
   Resume(a, a.task->handle());
 }
 

@@ -215,12 +215,15 @@ int Main(int argc, char** argv) {
   // A write to a closed pipe or socket must fail with EPIPE, not kill us.
   signal(SIGPIPE, SIG_IGN);
   // Thousands of coroutine tasks may each hold a socket: take every file
-  // descriptor the hard limit allows.
+  // descriptor allowed (as root, up to 1M; else the hard limit).
   struct rlimit files;
-  if (getrlimit(RLIMIT_NOFILE, &files) == 0 &&
-      files.rlim_cur < files.rlim_max) {
-    files.rlim_cur = files.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &files);
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0) {
+    const struct rlimit more = {1 << 20, 1 << 20};
+    if (files.rlim_max >= more.rlim_max ||
+        setrlimit(RLIMIT_NOFILE, &more) != 0) {
+      files.rlim_cur = files.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &files);
+    }
   }
 
   Worker worker(options, &registry);

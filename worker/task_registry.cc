@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <exception>
 
+#include "absl/time/clock.h"
+#include "protos/chunk.h"
+#include "protos/tasks.pb.h"
+
 namespace dexec::worker {
 
 absl::Status TaskRegistry::CheckNewName(const std::string& name) const {
@@ -50,6 +54,45 @@ const AsyncTaskFn* TaskRegistry::AsyncTask(absl::string_view name) const {
 absl::Status TaskRegistry::Run(absl::string_view name, TaskContext& ctx,
                                absl::string_view payload,
                                std::string* output) const {
+  if (chunk::IsChunk(payload)) return RunChunk(name, ctx, payload, output);
+  return RunOne(name, ctx, payload, output);
+}
+
+absl::Status TaskRegistry::RunChunk(absl::string_view name, TaskContext& ctx,
+                                    absl::string_view payload,
+                                    std::string* output) const {
+  absl::StatusOr<tasks::Chunk> chunk = chunk::Decode(payload);
+  if (!chunk.ok()) return TaskError(kBadPayloadKind, chunk.status().message());
+  tasks::ChunkResult results;
+  for (const std::string& item : chunk->items()) {
+    // Cancel and the deadline end the whole job: its items are one attempt.
+    if (ctx.cancelled()) {
+      return TaskError(kCancelledKind, "the chunk was cancelled");
+    }
+    if (absl::Now() >= ctx.deadline()) {
+      return TaskError(kTimeoutKind,
+                       absl::StrCat("the chunk's deadline passed after ",
+                                    results.results_size(), " of ",
+                                    chunk->items_size(), " items"));
+    }
+    tasks::ItemResult* r = results.add_results();
+    std::string out;
+    const absl::Status status = RunOne(name, ctx, item, &out);
+    r->set_ok(status.ok());
+    r->set_output(std::move(out));
+    if (!status.ok()) {
+      r->set_error_kind(ErrorKindOf(status));
+      r->set_error_message(std::string(status.message()));
+      break;  // as an unchunked map stops at its first error
+    }
+  }
+  *output = results.SerializeAsString();
+  return absl::OkStatus();
+}
+
+absl::Status TaskRegistry::RunOne(absl::string_view name, TaskContext& ctx,
+                                  absl::string_view payload,
+                                  std::string* output) const {
   auto it = tasks_.find(name);
   if (it == tasks_.end()) {
     return TaskError(

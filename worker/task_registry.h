@@ -119,7 +119,9 @@ class TaskRegistry {
 
   // Runs task `name` on the calling thread. Returns the task's status;
   // kind "unknown_task" if no task has that name, and kind "exception" if
-  // the task threw (the exception never leaves Run()).
+  // the task threw (the exception never leaves Run()). A chunked map's
+  // payload (protos/chunk.h) runs the task once per item, in order, until
+  // one fails, and returns OK with a tasks.ChunkResult as output.
   absl::Status Run(absl::string_view name, TaskContext& ctx,
                    absl::string_view payload, std::string* output) const;
 
@@ -133,6 +135,10 @@ class TaskRegistry {
 
  private:
   absl::Status CheckNewName(const std::string& name) const;
+  absl::Status RunOne(absl::string_view name, TaskContext& ctx,
+                      absl::string_view payload, std::string* output) const;
+  absl::Status RunChunk(absl::string_view name, TaskContext& ctx,
+                        absl::string_view payload, std::string* output) const;
 
   struct Entry {
     RawTaskFn fn;  // for a coroutine task, it driven on the caller's thread
