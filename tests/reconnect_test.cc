@@ -122,12 +122,14 @@ TEST(ReconnectTest, AMapStartedBeforeAKill9FinishesInOrderAndRunsEachJobOnce) {
   ASSERT_NE(ex, nullptr);
 
   // Four long jobs of higher priority hold every worker thread, so the map
-  // is still queued (and these are running) when the broker dies.
+  // is still queued (and these are running) when the broker dies
+  // (bench.spin runs on a thread; sys.sleep is a coroutine and holds none).
   std::vector<Future<std::string>> blockers;
   SubmitOptions urgent;
   urgent.priority = 10;
   for (int i = 0; i < 4; ++i) {
-    blockers.push_back(ex->Submit("sys.sleep", std::string("4000"), urgent));
+    blockers.push_back(
+        ex->Submit("bench.spin", std::string("4000000"), urgent));
   }
   for (Future<std::string>& b : blockers) {
     ASSERT_TRUE(PollUntil([&] { return b.Running() || b.Done(); }, kBound));
@@ -262,9 +264,10 @@ TEST(ReconnectTest, DexecMapStartedBeforeARestartPrintsEveryLineInOrder) {
   ASSERT_TRUE(cluster.StartBroker({kFastHeartbeat}).ok());
   ASSERT_TRUE(cluster.StartWorker(2).ok());
   ASSERT_TRUE(cluster.WaitForWorkers(1).ok());
-  // Two long jobs of higher priority hold both threads: the map waits.
+  // Two long jobs of higher priority hold both threads, so the map waits
+  // (bench.spin runs on a thread; sys.sleep is a coroutine and holds none).
   std::vector<uint64_t> blockers =
-      SubmitUnary(cluster, "sys.sleep", "4000", 2, /*priority=*/10);
+      SubmitUnary(cluster, "bench.spin", "4000000", 2, /*priority=*/10);
   ASSERT_TRUE(PollUntil(
       [&] {
         std::vector<v1::Job> jobs = GetJobs(cluster.stub(), blockers);
