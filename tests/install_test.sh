@@ -40,9 +40,14 @@ done
 # A sanitizer build (make sanitize) installs instrumented libraries; their
 # users must then be built with the same sanitizer.
 san_flags=""
-if readelf -d "$prefix/lib/libdexec_client.so" | grep -q 'libasan'; then
+needed=$(readelf -d "$prefix/lib/libdexec_client.so")
+if grep -q 'libasan' <<<"$needed"; then
   san_flags="-fsanitize=address"
-elif readelf -d "$prefix/lib/libdexec_client.so" | grep -q 'libtsan'; then
+  # CI's asan_ubsan build: the libraries need UBSan's runtime too.
+  if grep -q 'libubsan' <<<"$needed"; then
+    san_flags="-fsanitize=address,undefined"
+  fi
+elif grep -q 'libtsan' <<<"$needed"; then
   san_flags="-fsanitize=thread"
 fi
 # The project is copied: a user's tree is writable and not a symlink farm.
