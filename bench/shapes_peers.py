@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""The seeds' own programs for issue 12's workloads, as peers of dexec:
+
+  shapes_peers.py aiohttp URL N      asyncio + aiohttp crawler, N GETs at once
+  shapes_peers.py threads URL N T    ThreadPoolExecutor(T) crawler (urllib)
+  shapes_peers.py ppe N CHUNKSIZE    ProcessPoolExecutor(2).map of a no-op
+
+Each prints one RESULT line like shapes_bench's.
+"""
+import concurrent.futures
+import sys
+import time
+import urllib.request
+
+
+def aiohttp_crawl(url, n):
+    import asyncio
+    import aiohttp
+
+    async def main():
+        conn = aiohttp.TCPConnector(limit=0)
+        timeout = aiohttp.ClientTimeout(total=600)
+        async with aiohttp.ClientSession(connector=conn, timeout=timeout) as s:
+            async def one():
+                async with s.get(url) as r:
+                    await r.read()
+                    return r.status
+            return await asyncio.gather(*(one() for _ in range(n)))
+
+    start = time.monotonic()
+    statuses = asyncio.run(main())
+    took = time.monotonic() - start
+    assert all(s == 200 for s in statuses), set(statuses)
+    print("RESULT system=aiohttp measure=http_%d unit=s value=%.3f" % (n, took))
+
+
+def thread_crawl(url, n, threads):
+    def one(_):
+        with urllib.request.urlopen(url, timeout=600) as r:
+            r.read()
+            return r.status
+
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(threads) as ex:
+        statuses = list(ex.map(one, range(n)))
+    took = time.monotonic() - start
+    assert all(s == 200 for s in statuses)
+    print("RESULT system=tpe%d measure=http_%d unit=s value=%.3f" %
+          (threads, n, took))
+
+
+def noop(x):
+    return x
+
+
+def ppe(n, chunksize):
+    with concurrent.futures.ProcessPoolExecutor(2) as ex:
+        list(ex.map(noop, range(1000), chunksize=100))  # start the workers
+        start = time.monotonic()
+        count = sum(1 for _ in ex.map(noop, range(n), chunksize=chunksize))
+        took = time.monotonic() - start
+    assert count == n
+    print("RESULT system=ppe2 measure=chunked_map unit=items/s value=%.0f "
+          "n=%d chunksize=%d" % (n / took, n, chunksize))
+
+
+if __name__ == "__main__":
+    what = sys.argv[1]
+    if what == "aiohttp":
+        aiohttp_crawl(sys.argv[2], int(sys.argv[3]))
+    elif what == "threads":
+        thread_crawl(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    elif what == "ppe":
+        ppe(int(sys.argv[2]), int(sys.argv[3]))
+    else:
+        sys.exit("usage: see the docstring")
