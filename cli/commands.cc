@@ -973,11 +973,10 @@ int Token(const ParsedCommand& cmd, v1::Broker::Stub& broker, std::ostream& out,
     for (const v1::TokenInfo& t : resp.tokens()) PrintJson(t, out);
     return kExitOk;
   }
+  const absl::Time now = absl::Now();
   Table t({"NAME", "ROLE", "CREATED"});
   for (const v1::TokenInfo& tok : resp.tokens()) {
-    t.AddRow({tok.name(), tok.role(),
-              absl::FormatTime("%Y-%m-%d %H:%M:%S", FromProto(tok.created_at()),
-                               absl::UTCTimeZone())});
+    t.AddRow({tok.name(), tok.role(), FormatTime(tok.created_at(), now)});
   }
   t.Print(out);
   return kExitOk;
@@ -1028,11 +1027,10 @@ int WorkerKey(const ParsedCommand& cmd, v1::Broker::Stub& broker,
     for (const v1::WorkerKeyInfo& k : resp.keys()) PrintJson(k, out);
     return kExitOk;
   }
+  const absl::Time now = absl::Now();
   Table t({"NAME", "PUBLIC KEY", "CREATED"});
   for (const v1::WorkerKeyInfo& k : resp.keys()) {
-    t.AddRow({k.name(), k.public_key(),
-              absl::FormatTime("%Y-%m-%d %H:%M:%S", FromProto(k.created_at()),
-                               absl::UTCTimeZone())});
+    t.AddRow({k.name(), k.public_key(), FormatTime(k.created_at(), now)});
   }
   t.Print(out);
   return kExitOk;
