@@ -4,7 +4,7 @@ BAZEL ?= bazel
 # Extra flags for bazel build/test, e.g. BAZEL_FLAGS=--config=asan
 BAZEL_FLAGS ?=
 
-.PHONY: deps build test demo bench clean sanitize python install fuzz
+.PHONY: deps build test demo bench clean sanitize python install fuzz format
 
 deps:
 	./bazel/install-deps.sh
@@ -66,3 +66,7 @@ bench: deps
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) ./fuzz/smoke.sh
+
+# clang-format over every C++ source (tools/format.sh); .ci/run checks it.
+format:
+	./tools/format.sh

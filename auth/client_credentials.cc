@@ -227,7 +227,8 @@ absl::StatusOr<BareBrokerChannel> MakeBareBrokerChannel(
   ASSIGN_OR_RETURN(ChannelParts parts, PrepareChannel(options, &args));
   BareBrokerChannel out;
   out.channel = grpc::CreateCustomChannel(address, parts.creds, args);
-  if (parts.token.has_value()) out.authorization = "Bearer " + parts.token->token;
+  if (parts.token.has_value())
+    out.authorization = "Bearer " + parts.token->token;
   return out;
 }
 

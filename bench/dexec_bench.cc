@@ -146,12 +146,12 @@ void PrintResult(absl::string_view measure, absl::string_view unit,
   };
   std::vector<std::string> runs;
   for (double v : vals) runs.push_back(fmt(v));
-  std::string line = absl::StrCat(
-      "RESULT system=", absl::GetFlag(FLAGS_label), " measure=", measure,
-      " unit=", unit, " median=", fmt(med),
-      " min=", fmt(*std::min_element(vals.begin(), vals.end())),
-      " max=", fmt(*std::max_element(vals.begin(), vals.end())),
-      " runs=", absl::StrJoin(runs, ","));
+  std::string line =
+      absl::StrCat("RESULT system=", absl::GetFlag(FLAGS_label),
+                   " measure=", measure, " unit=", unit, " median=", fmt(med),
+                   " min=", fmt(*std::min_element(vals.begin(), vals.end())),
+                   " max=", fmt(*std::max_element(vals.begin(), vals.end())),
+                   " runs=", absl::StrJoin(runs, ","));
   if (!extra.empty()) absl::StrAppend(&line, " ", extra);
   if (!absl::GetFlag(FLAGS_extra).empty()) {
     absl::StrAppend(&line, " ", absl::GetFlag(FLAGS_extra));
@@ -170,7 +170,9 @@ std::string NoopMeasure(int64_t n) {
                        : absl::StrCat("noop_", n);
 }
 
-double Seconds(absl::Time t0) { return absl::ToDoubleSeconds(absl::Now() - t0); }
+double Seconds(absl::Time t0) {
+  return absl::ToDoubleSeconds(absl::Now() - t0);
+}
 
 // How this process reaches --broker: the token file and CA of the flags.
 auth::ClientAuthOptions FlagAuth() {
@@ -367,8 +369,8 @@ absl::Status Sleep(Executor& ex, int64_t n) {
     vals.push_back(*s);
   }
   // The peers' names: sleep_10x1s, sleep_1000x0.1s.
-  const std::string secs = ms % 1000 == 0 ? absl::StrCat(ms / 1000)
-                                          : absl::StrCat(ms / 1000.0);
+  const std::string secs =
+      ms % 1000 == 0 ? absl::StrCat(ms / 1000) : absl::StrCat(ms / 1000.0);
   PrintResult(absl::StrCat("sleep_", n, "x", secs, "s"), "s", vals);
   return absl::OkStatus();
 }
@@ -386,16 +388,15 @@ absl::Status Cpu(Executor& ex) {
   }
   std::vector<std::string> sp;
   for (double v : speedups) sp.push_back(absl::StrFormat("%.2f", v));
-  PrintResult("cpu_16x0.25s", "s", walls,
-              absl::StrFormat("serial_s_median=%.3f speedup_median=%.2f "
-                              "speedup_min=%.2f speedup_max=%.2f "
-                              "speedup_runs=%s",
-                              kJobs * kSpinUs / 1e6, Median(speedups),
-                              *std::min_element(speedups.begin(),
-                                                speedups.end()),
-                              *std::max_element(speedups.begin(),
-                                                speedups.end()),
-                              absl::StrJoin(sp, ",")));
+  PrintResult(
+      "cpu_16x0.25s", "s", walls,
+      absl::StrFormat("serial_s_median=%.3f speedup_median=%.2f "
+                      "speedup_min=%.2f speedup_max=%.2f "
+                      "speedup_runs=%s",
+                      kJobs * kSpinUs / 1e6, Median(speedups),
+                      *std::min_element(speedups.begin(), speedups.end()),
+                      *std::max_element(speedups.begin(), speedups.end()),
+                      absl::StrJoin(sp, ",")));
   return absl::OkStatus();
 }
 
@@ -476,7 +477,8 @@ class ChildBroker {
     // Everything the child needs is prepared before fork: between fork and
     // exec a multi-threaded process may only make async-signal-safe calls.
     std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    for (const std::string& a : argv)
+      args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
     const pid_t parent = getpid();
     const pid_t pid = fork();
@@ -556,7 +558,8 @@ class ChildBroker {
       if (pidfd >= 0) {
         pollfd p = {pidfd, POLLIN, 0};
         poll(&p, 1,
-             static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now())) +
+             static_cast<int>(
+                 absl::ToInt64Milliseconds(deadline - absl::Now())) +
                  1);
       } else {
         absl::SleepFor(absl::Milliseconds(1));  // kernel without pidfd_open
@@ -567,14 +570,14 @@ class ChildBroker {
       kill(pid_, SIGKILL);
       waitpid(pid_, &status, 0);
       pid_ = 0;
-      return absl::DeadlineExceededError(absl::StrCat(
-          "the broker did not exit within ", absl::FormatDuration(grace),
-          " of SIGTERM; killed it"));
+      return absl::DeadlineExceededError(
+          absl::StrCat("the broker did not exit within ",
+                       absl::FormatDuration(grace), " of SIGTERM; killed it"));
     }
     pid_ = 0;
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      return absl::InternalError(absl::StrCat(
-          "the broker exited with status ", status, " after SIGTERM"));
+      return absl::InternalError(absl::StrCat("the broker exited with status ",
+                                              status, " after SIGTERM"));
     }
     return absl::OkStatus();
   }
@@ -659,9 +662,9 @@ absl::StatusOr<uint64_t> WaitQueued(const std::string& broker,
     }
     absl::SleepFor(absl::Milliseconds(1));
   }
-  return absl::DeadlineExceededError(absl::StrCat(
-      "broker ", broker, " did not show ", n, " queued jobs in time; last: ",
-      last_error));
+  return absl::DeadlineExceededError(
+      absl::StrCat("broker ", broker, " did not show ", n,
+                   " queued jobs in time; last: ", last_error));
 }
 
 // e. Queues `n` sys.sleep jobs with no worker connected, through the unary
@@ -727,8 +730,8 @@ absl::Status QueueMemory(const std::string& broker, int64_t n) {
       if (!s.ok()) return s;
     }
   }
-  const std::string tag = n % 1000 == 0 ? absl::StrCat(n / 1000, "k")
-                                        : absl::StrCat(n);
+  const std::string tag =
+      n % 1000 == 0 ? absl::StrCat(n / 1000, "k") : absl::StrCat(n);
   const std::string fresh = bin.empty() ? " broker=shared" : " broker=fresh";
   PrintResult(absl::StrCat("submit_", tag, "_queued"), "s", secs,
               absl::StrCat("batch=", batch, fresh));
@@ -773,9 +776,9 @@ absl::Status Restart(int64_t n) {
         WaitQueued(*addr, auth, 0, absl::Now() + wait);
     if (!already.ok()) return already.status();
     if (*already != 0) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "--data_dir=", dir, " already holds ", *already,
-          " queued jobs; restart needs an empty journal"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("--data_dir=", dir, " already holds ", *already,
+                       " queued jobs; restart needs an empty journal"));
     }
     absl::StatusOr<int64_t> before = RssBytes(broker.pid());
     if (!before.ok()) return before.status();
@@ -798,9 +801,9 @@ absl::Status Restart(int64_t n) {
     s = broker.Stop(wait);
     if (!s.ok()) return s;
     const double stop_s = Seconds(t_stop);
-    PrintResult(absl::StrCat("submit_", tag, "_durable"), "s", {submit_s},
-                absl::StrCat("batch=", absl::GetFlag(FLAGS_batch),
-                             " note=single_run"));
+    PrintResult(
+        absl::StrCat("submit_", tag, "_durable"), "s", {submit_s},
+        absl::StrCat("batch=", absl::GetFlag(FLAGS_batch), " note=single_run"));
     PrintResult(absl::StrCat("mem_", tag, "_queued_durable"), "bytes/task",
                 {static_cast<double>(*after - *before) / n},
                 "of=broker_rss note=single_run");
@@ -821,9 +824,9 @@ absl::Status Restart(int64_t n) {
     if (!queued.ok()) return queued.status();
     ready.push_back(Seconds(t0));
     if (*queued != static_cast<uint64_t>(n)) {
-      return absl::InternalError(absl::StrCat(
-          "after the restart GetStats shows ", *queued, " queued jobs, not ",
-          n));
+      return absl::InternalError(
+          absl::StrCat("after the restart GetStats shows ", *queued,
+                       " queued jobs, not ", n));
     }
     const absl::Time t_stop = absl::Now();
     s = broker.Stop(wait);

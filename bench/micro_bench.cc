@@ -267,8 +267,9 @@ void BM_BrokerCoreRoundTrip(benchmark::State& state) {
       ++rounds;
       now += absl::Microseconds(kTaskUs);
       if (!dispatched && out.to_sessions.empty() && finished < kCoreBatch) {
-        state.SkipWithError("BrokerCore stopped dispatching before the batch "
-                            "finished");
+        state.SkipWithError(
+            "BrokerCore stopped dispatching before the batch "
+            "finished");
         break;
       }
     }

@@ -83,15 +83,14 @@ int Main() {
   dexec::MapOptions options;
   options.jobs_per_message = 1000;
   if (workload == "sleeps" || workload == "http") {
-    std::vector<std::string> inputs(
-        n, workload == "sleeps" ? std::string("1000")
-                                : absl::GetFlag(FLAGS_url));
+    std::vector<std::string> inputs(n, workload == "sleeps"
+                                           ? std::string("1000")
+                                           : absl::GetFlag(FLAGS_url));
     options.window = absl::GetFlag(FLAGS_window) > 0
                          ? absl::GetFlag(FLAGS_window)
                          : static_cast<size_t>(n);
     const absl::Duration took = RunMap(
-        **ex, workload == "sleeps" ? "sys.sleep" : "http.get", inputs,
-        options);
+        **ex, workload == "sleeps" ? "sys.sleep" : "http.get", inputs, options);
     if (took < absl::ZeroDuration()) return 1;
     std::printf("RESULT system=%s measure=%s_%lld unit=s value=%.3f\n",
                 label.c_str(), workload.c_str(), static_cast<long long>(n),

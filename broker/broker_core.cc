@@ -71,24 +71,23 @@ absl::Status BrokerCore::ValidateSpec(const v1::JobSpec& spec) const {
     return absl::InvalidArgumentError("job has no task name");
   }
   if (spec.task().size() > kMaxTaskNameBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "task name is ", spec.task().size(), " bytes; the limit is ",
-        kMaxTaskNameBytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("task name is ", spec.task().size(),
+                     " bytes; the limit is ", kMaxTaskNameBytes));
   }
   if (spec.payload().size() > options_.max_payload_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "payload of task '", spec.task(), "' is ", spec.payload().size(),
-        " bytes; the limit is ", options_.max_payload_bytes,
-        " (--max_payload_bytes)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("payload of task '", spec.task(), "' is ",
+                     spec.payload().size(), " bytes; the limit is ",
+                     options_.max_payload_bytes, " (--max_payload_bytes)"));
   }
   if (spec.has_timeout() && FromProto(spec.timeout()) < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("job timeout is negative");
   }
   if (spec.max_attempts() < 0 || spec.max_attempts() > kMaxAttemptsLimit) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_attempts is ", spec.max_attempts(),
-                     "; it must be between 0 (default) and ",
-                     kMaxAttemptsLimit));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_attempts is ", spec.max_attempts(),
+        "; it must be between 0 (default) and ", kMaxAttemptsLimit));
   }
   return absl::OkStatus();
 }
@@ -103,10 +102,11 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
   BatchKey scoped;
   const BatchKey* batch = nullptr;
   if (unscoped_batch != nullptr && !unscoped_batch->client_id.empty()) {
-    scoped.client_id = caller.name.empty()
-                           ? unscoped_batch->client_id
-                           : absl::StrCat(caller.name, absl::string_view("\0", 1),
-                                          unscoped_batch->client_id);
+    scoped.client_id =
+        caller.name.empty()
+            ? unscoped_batch->client_id
+            : absl::StrCat(caller.name, absl::string_view("\0", 1),
+                           unscoped_batch->client_id);
     scoped.seq = unscoped_batch->seq;
     batch = &scoped;
   }
@@ -121,9 +121,10 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
     }
   }
   if (!refuse_submits_.empty()) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        refuse_submits_, ": new jobs are refused until space returns (jobs "
-        "held still run and answer)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat(refuse_submits_,
+                     ": new jobs are refused until space returns (jobs "
+                     "held still run and answer)"));
   }
   for (const v1::JobSpec& spec : specs) {
     absl::Status valid = ValidateSpec(spec);
@@ -144,7 +145,8 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
         " left above its reserve (--journal_min_free_bytes): new jobs are "
         "refused until space returns (jobs held still run and answer)"));
   }
-  if (payload_bytes_ > 0 && payload_bytes_ + bytes > options_.max_queued_bytes) {
+  if (payload_bytes_ > 0 &&
+      payload_bytes_ + bytes > options_.max_queued_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the broker holds ", payload_bytes_,
         " bytes of payloads of unfinished jobs and this batch adds ", bytes,
@@ -167,7 +169,8 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
     Job job;
     job.owner = owner;
     // Consecutive jobs of one task (the usual batch) intern its name once.
-    if (last_task.str() != spec.task()) last_task = TaskName::Intern(spec.task());
+    if (last_task.str() != spec.task())
+      last_task = TaskName::Intern(spec.task());
     job.task = last_task;
     job.payload = spec.payload();
     payload_bytes_ += job.payload.size();
@@ -267,14 +270,14 @@ absl::Status BrokerCore::Watch(
       continue;
     }
     auto w = watchers_.find(id);
-    if (w == watchers_.end() ||
-        std::find(w->second.begin(), w->second.end(), session) ==
-            w->second.end()) {
+    if (w == watchers_.end() || std::find(w->second.begin(), w->second.end(),
+                                          session) == w->second.end()) {
       ++adds;
     }
   }
   auto count = watched_by_session_.find(session);
-  const uint64_t watched = count == watched_by_session_.end() ? 0 : count->second;
+  const uint64_t watched =
+      count == watched_by_session_.end() ? 0 : count->second;
   if (watched + adds > options_.max_watched_per_session) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "this session watches ", watched, " unfinished jobs and asks for ",
@@ -391,8 +394,8 @@ v1::GetJobsResponse BrokerCore::GetJobs(const Caller& caller,
   return resp;
 }
 
-v1::ListJobsResponse BrokerCore::ListJobs(const Caller& caller,
-                                          const v1::ListJobsRequest& req) const {
+v1::ListJobsResponse BrokerCore::ListJobs(
+    const Caller& caller, const v1::ListJobsRequest& req) const {
   v1::ListJobsResponse resp;
   const int limit = req.limit() > 0 ? req.limit() : 100;
   size_t bytes = 0;
@@ -456,8 +459,8 @@ v1::Stats BrokerCore::GetStats(absl::Time now) const {
   for (const auto& [bucket, n] : finish_buckets_) {
     if (bucket > sec - 10) recent += n;
   }
-  const double window = std::clamp(
-      absl::ToDoubleSeconds(now - started_at_), 1.0, 10.0);
+  const double window =
+      std::clamp(absl::ToDoubleSeconds(now - started_at_), 1.0, 10.0);
   s.set_finish_rate(static_cast<double>(recent) / window);
   s.set_workers(static_cast<int32_t>(workers_.size()));
   s.set_threads(workers_.total_threads());
@@ -484,9 +487,8 @@ std::string BrokerCore::WaitingReason(const Job& job) const {
 // ---------------------------------------------------------------- workers
 
 void BrokerCore::OnWorkerFrame(const std::string& identity,
-                               const std::string& key,
-                               const wire::Frame& frame, absl::Time now,
-                               Outbox* out) {
+                               const std::string& key, const wire::Frame& frame,
+                               absl::Time now, Outbox* out) {
   if (frame.has_register_()) {
     OnRegister(identity, key, frame.register_(), now, out);
     return;
@@ -525,8 +527,7 @@ void BrokerCore::OnWorkerFrame(const std::string& identity,
   }
 }
 
-void BrokerCore::OnRegister(const std::string& identity,
-                            const std::string& key,
+void BrokerCore::OnRegister(const std::string& identity, const std::string& key,
                             const wire::Register& reg, absl::Time now,
                             Outbox* out) {
   if (WorkerEntry* old = workers_.Find(identity)) {
@@ -546,8 +547,8 @@ void BrokerCore::OnRegister(const std::string& identity,
   const int32_t cap = std::max(1, options_.max_worker_credit);
   if (w.threads > cap || w.prefetch > cap - std::min(w.threads, cap)) {
     DEXEC_LOG(WARNING) << "worker credit capped worker=" << w.name
-                       << " threads=" << w.threads
-                       << " prefetch=" << w.prefetch << " cap=" << cap;
+                       << " threads=" << w.threads << " prefetch=" << w.prefetch
+                       << " cap=" << cap;
     w.threads = std::min(w.threads, cap);
     w.prefetch = std::max(0, std::min(w.prefetch, cap - w.threads));
   }
@@ -658,17 +659,18 @@ void BrokerCore::OnResults(WorkerEntry* w, const std::string& key,
       const double mean = job->task.mean_run_us();
       job->task.set_mean_run_us(mean < 0 ? us : 0.8 * mean + 0.2 * us);
     }
-    const bool current = r.attempt() == job->attempt_number() &&
-                         job->state == v1::Job::RUNNING;
+    const bool current =
+        r.attempt() == job->attempt_number() && job->state == v1::Job::RUNNING;
     if (!current && job->state == v1::Job::RUNNING) {
       // Another attempt is running elsewhere: this result wins, stop that.
       AbandonCurrentAttempt(*job, out);
     }
     orphans_.erase(job->id);
     AttemptRecord& a = job->mutable_info().attempts[r.attempt() - 1];
-    if (r.started_at_us() > 0) a.started_at = absl::FromUnixMicros(r.started_at_us());
-    a.ended_at = r.finished_at_us() > 0 ? absl::FromUnixMicros(r.finished_at_us())
-                                        : now;
+    if (r.started_at_us() > 0)
+      a.started_at = absl::FromUnixMicros(r.started_at_us());
+    a.ended_at =
+        r.finished_at_us() > 0 ? absl::FromUnixMicros(r.finished_at_us()) : now;
     job->mutable_info().result = r.output();
     if (r.ok()) {
       a.outcome = "succeeded";
@@ -677,13 +679,13 @@ void BrokerCore::OnResults(WorkerEntry* w, const std::string& key,
       Finish(*job, v1::Job::SUCCEEDED, now, out);
       continue;
     }
-    const std::string kind = r.error_kind().empty() ? "task_error" : r.error_kind();
+    const std::string kind =
+        r.error_kind().empty() ? "task_error" : r.error_kind();
     a.outcome = kind == "timeout" ? "timeout" : "failed";
-    const bool retryable =
-        job->retry_task_errors && kind != "unknown_task" &&
-        kind != "bad_payload" && kind != "cancelled";
-    if (current && retryable && job->attempt_number() <
-                                    static_cast<uint32_t>(job->max_attempts)) {
+    const bool retryable = job->retry_task_errors && kind != "unknown_task" &&
+                           kind != "bad_payload" && kind != "cancelled";
+    if (current && retryable &&
+        job->attempt_number() < static_cast<uint32_t>(job->max_attempts)) {
       DEXEC_LOG(INFO) << "job failed, retrying job=" << job->id
                       << " attempt=" << r.attempt() << " kind=" << kind;
       Requeue(*job, now, out, /*backoff=*/true);
@@ -736,8 +738,7 @@ void BrokerCore::FailAttempt(Job& job, const std::string& outcome, bool retry,
   AttemptRecord& a = job.mutable_info().attempts.back();
   a.outcome = outcome;
   a.ended_at = now;
-  if (retry &&
-      job.attempt_number() < static_cast<uint32_t>(job.max_attempts)) {
+  if (retry && job.attempt_number() < static_cast<uint32_t>(job.max_attempts)) {
     Requeue(job, now, out, /*backoff=*/true);
     return;
   }
@@ -746,15 +747,14 @@ void BrokerCore::FailAttempt(Job& job, const std::string& outcome, bool retry,
   Finish(job, v1::Job::FAILED, now, out);
 }
 
-void BrokerCore::Requeue(Job& job, absl::Time now, Outbox* out,
-                         bool backoff) {
+void BrokerCore::Requeue(Job& job, absl::Time now, Outbox* out, bool backoff) {
   if (job.state != v1::Job::QUEUED) jobs_.SetState(job, v1::Job::QUEUED, now);
   if (backoff && options_.requeue_backoff > absl::ZeroDuration()) {
     const int doublings =
         std::min<int>(20, std::max<int>(0, job.attempt_number() - 1));
-    const absl::Duration wait = std::min(
-        options_.requeue_backoff * (int64_t{1} << doublings),
-        options_.max_requeue_backoff);
+    const absl::Duration wait =
+        std::min(options_.requeue_backoff * (int64_t{1} << doublings),
+                 options_.max_requeue_backoff);
     delayed_.push(Delayed{now + wait, job.id});
     delayed_until_[job.id] = now + wait;
   } else {
@@ -838,8 +838,8 @@ bool BrokerCore::IsQueued(uint64_t id) const {
 void BrokerCore::Dispatch(Job& job, WorkerEntry& w, absl::Time now,
                           Outbox* out) {
   jobs_.SetState(job, v1::Job::RUNNING, now);
-  job.mutable_info().attempts.push_back(AttemptRecord{
-      w.name, w.key, w.identity, now, absl::InfinitePast(), ""});
+  job.mutable_info().attempts.push_back(
+      AttemptRecord{w.name, w.key, w.identity, now, absl::InfinitePast(), ""});
   const uint32_t attempt = job.attempt_number();
   w.Hold(job.id, attempt, job.task.str());
   if (job.timeout > absl::ZeroDuration()) {
@@ -966,7 +966,8 @@ void BrokerCore::DropWorkersWithKey(const std::string& key, absl::Time now,
 }
 
 void BrokerCore::Tick(absl::Time now, Outbox* out) {
-  const absl::Duration silence = options_.heartbeat_interval * options_.liveness;
+  const absl::Duration silence =
+      options_.heartbeat_interval * options_.liveness;
   for (WorkerEntry* w : workers_.All()) {
     if (now - w->last_heard > silence) {
       DEXEC_LOG(WARNING) << "worker lost worker=" << w->name << " silent_for="
@@ -997,8 +998,8 @@ void BrokerCore::Tick(absl::Time now, Outbox* out) {
     // the task (AvoidsWorker).
     FailAttempt(*job, "timeout", /*retry=*/true, "timeout",
                 absl::StrCat("no result within the job's timeout of ",
-                             absl::FormatDuration(job->timeout),
-                             " (+", absl::FormatDuration(options_.timeout_grace),
+                             absl::FormatDuration(job->timeout), " (+",
+                             absl::FormatDuration(options_.timeout_grace),
                              " grace) on attempt ", d.attempt, " of ",
                              job->max_attempts),
                 now, out);
@@ -1070,8 +1071,8 @@ void BrokerCore::Restore(RecoveredState state, absl::Time now) {
     } else if (job.state == v1::Job::RUNNING) {
       orphans_.insert(id);
       if (job.timeout > absl::ZeroDuration() && !job.info().attempts.empty()) {
-        deadlines_.push(Deadline{job.info().attempts.back().started_at + job.timeout +
-                                     options_.timeout_grace,
+        deadlines_.push(Deadline{job.info().attempts.back().started_at +
+                                     job.timeout + options_.timeout_grace,
                                  id, job.attempt_number()});
       }
       ++running;
@@ -1080,8 +1081,7 @@ void BrokerCore::Restore(RecoveredState state, absl::Time now) {
     }
   }
   if (!orphans_.empty()) {
-    orphans_due_ =
-        now + options_.heartbeat_interval * (options_.liveness + 1);
+    orphans_due_ = now + options_.heartbeat_interval * (options_.liveness + 1);
   }
   for (BatchRecord& r : state.batches) AddBatchRestored(std::move(r));
   DEXEC_LOG(INFO) << "recovered queued=" << queued << " running=" << running

@@ -168,8 +168,7 @@ struct Outbox {
 
 class BrokerCore {
  public:
-  BrokerCore(BrokerOptions options, absl::Time now,
-             uint64_t first_job_id = 1);
+  BrokerCore(BrokerOptions options, absl::Time now, uint64_t first_job_id = 1);
   BrokerCore(const BrokerCore&) = delete;
   BrokerCore& operator=(const BrokerCore&) = delete;
 
@@ -201,14 +200,14 @@ class BrokerCore {
   // limit (its entries go as their jobs finish).
   void CloseSession(SessionId session);
 
-
   // Cancels jobs that have not finished. A RUNNING job is CANCELLED at once
   // and its worker is told to abandon the attempt; its result, if it still
   // comes, is discarded. A job `caller` may not cancel (another token's, for
   // a submit token) answers false, as an unknown id does.
-  v1::CancelResponse Cancel(const Caller& caller,
-                            const google::protobuf::RepeatedField<uint64_t>& ids,
-                            absl::Time now, Outbox* out);
+  v1::CancelResponse Cancel(
+      const Caller& caller,
+      const google::protobuf::RepeatedField<uint64_t>& ids, absl::Time now,
+      Outbox* out);
 
   // Jobs not visible to `caller` are answered as unknown; results only
   // where caller.SeesResultsOf the job's owner.
@@ -230,8 +229,7 @@ class BrokerCore {
 
   // A worker key was revoked: every worker connected with it is dropped
   // (its jobs requeued). Its frames are refused by the loop from now on.
-  void DropWorkersWithKey(const std::string& key, absl::Time now,
-                          Outbox* out);
+  void DropWorkersWithKey(const std::string& key, absl::Time now, Outbox* out);
 
   // Results dropped because they came from a key their attempt was not
   // dispatched to.

@@ -53,7 +53,8 @@ class BrokerCoreTest : public ::testing::Test {
       s->set_payload(absl::StrCat(i));
       s->set_priority(priority);
       s->set_max_attempts(max_attempts);
-      if (timeout > absl::ZeroDuration()) ToProto(timeout, s->mutable_timeout());
+      if (timeout > absl::ZeroDuration())
+        ToProto(timeout, s->mutable_timeout());
     }
     absl::StatusOr<std::vector<uint64_t>> ids =
         core_.Submit(specs, Caller{}, session, now_, &out_);
@@ -68,7 +69,8 @@ class BrokerCoreTest : public ::testing::Test {
     std::vector<std::pair<std::string, wire::Task>> tasks;
     for (auto& [id, frame] : out_.to_workers) {
       if (!frame.has_dispatch()) continue;
-      for (const wire::Task& t : frame.dispatch().tasks()) tasks.emplace_back(id, t);
+      for (const wire::Task& t : frame.dispatch().tasks())
+        tasks.emplace_back(id, t);
     }
     out_.Clear();
     return tasks;
@@ -90,7 +92,8 @@ class BrokerCoreTest : public ::testing::Test {
   }
 
   // A successful result of attempt 1 that ran for `took` from now.
-  void ResultTook(const std::string& worker, uint64_t job, absl::Duration took) {
+  void ResultTook(const std::string& worker, uint64_t job,
+                  absl::Duration took) {
     wire::Frame f;
     wire::TaskResult* r = f.mutable_results()->add_results();
     r->set_job_id(job);
@@ -251,9 +254,9 @@ TEST_F(BrokerCoreTest, AJobNoWorkerOffersStaysQueuedAndSaysWhy) {
 TEST_F(BrokerCoreTest, CancelsQueuedAndRunningJobsAndTellsTheWorker) {
   Register("w", 1);
   std::vector<uint64_t> ids = Submit(3);
-  Dispatched();  // ids[0] runs
+  Dispatched();                  // ids[0] runs
   Result("w", ids[0], 1, true);  // ... and finishes
-  Dispatched();  // ids[1] runs
+  Dispatched();                  // ids[1] runs
   google::protobuf::RepeatedField<uint64_t> all(ids.begin(), ids.end());
   v1::CancelResponse resp = core_.Cancel(Caller{}, all, now_, &out_);
   // A finished job cannot be cancelled.
@@ -352,7 +355,8 @@ TEST_F(BrokerCoreTest, ALateResultCompletesAJobNothingElseCompletedYet) {
   EXPECT_TRUE(Dispatched().empty());  // and the requeued copy never runs
 }
 
-TEST_F(BrokerCoreTest, AJobWhoseWorkerMissesItsTimeoutUsesItsNextAttemptsThenFails) {
+TEST_F(BrokerCoreTest,
+       AJobWhoseWorkerMissesItsTimeoutUsesItsNextAttemptsThenFails) {
   Register("w", 1);
   uint64_t id = Submit(1, "t", 0, 1, 0, absl::Seconds(5))[0];
   bool abandoned = false;
@@ -521,7 +525,8 @@ TEST_F(BrokerCoreTest, RejectsBadSpecsWithActionableErrors) {
   specs.Mutable(1)->set_task("t");
   r = core_.Submit(specs, Caller{}, 0, now_, &out_);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(r.status().message().find("--max_payload_bytes"), std::string::npos);
+  EXPECT_NE(r.status().message().find("--max_payload_bytes"),
+            std::string::npos);
   EXPECT_EQ(core_.jobs().size(), 0u);  // all or nothing
 }
 
@@ -588,13 +593,15 @@ TEST_F(BrokerCoreTest, RefusesAWatchOverTheIdAndSessionLimits) {
   BrokerCore core(o, kT0);
   google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
   for (int i = 0; i < 30; ++i) specs.Add()->set_task("t");
-  std::vector<uint64_t> ids = core.Submit(specs, Caller{}, 0, kT0, &out_).value();
+  std::vector<uint64_t> ids =
+      core.Submit(specs, Caller{}, 0, kT0, &out_).value();
   google::protobuf::RepeatedField<uint64_t> eleven(ids.begin(),
                                                    ids.begin() + 11);
   absl::Status s = core.Watch(9, Caller{}, eleven, &out_);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("--max_watch_ids"), std::string::npos) << s;
-  google::protobuf::RepeatedField<uint64_t> first(ids.begin(), ids.begin() + 10);
+  google::protobuf::RepeatedField<uint64_t> first(ids.begin(),
+                                                  ids.begin() + 10);
   ASSERT_TRUE(core.Watch(9, Caller{}, first, &out_).ok());
   // The same ten again add nothing.
   ASSERT_TRUE(core.Watch(9, Caller{}, first, &out_).ok());
@@ -609,7 +616,8 @@ TEST_F(BrokerCoreTest, RefusesAWatchOverTheIdAndSessionLimits) {
   for (uint64_t i = 1000; i < 1010; ++i) unknown.Add(i);
   EXPECT_TRUE(core.Watch(9, Caller{}, unknown, &out_).ok());
   // Jobs that finish free the session's room; so does closing it.
-  google::protobuf::RepeatedField<uint64_t> cancel(ids.begin(), ids.begin() + 5);
+  google::protobuf::RepeatedField<uint64_t> cancel(ids.begin(),
+                                                   ids.begin() + 5);
   core.Cancel(Caller{}, cancel, kT0, &out_);
   EXPECT_TRUE(core.Watch(9, Caller{}, next, &out_).ok());  // 5 + 10
   google::protobuf::RepeatedField<uint64_t> one(ids.begin() + 20,
@@ -626,7 +634,8 @@ TEST_F(BrokerCoreTest, GetJobsAndListJobsStopAtTheResponseBudget) {
   BrokerCore core(o, kT0);
   google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
   for (int i = 0; i < 100; ++i) specs.Add()->set_task("t");
-  std::vector<uint64_t> ids = core.Submit(specs, Caller{}, 0, kT0, &out_).value();
+  std::vector<uint64_t> ids =
+      core.Submit(specs, Caller{}, 0, kT0, &out_).value();
   wire::Frame reg;
   reg.mutable_register_()->set_name("w");
   reg.mutable_register_()->set_threads(100);
@@ -682,8 +691,10 @@ TEST_F(BrokerCoreTest, ATaskNameIsFreedWhenNoJobAndNoWorkerNamesIt) {
   BrokerCore core(o, kT0);
   const size_t before = TaskName::InternedCount();
   google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
-  for (int i = 0; i < 100; ++i) specs.Add()->set_task(absl::StrCat("fresh-", i));
-  std::vector<uint64_t> ids = core.Submit(specs, Caller{}, 0, kT0, &out_).value();
+  for (int i = 0; i < 100; ++i)
+    specs.Add()->set_task(absl::StrCat("fresh-", i));
+  std::vector<uint64_t> ids =
+      core.Submit(specs, Caller{}, 0, kT0, &out_).value();
   wire::Frame reg;
   reg.mutable_register_()->set_name("w");
   reg.mutable_register_()->set_threads(1);
@@ -693,13 +704,14 @@ TEST_F(BrokerCoreTest, ATaskNameIsFreedWhenNoJobAndNoWorkerNamesIt) {
   google::protobuf::RepeatedField<uint64_t> all(ids.begin(), ids.end());
   core.Cancel(Caller{}, all, kT0, &out_);
   core.Tick(kT0 + absl::Milliseconds(100), &out_);  // heartbeat the worker
-  core.Tick(kT0 + absl::Seconds(2), &out_);          // retention ends
+  core.Tick(kT0 + absl::Seconds(2), &out_);         // retention ends
   EXPECT_EQ(core.jobs().size(), 0u);
   // The one a worker offers stays, with its run-time statistics.
   EXPECT_EQ(TaskName::InternedCount(), before + 1);
 }
 
-TEST_F(BrokerCoreTest, RefusesSubmitsBeyondMaxQueuedBytesButAlwaysTakesOneBatch) {
+TEST_F(BrokerCoreTest,
+       RefusesSubmitsBeyondMaxQueuedBytesButAlwaysTakesOneBatch) {
   BrokerOptions o = Options();
   o.max_payload_bytes = 1000;
   o.max_queued_bytes = 1500;
@@ -713,8 +725,10 @@ TEST_F(BrokerCoreTest, RefusesSubmitsBeyondMaxQueuedBytesButAlwaysTakesOneBatch)
   // Nothing held: a batch larger than the limit still gets in.
   ASSERT_TRUE(core.Submit(big, Caller{}, 0, kT0, &out_).ok());
   EXPECT_EQ(core.payload_bytes(), 2000u);
-  google::protobuf::RepeatedPtrField<v1::JobSpec> one(big.begin(), big.begin() + 1);
-  absl::StatusOr<std::vector<uint64_t>> refused = core.Submit(one, Caller{}, 0, kT0, &out_);
+  google::protobuf::RepeatedPtrField<v1::JobSpec> one(big.begin(),
+                                                      big.begin() + 1);
+  absl::StatusOr<std::vector<uint64_t>> refused =
+      core.Submit(one, Caller{}, 0, kT0, &out_);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_NE(refused.status().message().find("--max_queued_bytes"),
             std::string::npos)
@@ -736,7 +750,6 @@ TEST_F(BrokerCoreTest, DrainingWorkerGetsNoNewJobs) {
   EXPECT_TRUE(Dispatched().empty());
   EXPECT_EQ(core_.ListWorkers().workers(0).state(), v1::WorkerInfo::DRAINING);
 }
-
 
 TEST_F(BrokerCoreTest, BacksOffBeforeRetryingAFailedAttempt) {
   BrokerOptions o = Options();
@@ -764,7 +777,8 @@ TEST_F(BrokerCoreTest, BacksOffBeforeRetryingAFailedAttempt) {
   register_worker("w0");
   ASSERT_EQ(dispatched(), 1);
   int n = 0;
-  for (absl::Duration wait : {absl::Milliseconds(100), absl::Milliseconds(150)}) {
+  for (absl::Duration wait :
+       {absl::Milliseconds(100), absl::Milliseconds(150)}) {
     now_ += absl::Seconds(4);
     core.Tick(now_, &out);  // the worker is lost; the job waits out a backoff
     EXPECT_EQ(core.jobs().Find(id)->state, v1::Job::QUEUED);
@@ -773,8 +787,9 @@ TEST_F(BrokerCoreTest, BacksOffBeforeRetryingAFailedAttempt) {
     EXPECT_EQ(core.NextWakeup(), now_ + wait);
     v1::GetJobsRequest req;
     req.add_job_ids(id);
-    EXPECT_NE(core.GetJobs(Caller{}, req).jobs(0).waiting_reason().find("failed"),
-              std::string::npos);
+    EXPECT_NE(
+        core.GetJobs(Caller{}, req).jobs(0).waiting_reason().find("failed"),
+        std::string::npos);
     now_ += wait - absl::Milliseconds(1);
     EXPECT_EQ(dispatched(), 0);
     now_ += absl::Milliseconds(1);
@@ -800,7 +815,8 @@ TEST_F(BrokerCoreTest, AResubmittedBatchGetsTheSameIdsAndAddsNothing) {
   EXPECT_EQ(core_.jobs().size(), 6u);
 }
 
-TEST_F(BrokerCoreTest, ResultsFromAnUnregisteredWorkerCountAndItIsAskedToRegister) {
+TEST_F(BrokerCoreTest,
+       ResultsFromAnUnregisteredWorkerCountAndItIsAskedToRegister) {
   Register("w", 1);
   uint64_t id = Submit(1)[0];
   Dispatched();
@@ -830,7 +846,8 @@ TEST_F(BrokerCoreJournalTest, ReportsEveryChangedJobOnce) {
   google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
   for (int i = 0; i < 2; ++i) specs.Add()->set_task("t");
   BatchKey key{"c", 1};
-  std::vector<uint64_t> ids = core.Submit(specs, Caller{}, 0, now_, &out, &key).value();
+  std::vector<uint64_t> ids =
+      core.Submit(specs, Caller{}, 0, now_, &out, &key).value();
   google::protobuf::RepeatedField<uint64_t> one;
   one.Add(ids[0]);
   core.Cancel(Caller{}, one, now_, &out);
@@ -848,7 +865,8 @@ TEST_F(BrokerCoreJournalTest, ReportsEveryChangedJobOnce) {
   EXPECT_EQ(c.batches_removed.size(), 1u);
 }
 
-TEST_F(BrokerCoreJournalTest, ARestartedCoreRunsQueuedJobsAndLetsWorkersReclaimRunningOnes) {
+TEST_F(BrokerCoreJournalTest,
+       ARestartedCoreRunsQueuedJobsAndLetsWorkersReclaimRunningOnes) {
   // Before the restart: job 1 queued, 2 and 3 running (attempt 1), 4 done.
   RecoveredState state;
   for (uint64_t id = 1; id <= 4; ++id) {
@@ -859,8 +877,8 @@ TEST_F(BrokerCoreJournalTest, ARestartedCoreRunsQueuedJobsAndLetsWorkersReclaimR
     job.submitted_at = kT0 - absl::Minutes(1);
     if (id == 2 || id == 3) {
       job.state = v1::Job::RUNNING;
-      job.mutable_info().attempts.push_back(AttemptRecord{"old", "", "", kT0 - absl::Seconds(30),
-                                           absl::InfinitePast(), ""});
+      job.mutable_info().attempts.push_back(AttemptRecord{
+          "old", "", "", kT0 - absl::Seconds(30), absl::InfinitePast(), ""});
     } else if (id == 4) {
       job.state = v1::Job::SUCCEEDED;
       job.mutable_info().finished_at = kT0 - absl::Seconds(10);
@@ -896,7 +914,8 @@ TEST_F(BrokerCoreJournalTest, ARestartedCoreRunsQueuedJobsAndLetsWorkersReclaimR
   core.OnWorkerFrame("old", "", f, kT0, &out);
   bool abandoned_4 = false;
   for (auto& [w, frame] : out.to_workers) {
-    if (frame.has_abandon()) abandoned_4 = frame.abandon().tasks(0).job_id() == 4;
+    if (frame.has_abandon())
+      abandoned_4 = frame.abandon().tasks(0).job_id() == 4;
   }
   EXPECT_TRUE(abandoned_4);
   out.Clear();
@@ -904,7 +923,8 @@ TEST_F(BrokerCoreJournalTest, ARestartedCoreRunsQueuedJobsAndLetsWorkersReclaimR
   core.Schedule(kT0, &out);
   std::vector<uint64_t> dispatched;
   for (auto& [w, frame] : out.to_workers) {
-    for (const wire::Task& t : frame.dispatch().tasks()) dispatched.push_back(t.job_id());
+    for (const wire::Task& t : frame.dispatch().tasks())
+      dispatched.push_back(t.job_id());
   }
   EXPECT_EQ(dispatched, std::vector<uint64_t>{1});
   out.Clear();
@@ -914,7 +934,8 @@ TEST_F(BrokerCoreJournalTest, ARestartedCoreRunsQueuedJobsAndLetsWorkersReclaimR
   hb.mutable_heartbeat();
   core.OnWorkerFrame("old", "", hb, later, &out);
   core.Tick(later, &out);
-  EXPECT_EQ(core.jobs().Find(3)->info().attempts[0].outcome, "broker_restarted");
+  EXPECT_EQ(core.jobs().Find(3)->info().attempts[0].outcome,
+            "broker_restarted");
   EXPECT_EQ(core.jobs().Find(2)->state, v1::Job::RUNNING);
   // The reclaimed job's result completes it normally.
   wire::Frame res;
@@ -935,7 +956,6 @@ TEST_F(BrokerCoreJournalTest, ARestartedCoreRunsQueuedJobsAndLetsWorkersReclaimR
             (std::vector<uint64_t>{1, 2, 3, 4}));
 }
 
-
 TEST_F(BrokerCoreTest, PrefetchesManyTinyTasksButNoLongOne) {
   // Two workers of 2 threads that accept up to 100 prefetched tasks.
   Register("tiny", 2, /*prefetch=*/100, {"tiny"});
@@ -946,7 +966,8 @@ TEST_F(BrokerCoreTest, PrefetchesManyTinyTasksButNoLongOne) {
   EXPECT_EQ(Dispatched().size(), 8u);
   // Tiny tasks (10 us): 500 per thread in 5 ms; capped at the 100 the
   // worker accepts.
-  for (int i = 0; i < 4; ++i) ResultTook("tiny", tiny[i], absl::Microseconds(10));
+  for (int i = 0; i < 4; ++i)
+    ResultTook("tiny", tiny[i], absl::Microseconds(10));
   // Long tasks (1 s): none ahead.
   for (int i = 0; i < 4; ++i) ResultTook("long", longs[i], absl::Seconds(1));
   std::vector<std::pair<std::string, wire::Task>> more = Dispatched();
@@ -955,7 +976,6 @@ TEST_F(BrokerCoreTest, PrefetchesManyTinyTasksButNoLongOne) {
   EXPECT_EQ(to_tiny, 2 + 100);
   EXPECT_EQ(to_long, 2);
 }
-
 
 TEST_F(BrokerCoreTest, PrefetchFollowsTheTaskNotTheWorkersLastTasks) {
   // One worker warmed up on tiny tasks, then given long ones of another

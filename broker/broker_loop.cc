@@ -84,8 +84,8 @@ absl::StatusOr<std::string> BrokerLoop::BindWorkers(
       monitor_.set(zmq::sockopt::linger, 0);
       monitor_.connect("inproc://dexec-worker-monitor");
     } catch (const zmq::error_t& e) {
-      return absl::InternalError(absl::StrCat(
-          "cannot set up CURVE on the worker socket: ", e.what()));
+      return absl::InternalError(
+          absl::StrCat("cannot set up CURVE on the worker socket: ", e.what()));
     }
     worker_auth_ = std::move(auth);
   }
@@ -93,9 +93,9 @@ absl::StatusOr<std::string> BrokerLoop::BindWorkers(
     router_.bind(ep);
     return router_.get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& e) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot bind the worker socket to ", endpoint, ": ", e.what(),
-        " (--worker_listen)"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot bind the worker socket to ", endpoint, ": ",
+                     e.what(), " (--worker_listen)"));
   }
 }
 
@@ -254,8 +254,8 @@ void BrokerLoop::ReturnFreedMemory() {
   const absl::Time start = absl::Now();
   malloc_trim(0);
   DEXEC_LOG(DEBUG) << "returned freed memory free_bytes=" << free_bytes
-                   << " in_use_bytes=" << info.uordblks << " took="
-                   << absl::FormatDuration(absl::Now() - start);
+                   << " in_use_bytes=" << info.uordblks
+                   << " took=" << absl::FormatDuration(absl::Now() - start);
 }
 
 void BrokerLoop::ReadWorkerFrames(absl::Time now) {
@@ -343,8 +343,8 @@ void BrokerLoop::NoteBadFrame(const std::string& peer, const std::string& why,
   if (now - last < kBadFrameLogInterval) return;
   last = now;
   DEXEC_LOG(WARNING) << "bad frame dropped peer=" << PeerName(peer)
-                     << " reason=\"" << why << "\" bad_frames_total="
-                     << bad_frames_;
+                     << " reason=\"" << why
+                     << "\" bad_frames_total=" << bad_frames_;
 }
 
 void BrokerLoop::Flush(absl::Time now) {

@@ -25,9 +25,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "auth/curve_keys.h"
 #include "auth/worker_key_store.h"
-#include "absl/time/time.h"
 #include "broker/broker_core.h"
 #include "broker/journal.h"
 #include "broker/zap_handler.h"
@@ -116,9 +116,7 @@ class BrokerLoop {
 
   // Worker handshakes refused (no CURVE, or a key not admitted) and frames
   // dropped because their key was revoked since.
-  uint64_t worker_auth_failures() const {
-    return worker_auth_failures_.load();
-  }
+  uint64_t worker_auth_failures() const { return worker_auth_failures_.load(); }
 
  private:
   void Run();

@@ -67,7 +67,8 @@ class SessionReactor final
       : loop_(loop),
         id_(loop->NewSessionId()),
         caller_(std::make_shared<const Caller>(std::move(caller))),
-        sink_(std::make_shared<Sink>(this, loop->options().max_response_bytes)) {
+        sink_(
+            std::make_shared<Sink>(this, loop->options().max_response_bytes)) {
     loop_->AddSession(id_, sink_, caller_->name);
     StartRead(&request_);
   }
@@ -85,9 +86,9 @@ class SessionReactor final
     const bool parsed = ParseBytes(request_, req.get());
     request_.Clear();
     if (!parsed) {
-      EndAfterQueued(FromGrpcStatus(NotParsed(
-          absl::StrCat("Session message ", requests_read_),
-          "dexec.v1.SessionRequest", bytes)));
+      EndAfterQueued(FromGrpcStatus(
+          NotParsed(absl::StrCat("Session message ", requests_read_),
+                    "dexec.v1.SessionRequest", bytes)));
       return;
     }
     const SessionId id = id_;
@@ -100,9 +101,8 @@ class SessionReactor final
         const size_t index = q.size();
         q.emplace_back().mutable_submitted()->set_seq(req->submit().seq());
         const BatchKey batch{req->submit().client_id(), req->submit().seq()};
-        absl::StatusOr<std::vector<uint64_t>> ids =
-            c.core.Submit(req->submit().jobs(), *caller, id, c.now, &c.out,
-                          &batch);
+        absl::StatusOr<std::vector<uint64_t>> ids = c.core.Submit(
+            req->submit().jobs(), *caller, id, c.now, &c.out, &batch);
         v1::SessionResponse::Submitted* submitted =
             c.out.to_sessions[id][index].mutable_submitted();
         if (ids.ok()) {
@@ -280,7 +280,8 @@ class SessionReactor final
     // `events`, and the queued events are of jobs acknowledged earlier —
     // and keeps each response within the byte budget. An event larger than
     // the budget goes alone (it is bounded by --max_payload_bytes).
-    void AppendLocked(v1::SessionResponse& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    void AppendLocked(v1::SessionResponse& r)
+        ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       if (r.has_submitted()) {
         const size_t bytes = r.submitted().ByteSizeLong() + kFieldOverhead;
         if (queue_.empty() || queue_.back().response.has_submitted() ||
@@ -295,7 +296,8 @@ class SessionReactor final
       for (v1::JobEvent& e : *r.mutable_events()->mutable_events()) {
         const size_t bytes = e.ByteSizeLong() + kFieldOverhead;
         if (queue_.empty() ||
-            (queue_.back().bytes > 0 && queue_.back().bytes + bytes > budget_) ||
+            (queue_.back().bytes > 0 &&
+             queue_.back().bytes + bytes > budget_) ||
             queue_.back().response.events().events_size() >=
                 kMaxEventsPerResponse) {
           queue_.emplace_back();
@@ -410,9 +412,9 @@ grpc::ServerUnaryReactor* Unary(BrokerLoop* loop,
     const absl::Status status = fill(c, *request, response.get());
     (read_only ? c.out.query_replies : c.out.replies)
         .push_back([reactor, raw_response, response, status] {
-      if (status.ok()) SerializeTo(*response, raw_response);
-      reactor->Finish(ToGrpcStatus(status));
-    });
+          if (status.ok()) SerializeTo(*response, raw_response);
+          reactor->Finish(ToGrpcStatus(status));
+        });
   });
   return reactor;
 }
@@ -499,8 +501,8 @@ absl::StatusOr<Caller> BrokerService::Authorize(
   if (now_s - last >= 10 &&
       last_refusal_logged_s_.compare_exchange_strong(last, now_s)) {
     DEXEC_LOG(WARNING) << "client refused peer=" << ctx->peer()
-                       << " method=" << method << " code="
-                       << absl::StatusCodeToString(refused.code())
+                       << " method=" << method
+                       << " code=" << absl::StatusCodeToString(refused.code())
                        << " client_auth_failures_total=" << n;
   }
   return refused;
@@ -629,7 +631,8 @@ grpc::ServerUnaryReactor* BrokerService::CreateToken(
   ToProto(auth::TokenInfo{req->name(), *role, now}, resp->mutable_info());
   resp->set_token(*secret);
   DEXEC_LOG(INFO) << "token created name=" << req->name()
-                  << " role=" << auth::RoleName(*role) << " by=" << caller->name;
+                  << " role=" << auth::RoleName(*role)
+                  << " by=" << caller->name;
   return Refuse(ctx, absl::OkStatus());
 }
 
@@ -654,9 +657,9 @@ grpc::ServerUnaryReactor* BrokerService::RevokeToken(
   absl::Status revoked = auth_.tokens->Revoke(req->name());
   if (!revoked.ok()) return Refuse(ctx, revoked);
   // Streams opened with it end now; new calls are refused already.
-  loop_->FailSessionsOf(req->name(),
-                        absl::UnauthenticatedError(absl::StrCat(
-                            "token '", req->name(), "' was revoked")));
+  loop_->FailSessionsOf(
+      req->name(), absl::UnauthenticatedError(
+                       absl::StrCat("token '", req->name(), "' was revoked")));
   DEXEC_LOG(INFO) << "token revoked name=" << req->name()
                   << " by=" << caller->name;
   return Refuse(ctx, absl::OkStatus());
@@ -721,6 +724,5 @@ absl::Status BrokerService::NoAuth() {
   return absl::FailedPreconditionError(
       "this broker runs with --insecure: it has no tokens or worker keys");
 }
-
 
 }  // namespace dexec::broker

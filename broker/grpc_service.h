@@ -33,18 +33,21 @@ namespace internal {
 // credential methods, admin-only, stay typed).
 using RawBrokerService = v1::Broker::WithRawCallbackMethod_Submit<
     v1::Broker::WithRawCallbackMethod_GetJobs<
-    v1::Broker::WithRawCallbackMethod_Cancel<
-    v1::Broker::WithRawCallbackMethod_ListJobs<
-    v1::Broker::WithRawCallbackMethod_ListWorkers<
-    v1::Broker::WithRawCallbackMethod_GetStats<
-    v1::Broker::WithRawCallbackMethod_Session<
-    v1::Broker::WithCallbackMethod_CreateToken<
-    v1::Broker::WithCallbackMethod_ListTokens<
-    v1::Broker::WithCallbackMethod_RevokeToken<
-    v1::Broker::WithCallbackMethod_CreateWorkerKey<
-    v1::Broker::WithCallbackMethod_ListWorkerKeys<
-    v1::Broker::WithCallbackMethod_RevokeWorkerKey<
-    v1::Broker::Service>>>>>>>>>>>>>;
+        v1::Broker::WithRawCallbackMethod_Cancel<
+            v1::Broker::WithRawCallbackMethod_ListJobs<
+                v1::Broker::WithRawCallbackMethod_ListWorkers<
+                    v1::Broker::WithRawCallbackMethod_GetStats<
+                        v1::Broker::WithRawCallbackMethod_Session<
+                            v1::Broker::WithCallbackMethod_CreateToken<
+                                v1::Broker::WithCallbackMethod_ListTokens<
+                                    v1::Broker::WithCallbackMethod_RevokeToken<
+                                        v1::Broker::WithCallbackMethod_CreateWorkerKey<
+                                            v1::Broker::
+                                                WithCallbackMethod_ListWorkerKeys<
+                                                    v1::Broker::
+                                                        WithCallbackMethod_RevokeWorkerKey<
+                                                            v1::Broker::
+                                                                Service>>>>>>>>>>>>>;
 }  // namespace internal
 
 // The credentials the service checks. Borrowed; both outlive the service.

@@ -125,9 +125,8 @@ struct Job {
   }
 
   uint32_t attempt_number() const {
-    return details == nullptr
-               ? 0
-               : static_cast<uint32_t>(details->attempts.size());
+    return details == nullptr ? 0
+                              : static_cast<uint32_t>(details->attempts.size());
   }
 };
 

@@ -107,12 +107,10 @@ Job RecordToJob(store::JobRecord&& r) {
   d.idempotency_key = std::move(*r.mutable_idempotency_key());
   d.finished_at = FromUs(r.finished_at_us());
   for (store::Attempt& a : *r.mutable_attempts()) {
-    d.attempts.push_back(AttemptRecord{std::move(*a.mutable_worker()),
-                                       std::move(*a.mutable_worker_key()),
-                                       /*worker_identity=*/"",
-                                       FromUs(a.started_at_us()),
-                                       FromUs(a.ended_at_us()),
-                                       std::move(*a.mutable_outcome())});
+    d.attempts.push_back(AttemptRecord{
+        std::move(*a.mutable_worker()), std::move(*a.mutable_worker_key()),
+        /*worker_identity=*/"", FromUs(a.started_at_us()),
+        FromUs(a.ended_at_us()), std::move(*a.mutable_outcome())});
   }
   d.result = std::move(*r.mutable_result());
   d.payload_size = r.payload_size();
@@ -144,7 +142,8 @@ absl::Status FromRocks(const rocksdb::Status& s, const std::string& what) {
 // Reads every record back. Payloads come after job records in key order
 // ('j' < 'p'), so they are matched to jobs by id.
 absl::Status Recover(rocksdb::DB* db, RecoveredState* out) {
-  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions()));
+  std::unique_ptr<rocksdb::Iterator> it(
+      db->NewIterator(rocksdb::ReadOptions()));
   absl::flat_hash_map<uint64_t, size_t> index;  // job id -> position in out
   uint64_t skipped = 0;
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
@@ -183,7 +182,8 @@ absl::Status Recover(rocksdb::DB* db, RecoveredState* out) {
       b.at = FromUs(r.at_us());
       out->batches.push_back(std::move(b));
     } else if (key == kNextIdKey && value.size() == 8) {
-      out->next_id = std::max(out->next_id, absl::big_endian::Load64(value.data()));
+      out->next_id =
+          std::max(out->next_id, absl::big_endian::Load64(value.data()));
     }
   }
   if (!it->status().ok()) return FromRocks(it->status(), "reading the journal");
@@ -233,8 +233,8 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(
   rocksdb::DB* raw = nullptr;
   bool read_only = false;
   rocksdb::Status s = rocksdb::DB::Open(options, dir, &raw);
-  if (s.IsIOError() && (s.IsNoSpace() ||
-                        s.ToString().find("No space") != std::string::npos)) {
+  if (s.IsIOError() &&
+      (s.IsNoSpace() || s.ToString().find("No space") != std::string::npos)) {
     // Opening for writing writes (a new log, a table of what the old log
     // held). Read-only, the broker serves what it has; writes wait.
     rocksdb::Status ro = rocksdb::DB::OpenForReadOnly(options, dir, &raw);
@@ -274,14 +274,14 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(
   } else if (!s.ok()) {
     return FromRocks(s, absl::StrCat("reading the journal in ", dir));
   } else if (format != kFormatVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the journal in ", dir, " has format '", format,
-        "', which this dexec-broker does not read (it reads '",
-        kFormatVersion, "')"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the journal in ", dir, " has format '", format,
+                     "', which this dexec-broker does not read (it reads '",
+                     kFormatVersion, "')"));
   }
   if (absl::Status r = Recover(db.get(), recovered); !r.ok()) return r;
-  return std::unique_ptr<Journal>(new Journal(std::move(db), dir, options,
-                                              read_only, min_free_bytes));
+  return std::unique_ptr<Journal>(
+      new Journal(std::move(db), dir, options, read_only, min_free_bytes));
 }
 
 Journal::Journal(std::unique_ptr<rocksdb::DB> db, std::string dir,
@@ -306,8 +306,7 @@ Journal::Journal(std::unique_ptr<rocksdb::DB> db, std::string dir,
 
 Journal::~Journal() { Close(); }
 
-rocksdb::Status Journal::WriteRound(std::vector<Pending>& round,
-                                    size_t* from) {
+rocksdb::Status Journal::WriteRound(std::vector<Pending>& round, size_t* from) {
   int last = -1;
   for (size_t i = *from; i < round.size(); ++i) {
     if (round[i].batch.Count() > 0) last = static_cast<int>(i);
@@ -332,12 +331,12 @@ bool Journal::RecoverAndWrite(std::vector<Pending>& round, size_t from,
   // put, keys deleted), so writing a batch twice is harmless.
   {
     MutexLock lock(&mu_);
-    failing_ = first_error.IsNoSpace() ||
-                       first_error.ToString().find("No space") !=
-                           std::string::npos ||
-                       read_only_
-                   ? "the journal's disk is full"
-                   : absl::StrCat("journal writes fail: ", first_error.ToString());
+    failing_ =
+        first_error.IsNoSpace() ||
+                first_error.ToString().find("No space") != std::string::npos ||
+                read_only_
+            ? "the journal's disk is full"
+            : absl::StrCat("journal writes fail: ", first_error.ToString());
   }
   DEXEC_LOG(ERROR) << "journal write failed data_dir=" << dir_ << " error=\""
                    << first_error.ToString()
@@ -512,10 +511,10 @@ void Journal::Run() {
       if (round[i].batch.Count() > 0) last = static_cast<int>(i);
     }
     size_t from = 0;
-    rocksdb::Status s =
-        last < 0     ? rocksdb::Status::OK()
-        : read_only_ ? rocksdb::Status::NotSupported("opened read-only")
-                     : WriteRound(round, &from);
+    rocksdb::Status s = last < 0 ? rocksdb::Status::OK()
+                        : read_only_
+                            ? rocksdb::Status::NotSupported("opened read-only")
+                            : WriteRound(round, &from);
     if (!s.ok() && !RecoverAndWrite(round, from, s)) {
       // Closing with writes that never succeeded: their replies (what
       // would acknowledge them) never run. A restart recovers what is on

@@ -107,7 +107,8 @@ TEST(JournalTest, ARestartRecoversEveryJobItsStateAndTheNextId) {
   EXPECT_EQ(core.jobs().Find(ids[3])->state, v1::Job::CANCELLED);
   // Ids never repeat, and the acknowledged batch is still known.
   Outbox out;
-  EXPECT_EQ(core.Submit(Specs(1), Caller{}, 0, kT0, &out).value()[0], keyed_id + 1);
+  EXPECT_EQ(core.Submit(Specs(1), Caller{}, 0, kT0, &out).value()[0],
+            keyed_id + 1);
   BatchKey key{"client", 3};
   EXPECT_EQ(core.Submit(Specs(4), Caller{}, 0, kT0, &out, &key).value(), ids);
   // So is the idempotency key: the same job again, not a new one.
@@ -127,7 +128,8 @@ TEST(JournalTest, IdsNeverRepeatAfterTheNewestJobsExpire) {
     o.retention = absl::Seconds(1);
     BrokerCore core(o, kT0);
     Outbox out;
-    std::vector<uint64_t> ids = core.Submit(Specs(3), Caller{}, 0, kT0, &out).value();
+    std::vector<uint64_t> ids =
+        core.Submit(Specs(3), Caller{}, 0, kT0, &out).value();
     last = ids.back();
     google::protobuf::RepeatedField<uint64_t> all(ids.begin(), ids.end());
     core.Cancel(Caller{}, all, kT0, &out);

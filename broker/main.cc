@@ -15,9 +15,9 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/marshalling.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/flags/marshalling.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
@@ -115,16 +115,17 @@ int Main() {
   if (options.max_queued_bytes == 0) {
     const long pages = sysconf(_SC_PHYS_PAGES);
     const long page_size = sysconf(_SC_PAGE_SIZE);
-    options.max_queued_bytes =
-        pages > 0 && page_size > 0
-            ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size) / 4
-            : uint64_t{4} << 30;
+    options.max_queued_bytes = pages > 0 && page_size > 0
+                                   ? static_cast<uint64_t>(pages) *
+                                         static_cast<uint64_t>(page_size) / 4
+                                   : uint64_t{4} << 30;
   }
   options.max_response_bytes = absl::GetFlag(FLAGS_max_response_bytes);
   options.max_watch_ids = absl::GetFlag(FLAGS_max_watch_ids);
   options.max_watched_per_session =
       absl::GetFlag(FLAGS_max_watched_per_session);
-  if (options.max_response_bytes < 1024 || options.max_response_bytes > (1u << 30)) {
+  if (options.max_response_bytes < 1024 ||
+      options.max_response_bytes > (1u << 30)) {
     std::cerr << "dexec-broker: --max_response_bytes must be between 1 KiB "
                  "and 1 GiB (protobuf cannot send 2 GB)\n";
     return 2;
@@ -139,8 +140,8 @@ int Main() {
   const std::string listen = absl::GetFlag(FLAGS_listen);
   const std::string worker_listen = absl::GetFlag(FLAGS_worker_listen);
   const bool insecure = absl::GetFlag(FLAGS_insecure);
-  const bool tls = absl::GetFlag(FLAGS_tls) ||
-                   !absl::GetFlag(FLAGS_tls_cert).empty();
+  const bool tls =
+      absl::GetFlag(FLAGS_tls) || !absl::GetFlag(FLAGS_tls_cert).empty();
   if (absl::GetFlag(FLAGS_tls_cert).empty() !=
       absl::GetFlag(FLAGS_tls_key).empty()) {
     std::cerr << "dexec-broker: --tls_cert and --tls_key go together\n";
@@ -185,9 +186,8 @@ int Main() {
       return 2;
     }
     const absl::Time open_start = absl::Now();
-    absl::StatusOr<std::unique_ptr<Journal>> opened =
-        Journal::Open(data_dir, &recovered,
-                      absl::GetFlag(FLAGS_journal_min_free_bytes));
+    absl::StatusOr<std::unique_ptr<Journal>> opened = Journal::Open(
+        data_dir, &recovered, absl::GetFlag(FLAGS_journal_min_free_bytes));
     if (!opened.ok()) {
       std::cerr << "dexec-broker: " << opened.status().message() << "\n";
       return 1;
@@ -207,8 +207,8 @@ int Main() {
   std::optional<WorkerPlaneAuth> worker_auth;
   if (insecure) {
     DEXEC_LOG(WARNING) << "--insecure: no tokens, no CURVE: anyone who "
-                          "reaches grpc=" << listen << " or workers="
-                       << worker_listen
+                          "reaches grpc="
+                       << listen << " or workers=" << worker_listen
                        << " can run jobs, read results and join as a worker";
   } else {
     const absl::Time now = absl::Now();
@@ -313,9 +313,8 @@ int Main() {
   builder.AddListeningPort(listen, server_credentials, &port);
   builder.RegisterService(&service);
   // A batch of jobs can be larger than one payload; leave room for it.
-  builder.SetMaxReceiveMessageSize(
-      static_cast<int>(std::min<uint64_t>(options.max_payload_bytes * 2 + (16 << 20),
-                                          INT32_MAX)));
+  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<uint64_t>(
+      options.max_payload_bytes * 2 + (16 << 20), INT32_MAX)));
   loop.Start();
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
@@ -326,8 +325,9 @@ int Main() {
   }
   std::cout << "dexec-broker listening grpc=" << listen.substr(0, colon) << ":"
             << port << " workers=" << *workers
-            << " tls=" << (tls ? "on" : "off") << " auth="
-            << (insecure ? std::string("off") : auth_dir) << std::endl;
+            << " tls=" << (tls ? "on" : "off")
+            << " auth=" << (insecure ? std::string("off") : auth_dir)
+            << std::endl;
   DEXEC_LOG(INFO) << "started grpc=" << listen.substr(0, colon) << ":" << port
                   << " workers=" << *workers;
 
@@ -358,21 +358,24 @@ int main(int argc, char** argv) {
   dexec::SetMutexDeadlockDetectionForProcess();
   absl::SetProgramUsageMessage(
       "dexec-broker [--listen=HOST:PORT] [--worker_listen=ENDPOINT]");
-  if (dexec::PrintHelpIfRequested(argc, argv, {
-          .program = "dexec-broker",
-          .summary = "accepts jobs from clients over gRPC and hands them to "
-                     "workers over ZeroMQ.",
-          .groups = {
-              {"Listening", {"listen", "worker_listen"}},
-              {"Jobs and workers",
-               {"heartbeat_interval", "liveness", "retention", "max_attempts"}},
-              {"Limits",
-               {"max_queued", "max_queued_bytes", "max_payload_bytes",
-                "max_response_bytes", "max_watch_ids",
-                "max_watched_per_session", "max_worker_credit"}},
-              {"Storage", {"data_dir", "in_memory", "journal_min_free_bytes"}},
-              {"Security", {"auth_dir", "tls", "tls_cert", "tls_key",
-                            "tls_client_ca", "tls_san", "insecure"}}}})) {
+  if (dexec::PrintHelpIfRequested(
+          argc, argv,
+          {.program = "dexec-broker",
+           .summary = "accepts jobs from clients over gRPC and hands them to "
+                      "workers over ZeroMQ.",
+           .groups = {
+               {"Listening", {"listen", "worker_listen"}},
+               {"Jobs and workers",
+                {"heartbeat_interval", "liveness", "retention",
+                 "max_attempts"}},
+               {"Limits",
+                {"max_queued", "max_queued_bytes", "max_payload_bytes",
+                 "max_response_bytes", "max_watch_ids",
+                 "max_watched_per_session", "max_worker_credit"}},
+               {"Storage", {"data_dir", "in_memory", "journal_min_free_bytes"}},
+               {"Security",
+                {"auth_dir", "tls", "tls_cert", "tls_key", "tls_client_ca",
+                 "tls_san", "insecure"}}}})) {
     return 0;
   }
   // A bad flag exits 2 (a usage error), not absl's 1.

@@ -15,8 +15,7 @@ void Decrement(size_t* n) {
 
 }  // namespace
 
-void ReadyQueue::Push(const std::string& task, int32_t priority,
-                      uint64_t id) {
+void ReadyQueue::Push(const std::string& task, int32_t priority, uint64_t id) {
   TaskQueue& tq = queues_[task];
   ++tq.live;
   std::deque<uint64_t>& q = tq.levels[priority];

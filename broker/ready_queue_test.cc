@@ -51,9 +51,11 @@ TEST_F(ReadyQueueTest, SkipsIdsThatAreNoLongerQueued) {
   q_.Push("t", 0, 1);
   q_.Push("t", 0, 2);
   dead_.insert(1);
-  EXPECT_TRUE(q_.HasWork("t", [this](uint64_t id) { return !dead_.contains(id); }));
+  EXPECT_TRUE(
+      q_.HasWork("t", [this](uint64_t id) { return !dead_.contains(id); }));
   EXPECT_EQ(Pop({"t"}), 2u);
-  EXPECT_FALSE(q_.HasWork("t", [this](uint64_t id) { return !dead_.contains(id); }));
+  EXPECT_FALSE(
+      q_.HasWork("t", [this](uint64_t id) { return !dead_.contains(id); }));
 }
 
 TEST_F(ReadyQueueTest, ARequeuedJobGoesAheadOfNewerOnes) {

@@ -27,7 +27,8 @@ WorkerEntry& WorkerRegistry::Add(const std::string& identity,
   }
   w.async_in_flight.clear();
   w.task_names.clear();
-  for (const std::string& t : w.tasks) w.task_names.push_back(TaskName::Intern(t));
+  for (const std::string& t : w.tasks)
+    w.task_names.push_back(TaskName::Intern(t));
   w.registered_at = now;
   w.last_heard = now;
   w.last_sent = absl::InfinitePast();

@@ -34,10 +34,11 @@ absl::Status ZapHandler::Start() {
     socket_.set(zmq::sockopt::linger, 0);
     socket_.bind(kZapEndpoint);
   } catch (const zmq::error_t& e) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot bind the worker authentication handler (", kZapEndpoint,
-        "): ", e.what(), "; refusing to start, since without it any CURVE "
-        "key would be admitted"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot bind the worker authentication handler (",
+                     kZapEndpoint, "): ", e.what(),
+                     "; refusing to start, since without it any CURVE "
+                     "key would be admitted"));
   }
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "broker-zap");

@@ -45,10 +45,10 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "client/next_iterator.h"
 #include "client/future.h"
 #include "client/future_state.h"
 #include "client/map_stream.h"
+#include "client/next_iterator.h"
 #include "client/options.h"
 #include "client/wait.h"
 #include "common/codec.h"
@@ -168,8 +168,9 @@ class Executor {
   // results are consumed, at most options.window at a time, in Submit
   // messages of options.jobs_per_message jobs (of options.chunksize items
   // each). A message the broker has no room for
-  // waits in the client and is offered again (MapOptions). An lvalue `inputs` must outlive the
-  // MapResults; an rvalue is moved in. The Executor must outlive it too.
+  // waits in the client and is offered again (MapOptions). An lvalue `inputs`
+  // must outlive the MapResults; an rvalue is moved in. The Executor must
+  // outlive it too.
   template <typename T = std::string, typename Range>
   MapResults<T> Map(absl::string_view task, Range&& inputs,
                     MapOptions options = {}) {

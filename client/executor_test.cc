@@ -22,8 +22,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/future.h"
-#include "common/mutex.h"
 #include "client/wait.h"
+#include "common/mutex.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -541,16 +541,17 @@ TEST_F(ExecutorTest, DoneCallbacksRunOnTheCallbackThread) {
   EXPECT_EQ(thread_name, "client-callback");  // 15-char kernel limit
 }
 
-TEST_F(ExecutorTest, GivingUpOnTheBrokerFailsOutstandingFuturesAndLaterSubmits) {
+TEST_F(ExecutorTest,
+       GivingUpOnTheBrokerFailsOutstandingFuturesAndLaterSubmits) {
   executor_ = Connect(1000, /*reconnect_timeout=*/absl::Milliseconds(500));
   Future<std::string> f = executor_->Submit("hang", "");
   ASSERT_TRUE(f.JobId(kBound).ok());
   StopServer();
   absl::Status s = f.Exception(kBound);
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
-  EXPECT_THAT(s.message(), HasSubstr(absl::StrCat(
-                               "the dexec broker at ", address_,
-                               " was unreachable for ")));
+  EXPECT_THAT(s.message(),
+              HasSubstr(absl::StrCat("the dexec broker at ", address_,
+                                     " was unreachable for ")));
   EXPECT_THAT(s.message(), HasSubstr("reconnect_timeout (500ms)"));
   EXPECT_EQ(executor_->Submit("echo", "").Exception(kBound).code(),
             absl::StatusCode::kUnavailable);
@@ -619,14 +620,14 @@ TEST_F(ExecutorTest, ADuplicateTerminalEventResolvesTheFutureOnce) {
   // Events and callbacks are in order: once a later job's callback ran,
   // the duplicate event was handled long ago.
   bool later_ran = false;
-  executor_->Submit("echo", "later").AddDoneCallback(
-      [&](const Future<std::string>&) {
+  executor_->Submit("echo", "later")
+      .AddDoneCallback([&](const Future<std::string>&) {
         MutexLock lock(&mu);
         later_ran = true;
       });
   MutexLock lock(&mu);
-  ASSERT_TRUE(mu.AwaitWithDeadline([&] { return later_ran; },
-                                   absl::Now() + kBound));
+  ASSERT_TRUE(
+      mu.AwaitWithDeadline([&] { return later_ran; }, absl::Now() + kBound));
   EXPECT_EQ(calls, 1);
   EXPECT_EQ(f.Result().value(), "first");
 }

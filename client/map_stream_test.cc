@@ -221,17 +221,17 @@ TEST_F(MapStreamTest, AnItemsErrorFailsThatElementNamingItAndCancelsTheRest) {
   // Items are their index, except item 250 (0-based) which fails; chunks
   // after the third are never answered.
   int jobs = 0;
-  host_->set_on_submit(
-      [&](const std::string& payload, const std::shared_ptr<FutureState>& s) {
-        if (++jobs > 3) return;
-        absl::StatusOr<tasks::Chunk> chunk = chunk::Decode(payload);
-        std::vector<std::string> items(chunk->items().begin(),
-                                       chunk->items().end());
-        for (std::string& item : items) {
-          if (item == "250") item = "fail";
-        }
-        s->Complete(absl::OkStatus(), RunChunkLikeAWorker(chunk::Encode(items)));
-      });
+  host_->set_on_submit([&](const std::string& payload,
+                           const std::shared_ptr<FutureState>& s) {
+    if (++jobs > 3) return;
+    absl::StatusOr<tasks::Chunk> chunk = chunk::Decode(payload);
+    std::vector<std::string> items(chunk->items().begin(),
+                                   chunk->items().end());
+    for (std::string& item : items) {
+      if (item == "250") item = "fail";
+    }
+    s->Complete(absl::OkStatus(), RunChunkLikeAWorker(chunk::Encode(items)));
+  });
   int pulled = 0;
   MapResults<int> results(std::make_unique<MapStream>(
       host_, "t", Chunked(100, 1000), Counting(1000, &pulled)));

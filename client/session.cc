@@ -105,19 +105,17 @@ bool Reconnectable(const grpc::Status& status) {
 
 std::string Describe(const grpc::Status& status) {
   if (status.ok()) return "the broker closed the session";
-  return absl::StrCat(
-      status.error_message(), " (",
-      absl::StatusCodeToString(
-          static_cast<absl::StatusCode>(status.error_code())),
-      ")");
+  return absl::StrCat(status.error_message(), " (",
+                      absl::StatusCodeToString(
+                          static_cast<absl::StatusCode>(status.error_code())),
+                      ")");
 }
 
 // 128 random bits as hex: unique among the broker's clients in practice.
 std::string RandomClientId() {
   std::random_device device;
-  std::mt19937_64 random(
-      (static_cast<uint64_t>(device()) << 32) ^ device() ^
-      static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())));
+  std::mt19937_64 random((static_cast<uint64_t>(device()) << 32) ^ device() ^
+                         static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())));
   return absl::StrFormat("%016x%016x", random(), random());
 }
 
@@ -139,8 +137,8 @@ absl::StatusOr<std::shared_ptr<Session>> Session::Connect(
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
               static_cast<int>(absl::ToInt64Milliseconds(kReconnectMax)));
   const auth::ClientAuthOptions auth_options{
-      options.token,   options.token_file, options.tls_ca,
-      options.tls_cert, options.tls_key,   options.tls_server_name};
+      options.token,    options.token_file, options.tls_ca,
+      options.tls_cert, options.tls_key,    options.tls_server_name};
   // No channel interceptor: the token goes on each call's context (one
   // stream, a few unary calls), which keeps the stream's messages cheap.
   absl::StatusOr<auth::BareBrokerChannel> made =
@@ -163,7 +161,8 @@ absl::StatusOr<std::shared_ptr<Session>> Session::Connect(
     // rather than as the first future's failure.
     grpc::ClientContext context;
     context.set_deadline(deadline);
-    if (!authorization.empty()) context.AddMetadata("authorization", authorization);
+    if (!authorization.empty())
+      context.AddMetadata("authorization", authorization);
     v1::Stats stats;
     const grpc::Status probe = v1::Broker::NewStub(channel)->GetStats(
         &context, v1::GetStatsRequest(), &stats);
@@ -371,7 +370,8 @@ absl::StatusOr<std::vector<bool>> Session::CancelJobs(
   request.mutable_job_ids()->Add(job_ids.begin(), job_ids.end());
   v1::CancelResponse response;
   grpc::ClientContext context;
-  if (!authorization_.empty()) context.AddMetadata("authorization", authorization_);
+  if (!authorization_.empty())
+    context.AddMetadata("authorization", authorization_);
   context.set_deadline(std::chrono::system_clock::now() +
                        std::chrono::seconds(10));
   grpc::Status status = stub_->Cancel(&context, request, &response);
@@ -707,9 +707,10 @@ void Session::RecvLoop() {
       end = absl::Status(
           refused ? static_cast<absl::StatusCode>(status.error_code())
                   : absl::StatusCode::kUnavailable,
-          absl::StrCat(refused ? "the broker at " : "lost connection to broker at ",
-                       broker_, refused ? " refused this client: " : ": ",
-                       Describe(status)));
+          absl::StrCat(
+              refused ? "the broker at " : "lost connection to broker at ",
+              broker_, refused ? " refused this client: " : ": ",
+              Describe(status)));
       break;
     }
     stream = Reconnect(outage_start, &backoff);
@@ -747,8 +748,8 @@ std::shared_ptr<Session::Stream> Session::Reconnect(absl::Time outage_start,
     grpc_connectivity_state state = channel_->GetState(/*try_to_connect=*/true);
     if (state != GRPC_CHANNEL_READY) {
       channel_->WaitForStateChange(
-          state, absl::ToChronoTime(
-                     std::min(absl::Now() + kConnectProbe, give_up)));
+          state,
+          absl::ToChronoTime(std::min(absl::Now() + kConnectProbe, give_up)));
       state = channel_->GetState(/*try_to_connect=*/true);
     }
     if (state == GRPC_CHANNEL_READY) {
@@ -817,8 +818,8 @@ void Session::HandleSubmitted(v1::SessionResponse::Submitted* submitted) {
         }
         if (probe && n > 1) {
           // Maybe it was only too big: offer the first half at once. A
-          // full broker refuses log2(jobs_per_message) halves in a row, then the
-          // single jobs back off.
+          // full broker refuses log2(jobs_per_message) halves in a row, then
+          // the single jobs back off.
           room_retry_at_ = now;
         } else if (probe || (!room_probe_out_ && room_retry_at_ <= now)) {
           room_retry_at_ = now + room_backoff_.Next();
@@ -852,9 +853,9 @@ void Session::HandleSubmitted(v1::SessionResponse::Submitted* submitted) {
     }
   }
   if (!cancelled.empty()) {
-    const absl::Status status = JobErrorToStatus(
-        error_kind::kCancelled,
-        "cancelled by the client while it waited for room");
+    const absl::Status status =
+        JobErrorToStatus(error_kind::kCancelled,
+                         "cancelled by the client while it waited for room");
     for (const auto& state : cancelled) state->Complete(status);
   }
   if (batch == nullptr) return;  // waits for room
@@ -1010,9 +1011,9 @@ void Session::Shutdown(bool wait, bool cancel_futures) {
     }
   }
   if (cancel_futures) {
-    const absl::Status cancelled = JobErrorToStatus(
-        error_kind::kCancelled,
-        "cancelled by Executor::Shutdown before it was sent");
+    const absl::Status cancelled =
+        JobErrorToStatus(error_kind::kCancelled,
+                         "cancelled by Executor::Shutdown before it was sent");
     for (BatchPtr& batch : unsent) {
       for (const auto& state : batch->states) state->Complete(cancelled);
     }

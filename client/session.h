@@ -171,8 +171,7 @@ class Session final : public BatchSubmitter,
   // sending role back.
   void WriteRound(SendRound round) ABSL_LOCKS_EXCLUDED(queue_mu_, mu_);
   // Submit may write its one job itself: the session is idle.
-  bool InlineSendAllowedLocked() const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
+  bool InlineSendAllowedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
   // Something to write now. Batches wait while kMaxUnackedBatches are
   // unanswered.
   bool HasWorkLocked(absl::Time now) const
@@ -192,8 +191,7 @@ class Session final : public BatchSubmitter,
   // Opens a new stream after the last one broke, with backoff, until
   // `outage_start` + reconnect_timeout. nullptr if it gave up or Stop()
   // was called.
-  std::shared_ptr<Stream> Reconnect(absl::Time outage_start,
-                                    Backoff* backoff);
+  std::shared_ptr<Stream> Reconnect(absl::Time outage_start, Backoff* backoff);
   void HandleSubmitted(v1::SessionResponse::Submitted* submitted);
   void HandleEvents(v1::SessionResponse::Events* events);
   // The session is over for good: fail everything outstanding with
@@ -224,8 +222,7 @@ class Session final : public BatchSubmitter,
   // offered again at room_retry_at_ (one probe at a time).
   std::deque<BatchPtr> room_wait_ ABSL_GUARDED_BY(queue_mu_);
   bool room_probe_out_ ABSL_GUARDED_BY(queue_mu_) = false;
-  absl::Time room_retry_at_ ABSL_GUARDED_BY(queue_mu_) =
-      absl::InfinitePast();
+  absl::Time room_retry_at_ ABSL_GUARDED_BY(queue_mu_) = absl::InfinitePast();
   Backoff room_backoff_ ABSL_GUARDED_BY(queue_mu_);
   uint64_t next_ticket_ ABSL_GUARDED_BY(queue_mu_) = 0;
   // Batches taken by the sender and not yet answered by the broker.

@@ -25,9 +25,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "client/next_iterator.h"
 #include "client/future.h"
 #include "client/future_state.h"
+#include "client/next_iterator.h"
 #include "common/mutex.h"
 
 namespace dexec {
@@ -164,7 +164,8 @@ class AsCompletedIterator {
     return absl::StatusOr<Future<T>>(fs_[*queue_->Pop()]);
   }
 
-  using iterator = internal::NextIterator<AsCompletedIterator, absl::StatusOr<Future<T>>>;
+  using iterator =
+      internal::NextIterator<AsCompletedIterator, absl::StatusOr<Future<T>>>;
   iterator begin() { return iterator(this); }
   iterator end() { return iterator(nullptr); }
 

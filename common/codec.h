@@ -43,17 +43,16 @@ struct Codec<bool> {
   static absl::StatusOr<bool> Decode(absl::string_view bytes) {
     bool v;
     if (!absl::SimpleAtob(bytes, &v)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("expected true or false, got '", bytes.substr(0, 64),
-                       "'"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "expected true or false, got '", bytes.substr(0, 64), "'"));
     }
     return v;
   }
 };
 
 template <typename T>
-struct Codec<T, std::enable_if_t<std::is_integral_v<T> &&
-                                 !std::is_same_v<T, bool>>> {
+struct Codec<
+    T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>>> {
   static std::string Encode(T v) { return absl::StrCat(v); }
   static absl::StatusOr<T> Decode(absl::string_view bytes) {
     // SimpleAtoi handles 32- and 64-bit types; narrower ones parse wide and
@@ -86,14 +85,14 @@ struct Codec<T, std::enable_if_t<std::is_floating_point_v<T>>> {
 };
 
 template <typename T>
-struct Codec<T, std::enable_if_t<
-                    std::is_base_of_v<google::protobuf::MessageLite, T>>> {
+struct Codec<
+    T, std::enable_if_t<std::is_base_of_v<google::protobuf::MessageLite, T>>> {
   static std::string Encode(const T& v) { return v.SerializeAsString(); }
   static absl::StatusOr<T> Decode(absl::string_view bytes) {
     T v;
     if (!v.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "bytes are not a valid ", v.GetTypeName(), " message"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("bytes are not a valid ", v.GetTypeName(), " message"));
     }
     return v;
   }

@@ -1,7 +1,7 @@
 // A worker binary of your own: the stock built-in tasks plus "square".
 //
-//   bazel-bin/examples/square_worker tcp://127.0.0.1:50052 [dexec-data/worker.key]
-//   dexec submit --wait square 7        # prints 49
+//   bazel-bin/examples/square_worker tcp://127.0.0.1:50052
+//   [dexec-data/worker.key] dexec submit --wait square 7        # prints 49
 //
 // It joins with the credentials the broker wrote on first start
 // (./dexec-data/worker.key, or the file named second).

@@ -28,8 +28,7 @@ namespace {
 const absl::Time kT0 = absl::FromUnixSeconds(1'700'000'000);
 
 [[noreturn]] void Fail(const std::string& why) {
-  std::fprintf(stderr, "broker_core_fuzz: invariant broken: %s\n",
-               why.c_str());
+  std::fprintf(stderr, "broker_core_fuzz: invariant broken: %s\n", why.c_str());
   std::abort();
 }
 
@@ -40,9 +39,12 @@ const char* const kKeys[] = {"", "k0", "k1"};
 // Sessions 1..3 belong to one caller each; 0 is "no session".
 Caller SessionCaller(SessionId s) {
   switch (s) {
-    case 2: return Caller{"alice", Caller::kSubmit};
-    case 3: return Caller{"bob", Caller::kSubmit};
-    default: return Caller{};
+    case 2:
+      return Caller{"alice", Caller::kSubmit};
+    case 3:
+      return Caller{"bob", Caller::kSubmit};
+    default:
+      return Caller{};
   }
 }
 
@@ -62,22 +64,42 @@ class Driver {
   void Step(int op) {
     watch_op_ = false;
     switch (op) {
-      case 0: RawFrame(); break;
-      case 1: Register(); break;
-      case 2: Result(); break;
-      case 3: Submit(); break;
-      case 4: Cancel(); break;
-      case 5: Watch(); break;
+      case 0:
+        RawFrame();
+        break;
+      case 1:
+        Register();
+        break;
+      case 2:
+        Result();
+        break;
+      case 3:
+        Submit();
+        break;
+      case 4:
+        Cancel();
+        break;
+      case 5:
+        Watch();
+        break;
       case 6:
         now_ += absl::Milliseconds(in_.ConsumeIntegralInRange<int>(0, 5000));
         break;
-      case 7: core_.Schedule(now_, &out_); break;
-      case 8: core_.Tick(now_, &out_); break;
+      case 7:
+        core_.Schedule(now_, &out_);
+        break;
+      case 8:
+        core_.Tick(now_, &out_);
+        break;
       case 9:
         core_.OnWorkerUnreachable(Identity(), now_, &out_);
         break;
-      case 10: HeartbeatOrState(); break;
-      case 11: Query(); break;
+      case 10:
+        HeartbeatOrState();
+        break;
+      case 11:
+        Query();
+        break;
       case 12: {
         SessionId s = in_.ConsumeIntegralInRange<SessionId>(1, 3);
         core_.CloseSession(s);
@@ -151,8 +173,8 @@ class Driver {
         r->set_attempt(in_.ConsumeIntegralInRange<uint32_t>(0, 4));
       }
       r->set_ok(in_.ConsumeBool());
-      r->set_output(in_.ConsumeBytesAsString(
-          in_.ConsumeIntegralInRange<size_t>(0, 64)));
+      r->set_output(
+          in_.ConsumeBytesAsString(in_.ConsumeIntegralInRange<size_t>(0, 64)));
       if (!r->ok()) {
         r->set_error_kind(in_.ConsumeBool() ? "ValueError" : "");
         r->set_error_message(in_.ConsumeBytesAsString(
@@ -173,8 +195,12 @@ class Driver {
       case 0:
         f.mutable_heartbeat()->set_busy(in_.ConsumeIntegralInRange<int>(-1, 8));
         break;
-      case 1: f.mutable_worker_state()->set_draining(true); break;
-      case 2: f.mutable_worker_state()->set_leaving(true); break;
+      case 1:
+        f.mutable_worker_state()->set_draining(true);
+        break;
+      case 2:
+        f.mutable_worker_state()->set_leaving(true);
+        break;
     }
     Frame(f);
   }
@@ -187,17 +213,18 @@ class Driver {
   void Submit() {
     SessionId session = in_.ConsumeIntegralInRange<SessionId>(0, 3);
     if (closed_.count(session)) session = 0;
-    Caller caller = session != 0 ? SessionCaller(session)
-                                 : SessionCaller(in_.ConsumeIntegralInRange<
-                                                 SessionId>(1, 3));
+    Caller caller =
+        session != 0
+            ? SessionCaller(session)
+            : SessionCaller(in_.ConsumeIntegralInRange<SessionId>(1, 3));
     google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
     int n = in_.ConsumeIntegralInRange<int>(1, 4);
     for (int i = 0; i < n; ++i) {
       v1::JobSpec* s = specs.Add();
       int task = in_.ConsumeIntegralInRange<int>(0, 3);
       s->set_task(task < 3 ? kTasks[task] : "");
-      s->set_payload(in_.ConsumeBytesAsString(
-          in_.ConsumeIntegralInRange<size_t>(0, 300)));
+      s->set_payload(
+          in_.ConsumeBytesAsString(in_.ConsumeIntegralInRange<size_t>(0, 300)));
       s->set_priority(in_.ConsumeIntegralInRange<int>(-2, 2));
       s->set_max_attempts(in_.ConsumeIntegralInRange<int>(-1, 3));
       int timeout_ms = in_.ConsumeIntegralInRange<int>(-1, 3000);
@@ -238,19 +265,20 @@ class Driver {
       const Job* job = core_.jobs().Find(id);
       before.push_back(job ? job->state : v1::Job::STATE_UNSPECIFIED);
     }
-    v1::CancelResponse resp = core_.Cancel(SessionCaller(who), ids, now_, &out_);
+    v1::CancelResponse resp =
+        core_.Cancel(SessionCaller(who), ids, now_, &out_);
     if (resp.cancelled_size() != ids.size()) {
       Fail("CancelResponse has not one answer per id");
     }
     for (int i = 0; i < ids.size(); ++i) {
       // True means CANCELLED now: cancelled by this request, or already
       // (dexec.proto); never for a job that succeeded, failed or is unknown.
-      if (resp.cancelled(i) && (before[i] == v1::Job::STATE_UNSPECIFIED ||
-                                before[i] == v1::Job::SUCCEEDED ||
-                                before[i] == v1::Job::FAILED ||
-                                resp.states(i) != v1::Job::CANCELLED)) {
-        Fail(absl::StrCat("Cancel of job ", ids[i], " in state ",
-                          before[i], " answered true"));
+      if (resp.cancelled(i) &&
+          (before[i] == v1::Job::STATE_UNSPECIFIED ||
+           before[i] == v1::Job::SUCCEEDED || before[i] == v1::Job::FAILED ||
+           resp.states(i) != v1::Job::CANCELLED)) {
+        Fail(absl::StrCat("Cancel of job ", ids[i], " in state ", before[i],
+                          " answered true"));
       }
     }
   }
@@ -282,8 +310,8 @@ class Driver {
       }
       case 1: {
         v1::ListJobsRequest req;
-        req.set_state(static_cast<v1::Job::State>(
-            in_.ConsumeIntegralInRange<int>(0, 5)));
+        req.set_state(
+            static_cast<v1::Job::State>(in_.ConsumeIntegralInRange<int>(0, 5)));
         req.set_limit(in_.ConsumeIntegralInRange<int>(-1, 10));
         req.set_before_id(SomeId());
         v1::ListJobsResponse resp = core_.ListJobs(caller, req);
@@ -297,7 +325,9 @@ class Driver {
         }
         break;
       }
-      case 2: core_.ListWorkers(); break;
+      case 2:
+        core_.ListWorkers();
+        break;
       case 3: {
         v1::Stats stats = core_.GetStats(now_);
         if (stats.queued() != core_.jobs().count(v1::Job::QUEUED) ||
@@ -327,8 +357,7 @@ class Driver {
         }
         if (t.attempt() == 0 || t.attempt() > job->attempt_number()) {
           Fail(absl::StrCat("dispatched attempt ", t.attempt(), " of job ",
-                            t.job_id(), " which made ",
-                            job->attempt_number()));
+                            t.job_id(), " which made ", job->attempt_number()));
         }
         dispatched_.emplace_back(t.job_id(), t.attempt());
         if (dispatched_.size() > 64) dispatched_.erase(dispatched_.begin());
@@ -342,8 +371,10 @@ class Driver {
           // Outside Watch (which repeats a finished job's event on demand)
           // a session hears of a job's end once.
           if (!terminal_events_.insert({session, e.job_id()}).second) {
-            Fail(absl::StrCat("session ", session, " got a second terminal "
-                              "event for job ", e.job_id()));
+            Fail(absl::StrCat("session ", session,
+                              " got a second terminal "
+                              "event for job ",
+                              e.job_id()));
           }
           const Job* job = core_.jobs().Find(e.job_id());
           if (job != nullptr && job->state != e.state()) {
@@ -415,8 +446,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   BrokerOptions o;
   uint8_t flags = in.ConsumeIntegral<uint8_t>();
   o.journal = flags & 1;
-  o.requeue_backoff = (flags & 2) ? absl::Milliseconds(100)
-                                  : absl::ZeroDuration();
+  o.requeue_backoff =
+      (flags & 2) ? absl::Milliseconds(100) : absl::ZeroDuration();
   o.retention = absl::Seconds(1 + (flags >> 4));
   o.max_queued = 48;
   o.max_queued_bytes = 4096;

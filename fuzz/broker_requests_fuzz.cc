@@ -34,8 +34,8 @@ namespace dexec::broker {
 namespace {
 
 const char* const kUnary[] = {
-    "/dexec.v1.Broker/Submit",   "/dexec.v1.Broker/GetJobs",
-    "/dexec.v1.Broker/Cancel",   "/dexec.v1.Broker/ListJobs",
+    "/dexec.v1.Broker/Submit",      "/dexec.v1.Broker/GetJobs",
+    "/dexec.v1.Broker/Cancel",      "/dexec.v1.Broker/ListJobs",
     "/dexec.v1.Broker/ListWorkers", "/dexec.v1.Broker/GetStats",
 };
 const char kSession[] = "/dexec.v1.Broker/Session";
@@ -98,15 +98,15 @@ class Server {
   grpc::Status Session(const uint8_t* data, size_t size) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + kDeadline);
-    std::unique_ptr<grpc::ClientReaderWriter<grpc::ByteBuffer,
-                                             grpc::ByteBuffer>>
-        stream(grpc::internal::ClientReaderWriterFactory<
-               grpc::ByteBuffer, grpc::ByteBuffer>::
-                   Create(channel_.get(),
-                          grpc::internal::RpcMethod(
-                              kSession,
-                              grpc::internal::RpcMethod::BIDI_STREAMING),
-                          &ctx));
+    std::unique_ptr<
+        grpc::ClientReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>>
+        stream(
+            grpc::internal::ClientReaderWriterFactory<grpc::ByteBuffer,
+                                                      grpc::ByteBuffer>::
+                Create(channel_.get(),
+                       grpc::internal::RpcMethod(
+                           kSession, grpc::internal::RpcMethod::BIDI_STREAMING),
+                       &ctx));
     size_t i = 0;
     while (i < size) {
       const size_t len = data[i++];

@@ -18,8 +18,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!frame.ok()) return 0;
 
   std::string encoded = dexec::wire::EncodeFrame(*frame);
-  absl::StatusOr<dexec::wire::Frame> again =
-      dexec::wire::DecodeFrame(encoded);
+  absl::StatusOr<dexec::wire::Frame> again = dexec::wire::DecodeFrame(encoded);
   if (!again.ok()) {
     std::fprintf(stderr, "re-encoded frame no longer decodes: %s\n",
                  again.status().ToString().c_str());

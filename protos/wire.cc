@@ -23,8 +23,8 @@ absl::Status ValidateRegister(const Register& r) {
   }
   if (r.tasks_size() > kMaxRegisterTasks) {
     return absl::InvalidArgumentError(
-        absl::StrCat("Register offers ", r.tasks_size(), " tasks; the limit is ",
-                     kMaxRegisterTasks));
+        absl::StrCat("Register offers ", r.tasks_size(),
+                     " tasks; the limit is ", kMaxRegisterTasks));
   }
   if (r.held_size() > kMaxRegisterHeld) {
     return absl::InvalidArgumentError(
@@ -42,9 +42,9 @@ absl::Status ValidateRegister(const Register& r) {
   }
   for (const std::string& t : r.tasks()) {
     if (t.empty() || t.size() > kMaxRegisterNameBytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "Register offers a task name of ", t.size(),
-          " bytes; it must be 1 to ", kMaxRegisterNameBytes));
+      return absl::InvalidArgumentError(
+          absl::StrCat("Register offers a task name of ", t.size(),
+                       " bytes; it must be 1 to ", kMaxRegisterNameBytes));
     }
   }
   if (r.concurrency() < 0 || r.concurrency() > 1000000) {
@@ -118,8 +118,11 @@ std::string ValidUtf8(absl::string_view s) {
   size_t i = 0;
   while (i < s.size()) {
     const unsigned char c = static_cast<unsigned char>(s[i]);
-    int n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3
-                                            : (c >> 3) == 0x1E ? 4 : 0;
+    int n = c < 0x80           ? 1
+            : (c >> 5) == 0x6  ? 2
+            : (c >> 4) == 0xE  ? 3
+            : (c >> 3) == 0x1E ? 4
+                               : 0;
     bool ok = n > 0 && i + n <= s.size();
     uint32_t cp = n == 1 ? c : n == 2 ? c & 0x1F : n == 3 ? c & 0x0F : c & 0x07;
     for (int k = 1; ok && k < n; ++k) {
@@ -167,9 +170,8 @@ absl::StatusOr<Frame> DecodeFrame(absl::string_view bytes) {
     return absl::InvalidArgumentError("empty frame");
   }
   if (bytes.size() > kMaxFrameBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("frame is ", bytes.size(), " bytes; the limit is ",
-                     kMaxFrameBytes));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "frame is ", bytes.size(), " bytes; the limit is ", kMaxFrameBytes));
   }
   Frame frame;
   if (!frame.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {

@@ -98,8 +98,7 @@ TEST(Wire, RejectsARegisterTooBigToHold) {
   }
   absl::StatusOr<Frame> f = DecodeFrame(EncodeFrame(many_tasks));
   EXPECT_EQ(f.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(f.status().message().find("4096"), std::string::npos)
-      << f.status();
+  EXPECT_NE(f.status().message().find("4096"), std::string::npos) << f.status();
   // At the limits it is fine.
   Frame at_limit = RegisterFrame();
   at_limit.mutable_register_()->set_name(std::string(256, 'n'));
@@ -125,7 +124,8 @@ TEST(Wire, AResultWithInvalidUtf8ErrorTextStillParses) {
   EXPECT_EQ(f->results().results(0).error_message(),
             "bad \xEF\xBF\xBD\xEF\xBF\xBD bytes \xEF\xBF\xBD");
   EXPECT_EQ(f->results().results(1).output(), std::string("\xff\x00\xfe", 3));
-  EXPECT_EQ(ValidUtf8("h\xC3\xA9llo \xE2\x82\xAC"), "h\xC3\xA9llo \xE2\x82\xAC");
+  EXPECT_EQ(ValidUtf8("h\xC3\xA9llo \xE2\x82\xAC"),
+            "h\xC3\xA9llo \xE2\x82\xAC");
   EXPECT_EQ(ValidUtf8("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");  // overlong
   EXPECT_EQ(ValidUtf8("\xED\xA0\x80"),
             "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // surrogate

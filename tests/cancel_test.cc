@@ -70,8 +70,7 @@ class PidFile {
                        std::istreambuf_iterator<char>());
       int pid = 0;
       if (absl::EndsWith(text, "\n") &&
-          absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &pid) &&
-          pid > 0) {
+          absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &pid) && pid > 0) {
         pid_ = pid;
         return pid_;
       }
@@ -141,8 +140,8 @@ class CancelTest : public ::testing::Test {
       if (job.state() == v1::Job::RUNNING) return ::testing::AssertionSuccess();
       if (job.state() != v1::Job::QUEUED || absl::Now() >= deadline) {
         return ::testing::AssertionFailure()
-               << "job " << *id << " is "
-               << v1::Job::State_Name(job.state()) << ", not RUNNING";
+               << "job " << *id << " is " << v1::Job::State_Name(job.state())
+               << ", not RUNNING";
       }
       // The job's future says RUNNING too, but this is what the broker
       // believes, which is what Cancel acts on.

@@ -69,8 +69,8 @@ TEST_F(CliTest, AFailedJobPrintsItsErrorAndExitsNonZero) {
 }
 
 TEST_F(CliTest, ExecRunsACommandOnAWorkerAndKeepsItsExitCode) {
-  CommandResult r =
-      Cli({"exec", "--wait", "--", "sh", "-c", "echo to-out; echo to-err >&2; exit 3"});
+  CommandResult r = Cli({"exec", "--wait", "--", "sh", "-c",
+                         "echo to-out; echo to-err >&2; exit 3"});
   EXPECT_EQ(r.exit_code, 3);
   EXPECT_EQ(r.out, "to-out\n");
   EXPECT_NE(r.err.find("to-err"), std::string::npos);
@@ -123,8 +123,7 @@ TEST_F(CliTest, WaitWithATimeoutReturnsWhileAJobIsStillQueued) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(10));
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_EQ(r.out, id + " QUEUED\n");
-  EXPECT_NE(r.err.find("1 of 1 jobs not finished"), std::string::npos)
-      << r.err;
+  EXPECT_NE(r.err.find("1 of 1 jobs not finished"), std::string::npos) << r.err;
   CommandResult unknown = Cli({"wait", "987654"});
   EXPECT_EQ(unknown.exit_code, 1) << unknown.err;
   EXPECT_EQ(unknown.out, "987654 NOT_FOUND\n");
@@ -157,7 +156,8 @@ TEST_F(CliTest, WorkersAndStatsDescribeTheCluster) {
 TEST_F(CliTest, AQueuedJobsStatusSaysWhyItWaits) {
   std::string id = SubmitId({"nobody.offers.this"});
   CommandResult r = Cli({"status", id});
-  EXPECT_NE(r.out.find("no live worker offers task"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("no live worker offers task"), std::string::npos)
+      << r.out;
 }
 
 TEST(CliErrors, UnknownCommandBadFlagAndUnreachableBrokerExitTwo) {

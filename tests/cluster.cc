@@ -7,12 +7,12 @@
 #include <cstdlib>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "absl/time/clock.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "auth/client_credentials.h"
 #include "auth/secret_file.h"
 #include "grpcpp/grpcpp.h"
@@ -26,16 +26,18 @@ absl::Status TestCluster::StartBroker(std::vector<std::string> extra_flags) {
   data_dir_.clear();
   for (const std::string& f : flags) {
     absl::string_view flag = f;
-    if (absl::ConsumePrefix(&flag, "--data_dir=")) data_dir_ = std::string(flag);
-    if (absl::StartsWith(f, "--data_dir") || absl::StartsWith(f, "--in_memory")) {
+    if (absl::ConsumePrefix(&flag, "--data_dir="))
+      data_dir_ = std::string(flag);
+    if (absl::StartsWith(f, "--data_dir") ||
+        absl::StartsWith(f, "--in_memory")) {
       chose_store = true;
     }
   }
   static std::atomic<int> brokers{0};
   const int n = brokers++;
   const char* tmp = std::getenv("TEST_TMPDIR");
-  const std::string base =
-      absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/dexec-", ::getpid(), "-", n);
+  const std::string base = absl::StrCat(tmp != nullptr ? tmp : "/tmp",
+                                        "/dexec-", ::getpid(), "-", n);
   if (!chose_store) {
     data_dir_ = base + "-data";
     flags.push_back("--data_dir=" + data_dir_);
@@ -76,14 +78,15 @@ absl::Status TestCluster::LaunchBroker(const std::vector<std::string>& argv) {
   broker_ = std::make_unique<Process>(std::move(*p));
   absl::StatusOr<std::string> line = broker_->ReadLine(absl::Seconds(20));
   if (!line.ok()) {
-    return absl::UnavailableError(
-        absl::StrCat("broker did not report listening: ", line.status().message()));
+    return absl::UnavailableError(absl::StrCat(
+        "broker did not report listening: ", line.status().message()));
   }
   // dexec-broker listening grpc=HOST:PORT workers=ENDPOINT
   std::string grpc_address, worker_endpoint;
   for (absl::string_view field : absl::StrSplit(*line, ' ')) {
     if (absl::ConsumePrefix(&field, "grpc=")) grpc_address = std::string(field);
-    if (absl::ConsumePrefix(&field, "workers=")) worker_endpoint = std::string(field);
+    if (absl::ConsumePrefix(&field, "workers="))
+      worker_endpoint = std::string(field);
   }
   if (grpc_address.empty() || worker_endpoint.empty()) {
     return absl::InternalError(absl::StrCat("unexpected broker line: ", *line));
@@ -104,7 +107,8 @@ absl::Status TestCluster::LaunchBroker(const std::vector<std::string>& argv) {
 
 std::unique_ptr<v1::Broker::Stub> TestCluster::StubWithToken(
     const std::string& token) {
-  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
+  std::vector<
+      std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
       interceptors;
   if (!token.empty()) {
     interceptors.push_back(auth::MakeTokenInterceptorFactory(token));
@@ -117,10 +121,11 @@ std::unique_ptr<v1::Broker::Stub> TestCluster::StubWithToken(
   args.SetMaxReceiveMessageSize(-1);
   // Its own connection: a shared one may still be the dead broker's.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return v1::Broker::NewStub(grpc::experimental::CreateCustomChannelWithInterceptors(
-      grpc_address_,
-      credentials.ok() ? *credentials : grpc::InsecureChannelCredentials(),
-      args, std::move(interceptors)));
+  return v1::Broker::NewStub(
+      grpc::experimental::CreateCustomChannelWithInterceptors(
+          grpc_address_,
+          credentials.ok() ? *credentials : grpc::InsecureChannelCredentials(),
+          args, std::move(interceptors)));
 }
 
 absl::Status TestCluster::KillBroker(absl::Duration timeout) {
@@ -155,10 +160,10 @@ absl::Status TestCluster::RestartBroker() {
         " failed (is the port taken?): ", started.message()));
   }
   if (grpc_address_ != want_grpc || worker_endpoint_ != want_workers) {
-    return absl::InternalError(absl::StrCat(
-        "restarted broker listens on grpc=", grpc_address_, " workers=",
-        worker_endpoint_, ", not on grpc=", want_grpc, " workers=",
-        want_workers));
+    return absl::InternalError(
+        absl::StrCat("restarted broker listens on grpc=", grpc_address_,
+                     " workers=", worker_endpoint_, ", not on grpc=", want_grpc,
+                     " workers=", want_workers));
   }
   return absl::OkStatus();
 }
@@ -202,9 +207,9 @@ absl::Status TestCluster::WaitForWorkers(int n, absl::Duration timeout) {
     // Registration is a message we cannot subscribe to; ask again shortly.
     absl::SleepFor(absl::Milliseconds(20));
   }
-  return absl::DeadlineExceededError(absl::StrCat(
-      "broker lists ", seen, " workers, expected ", n, " within ",
-      absl::FormatDuration(timeout)));
+  return absl::DeadlineExceededError(
+      absl::StrCat("broker lists ", seen, " workers, expected ", n, " within ",
+                   absl::FormatDuration(timeout)));
 }
 
 absl::StatusOr<CommandResult> TestCluster::Cli(std::vector<std::string> args,

@@ -58,7 +58,8 @@ class TestCluster {
   absl::StatusOr<size_t> StartWorker(int threads,
                                      std::vector<std::string> extra_flags = {});
   // Waits until the broker lists `n` workers.
-  absl::Status WaitForWorkers(int n, absl::Duration timeout = absl::Seconds(20));
+  absl::Status WaitForWorkers(int n,
+                              absl::Duration timeout = absl::Seconds(20));
 
   const std::string& grpc_address() const { return grpc_address_; }
   const std::string& worker_endpoint() const { return worker_endpoint_; }

@@ -34,8 +34,8 @@ void Fill(const std::string& path, size_t bytes) {
   const std::string chunk(64 << 10, 'f');
   size_t written = 0;
   while (written < bytes) {
-    const ssize_t n = ::write(fd, chunk.data(),
-                              std::min(chunk.size(), bytes - written));
+    const ssize_t n =
+        ::write(fd, chunk.data(), std::min(chunk.size(), bytes - written));
     if (n <= 0) break;  // ENOSPC: full
     written += static_cast<size_t>(n);
   }
@@ -50,8 +50,8 @@ class DiskFullTest : public ::testing::Test {
                       "size=20m); run as root to test a full journal disk";
     }
     const char* tmp = std::getenv("TEST_TMPDIR");
-    mount_ = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/small-disk-",
-                          ::getpid());
+    mount_ =
+        absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/small-disk-", ::getpid());
     ASSERT_EQ(::mkdir(mount_.c_str(), 0755), 0) << std::strerror(errno);
     ASSERT_EQ(::mount("tmpfs", mount_.c_str(), "tmpfs", 0, "size=20m"), 0)
         << "mount -t tmpfs -o size=20m: " << std::strerror(errno);
@@ -107,9 +107,9 @@ class DiskFullTest : public ::testing::Test {
       }
       absl::SleepFor(absl::Milliseconds(100));  // polling the broker's answer
     }
-    return absl::DeadlineExceededError(absl::StrCat(
-        "submits still refused 30 s after space returned: ",
-        last.error_message()));
+    return absl::DeadlineExceededError(
+        absl::StrCat("submits still refused 30 s after space returned: ",
+                     last.error_message()));
   }
 
   // Every acknowledged job is held, in a final state (it ran).
@@ -130,7 +130,8 @@ class DiskFullTest : public ::testing::Test {
   std::shared_ptr<grpc::Channel> channel_;
 };
 
-TEST_F(DiskFullTest, AFullJournalDiskRefusesSubmitsServesTheRestAndLosesNothing) {
+TEST_F(DiskFullTest,
+       AFullJournalDiskRefusesSubmitsServesTheRestAndLosesNothing) {
   // 4 MiB of someone else's, so that space can come back later.
   Fill(filler_, 4 << 20);
   ASSERT_TRUE(cluster_->StartBroker({"--data_dir=" + mount_ + "/data"}).ok());

@@ -52,7 +52,8 @@ bool AllSucceed(TestCluster& cluster, const std::vector<uint64_t>& ids,
     grpc::ClientContext ctx;
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
     v1::Stats stats;
-    grpc::Status s = cluster.stub().GetStats(&ctx, v1::GetStatsRequest(), &stats);
+    grpc::Status s =
+        cluster.stub().GetStats(&ctx, v1::GetStatsRequest(), &stats);
     if (s.ok() && stats.succeeded() >= before + ids.size()) break;
     absl::SleepFor(absl::Milliseconds(50));  // polling real state
   }

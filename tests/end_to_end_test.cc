@@ -164,7 +164,8 @@ TEST_F(EndToEndTest, AsCompletedYieldsEveryFutureExactlyOnce) {
 TEST_F(EndToEndTest, AsCompletedYieldsAlreadyDoneFuturesFirst) {
   Future<std::string> done = executor_->Submit("sys.echo", std::string("a"));
   ASSERT_TRUE(done.Result(kResultTimeout).ok());
-  Future<std::string> pending = executor_->Submit("nobody.offers.this", std::string());
+  Future<std::string> pending =
+      executor_->Submit("nobody.offers.this", std::string());
   auto it = AsCompleted(std::vector<Future<std::string>>{pending, done},
                         absl::Milliseconds(300));
   auto first = it.Next();
@@ -177,9 +178,10 @@ TEST_F(EndToEndTest, AsCompletedYieldsAlreadyDoneFuturesFirst) {
 
 TEST_F(EndToEndTest, WaitFirstCompletedReturnsWhenOneIsDone) {
   Future<std::string> quick = executor_->Submit("sys.echo", std::string("q"));
-  Future<std::string> never = executor_->Submit("nobody.offers.this", std::string());
-  WaitResult<std::string> w =
-      Wait<std::string>({quick, never}, kResultTimeout, ReturnWhen::kFirstCompleted);
+  Future<std::string> never =
+      executor_->Submit("nobody.offers.this", std::string());
+  WaitResult<std::string> w = Wait<std::string>({quick, never}, kResultTimeout,
+                                                ReturnWhen::kFirstCompleted);
   ASSERT_EQ(w.done.size(), 1u);
   EXPECT_EQ(*w.done[0].JobId(), *quick.JobId());
   ASSERT_EQ(w.not_done.size(), 1u);
@@ -188,9 +190,10 @@ TEST_F(EndToEndTest, WaitFirstCompletedReturnsWhenOneIsDone) {
 
 TEST_F(EndToEndTest, WaitFirstExceptionReturnsAtTheFirstFailure) {
   Future<std::string> fails = executor_->Submit("sys.fail", std::string("bad"));
-  Future<std::string> never = executor_->Submit("nobody.offers.this", std::string());
-  WaitResult<std::string> w =
-      Wait<std::string>({never, fails}, kResultTimeout, ReturnWhen::kFirstException);
+  Future<std::string> never =
+      executor_->Submit("nobody.offers.this", std::string());
+  WaitResult<std::string> w = Wait<std::string>({never, fails}, kResultTimeout,
+                                                ReturnWhen::kFirstException);
   ASSERT_EQ(w.done.size(), 1u);
   EXPECT_FALSE(w.done[0].Exception().ok());
   EXPECT_EQ(w.not_done.size(), 1u);
@@ -198,23 +201,28 @@ TEST_F(EndToEndTest, WaitFirstExceptionReturnsAtTheFirstFailure) {
 
 TEST_F(EndToEndTest, WaitAllCompletedWaitsForAllOrTheTimeout) {
   std::vector<Future<std::string>> fs;
-  for (int i = 0; i < 20; ++i) fs.push_back(executor_->Submit("sys.sleep", std::string("20")));
-  WaitResult<std::string> all = Wait(fs, kResultTimeout, ReturnWhen::kAllCompleted);
+  for (int i = 0; i < 20; ++i)
+    fs.push_back(executor_->Submit("sys.sleep", std::string("20")));
+  WaitResult<std::string> all =
+      Wait(fs, kResultTimeout, ReturnWhen::kAllCompleted);
   EXPECT_EQ(all.done.size(), 20u);
   EXPECT_TRUE(all.not_done.empty());
 
-  Future<std::string> never = executor_->Submit("nobody.offers.this", std::string());
-  WaitResult<std::string> partial =
-      Wait<std::string>({fs[0], never}, absl::Milliseconds(200), ReturnWhen::kAllCompleted);
+  Future<std::string> never =
+      executor_->Submit("nobody.offers.this", std::string());
+  WaitResult<std::string> partial = Wait<std::string>(
+      {fs[0], never}, absl::Milliseconds(200), ReturnWhen::kAllCompleted);
   EXPECT_EQ(partial.done.size(), 1u);
   EXPECT_EQ(partial.not_done.size(), 1u);
 }
 
 TEST_F(EndToEndTest, CancelStopsAQueuedJobButNotAFinishedOne) {
-  Future<std::string> queued = executor_->Submit("nobody.offers.this", std::string());
+  Future<std::string> queued =
+      executor_->Submit("nobody.offers.this", std::string());
   EXPECT_TRUE(queued.Cancel());
   EXPECT_TRUE(queued.Cancelled());
-  EXPECT_EQ(queued.Result(kResultTimeout).status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(queued.Result(kResultTimeout).status().code(),
+            absl::StatusCode::kCancelled);
   EXPECT_EQ(GetJob(*queued.JobId()).state(), v1::Job::CANCELLED);
 
   Future<std::string> done = executor_->Submit("sys.echo", std::string("x"));
@@ -224,7 +232,8 @@ TEST_F(EndToEndTest, CancelStopsAQueuedJobButNotAFinishedOne) {
 }
 
 TEST_F(EndToEndTest, ATaskErrorReachesTheCallerWithItsKindAndMessage) {
-  Future<std::string> f = executor_->Submit("sys.fail", std::string("the disk is full"));
+  Future<std::string> f =
+      executor_->Submit("sys.fail", std::string("the disk is full"));
   absl::StatusOr<std::string> r = f.Result(kResultTimeout);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(ErrorKind(r.status()), "task_error");
@@ -233,12 +242,14 @@ TEST_F(EndToEndTest, ATaskErrorReachesTheCallerWithItsKindAndMessage) {
 }
 
 TEST_F(EndToEndTest, AJobNoWorkerOffersStaysQueuedAndSaysWhy) {
-  Future<std::string> f = executor_->Submit("nobody.offers.this", std::string());
+  Future<std::string> f =
+      executor_->Submit("nobody.offers.this", std::string());
   EXPECT_EQ(f.Result(absl::Milliseconds(200)).status().code(),
             absl::StatusCode::kDeadlineExceeded);
   v1::Job job = GetJob(*f.JobId());
   EXPECT_EQ(job.state(), v1::Job::QUEUED);
-  EXPECT_NE(job.waiting_reason().find("no live worker offers task"), std::string::npos);
+  EXPECT_NE(job.waiting_reason().find("no live worker offers task"),
+            std::string::npos);
 }
 
 TEST_F(EndToEndTest, DoneCallbacksRunInOrderOnceTheJobFinishes) {
@@ -279,7 +290,8 @@ TEST_F(EndToEndTest, TheBrokerSurvivesGarbageOnTheWorkerSocket) {
   // A well-formed frame of a future protocol version.
   bad.send(zmq::str_buffer("\x08\x63\x22\x00"), zmq::send_flags::none);
   // The broker still answers and its workers still work.
-  Future<std::string> f = executor_->Submit("sys.echo", std::string("still here"));
+  Future<std::string> f =
+      executor_->Submit("sys.echo", std::string("still here"));
   absl::StatusOr<std::string> r = f.Result(kResultTimeout);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(*r, "still here");
@@ -289,12 +301,14 @@ TEST_F(EndToEndTest, TheBrokerSurvivesGarbageOnTheWorkerSocket) {
 TEST_F(EndToEndTest, AKilledWorkersJobsRunElsewhere) {
   // Four long-ish jobs, at least some on worker 0, which dies mid-run.
   std::vector<Future<std::string>> fs;
-  for (int i = 0; i < 8; ++i) fs.push_back(executor_->Submit("sys.sleep", std::string("1500")));
+  for (int i = 0; i < 8; ++i)
+    fs.push_back(executor_->Submit("sys.sleep", std::string("1500")));
   // Wait until every job runs: then worker 0 holds four of them.
   for (auto& f : fs) {
     const absl::Time deadline = absl::Now() + kResultTimeout;
     while (!f.Running() && !f.Done() && absl::Now() < deadline) {
-      Wait<std::string>({f}, absl::Milliseconds(10), ReturnWhen::kFirstCompleted);
+      Wait<std::string>({f}, absl::Milliseconds(10),
+                        ReturnWhen::kFirstCompleted);
     }
   }
   cluster_.workers()[0]->Signal(SIGKILL);
@@ -316,7 +330,8 @@ TEST(TenSleeps, RunConcurrentlyOnTenThreads) {
   auto ex = Executor::Connect(cluster.executor_options());
   ASSERT_TRUE(ex.ok()) << ex.status();
   std::vector<Future<std::string>> fs;
-  for (int i = 0; i < 10; ++i) fs.push_back((*ex)->Submit("sys.sleep", std::string("1000")));
+  for (int i = 0; i < 10; ++i)
+    fs.push_back((*ex)->Submit("sys.sleep", std::string("1000")));
   grpc::ClientContext ctx;
   v1::GetJobsRequest req;
   for (auto& f : fs) {
@@ -325,11 +340,13 @@ TEST(TenSleeps, RunConcurrentlyOnTenThreads) {
   }
   v1::GetJobsResponse resp;
   ASSERT_TRUE(cluster.stub().GetJobs(&ctx, req, &resp).ok());
-  absl::Time latest_start = absl::InfinitePast(), earliest_end = absl::InfiniteFuture();
+  absl::Time latest_start = absl::InfinitePast(),
+             earliest_end = absl::InfiniteFuture();
   for (const v1::Job& j : resp.jobs()) {
     latest_start = std::max(latest_start, FromProto(j.started_at()));
     earliest_end = std::min(earliest_end, FromProto(j.finished_at()));
-    EXPECT_GE(FromProto(j.finished_at()) - FromProto(j.started_at()), absl::Milliseconds(990));
+    EXPECT_GE(FromProto(j.finished_at()) - FromProto(j.started_at()),
+              absl::Milliseconds(990));
   }
   // Every job started before any finished: all ten ran at the same time.
   EXPECT_LT(latest_start, earliest_end);
@@ -353,7 +370,8 @@ TEST(MapErrors, StopAtTheFirstErrorAndCancelTheQueuedRest) {
   ASSERT_TRUE(first.has_value());
   ASSERT_FALSE(first->ok());
   EXPECT_EQ(ErrorKind(first->status()), "bad_payload") << first->status();
-  EXPECT_FALSE(results.Next().has_value()) << "iteration goes on after an error";
+  EXPECT_FALSE(results.Next().has_value())
+      << "iteration goes on after an error";
   // Of the three jobs behind it in the window, at most one got a thread; the
   // queued ones are cancelled, and no job past the window was submitted.
   grpc::ClientContext ctx;
@@ -361,7 +379,8 @@ TEST(MapErrors, StopAtTheFirstErrorAndCancelTheQueuedRest) {
   v1::ListJobsResponse resp;
   ASSERT_TRUE(cluster.stub().ListJobs(&ctx, req, &resp).ok());
   int cancelled = 0;
-  for (const v1::Job& j : resp.jobs()) cancelled += j.state() == v1::Job::CANCELLED;
+  for (const v1::Job& j : resp.jobs())
+    cancelled += j.state() == v1::Job::CANCELLED;
   EXPECT_GE(cancelled, 2);
   EXPECT_LE(resp.jobs_size(), 4);
 }
@@ -376,7 +395,8 @@ TEST(Limits, AnOversizedPayloadGetsAClearErrorAndNothingIsLost) {
   Future<std::string> big = (*ex)->Submit("sys.echo", std::string(5000, 'x'));
   absl::StatusOr<std::string> r = big.Result(kResultTimeout);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(r.status().message().find("--max_payload_bytes"), std::string::npos) << r.status();
+  EXPECT_NE(r.status().message().find("--max_payload_bytes"), std::string::npos)
+      << r.status();
   Future<std::string> ok = (*ex)->Submit("sys.echo", std::string("small"));
   EXPECT_TRUE(ok.Result(kResultTimeout).ok());
 }

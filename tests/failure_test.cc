@@ -54,11 +54,11 @@ using ::dexec::testing::AllJobIds;
 using ::dexec::testing::BinaryPath;
 using ::dexec::testing::CommandResult;
 using ::dexec::testing::GetJobs;
+using ::dexec::testing::IpBinary;
+using ::dexec::testing::NetnsPair;
 using ::dexec::testing::Process;
 using ::dexec::testing::RunCommand;
 using ::dexec::testing::TestCluster;
-using ::dexec::testing::IpBinary;
-using ::dexec::testing::NetnsPair;
 
 constexpr absl::Duration kResultTimeout = absl::Seconds(60);
 // The broker declares a worker lost after heartbeat x liveness (3): 600 ms
@@ -127,7 +127,8 @@ std::string AttemptLog(const v1::Job& job) {
 
 int SucceededAttempts(const v1::Job& job) {
   int n = 0;
-  for (const v1::Attempt& a : job.attempt_log()) n += a.outcome() == "succeeded";
+  for (const v1::Attempt& a : job.attempt_log())
+    n += a.outcome() == "succeeded";
   return n;
 }
 
@@ -257,7 +258,8 @@ TEST(FailureTest, AWorkerKilledMidMapLosesNoResultAndCompletesNothingTwice) {
         << "result " << i << " out of order";
   }
   ASSERT_TRUE(cluster.workers()[0]->Wait(absl::Seconds(10)).ok());
-  std::vector<v1::Job> jobs = GetJobs(cluster.stub(), AllJobIds(cluster.stub()));
+  std::vector<v1::Job> jobs =
+      GetJobs(cluster.stub(), AllJobIds(cluster.stub()));
   ASSERT_EQ(jobs.size(), kJobs);
   EXPECT_TRUE(EachSucceededExactlyOnce(jobs));
   const int rerun = CheckRerunsOfLostWorker(jobs, victim);
@@ -291,9 +293,9 @@ TEST(FailureTest, AFrozenWorkerIsDeclaredLostAndItsLateResultsAreDiscarded) {
 
   victim_process.Signal(SIGSTOP);
   const absl::Time stopped_at = absl::Now();
-  ASSERT_TRUE(PollUntil(
-      [&] { return !FindWorker(cluster.stub(), victim).has_value(); },
-      absl::Seconds(10)))
+  ASSERT_TRUE(
+      PollUntil([&] { return !FindWorker(cluster.stub(), victim).has_value(); },
+                absl::Seconds(10)))
       << "the broker still lists the frozen " << victim;
   const absl::Duration lost_after = absl::Now() - stopped_at;
   // Liveness is 3 x 200 ms; allow for the tick and a slow (sanitized) run.
@@ -312,9 +314,9 @@ TEST(FailureTest, AFrozenWorkerIsDeclaredLostAndItsLateResultsAreDiscarded) {
   // Thawed, it finishes its sleeps and offers the results: too late. It
   // registers again, and nothing it says changes a finished job.
   victim_process.Signal(SIGCONT);
-  ASSERT_TRUE(PollUntil(
-      [&] { return FindWorker(cluster.stub(), victim).has_value(); },
-      absl::Seconds(30)))
+  ASSERT_TRUE(
+      PollUntil([&] { return FindWorker(cluster.stub(), victim).has_value(); },
+                absl::Seconds(30)))
       << "the thawed " << victim << " did not register again";
   // The thawed worker takes work again: more jobs than the other one has
   // threads, so both get some.
@@ -344,7 +346,8 @@ TEST(FailureTest, AFrozenWorkerIsDeclaredLostAndItsLateResultsAreDiscarded) {
       << "the broker exited";
 }
 
-TEST(FailureTest, AJobThatCrashesEveryWorkerFailsAsWorkerLostAfterThreeAttempts) {
+TEST(FailureTest,
+     AJobThatCrashesEveryWorkerFailsAsWorkerLostAfterThreeAttempts) {
   TestCluster cluster;
   ASSERT_TRUE(cluster.StartBroker({kFastHeartbeat}).ok());
   std::unique_ptr<Executor> ex = Connect(cluster.executor_options());
@@ -358,8 +361,7 @@ TEST(FailureTest, AJobThatCrashesEveryWorkerFailsAsWorkerLostAfterThreeAttempts)
   std::vector<std::unique_ptr<Process>> crashers;
   const absl::Time deadline = absl::Now() + kResultTimeout;
   while (!f.Done() && absl::Now() < deadline) {
-    if (crashers.empty() ||
-        crashers.back()->Wait(absl::ZeroDuration()).ok()) {
+    if (crashers.empty() || crashers.back()->Wait(absl::ZeroDuration()).ok()) {
       if (crashers.size() == kMaxCrashWorkers) break;
       absl::StatusOr<Process> p = Process::Start(
           {BinaryPath("tests/crash_worker"), cluster.worker_endpoint(),
@@ -369,8 +371,7 @@ TEST(FailureTest, AJobThatCrashesEveryWorkerFailsAsWorkerLostAfterThreeAttempts)
       crashers.push_back(std::make_unique<Process>(*std::move(p)));
     }
     // Wakes as soon as the job finishes.
-    Wait<std::string>({f}, absl::Milliseconds(20),
-                      ReturnWhen::kFirstCompleted);
+    Wait<std::string>({f}, absl::Milliseconds(20), ReturnWhen::kFirstCompleted);
   }
   ASSERT_TRUE(f.Done()) << "the job did not finish; crash workers started: "
                         << crashers.size();
@@ -476,8 +477,8 @@ TEST(FailureTest, JobsRunningAcrossABrokerRestartAreNotRunAgain) {
       << (jobs.empty() ? "" : AttemptLog(jobs[0]));
   EXPECT_TRUE(EachSucceededExactlyOnce(jobs));
   for (const v1::Job& job : jobs) {
-    EXPECT_EQ(job.attempts(), 1) << "run again after the restart: "
-                                 << AttemptLog(job);
+    EXPECT_EQ(job.attempts(), 1)
+        << "run again after the restart: " << AttemptLog(job);
     EXPECT_EQ(job.attempt_log_size(), 1) << AttemptLog(job);
   }
 }
@@ -530,14 +531,14 @@ TEST(FailureTest, AWorkerCutOffByTheNetworkHasItsJobsRunElsewhereOnce) {
   // One worker across the link, one beside the broker.
   const std::string far = "cut-off", near = "beside-broker";
   absl::StatusOr<Process> far_worker = net.StartIn(
-      net.worker_ns(), {BinaryPath("worker/dexec-worker"),
-                        "--broker=" + worker_endpoint, "--threads=4",
-                        "--insecure", "--name=" + far});
+      net.worker_ns(),
+      {BinaryPath("worker/dexec-worker"), "--broker=" + worker_endpoint,
+       "--threads=4", "--insecure", "--name=" + far});
   ASSERT_TRUE(far_worker.ok()) << far_worker.status();
   absl::StatusOr<Process> near_worker = net.StartIn(
-      net.broker_ns(), {BinaryPath("worker/dexec-worker"),
-                        "--broker=" + worker_endpoint, "--threads=4",
-                        "--insecure", "--name=" + near});
+      net.broker_ns(),
+      {BinaryPath("worker/dexec-worker"), "--broker=" + worker_endpoint,
+       "--threads=4", "--insecure", "--name=" + near});
   ASSERT_TRUE(near_worker.ok()) << near_worker.status();
   ASSERT_TRUE(PollUntil([&] { return ListWorkers(*stub).size() == 2; },
                         absl::Seconds(20)))

@@ -10,11 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
-#include "absl/strings/strip.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "client/executor.h"
 #include "gtest/gtest.h"
@@ -46,7 +46,8 @@ std::string Mb(uint64_t bytes) { return absl::StrCat(bytes >> 20, " MB"); }
 int ChurnJobs() {
   const char* n = std::getenv("DEXEC_CHURN_JOBS");
   int jobs = 0;
-  return n != nullptr && absl::SimpleAtoi(n, &jobs) && jobs > 0 ? jobs : 200'000;
+  return n != nullptr && absl::SimpleAtoi(n, &jobs) && jobs > 0 ? jobs
+                                                                : 200'000;
 }
 
 // Under a sanitizer the broker's memory is the sanitizer allocator's
@@ -57,8 +58,8 @@ constexpr bool kSanitized = true;
 constexpr bool kSanitized = false;
 #endif
 
-#define SKIP_IF_SANITIZED()                                              \
-  if (kSanitized) {                                                      \
+#define SKIP_IF_SANITIZED()                                               \
+  if (kSanitized) {                                                       \
     GTEST_SKIP() << "RSS under a sanitizer measures the sanitizer's own " \
                     "allocator; run without --config=asan/tsan";          \
   }
@@ -68,7 +69,8 @@ class MemoryTest : public ::testing::Test {
   void StartBroker(std::vector<std::string> flags) {
     flags.push_back("--in_memory");
     ASSERT_TRUE(cluster_.StartBroker(flags).ok());
-    channel_ = UnlimitedChannel(cluster_.grpc_address(), cluster_.admin_token());
+    channel_ =
+        UnlimitedChannel(cluster_.grpc_address(), cluster_.admin_token());
     stub_ = v1::Broker::NewStub(channel_);
   }
 
@@ -87,8 +89,8 @@ class MemoryTest : public ::testing::Test {
     const absl::Time deadline = absl::Now() + timeout;
     for (;;) {
       v1::Stats s = Stats();
-      const uint64_t held = s.queued() + s.running() + s.succeeded() +
-                            s.failed() + s.cancelled();
+      const uint64_t held =
+          s.queued() + s.running() + s.succeeded() + s.failed() + s.cancelled();
       if (held == 0) return;
       ASSERT_LT(absl::Now(), deadline)
           << held << " jobs still held after " << timeout;

@@ -12,19 +12,20 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "absl/status/statusor.h"
 #include "tests/process.h"
 
 namespace dexec::testing {
 
 // The `ip` binary, or "" if there is none.
 inline std::string IpBinary() {
-  for (const char* path : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"}) {
+  for (const char* path :
+       {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"}) {
     if (::access(path, X_OK) == 0) return path;
   }
   return "";
@@ -110,8 +111,8 @@ class NetnsPair {
 
   // The worker namespace's end of the link, down (cut) or up (healed).
   absl::Status SetWorkerLink(bool up) {
-    return Ip({"-n", worker_ns_, "link", "set", worker_dev_,
-               up ? "up" : "down"});
+    return Ip(
+        {"-n", worker_ns_, "link", "set", worker_dev_, up ? "up" : "down"});
   }
 
   // Starts argv inside `ns`. `ip netns exec` execs the program, so the
@@ -133,9 +134,9 @@ class NetnsPair {
     absl::StatusOr<CommandResult> r = RunCommand(args, "", absl::Seconds(20));
     if (!r.ok()) return r.status();
     if (r->exit_code != 0) {
-      return absl::InternalError(absl::StrCat(
-          "'", absl::StrJoin(args, " "), "' exited with ", r->exit_code, ": ",
-          r->err));
+      return absl::InternalError(absl::StrCat("'", absl::StrJoin(args, " "),
+                                              "' exited with ", r->exit_code,
+                                              ": ", r->err));
     }
     return absl::OkStatus();
   }

@@ -23,7 +23,8 @@ class OutsideClientTest : public ::testing::TestWithParam<bool> {
     ASSERT_TRUE(cluster_.StartBroker(flags).ok());
     ASSERT_TRUE(cluster_.StartWorker(2).ok());
     ASSERT_TRUE(cluster_.WaitForWorkers(1).ok());
-    channel_ = UnlimitedChannel(cluster_.grpc_address(), cluster_.admin_token());
+    channel_ =
+        UnlimitedChannel(cluster_.grpc_address(), cluster_.admin_token());
   }
 
   static std::string SubmitRequest(uint64_t seq, const std::string& task,
@@ -76,7 +77,8 @@ TEST_P(OutsideClientTest, AHalfCloseAfterASubmitStillGetsItsAcknowledgement) {
   }
 }
 
-TEST_P(OutsideClientTest, ASessionMessageThatIsNotProtobufEndsTheStreamInvalid) {
+TEST_P(OutsideClientTest,
+       ASessionMessageThatIsNotProtobufEndsTheStreamInvalid) {
   RawStream stream(channel_, "/dexec.v1.Broker/Session");
   // A submit first: it is still acknowledged before the stream ends.
   ASSERT_TRUE(stream.Write(SubmitRequest(1, "sys.echo", "x")).ok());
@@ -100,9 +102,10 @@ TEST_P(OutsideClientTest, ASessionMessageThatIsNotProtobufEndsTheStreamInvalid) 
   EXPECT_TRUE(stats->status.ok()) << stats->status.error_message();
 }
 
-TEST_P(OutsideClientTest, AUnaryRequestThatIsNotProtobufIsInvalidAndNamesTheMethod) {
-  for (const char* method : {"Submit", "GetJobs", "Cancel", "ListJobs",
-                             "ListWorkers", "GetStats"}) {
+TEST_P(OutsideClientTest,
+       AUnaryRequestThatIsNotProtobufIsInvalidAndNamesTheMethod) {
+  for (const char* method :
+       {"Submit", "GetJobs", "Cancel", "ListJobs", "ListWorkers", "GetStats"}) {
     absl::StatusOr<RawAnswer> answer =
         RawUnaryCall(channel_, std::string("/dexec.v1.Broker/") + method,
                      std::string("\xff\xff\xff", 3));

@@ -41,7 +41,8 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, int in_fd,
                             const std::vector<std::string>& env) {
   if (argv.empty()) return absl::InvalidArgumentError("empty argv");
   std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  for (const std::string& a : argv)
+    args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   std::vector<std::string> env_strings;
   for (char** e = environ; *e != nullptr; ++e) env_strings.push_back(*e);
@@ -50,7 +51,8 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, int in_fd,
   for (std::string& e : env_strings) envp.push_back(e.data());
   envp.push_back(nullptr);
   pid_t pid = fork();
-  if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", strerror(errno)));
+  if (pid < 0)
+    return absl::InternalError(absl::StrCat("fork: ", strerror(errno)));
   if (pid == 0) {
     if (in_fd >= 0) dup2(in_fd, 0);
     if (out_fd >= 0) dup2(out_fd, 1);
@@ -122,9 +124,9 @@ absl::StatusOr<std::string> Process::ReadLine(absl::Duration timeout) {
       return line;
     }
     if (absl::Now() >= deadline) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "process ", pid_, " printed no line within ",
-          absl::FormatDuration(timeout)));
+      return absl::DeadlineExceededError(
+          absl::StrCat("process ", pid_, " printed no line within ",
+                       absl::FormatDuration(timeout)));
     }
     pollfd p{stdout_fd_, POLLIN, 0};
     if (poll(&p, 1, RemainingMs(deadline)) <= 0) continue;
@@ -154,9 +156,9 @@ absl::StatusOr<int> Process::Wait(absl::Duration timeout) {
     }
     if (absl::Now() >= deadline) {
       if (pidfd >= 0) close(pidfd);
-      return absl::DeadlineExceededError(absl::StrCat(
-          "process ", pid_, " did not exit within ",
-          absl::FormatDuration(timeout)));
+      return absl::DeadlineExceededError(
+          absl::StrCat("process ", pid_, " did not exit within ",
+                       absl::FormatDuration(timeout)));
     }
     if (pidfd >= 0) {
       pollfd p{pidfd, POLLIN, 0};
@@ -194,7 +196,8 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
       kill(*pid, SIGKILL);
       int status;
       waitpid(*pid, &status, 0);
-      for (int fd : {in[1], out[0], err[0]}) if (fd >= 0) close(fd);
+      for (int fd : {in[1], out[0], err[0]})
+        if (fd >= 0) close(fd);
       return absl::DeadlineExceededError(absl::StrCat(
           "'", absl::StrJoin(argv, " "), "' ran longer than ",
           absl::FormatDuration(timeout), "; stdout so far: ", result.out,

@@ -73,10 +73,10 @@ bool WaitProcessGone(pid_t pid, absl::Time deadline);
 
 // Runs a command to completion with `stdin_data` as its stdin, capturing
 // stdout and stderr; kills it and fails if it runs longer than `timeout`.
-absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
-                                         const std::string& stdin_data = "",
-                                         absl::Duration timeout = absl::Seconds(60),
-                                         const std::vector<std::string>& env = {});
+absl::StatusOr<CommandResult> RunCommand(
+    const std::vector<std::string>& argv, const std::string& stdin_data = "",
+    absl::Duration timeout = absl::Seconds(60),
+    const std::vector<std::string>& env = {});
 
 }  // namespace dexec::testing
 

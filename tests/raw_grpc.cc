@@ -4,9 +4,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "auth/client_credentials.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "auth/client_credentials.h"
 
 namespace dexec::testing {
 namespace {
@@ -29,11 +29,12 @@ std::string FromBuffer(const grpc::ByteBuffer& buffer) {
 }  // namespace
 
 std::shared_ptr<grpc::Channel> UnlimitedChannel(const std::string& address,
-                                               const std::string& token) {
+                                                const std::string& token) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
-  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
+  std::vector<
+      std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
       interceptors;
   if (!token.empty()) {
     interceptors.push_back(auth::MakeTokenInterceptorFactory(token));
@@ -62,9 +63,8 @@ absl::StatusOr<RawAnswer> RawUnaryCall(
   if (!done.WaitForNotificationWithTimeout(timeout + absl::Seconds(10))) {
     context.TryCancel();
     done.WaitForNotification();
-    return absl::DeadlineExceededError(
-        absl::StrCat(method, " did not answer within ",
-                     absl::FormatDuration(timeout)));
+    return absl::DeadlineExceededError(absl::StrCat(
+        method, " did not answer within ", absl::FormatDuration(timeout)));
   }
   if (answer.status.ok()) answer.response = FromBuffer(resp);
   return answer;
@@ -119,7 +119,8 @@ absl::Status RawStream::Write(const std::string& bytes) {
   call_->Write(buffer, reinterpret_cast<void*>(2));
   absl::StatusOr<bool> ok = Await(reinterpret_cast<void*>(2), "write");
   if (!ok.ok()) return ok.status();
-  if (!*ok) return absl::UnavailableError("the stream is broken (write failed)");
+  if (!*ok)
+    return absl::UnavailableError("the stream is broken (write failed)");
   return absl::OkStatus();
 }
 

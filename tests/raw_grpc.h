@@ -27,7 +27,7 @@ namespace dexec::testing {
 // A channel that takes messages of any size; with `token`, every call
 // carries it (authorization: Bearer), as any client of a broker must.
 std::shared_ptr<grpc::Channel> UnlimitedChannel(const std::string& address,
-                                               const std::string& token = "");
+                                                const std::string& token = "");
 
 // One unary call of `method` (e.g. "/dexec.v1.Broker/GetJobs") with
 // `request` as the message bytes. Returns the call's status and, if OK,

@@ -67,8 +67,8 @@ std::unique_ptr<grpc::ClientContext> CallContext() {
 
 std::optional<v1::Stats> GetStats(TestCluster& cluster) {
   v1::Stats stats;
-  grpc::Status s =
-      cluster.stub().GetStats(CallContext().get(), v1::GetStatsRequest(), &stats);
+  grpc::Status s = cluster.stub().GetStats(CallContext().get(),
+                                           v1::GetStatsRequest(), &stats);
   if (!s.ok()) return std::nullopt;
   return stats;
 }
@@ -102,8 +102,8 @@ void ExpectEachSucceededOnce(const std::vector<v1::Job>& jobs) {
       succeeded += a.outcome() == "succeeded";
       outcomes.push_back(a.outcome().empty() ? "(running)" : a.outcome());
     }
-    EXPECT_EQ(succeeded, 1) << "job " << j.id() << " attempts: "
-                            << absl::StrJoin(outcomes, ", ");
+    EXPECT_EQ(succeeded, 1)
+        << "job " << j.id() << " attempts: " << absl::StrJoin(outcomes, ", ");
   }
 }
 
@@ -212,14 +212,12 @@ WaitOutcome WaitAcrossARestart(TestCluster& cluster,
   absl::StatusOr<cli::ParsedCommand> cmd =
       cli::ParseCommandLine(args, std::nullopt);
   EXPECT_TRUE(cmd.ok()) << cmd.status();
-  absl::StatusOr<std::unique_ptr<v1::Broker::Stub>> stub =
-      cli::ConnectToBroker(cluster.grpc_address(),
-                           auth::ClientAuthOptions{cluster.admin_token()});
+  absl::StatusOr<std::unique_ptr<v1::Broker::Stub>> stub = cli::ConnectToBroker(
+      cluster.grpc_address(), auth::ClientAuthOptions{cluster.admin_token()});
   EXPECT_TRUE(stub.ok()) << stub.status();
   if (!cmd.ok() || !stub.ok()) return outcome;
   std::ostringstream out, err;
-  std::thread wait(
-      [&] { outcome.code = cli::Wait(*cmd, **stub, out, err); });
+  std::thread wait([&] { outcome.code = cli::Wait(*cmd, **stub, out, err); });
   EXPECT_TRUE(cluster.KillBroker().ok());
   EXPECT_TRUE(cluster.RestartBroker().ok());
   wait.join();
@@ -239,8 +237,8 @@ TEST(ReconnectTest, DexecWaitStartedBeforeARestartSucceeds) {
   ASSERT_EQ(ids.size(), 2u);
   WaitOutcome wait = WaitAcrossARestart(cluster, ids);
   EXPECT_EQ(wait.code, 0) << wait.err;
-  EXPECT_EQ(wait.out, absl::StrCat(ids[0], " SUCCEEDED\n", ids[1],
-                                   " SUCCEEDED\n"));
+  EXPECT_EQ(wait.out,
+            absl::StrCat(ids[0], " SUCCEEDED\n", ids[1], " SUCCEEDED\n"));
   ExpectEachSucceededOnce(GetJobs(cluster.stub(), ids));
 }
 
@@ -386,8 +384,8 @@ TEST(ReconnectTest, AMapWaitsForRoomUnderMaxQueued) {
 TEST(ReconnectTest, ABrokerThatStaysAwayFailsFuturesAfterTheReconnectTimeout) {
   TestCluster cluster;
   ASSERT_TRUE(cluster.StartBroker().ok());
-  std::unique_ptr<Executor> ex =
-      Connect(cluster.executor_options(), /*reconnect_timeout=*/absl::Seconds(1));
+  std::unique_ptr<Executor> ex = Connect(
+      cluster.executor_options(), /*reconnect_timeout=*/absl::Seconds(1));
   ASSERT_NE(ex, nullptr);
   Future<std::string> f = ex->Submit("nobody.offers.this", std::string());
   ASSERT_TRUE(f.JobId(kBound).ok());

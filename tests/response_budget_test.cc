@@ -32,7 +32,8 @@ class ResponseBudgetTest : public ::testing::TestWithParam<bool> {
     ASSERT_TRUE(cluster_.StartBroker(flags).ok());
     ASSERT_TRUE(cluster_.StartWorker(2).ok());
     ASSERT_TRUE(cluster_.WaitForWorkers(1).ok());
-    channel_ = UnlimitedChannel(cluster_.grpc_address(), cluster_.admin_token());
+    channel_ =
+        UnlimitedChannel(cluster_.grpc_address(), cluster_.admin_token());
     stub_ = v1::Broker::NewStub(channel_);
     // sys.echo: each result is its payload.
     v1::SubmitRequest req;
@@ -67,7 +68,8 @@ class ResponseBudgetTest : public ::testing::TestWithParam<bool> {
   uint64_t huge_id_ = 0;
 };
 
-TEST_P(ResponseBudgetTest, AWatchOfManyBigResultsComesInMessagesWithinTheBudget) {
+TEST_P(ResponseBudgetTest,
+       AWatchOfManyBigResultsComesInMessagesWithinTheBudget) {
   RawStream stream(channel_, "/dexec.v1.Broker/Session");
   // Every id, and the huge one a thousand times more (it used to be copied
   // into the answer a thousand times).

@@ -138,9 +138,9 @@ std::vector<std::pair<std::string, grpc::Status>> CallEverything(
   }
   {
     v1::ListWorkersResponse resp;
-    out.emplace_back("ListWorkers", stub.ListWorkers(Ctx().get(),
-                                                     v1::ListWorkersRequest(),
-                                                     &resp));
+    out.emplace_back(
+        "ListWorkers",
+        stub.ListWorkers(Ctx().get(), v1::ListWorkersRequest(), &resp));
   }
   {
     v1::Stats resp;
@@ -156,9 +156,9 @@ std::vector<std::pair<std::string, grpc::Status>> CallEverything(
   }
   {
     v1::ListTokensResponse resp;
-    out.emplace_back("ListTokens", stub.ListTokens(Ctx().get(),
-                                                   v1::ListTokensRequest(),
-                                                   &resp));
+    out.emplace_back(
+        "ListTokens",
+        stub.ListTokens(Ctx().get(), v1::ListTokensRequest(), &resp));
   }
   {
     v1::RevokeTokenRequest req;
@@ -175,9 +175,9 @@ std::vector<std::pair<std::string, grpc::Status>> CallEverything(
   }
   {
     v1::ListWorkerKeysResponse resp;
-    out.emplace_back("ListWorkerKeys",
-                     stub.ListWorkerKeys(Ctx().get(), v1::ListWorkerKeysRequest(),
-                                         &resp));
+    out.emplace_back(
+        "ListWorkerKeys",
+        stub.ListWorkerKeys(Ctx().get(), v1::ListWorkerKeysRequest(), &resp));
   }
   {
     v1::RevokeWorkerKeyRequest req;
@@ -215,7 +215,8 @@ std::vector<std::pair<std::string, grpc::Status>> CallEverything(
 TEST(SecurityTest, EveryCallAndStreamWithoutAValidTokenIsRefused) {
   TestCluster cluster;
   ASSERT_TRUE(cluster.StartBroker().ok());
-  const std::string revoked = CreateToken(cluster.stub(), "short-lived", "admin");
+  const std::string revoked =
+      CreateToken(cluster.stub(), "short-lived", "admin");
   {
     v1::RevokeTokenRequest req;
     req.set_name("short-lived");
@@ -224,9 +225,9 @@ TEST(SecurityTest, EveryCallAndStreamWithoutAValidTokenIsRefused) {
   }
   const uint64_t failures_before = Stats(cluster.stub()).client_auth_failures();
   int calls = 0;
-  for (const std::string& token : {std::string(), std::string(kWrongToken),
-                                   revoked, std::string("Bearer"),
-                                   cluster.admin_token() + "x"}) {
+  for (const std::string& token :
+       {std::string(), std::string(kWrongToken), revoked, std::string("Bearer"),
+        cluster.admin_token() + "x"}) {
     SCOPED_TRACE(token.empty() ? "no token" : "token " + token);
     std::unique_ptr<v1::Broker::Stub> stub = cluster.StubWithToken(token);
     for (const auto& [method, status] : CallEverything(*stub)) {
@@ -250,8 +251,8 @@ TEST(SecurityTest, EveryCallAndStreamWithoutAValidTokenIsRefused) {
 TEST(SecurityTest, TheCredentialFilesAreSecretAndSurviveARestart) {
   TestCluster cluster;
   ASSERT_TRUE(cluster.StartBroker().ok());
-  for (const char* file : {"client.token", "tokens", "broker.key",
-                           "worker.key", "worker_keys"}) {
+  for (const char* file :
+       {"client.token", "tokens", "broker.key", "worker.key", "worker_keys"}) {
     struct stat st;
     const std::string path = cluster.auth_dir() + "/" + file;
     ASSERT_EQ(::stat(path.c_str(), &st), 0) << path;
@@ -297,9 +298,9 @@ TEST(SecurityTest, TheCliSaysWhereTheTokenIsExpectedAndExits2) {
   EXPECT_TRUE(absl::StrContains(none->err, "dexec-data/client.token"))
       << none->err;
   // A wrong one.
-  absl::StatusOr<CommandResult> wrong = RunCommand(
-      {dexec, broker, std::string("--token=") + kWrongToken, "submit",
-       "sys.echo", "x"});
+  absl::StatusOr<CommandResult> wrong =
+      RunCommand({dexec, broker, std::string("--token=") + kWrongToken,
+                  "submit", "sys.echo", "x"});
   ASSERT_TRUE(wrong.ok());
   EXPECT_EQ(wrong->exit_code, 2) << wrong->err;
   EXPECT_EQ(std::count(wrong->err.begin(), wrong->err.end(), '\n'), 1)
@@ -308,14 +309,14 @@ TEST(SecurityTest, TheCliSaysWhereTheTokenIsExpectedAndExits2) {
   EXPECT_FALSE(absl::StrContains(wrong->err, kWrongToken))
       << "a secret in an error message: " << wrong->err;
   // The environment, in its order: DEXEC_TOKEN, then DEXEC_TOKEN_FILE.
-  absl::StatusOr<CommandResult> env = RunCommand(
-      {dexec, broker, "stats"}, "", absl::Seconds(60),
-      {"DEXEC_TOKEN=" + cluster.admin_token()});
+  absl::StatusOr<CommandResult> env =
+      RunCommand({dexec, broker, "stats"}, "", absl::Seconds(60),
+                 {"DEXEC_TOKEN=" + cluster.admin_token()});
   ASSERT_TRUE(env.ok());
   EXPECT_EQ(env->exit_code, 0) << env->err;
-  absl::StatusOr<CommandResult> env_file = RunCommand(
-      {dexec, broker, "stats"}, "", absl::Seconds(60),
-      {"DEXEC_TOKEN_FILE=" + cluster.auth_dir() + "/client.token"});
+  absl::StatusOr<CommandResult> env_file =
+      RunCommand({dexec, broker, "stats"}, "", absl::Seconds(60),
+                 {"DEXEC_TOKEN_FILE=" + cluster.auth_dir() + "/client.token"});
   ASSERT_TRUE(env_file.ok());
   EXPECT_EQ(env_file->exit_code, 0) << env_file->err;
   // A role that may not: exit 2 as well.
@@ -336,8 +337,10 @@ TEST(SecurityTest, ASubmitTokenSeesCancelsAndReusesOnlyItsOwnJobs) {
   ASSERT_TRUE(cluster.StartBroker().ok());
   ASSERT_TRUE(cluster.StartWorker(2).ok());
   ASSERT_TRUE(cluster.WaitForWorkers(1).ok());
-  auto alice = cluster.StubWithToken(CreateToken(cluster.stub(), "alice", "submit"));
-  auto bob = cluster.StubWithToken(CreateToken(cluster.stub(), "bob", "submit"));
+  auto alice =
+      cluster.StubWithToken(CreateToken(cluster.stub(), "alice", "submit"));
+  auto bob =
+      cluster.StubWithToken(CreateToken(cluster.stub(), "bob", "submit"));
 
   const uint64_t done = SubmitOne(*alice, "sys.echo", "alice's secret", "k1");
   const uint64_t running = SubmitOne(*alice, "sys.sleep", "30000");
@@ -434,25 +437,29 @@ TEST(SecurityTest, AReadTokenSeesJobsButNoResultsAndCannotSubmit) {
   ASSERT_TRUE(cluster.StartBroker().ok());
   ASSERT_TRUE(cluster.StartWorker(1).ok());
   ASSERT_TRUE(cluster.WaitForWorkers(1).ok());
-  auto reader = cluster.StubWithToken(CreateToken(cluster.stub(), "carol", "read"));
+  auto reader =
+      cluster.StubWithToken(CreateToken(cluster.stub(), "carol", "read"));
   auto submitter =
       cluster.StubWithToken(CreateToken(cluster.stub(), "dave", "submit"));
   const uint64_t id = SubmitOne(cluster.stub(), "sys.echo", "the answer");
-  ASSERT_TRUE(PollUntil([&] { return Finished(GetWithResult(cluster.stub(), id)); }));
+  ASSERT_TRUE(
+      PollUntil([&] { return Finished(GetWithResult(cluster.stub(), id)); }));
 
   const v1::Job seen = GetWithResult(*reader, id);
   EXPECT_EQ(seen.state(), v1::Job::SUCCEEDED);
   EXPECT_TRUE(seen.result().empty()) << "a read token got a result";
   EXPECT_GT(seen.result_size(), 0u);
   v1::ListJobsResponse listed;
-  ASSERT_TRUE(reader->ListJobs(Ctx().get(), v1::ListJobsRequest(), &listed).ok());
+  ASSERT_TRUE(
+      reader->ListJobs(Ctx().get(), v1::ListJobsRequest(), &listed).ok());
   EXPECT_EQ(listed.jobs_size(), 1);
   v1::ListWorkersResponse workers;
-  EXPECT_TRUE(reader->ListWorkers(Ctx().get(), v1::ListWorkersRequest(), &workers)
-                  .ok());
+  EXPECT_TRUE(
+      reader->ListWorkers(Ctx().get(), v1::ListWorkersRequest(), &workers)
+          .ok());
   for (const auto& [method, status] : CallEverything(*reader)) {
-    if (method == "GetJobs" || method == "ListJobs" || method == "ListWorkers" ||
-        method == "GetStats") {
+    if (method == "GetJobs" || method == "ListJobs" ||
+        method == "ListWorkers" || method == "GetStats") {
       EXPECT_TRUE(status.ok()) << method << ": " << status.error_message();
     } else {
       EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED)
@@ -486,7 +493,8 @@ TEST(SecurityTest, ARevokedTokensOpenStreamEndsAtOnce) {
   ASSERT_TRUE(stream->Read(&resp));  // the stream works
   ASSERT_EQ(resp.submitted().job_ids_size(), 1);
 
-  absl::StatusOr<CommandResult> revoked = cluster.Cli({"token", "revoke", "erin"});
+  absl::StatusOr<CommandResult> revoked =
+      cluster.Cli({"token", "revoke", "erin"});
   ASSERT_TRUE(revoked.ok());
   ASSERT_EQ(revoked->exit_code, 0) << revoked->err;
   while (stream->Read(&resp)) {
@@ -499,9 +507,9 @@ TEST(SecurityTest, ARevokedTokensOpenStreamEndsAtOnce) {
   ASSERT_TRUE(cluster.KillBroker().ok());
   ASSERT_TRUE(cluster.RestartBroker().ok());
   v1::Stats stats;
-  const grpc::Status after = cluster.StubWithToken(erin_secret)
-                                 ->GetStats(Ctx().get(), v1::GetStatsRequest(),
-                                            &stats);
+  const grpc::Status after =
+      cluster.StubWithToken(erin_secret)
+          ->GetStats(Ctx().get(), v1::GetStatsRequest(), &stats);
   EXPECT_EQ(after.error_code(), grpc::StatusCode::UNAUTHENTICATED)
       << after.error_message();
   EXPECT_TRUE(cluster.StubWithToken(frank)
@@ -546,7 +554,8 @@ class RawPeer {
     Send(std::move(f));
   }
 
-  void SendResult(uint64_t job_id, uint32_t attempt, const std::string& output) {
+  void SendResult(uint64_t job_id, uint32_t attempt,
+                  const std::string& output) {
     wire::Frame f;
     wire::TaskResult* r = f.mutable_results()->add_results();
     r->set_job_id(job_id);
@@ -559,8 +568,8 @@ class RawPeer {
   // The next frame within `timeout`.
   std::optional<wire::Frame> Recv(absl::Duration timeout) {
     zmq::pollitem_t item = {socket_.handle(), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, std::chrono::milliseconds(
-                            absl::ToInt64Milliseconds(timeout)));
+    zmq::poll(&item, 1,
+              std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout)));
     if ((item.revents & ZMQ_POLLIN) == 0) return std::nullopt;
     zmq::message_t m;
     (void)socket_.recv(m, zmq::recv_flags::none);
@@ -618,7 +627,8 @@ std::string BrokerPublic(TestCluster& cluster) {
 
 std::vector<std::string> WorkerNames(v1::Broker::Stub& stub) {
   v1::ListWorkersResponse resp;
-  EXPECT_TRUE(stub.ListWorkers(Ctx().get(), v1::ListWorkersRequest(), &resp).ok());
+  EXPECT_TRUE(
+      stub.ListWorkers(Ctx().get(), v1::ListWorkersRequest(), &resp).ok());
   std::vector<std::string> names;
   for (const v1::WorkerInfo& w : resp.workers()) names.push_back(w.name());
   return names;
@@ -669,8 +679,9 @@ TEST(SecurityTest, AValidWorkerCannotCompleteAnAttemptItDoesNotHold) {
   ASSERT_TRUE(cluster.StartWorker(1).ok());
   ASSERT_TRUE(cluster.WaitForWorkers(1).ok());
   const uint64_t id = SubmitOne(cluster.stub(), "sys.sleep", "1500");
-  ASSERT_TRUE(PollUntil(
-      [&] { return GetWithResult(cluster.stub(), id).state() == v1::Job::RUNNING; }));
+  ASSERT_TRUE(PollUntil([&] {
+    return GetWithResult(cluster.stub(), id).state() == v1::Job::RUNNING;
+  }));
 
   const auth::WorkerCredentials mallory = NewWorkerKey(cluster, "mallory");
   // A registered rogue, under the real worker's own name, and an
@@ -689,7 +700,8 @@ TEST(SecurityTest, AValidWorkerCannotCompleteAnAttemptItDoesNotHold) {
   EXPECT_EQ(GetWithResult(cluster.stub(), id).state(), v1::Job::RUNNING)
       << "a forged result completed the job";
 
-  ASSERT_TRUE(PollUntil([&] { return Finished(GetWithResult(cluster.stub(), id)); }));
+  ASSERT_TRUE(
+      PollUntil([&] { return Finished(GetWithResult(cluster.stub(), id)); }));
   const v1::Job job = GetWithResult(cluster.stub(), id);
   EXPECT_EQ(job.state(), v1::Job::SUCCEEDED);
   EXPECT_EQ(job.result(), "");
@@ -769,7 +781,8 @@ TEST(SecurityTest, ABlackHoleWorkersJobsTimeOutAndFinishElsewhere) {
       ++moved;
     }
   }
-  EXPECT_GT(moved, 0) << "the black hole never got a job: the test proves nothing";
+  EXPECT_GT(moved, 0)
+      << "the black hole never got a job: the test proves nothing";
 }
 
 TEST(SecurityTest, RevokingAWorkerKeyDropsItsWorkersAndTheirJobsRunElsewhere) {
@@ -780,8 +793,9 @@ TEST(SecurityTest, RevokingAWorkerKeyDropsItsWorkersAndTheirJobsRunElsewhere) {
   ASSERT_TRUE(cluster.StartWorker(2, {"--worker_key=" + file}).ok());
   ASSERT_TRUE(cluster.WaitForWorkers(1).ok());
   const uint64_t id = SubmitOne(cluster.stub(), "sys.sleep", "60000");
-  ASSERT_TRUE(PollUntil(
-      [&] { return GetWithResult(cluster.stub(), id).state() == v1::Job::RUNNING; }));
+  ASSERT_TRUE(PollUntil([&] {
+    return GetWithResult(cluster.stub(), id).state() == v1::Job::RUNNING;
+  }));
   absl::StatusOr<CommandResult> revoked =
       cluster.Cli({"worker-key", "revoke", "doomed"});
   ASSERT_TRUE(revoked.ok());
@@ -793,9 +807,8 @@ TEST(SecurityTest, RevokingAWorkerKeyDropsItsWorkersAndTheirJobsRunElsewhere) {
   RawPeer again(cluster.worker_endpoint(), key.key, key.broker_public_z85);
   again.Register("doomed-again", 1, {"sys.sleep"});
   const uint64_t failures = Stats(cluster.stub()).worker_auth_failures();
-  ASSERT_TRUE(PollUntil([&] {
-    return Stats(cluster.stub()).worker_auth_failures() > failures;
-  }));
+  ASSERT_TRUE(PollUntil(
+      [&] { return Stats(cluster.stub()).worker_auth_failures() > failures; }));
   ASSERT_TRUE(cluster.StartWorker(1).ok());  // the local key
   ASSERT_TRUE(PollUntil([&] {
     const v1::Job j = GetWithResult(cluster.stub(), id);
@@ -826,7 +839,8 @@ TEST(SecurityTest, SysExecRunsOnlyOnWorkersStartedWithAllowExec) {
   ASSERT_TRUE(cluster.WaitForWorkers(1).ok());
   tasks::ExecRequest req;
   req.add_argv("id");
-  const uint64_t id = SubmitOne(cluster.stub(), "sys.exec", req.SerializeAsString());
+  const uint64_t id =
+      SubmitOne(cluster.stub(), "sys.exec", req.SerializeAsString());
   v1::Job job = GetWithResult(cluster.stub(), id);
   EXPECT_EQ(job.state(), v1::Job::QUEUED);
   EXPECT_TRUE(absl::StrContains(job.waiting_reason(), "--allow_exec"))
@@ -835,10 +849,12 @@ TEST(SecurityTest, SysExecRunsOnlyOnWorkersStartedWithAllowExec) {
   ASSERT_TRUE(cluster.stub()
                   .ListWorkers(Ctx().get(), v1::ListWorkersRequest(), &workers)
                   .ok());
-  for (const std::string& t : workers.workers(0).tasks()) EXPECT_NE(t, "sys.exec");
+  for (const std::string& t : workers.workers(0).tasks())
+    EXPECT_NE(t, "sys.exec");
   // A worker that allows it runs it.
   ASSERT_TRUE(cluster.StartWorker(1).ok());
-  ASSERT_TRUE(PollUntil([&] { return Finished(GetWithResult(cluster.stub(), id)); }));
+  ASSERT_TRUE(
+      PollUntil([&] { return Finished(GetWithResult(cluster.stub(), id)); }));
   EXPECT_EQ(GetWithResult(cluster.stub(), id).worker(), "worker-1");
 }
 
@@ -867,9 +883,9 @@ TEST(SecurityTest, TlsWithTheGeneratedCertificate) {
   absl::StatusOr<std::unique_ptr<Executor>> refused = Executor::Connect(plain);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable)
       << refused.status();
-  absl::StatusOr<CommandResult> no_ca = RunCommand(
-      {BinaryPath("cli/dexec"), "--broker=" + cluster.grpc_address(),
-       "--token=" + cluster.admin_token(), "stats"});
+  absl::StatusOr<CommandResult> no_ca =
+      RunCommand({BinaryPath("cli/dexec"), "--broker=" + cluster.grpc_address(),
+                  "--token=" + cluster.admin_token(), "stats"});
   ASSERT_TRUE(no_ca.ok());
   EXPECT_EQ(no_ca->exit_code, 2) << no_ca->err;
   // A CA that did not sign it.
@@ -907,13 +923,14 @@ TEST(SecurityTest, MutualTlsNeedsAClientCertificateSignedByTheClientCa) {
     GTEST_SKIP() << "no /usr/bin/openssl to make a client certificate";
   }
   const char* tmp = std::getenv("TEST_TMPDIR");
-  const std::string dir = absl::StrCat(tmp != nullptr ? tmp : "/tmp",
-                                       "/mtls-", ::getpid());
+  const std::string dir =
+      absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/mtls-", ::getpid());
   ASSERT_EQ(::mkdir(dir.c_str(), 0700), 0);
   ASSERT_TRUE(MakeClientCertificate(dir));
   TestCluster cluster;
   ASSERT_TRUE(
-      cluster.StartBroker({"--tls", "--tls_client_ca=" + dir + "/client-ca.pem"})
+      cluster
+          .StartBroker({"--tls", "--tls_client_ca=" + dir + "/client-ca.pem"})
           .ok());
   ExecutorOptions with_cert = cluster.executor_options();
   with_cert.tls_cert = dir + "/client.pem";
@@ -928,10 +945,10 @@ TEST(SecurityTest, PlaintextOffLoopbackIsRefusedUnlessInsecure) {
   const char* tmp = std::getenv("TEST_TMPDIR");
   const std::string dir =
       absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/refused-", ::getpid());
-  absl::StatusOr<CommandResult> refused = RunCommand(
-      {BinaryPath("broker/dexec-broker"), "--listen=0.0.0.0:0",
-       "--worker_listen=tcp://127.0.0.1:*", "--in_memory",
-       "--auth_dir=" + dir});
+  absl::StatusOr<CommandResult> refused =
+      RunCommand({BinaryPath("broker/dexec-broker"), "--listen=0.0.0.0:0",
+                  "--worker_listen=tcp://127.0.0.1:*", "--in_memory",
+                  "--auth_dir=" + dir});
   ASSERT_TRUE(refused.ok());
   EXPECT_EQ(refused->exit_code, 2) << refused->err;
   EXPECT_TRUE(absl::StrContains(refused->err, "--tls")) << refused->err;
@@ -961,7 +978,8 @@ TEST(SecurityTest, AWorkerOnAnotherHostJoinsWithTheCopiedWorkerKey) {
   if (ip.empty()) GTEST_SKIP() << "no `ip` binary (iproute2) on this machine";
   NetnsPair net(ip);
   if (absl::Status s = net.Probe(); !s.ok()) {
-    GTEST_SKIP() << "network namespaces are not available here: " << s.message();
+    GTEST_SKIP() << "network namespaces are not available here: "
+                 << s.message();
   }
   ASSERT_TRUE(net.Build().ok());
   const char* tmp = std::getenv("TEST_TMPDIR");
@@ -997,15 +1015,15 @@ TEST(SecurityTest, AWorkerOnAnotherHostJoinsWithTheCopiedWorkerKey) {
   ASSERT_TRUE(
       auth::CreateFileExclusive(worker_dir + "/worker.key", *key, 0600).ok());
   absl::StatusOr<Process> worker = net.StartIn(
-      net.worker_ns(), {BinaryPath("worker/dexec-worker"),
-                        "--broker=" + worker_endpoint, "--threads=2",
-                        "--name=far-worker", "--auth_dir=" + worker_dir});
+      net.worker_ns(),
+      {BinaryPath("worker/dexec-worker"), "--broker=" + worker_endpoint,
+       "--threads=2", "--name=far-worker", "--auth_dir=" + worker_dir});
   ASSERT_TRUE(worker.ok()) << worker.status();
   // A worker on that host without the key gets nowhere.
   absl::StatusOr<Process> keyless = net.StartIn(
-      net.worker_ns(), {BinaryPath("worker/dexec-worker"),
-                        "--broker=" + worker_endpoint, "--threads=2",
-                        "--name=keyless", "--insecure"});
+      net.worker_ns(),
+      {BinaryPath("worker/dexec-worker"), "--broker=" + worker_endpoint,
+       "--threads=2", "--name=keyless", "--insecure"});
   ASSERT_TRUE(keyless.ok()) << keyless.status();
 
   ExecutorOptions options;

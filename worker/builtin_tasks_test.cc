@@ -21,7 +21,9 @@ namespace {
 
 class BuiltinTasks : public ::testing::Test {
  protected:
-  void SetUp() override { ASSERT_TRUE(RegisterBuiltinTasks(&registry_, {.allow_exec = true}).ok()); }
+  void SetUp() override {
+    ASSERT_TRUE(RegisterBuiltinTasks(&registry_, {.allow_exec = true}).ok());
+  }
 
   absl::Status Run(absl::string_view name, absl::string_view payload,
                    std::string* output,
@@ -93,8 +95,8 @@ TEST_F(BuiltinTasks, SleepStopsEarlyWhenCancelled) {
 
 TEST_F(BuiltinTasks, SleepStopsAtTheDeadlineWithTimeout) {
   std::string output;
-  absl::Status status = Run("sys.sleep", "60000", &output,
-                            absl::Now() + absl::Milliseconds(30));
+  absl::Status status =
+      Run("sys.sleep", "60000", &output, absl::Now() + absl::Milliseconds(30));
   EXPECT_EQ(ErrorKindOf(status), "timeout");
 }
 
@@ -116,8 +118,7 @@ TEST_F(BuiltinTasks, ExecCapturesStdoutAndSucceedsOnExitZero) {
 
 TEST_F(BuiltinTasks, ExecNonZeroExitFailsButKeepsOutput) {
   tasks::ExecResult result;
-  absl::Status status =
-      Exec(Shell("echo out; echo err >&2; exit 3"), &result);
+  absl::Status status = Exec(Shell("echo out; echo err >&2; exit 3"), &result);
   EXPECT_EQ(ErrorKindOf(status), "exit_code");
   EXPECT_EQ(result.exit_code(), 3);
   EXPECT_EQ(result.stdout(), "out\n");
@@ -152,7 +153,8 @@ TEST_F(BuiltinTasks, ExecJobDeadlineKillsTheCommand) {
 }
 
 TEST_F(BuiltinTasks, ExecSigkillsACommandThatIgnoresSigterm) {
-  tasks::ExecRequest req = Shell("trap '' TERM; echo ready; while :; do :; done");
+  tasks::ExecRequest req =
+      Shell("trap '' TERM; echo ready; while :; do :; done");
   req.set_timeout_ms(100);
   tasks::ExecResult result;
   const absl::Time start = absl::Now();

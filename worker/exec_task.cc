@@ -47,7 +47,8 @@ struct OutputStream {
       ssize_t n = ::read(fd.get(), buf, sizeof(buf));
       if (n > 0) {
         size_t keep = std::min<size_t>(
-            n, kExecMaxStreamBytes - std::min(kExecMaxStreamBytes, data->size()));
+            n,
+            kExecMaxStreamBytes - std::min(kExecMaxStreamBytes, data->size()));
         data->append(buf, keep);
         dropped += n - keep;
         if (static_cast<size_t>(n) < sizeof(buf)) return;
@@ -85,7 +86,8 @@ class ScopedSigpipeBlock {
 
 int PollTimeoutMs(absl::Duration d) {
   if (d <= absl::ZeroDuration()) return 0;
-  return static_cast<int>(absl::ToInt64Milliseconds(absl::Ceil(d, absl::Milliseconds(1))));
+  return static_cast<int>(
+      absl::ToInt64Milliseconds(absl::Ceil(d, absl::Milliseconds(1))));
 }
 
 enum class StopReason { kNone, kTimeout, kCancelled };
@@ -126,10 +128,10 @@ absl::Status ExecTask(TaskContext& ctx, absl::string_view payload,
       SpawnCommand(req, env, in_r.get(), out_w.get(), err_w.get(), &pid);
   if (spawn_error != 0) {
     // What a shell does for a command it cannot run.
-    const std::string why =
-        absl::StrCat("cannot run '", req.argv(0), "'",
-                     req.cwd().empty() ? "" : absl::StrCat(" in '", req.cwd(), "'"),
-                     ": ", strerror(spawn_error));
+    const std::string why = absl::StrCat(
+        "cannot run '", req.argv(0), "'",
+        req.cwd().empty() ? "" : absl::StrCat(" in '", req.cwd(), "'"), ": ",
+        strerror(spawn_error));
     result.set_exit_code(127);
     result.set_stderr(absl::StrCat("dexec: ", why, "\n"));
     *output = result.SerializeAsString();
@@ -206,9 +208,18 @@ absl::Status ExecTask(TaskContext& ctx, absl::string_view payload,
     pollfd fds[4];
     int n = 0;
     int out_i = -1, err_i = -1, in_i = -1;
-    if (out.fd.valid()) { out_i = n; fds[n++] = {out.fd.get(), POLLIN, 0}; }
-    if (err.fd.valid()) { err_i = n; fds[n++] = {err.fd.get(), POLLIN, 0}; }
-    if (in_w.valid()) { in_i = n; fds[n++] = {in_w.get(), POLLOUT, 0}; }
+    if (out.fd.valid()) {
+      out_i = n;
+      fds[n++] = {out.fd.get(), POLLIN, 0};
+    }
+    if (err.fd.valid()) {
+      err_i = n;
+      fds[n++] = {err.fd.get(), POLLIN, 0};
+    }
+    if (in_w.valid()) {
+      in_i = n;
+      fds[n++] = {in_w.get(), POLLOUT, 0};
+    }
     if (!exited && pidfd.valid()) fds[n++] = {pidfd.get(), POLLIN, 0};
 
     absl::Duration wait = kCancelCheckEvery;
@@ -250,9 +261,8 @@ absl::Status ExecTask(TaskContext& ctx, absl::string_view payload,
   const std::string truncated =
       out.dropped + err.dropped == 0
           ? ""
-          : absl::StrCat(" (output truncated: ", out.dropped,
-                         " stdout and ", err.dropped,
-                         " stderr bytes beyond the limit of ",
+          : absl::StrCat(" (output truncated: ", out.dropped, " stdout and ",
+                         err.dropped, " stderr bytes beyond the limit of ",
                          kExecMaxStreamBytes, " were dropped)");
   switch (reason) {
     case StopReason::kTimeout:
@@ -279,16 +289,15 @@ absl::Status ExecTask(TaskContext& ctx, absl::string_view payload,
                                   "SIGCHLD, so the kernel discarded it"));
   }
   if (result.signal() != 0) {
-    return TaskError(kExitCodeKind,
-                     absl::StrCat("command '", req.argv(0),
-                                  "' was killed by signal ", result.signal(),
-                                  truncated));
+    return TaskError(kExitCodeKind, absl::StrCat("command '", req.argv(0),
+                                                 "' was killed by signal ",
+                                                 result.signal(), truncated));
   }
   if (result.exit_code() != 0) {
-    return TaskError(kExitCodeKind,
-                     absl::StrCat("command '", req.argv(0),
-                                  "' exited with code ", result.exit_code(),
-                                  truncated));
+    return TaskError(
+        kExitCodeKind,
+        absl::StrCat("command '", req.argv(0), "' exited with code ",
+                     result.exit_code(), truncated));
   }
   return absl::OkStatus();
 }

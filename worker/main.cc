@@ -146,17 +146,17 @@ int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Runs dexec's built-in tasks for a broker.\n"
       "Usage: dexec-worker [--broker=tcp://HOST:PORT] [--threads=N] ...");
-  if (PrintHelpIfRequested(argc, argv, {
-          .program = "dexec-worker",
-          .summary = "runs dexec's built-in tasks for a broker.",
-          .groups = {
-              {"Broker", {"broker", "name"}},
-              {"Capacity",
-               {"threads", "prefetch", "concurrency", "drain_timeout"}},
-              {"Isolation",
-               {"isolation", "max_tasks_per_child", "child_memory_mb"}},
-              {"Security", {"auth_dir", "worker_key", "insecure"}},
-              {"Tasks", {"allow_exec", "allow_http"}}}})) {
+  if (PrintHelpIfRequested(
+          argc, argv,
+          {.program = "dexec-worker",
+           .summary = "runs dexec's built-in tasks for a broker.",
+           .groups = {{"Broker", {"broker", "name"}},
+                      {"Capacity",
+                       {"threads", "prefetch", "concurrency", "drain_timeout"}},
+                      {"Isolation",
+                       {"isolation", "max_tasks_per_child", "child_memory_mb"}},
+                      {"Security", {"auth_dir", "worker_key", "insecure"}},
+                      {"Tasks", {"allow_exec", "allow_http"}}}})) {
     return 0;
   }
   if (!CheckFlagArguments(argc, argv, "dexec-worker", std::cerr)) {

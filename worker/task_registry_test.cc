@@ -31,9 +31,8 @@ Ran RunTask(const TaskRegistry& registry, absl::string_view name,
 // argument cannot hold a template's comma).
 absl::Status RegisterSquare(TaskRegistry& registry) {
   return registry.RegisterTyped<int64_t, int64_t>(
-      "square", [](TaskContext&, int64_t x) -> absl::StatusOr<int64_t> {
-        return x * x;
-      });
+      "square",
+      [](TaskContext&, int64_t x) -> absl::StatusOr<int64_t> { return x * x; });
 }
 
 TEST(TaskRegistry, TypedTaskDecodesPayloadAndEncodesResult) {
@@ -64,7 +63,8 @@ TEST(TaskRegistry, TypedTaskRoundTripsProtobufMessages) {
   req.add_argv("-l");
   Ran ran = RunTask(registry, "count_args", req.SerializeAsString());
   ASSERT_TRUE(ran.status.ok()) << ran.status;
-  tasks::ExecResult result = Codec<tasks::ExecResult>::Decode(ran.output).value();
+  tasks::ExecResult result =
+      Codec<tasks::ExecResult>::Decode(ran.output).value();
   EXPECT_EQ(result.stdout(), "ls");
   EXPECT_EQ(result.exit_code(), 2);
 }
@@ -125,14 +125,14 @@ TEST(TaskRegistry, RejectsDuplicateAndEmptyNames) {
 
 TEST(TaskRegistry, OutputIsKeptWhenTheTaskFails) {
   TaskRegistry registry;
-  ASSERT_TRUE(registry
-                  .Register("partial",
-                            [](TaskContext&, absl::string_view,
-                               std::string* out) {
-                              *out = "half done";
-                              return TaskError("disk_full", "no space left");
-                            })
-                  .ok());
+  ASSERT_TRUE(
+      registry
+          .Register("partial",
+                    [](TaskContext&, absl::string_view, std::string* out) {
+                      *out = "half done";
+                      return TaskError("disk_full", "no space left");
+                    })
+          .ok());
   Ran ran = RunTask(registry, "partial", "");
   EXPECT_EQ(ran.output, "half done");
   EXPECT_EQ(ErrorKindOf(ran.status), "disk_full");

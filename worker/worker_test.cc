@@ -25,8 +25,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
-#include "protos/wire.h"
 #include "protos/tasks.pb.h"
+#include "protos/wire.h"
 #include "protos/wire.pb.h"
 #include "tests/process.h"
 #include "worker/builtin_tasks.h"
@@ -100,8 +100,8 @@ class FakeBroker {
       EXPECT_TRUE(identity.more());
       (void)socket_.recv(body);
       EXPECT_FALSE(body.more()) << "a worker message has one body part";
-      absl::StatusOr<wire::Frame> frame = wire::DecodeFrame(
-          absl::string_view(static_cast<const char*>(body.data()), body.size()));
+      absl::StatusOr<wire::Frame> frame = wire::DecodeFrame(absl::string_view(
+          static_cast<const char*>(body.data()), body.size()));
       EXPECT_TRUE(frame.ok()) << "worker sent a bad frame: " << frame.status();
       if (!frame.ok()) continue;
       return Received{identity.to_string(), *std::move(frame)};
@@ -144,9 +144,9 @@ class FakeBroker {
     Send(identity, std::move(frame));
   }
 
-  void Dispatch(const std::string& identity, uint64_t job_id,
-                uint32_t attempt, const std::string& task,
-                const std::string& payload, int64_t timeout_ms = 0) {
+  void Dispatch(const std::string& identity, uint64_t job_id, uint32_t attempt,
+                const std::string& task, const std::string& payload,
+                int64_t timeout_ms = 0) {
     wire::Frame frame;
     wire::Task* t = frame.mutable_dispatch()->add_tasks();
     t->set_job_id(job_id);
@@ -157,8 +157,7 @@ class FakeBroker {
     Send(identity, std::move(frame));
   }
 
-  void Abandon(const std::string& identity, uint64_t job_id,
-               uint32_t attempt) {
+  void Abandon(const std::string& identity, uint64_t job_id, uint32_t attempt) {
     wire::Frame frame;
     wire::TaskRef* ref = frame.mutable_abandon()->add_tasks();
     ref->set_job_id(job_id);
@@ -197,7 +196,9 @@ class FakeBroker {
 
 class WorkerTest : public ::testing::Test {
  protected:
-  void SetUp() override { ASSERT_TRUE(RegisterBuiltinTasks(&registry_, {.allow_exec = true}).ok()); }
+  void SetUp() override {
+    ASSERT_TRUE(RegisterBuiltinTasks(&registry_, {.allow_exec = true}).ok());
+  }
 
   // Starts a worker and completes the Register/Welcome handshake; returns
   // the worker's identity at the broker.
@@ -295,8 +296,9 @@ TEST_F(WorkerTest, ReportsErrorKinds) {
   std::vector<wire::TaskResult> results =
       broker_.Results(3, absl::Now() + kWait);
   ASSERT_EQ(results.size(), 3u);
-  std::sort(results.begin(), results.end(),
-            [](const auto& a, const auto& b) { return a.job_id() < b.job_id(); });
+  std::sort(results.begin(), results.end(), [](const auto& a, const auto& b) {
+    return a.job_id() < b.job_id();
+  });
   EXPECT_EQ(results[0].error_kind(), "unknown_task");
   EXPECT_EQ(results[1].error_kind(), "task_error");
   EXPECT_EQ(results[1].error_message(), "on purpose");
@@ -381,10 +383,10 @@ TEST_F(WorkerTest, AbandonedExecThatIgnoresSigtermIsKilledAfterTheGrace) {
   std::remove(shell_file.c_str());
   std::remove(child_file.c_str());
   // The ignored SIGTERM is inherited by the background sleep too.
-  broker_.Dispatch(id, 1, 1, "sys.exec",
-                   ShellPayload("trap '' TERM; sleep 300 & echo $! > " +
-                                child_file + "; echo $$ > " + shell_file +
-                                "; wait"));
+  broker_.Dispatch(
+      id, 1, 1, "sys.exec",
+      ShellPayload("trap '' TERM; sleep 300 & echo $! > " + child_file +
+                   "; echo $$ > " + shell_file + "; wait"));
   const pid_t child = WaitForPidFile(child_file, absl::Now() + kWait);
   const pid_t shell = WaitForPidFile(shell_file, absl::Now() + kWait);
   ASSERT_GT(child, 0) << "the command never wrote " << child_file;
@@ -658,13 +660,12 @@ TEST_F(WorkerTest, DrainTimeoutCancelsRunningTasksAndLeavesWithoutThem) {
 
 TEST_F(WorkerTest, ATaskIsolatedInAProcessCrashesAloneAndTheWorkerGoesOn) {
   ASSERT_TRUE(registry_
-                  .Register(
-                      "test.segv",
-                      [](TaskContext&, absl::string_view, std::string*) {
-                        ::raise(SIGSEGV);
-                        return absl::OkStatus();
-                      },
-                      {.isolation = Isolation::kProcess})
+                  .Register("test.segv",
+                            [](TaskContext&, absl::string_view, std::string*) {
+                              ::raise(SIGSEGV);
+                              return absl::OkStatus();
+                            },
+                            {.isolation = Isolation::kProcess})
                   .ok());
   WorkerOptions options;
   options.threads = 1;
@@ -680,8 +681,9 @@ TEST_F(WorkerTest, ATaskIsolatedInAProcessCrashesAloneAndTheWorkerGoesOn) {
   broker_.Dispatch(id, 3, 1, "test.segv", "");
   results = broker_.Results(2, absl::Now() + kWait);
   ASSERT_EQ(results.size(), 2u);
-  std::sort(results.begin(), results.end(),
-            [](const auto& a, const auto& b) { return a.job_id() < b.job_id(); });
+  std::sort(results.begin(), results.end(), [](const auto& a, const auto& b) {
+    return a.job_id() < b.job_id();
+  });
   EXPECT_EQ(results[0].output(), "thread");
   EXPECT_EQ(results[1].error_kind(), "crashed");
 }

@@ -41,8 +41,8 @@ void RunBenchmark(int threads, int prefetch, int tasks) {
     zmq::message_t body;
     (void)router.recv(*id);
     (void)router.recv(body);
-    return *wire::DecodeFrame(absl::string_view(
-        static_cast<const char*>(body.data()), body.size()));
+    return *wire::DecodeFrame(
+        absl::string_view(static_cast<const char*>(body.data()), body.size()));
   };
   zmq::message_t id;
   wire::Frame reg = receive(&id);
@@ -86,11 +86,11 @@ void RunBenchmark(int threads, int prefetch, int tasks) {
     dispatch(n);
   }
   const absl::Duration took = absl::Now() - start;
-  std::printf("threads=%d prefetch=%d credit=%d tasks=%d: %.0f tasks/s, "
-              "%.1f results per frame\n",
-              threads, prefetch, credit, tasks,
-              tasks / absl::ToDoubleSeconds(took),
-              static_cast<double>(tasks) / frames);
+  std::printf(
+      "threads=%d prefetch=%d credit=%d tasks=%d: %.0f tasks/s, "
+      "%.1f results per frame\n",
+      threads, prefetch, credit, tasks, tasks / absl::ToDoubleSeconds(took),
+      static_cast<double>(tasks) / frames);
   worker.Stop();
   worker.Wait();
 }
