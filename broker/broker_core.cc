@@ -7,6 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/proto_time.h"
+#include "protos/error_kind.h"
+#include "protos/wire.h"
 
 namespace dexec::broker {
 namespace {
@@ -561,6 +563,10 @@ void BrokerCore::OnRegister(const std::string& identity, const std::string& key,
   welcome.mutable_welcome()->set_heartbeat_interval_ms(
       absl::ToInt64Milliseconds(options_.heartbeat_interval));
   welcome.mutable_welcome()->set_liveness(options_.liveness);
+  welcome.mutable_welcome()->set_max_result_bytes(
+      static_cast<int64_t>(options_.max_result_bytes));
+  welcome.mutable_welcome()->set_max_frame_bytes(
+      static_cast<int64_t>(options_.MaxWorkerFrameBytes()));
   SendToWorker(identity, std::move(welcome), out);
   // Held attempts of settled jobs are worthless: tell the worker to stop.
   wire::Frame abandon;
@@ -581,6 +587,12 @@ void BrokerCore::OnRegister(const std::string& identity, const std::string& key,
                   << " tasks=" << w.tasks.size() << " held=" << reg.held_size()
                   << " reclaimed=" << reclaimed;
   dirty_ = true;
+}
+
+uint64_t BrokerOptions::MaxWorkerFrameBytes() const {
+  return std::min<uint64_t>(
+      std::max(max_payload_bytes, max_result_bytes) + wire::kFrameEnvelopeBytes,
+      wire::kMaxFrameBytes);
 }
 
 int32_t BrokerCore::CreditFor(const WorkerEntry& w, const Job& job) const {
@@ -671,6 +683,19 @@ void BrokerCore::OnResults(WorkerEntry* w, const std::string& key,
       a.started_at = absl::FromUnixMicros(r.started_at_us());
     a.ended_at =
         r.finished_at_us() > 0 ? absl::FromUnixMicros(r.finished_at_us()) : now;
+    if (r.output().size() > options_.max_result_bytes) {
+      // A worker that did not check (it was not told, or ignores it): the
+      // output is not kept, so one job cannot hold more than the limit.
+      job->mutable_info().result.clear();
+      a.outcome = "failed";
+      job->mutable_info().error_kind = std::string(error_kind::kResultTooLarge);
+      job->mutable_info().error_message =
+          absl::StrCat("the result is ", r.output().size(),
+                       " bytes; the broker keeps at most ",
+                       options_.max_result_bytes, " (--max_result_bytes)");
+      Finish(*job, v1::Job::FAILED, now, out);
+      continue;
+    }
     job->mutable_info().result = r.output();
     if (r.ok()) {
       a.outcome = "succeeded";
@@ -691,8 +716,10 @@ void BrokerCore::OnResults(WorkerEntry* w, const std::string& key,
       Requeue(*job, now, out, /*backoff=*/true);
       continue;
     }
-    job->mutable_info().error_kind = kind;
-    job->mutable_info().error_message = r.error_message();
+    job->mutable_info().error_kind =
+        wire::TruncateUtf8(kind, wire::kMaxErrorKindBytes);
+    job->mutable_info().error_message =
+        wire::TruncateUtf8(r.error_message(), wire::kMaxErrorMessageBytes);
     Finish(*job, v1::Job::FAILED, now, out);
   }
 }

@@ -46,6 +46,11 @@ struct BrokerOptions {
   // to a quarter of physical memory.
   uint64_t max_queued_bytes = uint64_t{4} << 30;
   uint64_t max_payload_bytes = 64 << 20;
+  // A result's output longer than this fails its job with kind
+  // result_too_large (the worker checks, told by Welcome; the broker checks
+  // again). With max_payload_bytes it sets the longest frame a worker may
+  // send: MaxWorkerFrameBytes().
+  uint64_t max_result_bytes = 64 << 20;
   // Bytes of one response at most (a Session message, a GetJobs or
   // ListJobs answer), well under gRPC's and protobuf's 2 GB: more is split
   // across messages, or cut short with `truncated` set. A single event or
@@ -69,6 +74,11 @@ struct BrokerOptions {
   // The most credit (threads + prefetch) a worker may claim: a worker that
   // registers more is cut down to it, so one peer cannot take every job.
   int32_t max_worker_credit = 16384;
+
+  // The longest frame the worker socket accepts (ZMQ_MAXMSGSIZE; the
+  // connection of a peer sending more is dropped at the frame's header) and
+  // Welcome.max_frame_bytes: one payload or result plus the envelope.
+  uint64_t MaxWorkerFrameBytes() const;
 };
 
 // Who makes a client request, as the gRPC front end authenticated it
@@ -152,6 +162,7 @@ struct Outbox {
   // Dispatch per worker, cut at kMaxTasksPerDispatch tasks or
   // kDispatchFrameBudget bytes (a frame stays far below what a worker
   // receives: --max_payload_bytes plus wire::kFrameEnvelopeBytes).
+  // (Frames the other way are bounded by MaxWorkerFrameBytes.)
   absl::flat_hash_map<std::string, std::pair<size_t, size_t>> open_dispatch;
   // Answers to unary calls. Like session responses, they are released only
   // once the changes made before them are durable (see journal.h).

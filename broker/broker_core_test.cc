@@ -1,12 +1,14 @@
 // The broker's decisions, driven with a manual clock and real frames.
 #include "broker/broker_core.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/proto_time.h"
 #include "gtest/gtest.h"
+#include "protos/wire.h"
 
 namespace dexec::broker {
 namespace {
@@ -128,6 +130,62 @@ TEST_F(BrokerCoreTest, DispatchesOnlyToWorkersOfferingTheTask) {
   auto tasks = Dispatched();
   ASSERT_EQ(tasks.size(), 3u);
   for (auto& [worker, task] : tasks) EXPECT_EQ(worker, "w-t");
+}
+
+TEST_F(BrokerCoreTest, WelcomeTellsTheResultAndFrameLimits) {
+  Register("w", 1);
+  ASSERT_FALSE(out_.to_workers.empty());
+  const wire::Frame& f = out_.to_workers[0].second;
+  ASSERT_TRUE(f.has_welcome());
+  BrokerOptions o = Options();
+  EXPECT_EQ(f.welcome().max_result_bytes(),
+            static_cast<int64_t>(o.max_result_bytes));
+  EXPECT_EQ(f.welcome().max_frame_bytes(),
+            static_cast<int64_t>(o.MaxWorkerFrameBytes()));
+  EXPECT_EQ(o.MaxWorkerFrameBytes(),
+            std::max(o.max_payload_bytes, o.max_result_bytes) +
+                wire::kFrameEnvelopeBytes);
+}
+
+TEST_F(BrokerCoreTest, AResultOverTheLimitFailsItsJobWithoutBeingKept) {
+  BrokerOptions o = Options();
+  o.max_result_bytes = 100;
+  BrokerCore core(o, now_);
+  wire::Frame reg;
+  reg.mutable_register_()->set_name("w");
+  reg.mutable_register_()->set_threads(2);
+  reg.mutable_register_()->add_tasks("t");
+  core.OnWorkerFrame("w", "key-w", reg, now_, &out_);
+  google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
+  specs.Add()->set_task("t");
+  specs.Add()->set_task("t");
+  absl::StatusOr<std::vector<uint64_t>> ids =
+      core.Submit(specs, Caller{}, 1, now_, &out_);
+  ASSERT_TRUE(ids.ok());
+  core.Schedule(now_, &out_);
+  wire::Frame f;
+  for (int i = 0; i < 2; ++i) {
+    wire::TaskResult* r = f.mutable_results()->add_results();
+    r->set_job_id((*ids)[i]);
+    r->set_attempt(1);
+    r->set_ok(true);
+    r->set_output(std::string(i == 0 ? 101 : 100, 'x'));
+  }
+  // And an error message far over its bound, from a careless worker.
+  f.mutable_results()->mutable_results(1)->set_ok(false);
+  f.mutable_results()->mutable_results(1)->set_error_message(
+      std::string(1 << 20, 'e'));
+  core.OnWorkerFrame("w", "key-w", f, now_, &out_);
+  const Job& big = *core.jobs().Find((*ids)[0]);
+  EXPECT_EQ(big.state, v1::Job::FAILED);
+  EXPECT_EQ(big.info().error_kind, "result_too_large");
+  EXPECT_EQ(big.info().result, "");
+  EXPECT_NE(big.info().error_message.find("--max_result_bytes"),
+            std::string::npos);
+  const Job& small = *core.jobs().Find((*ids)[1]);
+  EXPECT_EQ(small.state, v1::Job::FAILED);
+  EXPECT_EQ(small.info().result.size(), 100u) << "a failure's output is kept";
+  EXPECT_EQ(small.info().error_message.size(), wire::kMaxErrorMessageBytes);
 }
 
 TEST_F(BrokerCoreTest, CoroutineTasksGoUpToConcurrencyBesideTheThreads) {

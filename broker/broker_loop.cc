@@ -43,8 +43,11 @@ BrokerLoop::BrokerLoop(BrokerOptions options, std::unique_ptr<Journal> journal,
   router_.set(zmq::sockopt::linger, 0);
   router_.set(zmq::sockopt::sndhwm, 0);
   router_.set(zmq::sockopt::rcvhwm, 0);
+  // One payload or result plus its envelope: a longer frame drops its
+  // connection at the header, before anything is buffered for it. (Workers
+  // are told the limit in Welcome and cut their Results frames under it.)
   router_.set(zmq::sockopt::maxmsgsize,
-              static_cast<int64_t>(wire::kMaxFrameBytes));
+              static_cast<int64_t>(core_.options().MaxWorkerFrameBytes()));
 }
 
 BrokerLoop::~BrokerLoop() { Stop(); }

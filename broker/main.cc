@@ -35,6 +35,7 @@
 #include "common/loopback.h"
 #include "common/mutex.h"
 #include "grpcpp/grpcpp.h"
+#include "protos/wire.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "HOST:PORT for the client gRPC API; port 0 picks a free port");
@@ -55,6 +56,9 @@ ABSL_FLAG(uint64_t, max_queued_bytes, 0,
           "RESOURCE_EXHAUSTED; 0: a quarter of physical memory");
 ABSL_FLAG(uint64_t, max_payload_bytes, 64 << 20,
           "largest accepted job payload");
+ABSL_FLAG(uint64_t, max_result_bytes, 64 << 20,
+          "largest result kept: a longer one fails its job with kind "
+          "result_too_large");
 ABSL_FLAG(uint64_t, max_response_bytes, 16 << 20,
           "bytes of one response at most (a Session message, a GetJobs or "
           "ListJobs answer): more is split, or answered in pages; a single "
@@ -110,6 +114,18 @@ int Main() {
   options.default_max_attempts = absl::GetFlag(FLAGS_max_attempts);
   options.max_queued = absl::GetFlag(FLAGS_max_queued);
   options.max_payload_bytes = absl::GetFlag(FLAGS_max_payload_bytes);
+  options.max_result_bytes = absl::GetFlag(FLAGS_max_result_bytes);
+  constexpr uint64_t kMaxOneItem =
+      wire::kMaxFrameBytes - wire::kFrameEnvelopeBytes;
+  if (options.max_payload_bytes < 1 ||
+      options.max_payload_bytes > kMaxOneItem || options.max_result_bytes < 1 ||
+      options.max_result_bytes > kMaxOneItem) {
+    std::cerr << "dexec-broker: --max_payload_bytes and --max_result_bytes "
+                 "must be between 1 and "
+              << kMaxOneItem << " (a frame is at most " << wire::kMaxFrameBytes
+              << " bytes)\n";
+    return 2;
+  }
   options.max_worker_credit = absl::GetFlag(FLAGS_max_worker_credit);
   options.max_queued_bytes = absl::GetFlag(FLAGS_max_queued_bytes);
   if (options.max_queued_bytes == 0) {
@@ -370,7 +386,7 @@ int main(int argc, char** argv) {
                  "max_attempts"}},
                {"Limits",
                 {"max_queued", "max_queued_bytes", "max_payload_bytes",
-                 "max_response_bytes", "max_watch_ids",
+                 "max_result_bytes", "max_response_bytes", "max_watch_ids",
                  "max_watched_per_session", "max_worker_credit"}},
                {"Storage", {"data_dir", "in_memory", "journal_min_free_bytes"}},
                {"Security",

@@ -27,6 +27,8 @@ inline constexpr absl::string_view kNotFound = "not_found";  // unknown id
 // signal); an http.get answer that was not 2xx (the response is kept).
 inline constexpr absl::string_view kCrashed = "crashed";
 inline constexpr absl::string_view kHttpStatus = "http_status";
+// The task's output was over the broker's --max_result_bytes; not kept.
+inline constexpr absl::string_view kResultTooLarge = "result_too_large";
 
 // The absl::Status payload type URL under which the worker and the client
 // library keep a status's kind.

@@ -100,6 +100,9 @@ absl::Status ValidateWelcome(const Welcome& w) {
     return absl::InvalidArgumentError(
         "Welcome needs a positive heartbeat interval and liveness");
   }
+  if (w.max_result_bytes() < 0 || w.max_frame_bytes() < 0) {
+    return absl::InvalidArgumentError("Welcome limits must not be negative");
+  }
   return absl::OkStatus();
 }
 
@@ -147,6 +150,16 @@ std::string ValidUtf8(absl::string_view s) {
   return out;
 }
 
+std::string TruncateUtf8(absl::string_view s, size_t max_bytes) {
+  if (s.size() <= max_bytes) return std::string(s);
+  size_t end = max_bytes;
+  // Back up over continuation bytes (10xxxxxx) to a sequence's start.
+  while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) {
+    --end;
+  }
+  return std::string(s.substr(0, end));
+}
+
 std::string EncodeFrame(Frame frame) {
   frame.set_version(kProtocolVersion);
   if (frame.has_results()) {
@@ -157,8 +170,15 @@ std::string EncodeFrame(Frame frame) {
       if (!IsValidUtf8(r.error_message())) {
         r.set_error_message(ValidUtf8(r.error_message()));
       }
+      if (r.error_message().size() > kMaxErrorMessageBytes) {
+        r.set_error_message(
+            TruncateUtf8(r.error_message(), kMaxErrorMessageBytes));
+      }
       if (!IsValidUtf8(r.error_kind())) {
         r.set_error_kind(ValidUtf8(r.error_kind()));
+      }
+      if (r.error_kind().size() > kMaxErrorKindBytes) {
+        r.set_error_kind(TruncateUtf8(r.error_kind(), kMaxErrorKindBytes));
       }
     }
   }

@@ -26,6 +26,20 @@ inline constexpr uint32_t kProtocolVersion = 1;
 // further by the broker's --max_payload_bytes.
 inline constexpr size_t kMaxFrameBytes = 256 << 20;
 
+// What a frame carries beyond the one payload or result it may hold: ids,
+// names, an error message. The broker's worker socket refuses, at the
+// frame's header, anything longer than max(--max_payload_bytes,
+// --max_result_bytes) + kFrameEnvelopeBytes (Welcome.max_frame_bytes).
+inline constexpr size_t kFrameEnvelopeBytes = 1 << 20;
+// A result's error message is cut to this many bytes (EncodeFrame), so it
+// fits the envelope.
+inline constexpr size_t kMaxErrorMessageBytes = 64 << 10;
+// A result's error kind, likewise.
+inline constexpr size_t kMaxErrorKindBytes = 256;
+
+// `s` cut to at most `max_bytes` bytes without splitting a UTF-8 sequence.
+std::string TruncateUtf8(absl::string_view s, size_t max_bytes);
+
 // What a Register may carry (a peer cannot make the broker hold more for
 // it): its name, host and each task name at most this many bytes (the
 // broker's own limit on a job's task name), so many tasks, and so many held
@@ -39,7 +53,8 @@ std::string ValidUtf8(absl::string_view s);
 
 // Serializes `frame` with its version set to kProtocolVersion. A result's
 // error kind and message are made valid UTF-8 first (proto3 strings must
-// be, or the broker cannot parse the frame and loses all its results).
+// be, or the broker cannot parse the frame and loses all its results) and
+// cut to kMaxErrorKindBytes and kMaxErrorMessageBytes.
 std::string EncodeFrame(Frame frame);
 
 // Parses and validates one frame: size, protobuf syntax, version, a body

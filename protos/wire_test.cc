@@ -144,5 +144,24 @@ TEST(Wire, RejectsAResultWithoutJobId) {
   EXPECT_FALSE(DecodeFrame(EncodeFrame(frame)).ok());
 }
 
+TEST(Wire, AResultsErrorTextIsCutToItsBoundOnAUtf8Boundary) {
+  EXPECT_EQ(TruncateUtf8("abc", 5), "abc");
+  EXPECT_EQ(TruncateUtf8("abc", 2), "ab");
+  // "é" is two bytes: a cut inside it drops it whole.
+  EXPECT_EQ(TruncateUtf8("a\xC3\xA9", 2), "a");
+  EXPECT_EQ(TruncateUtf8("a\xC3\xA9", 3), "a\xC3\xA9");
+  Frame frame;
+  TaskResult* r = frame.mutable_results()->add_results();
+  r->set_job_id(1);
+  r->set_attempt(1);
+  r->set_error_kind(std::string(1000, 'k'));
+  r->set_error_message(std::string(kMaxErrorMessageBytes + 10, 'm'));
+  absl::StatusOr<Frame> back = DecodeFrame(EncodeFrame(frame));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->results().results(0).error_message().size(),
+            kMaxErrorMessageBytes);
+  EXPECT_EQ(back->results().results(0).error_kind().size(), kMaxErrorKindBytes);
+}
+
 }  // namespace
 }  // namespace dexec::wire

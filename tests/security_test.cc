@@ -541,6 +541,29 @@ class RawPeer {
     socket_.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
   }
 
+  // From now on, watch for the broker closing this peer's connection.
+  void WatchDisconnects() {
+    const std::string ep = absl::StrCat("inproc://raw-peer-monitor-",
+                                        reinterpret_cast<uintptr_t>(this));
+    ASSERT_EQ(zmq_socket_monitor(socket_.handle(), ep.c_str(),
+                                 ZMQ_EVENT_DISCONNECTED),
+              0);
+    monitor_ = zmq::socket_t(context_, zmq::socket_type::pair);
+    monitor_.set(zmq::sockopt::linger, 0);
+    monitor_.connect(ep);
+  }
+
+  // Whether the connection was closed (by the broker) within `timeout`.
+  bool Disconnected(absl::Duration timeout = kBound) {
+    zmq::pollitem_t item = {monitor_.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1,
+              std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout)));
+    if ((item.revents & ZMQ_POLLIN) == 0) return false;
+    zmq::message_t event;
+    (void)monitor_.recv(event, zmq::recv_flags::none);
+    return true;
+  }
+
   void Register(const std::string& name, int threads,
                 const std::vector<std::string>& tasks, int prefetch = 100000) {
     wire::Frame f;
@@ -603,6 +626,7 @@ class RawPeer {
  private:
   zmq::context_t context_;
   zmq::socket_t socket_;
+  zmq::socket_t monitor_;
 };
 
 // A worker key made by the admin CLI, as an operator adds a machine.
@@ -671,6 +695,61 @@ TEST(SecurityTest, PeersWithoutAnAdmittedKeyNeverJoinNorSeeAPayload) {
   }
   EXPECT_FALSE(plain.Recv(absl::ZeroDuration()).has_value());
   EXPECT_FALSE(unknown.Recv(absl::ZeroDuration()).has_value());
+}
+
+// Frames on the worker port are bounded by what the protocol needs: one
+// payload or result plus its envelope (here 1 MiB + 1 MiB). Workers cut
+// their Results frames under it; a result over --max_result_bytes fails
+// its job and nothing else; a peer sending a longer frame, even with an
+// admitted key, loses its connection at the frame's header.
+TEST(SecurityTest, WorkerFramesAreBoundedByOnePayloadOrResultPlusEnvelope) {
+  TestCluster cluster;
+  ASSERT_TRUE(cluster
+                  .StartBroker({"--max_payload_bytes=1048576",
+                                "--max_result_bytes=1048576"})
+                  .ok());
+  ASSERT_TRUE(cluster.StartWorker(8).ok());
+  ASSERT_TRUE(cluster.WaitForWorkers(1).ok());
+  absl::StatusOr<std::unique_ptr<Executor>> ex =
+      Executor::Connect(cluster.executor_options());
+  ASSERT_TRUE(ex.ok()) << ex.status();
+
+  // 24 results of 900 KiB finish about together: one frame would be 21 MiB.
+  std::vector<Future<std::string>> fs;
+  for (int i = 0; i < 24; ++i) {
+    fs.push_back((*ex)->Submit(
+        "sys.echo", std::string(900 << 10, static_cast<char>('a' + i))));
+  }
+  for (int i = 0; i < 24; ++i) {
+    absl::StatusOr<std::string> r = fs[i].Result(kBound);
+    ASSERT_TRUE(r.ok()) << i << ": " << r.status();
+    EXPECT_EQ(*r, std::string(900 << 10, static_cast<char>('a' + i)));
+  }
+
+  // A result over the limit fails its own job, with a message to act on.
+  tasks::ExecRequest req;
+  for (const char* a : {"head", "-c", "3000000", "/dev/zero"}) req.add_argv(a);
+  Future<std::string> big = (*ex)->Submit("sys.exec", req.SerializeAsString());
+  absl::StatusOr<std::string> r = big.Result(kBound);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "--max_result_bytes"))
+      << r.status();
+  const std::vector<uint64_t> ids = AllJobIds(cluster.stub());
+  EXPECT_EQ(GetWithResult(cluster.stub(), ids.back()).error().kind(),
+            "result_too_large");
+
+  // A peer with an admitted key sending a 3 MiB frame is cut off at its
+  // header; the broker and its worker carry on.
+  const auth::WorkerCredentials greedy = NewWorkerKey(cluster, "greedy");
+  RawPeer peer(cluster.worker_endpoint(), greedy.key, greedy.broker_public_z85);
+  ASSERT_TRUE(peer.Barrier("greedy", 1, {"sys.echo"}));
+  peer.WatchDisconnects();
+  peer.SendResult(ids.back(), 1, std::string(3 << 20, 'x'));
+  EXPECT_TRUE(peer.Disconnected()) << "the broker took a 3 MiB frame";
+  Future<std::string> after = (*ex)->Submit("sys.echo", "still here");
+  absl::StatusOr<std::string> a = after.Result(kBound);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(*a, "still here");
 }
 
 TEST(SecurityTest, AValidWorkerCannotCompleteAnAttemptItDoesNotHold) {

@@ -6,6 +6,8 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "protos/error_kind.h"
+#include "protos/wire.h"
 
 namespace dexec::worker {
 namespace {
@@ -150,6 +152,8 @@ void WorkerCore::OnWelcome(const wire::Welcome& welcome, absl::Time now,
                            WorkerOutbox* out) {
   interval_ = absl::Milliseconds(welcome.heartbeat_interval_ms());
   liveness_ = welcome.liveness();
+  max_result_bytes_ = static_cast<uint64_t>(welcome.max_result_bytes());
+  max_frame_bytes_ = static_cast<uint64_t>(welcome.max_frame_bytes());
   backoff_ = kInitialBackoff;
   welcomed_ = true;
   register_pending_ = false;
@@ -231,12 +235,33 @@ void WorkerCore::OnFinished(uint64_t run_id, wire::TaskResult result) {
 
 void WorkerCore::Flush(absl::Time now, WorkerOutbox* out) {
   if (unsent_.empty() || !welcomed_) return;
-  // Everything finished since the last send goes in one frame.
+  // Output bytes per frame: the budget, and under the broker's frame limit
+  // with room for the envelope (ids, error text: wire.h).
+  size_t budget = kResultsFrameBudget;
+  if (max_frame_bytes_ > wire::kFrameEnvelopeBytes) {
+    budget =
+        std::min<size_t>(budget, max_frame_bytes_ - wire::kFrameEnvelopeBytes);
+  }
   wire::Frame frame;
-  wire::Results* results = frame.mutable_results();
-  results->mutable_results()->Reserve(static_cast<int>(unsent_.size()));
+  size_t bytes = 0;
   for (wire::TaskResult& r : unsent_) {
-    *results->add_results() = r;
+    if (max_result_bytes_ > 0 && r.output().size() > max_result_bytes_) {
+      const size_t size = r.output().size();
+      r.clear_output();
+      r.set_ok(false);
+      r.set_error_kind(std::string(error_kind::kResultTooLarge));
+      r.set_error_message(absl::StrCat(
+          "the result is ", size, " bytes; the broker keeps at most ",
+          max_result_bytes_, " (--max_result_bytes)"));
+    }
+    const size_t size = r.output().size();
+    if (frame.results().results_size() > 0 && bytes + size > budget) {
+      Send(std::move(frame), now, out);
+      frame = wire::Frame();
+      bytes = 0;
+    }
+    bytes += size;
+    *frame.mutable_results()->add_results() = r;
     in_doubt_bytes_ += CostOf(r);
     in_doubt_.push_back(SentResult{now, std::move(r)});
   }

@@ -96,6 +96,10 @@ class WorkerCore {
   // them; beyond it the oldest are forgotten (the broker then runs their
   // jobs again, should it have lost them).
   static constexpr size_t kMaxInDoubtBytes = 64 << 20;
+  // Output bytes per Results frame at most (one larger result goes alone),
+  // as the broker cuts its Dispatch frames: a frame the broker refuses
+  // would drop the connection and every result in it.
+  static constexpr size_t kResultsFrameBudget = 4 << 20;
   // A broker sending garbage is logged at most this often.
   static constexpr absl::Duration kBadFrameLogInterval = absl::Seconds(10);
 
@@ -119,7 +123,11 @@ class WorkerCore {
   // A run finished with `result`. Ignored for a run that is no longer held
   // (abandoned, cut short by leaving).
   void OnFinished(uint64_t run_id, wire::TaskResult result);
-  // Sends every result waiting, in one Results frame (once welcomed).
+  // Sends every result waiting (once welcomed), in Results frames of at
+  // most kResultsFrameBudget bytes of output each, and under the broker's
+  // Welcome.max_frame_bytes; a result larger than the budget goes alone.
+  // A result whose output is over Welcome.max_result_bytes is sent as a
+  // failure of kind result_too_large, without its output.
   void Flush(absl::Time now, WorkerOutbox* out);
 
   // Timers: reconnect, broker liveness, heartbeats, drain end.
@@ -142,6 +150,9 @@ class WorkerCore {
   bool left() const { return left_; }
   absl::Duration heartbeat_interval() const { return interval_; }
   int liveness() const { return liveness_; }
+  // The broker's limits from its Welcome (0: not said).
+  uint64_t max_result_bytes() const { return max_result_bytes_; }
+  uint64_t max_frame_bytes() const { return max_frame_bytes_; }
   // Attempts received and not yet reported.
   size_t held() const { return active_.size(); }
   size_t unsent() const { return unsent_.size(); }
@@ -177,6 +188,8 @@ class WorkerCore {
   bool register_pending_ = false;
   absl::Duration interval_;
   int liveness_;
+  uint64_t max_result_bytes_ = 0;
+  uint64_t max_frame_bytes_ = 0;
   absl::Duration backoff_ = kInitialBackoff;
   absl::Time reconnect_at_ = absl::InfinitePast();  // while !connected_
   absl::Time last_recv_;

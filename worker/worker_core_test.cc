@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "protos/wire.h"
 
 namespace dexec::worker {
 namespace {
@@ -39,10 +40,12 @@ class WorkerCoreTest : public ::testing::Test {
 
   void Connect() { core_.OnConnected(now_, &Out()); }
 
-  void Welcome() {
+  void Welcome(int64_t max_result_bytes = 0, int64_t max_frame_bytes = 0) {
     wire::Frame f;
     f.mutable_welcome()->set_heartbeat_interval_ms(1000);
     f.mutable_welcome()->set_liveness(3);
+    f.mutable_welcome()->set_max_result_bytes(max_result_bytes);
+    f.mutable_welcome()->set_max_frame_bytes(max_frame_bytes);
     core_.OnFrame(f, now_, &Out());
   }
 
@@ -70,12 +73,13 @@ class WorkerCoreTest : public ::testing::Test {
     core_.OnFrame(f, now_, &Out());
   }
 
-  void Finish(const TaskStart& start, bool ok = true) {
+  void Finish(const TaskStart& start, bool ok = true,
+              std::string output = "out") {
     wire::TaskResult r;
     r.set_job_id(start.task.job_id());
     r.set_attempt(start.task.attempt());
     r.set_ok(ok);
-    r.set_output("out");
+    r.set_output(std::move(output));
     core_.OnFinished(start.run_id, r);
   }
 
@@ -159,6 +163,55 @@ TEST_F(WorkerCoreTest, ResultsWaitForTheWelcomeThenGoInOneFrame) {
   Welcome();
   ASSERT_EQ(Kinds(), std::vector<wire::Frame::BodyCase>{wire::Frame::kResults});
   EXPECT_EQ(out_.frames[0].results().results_size(), 2);
+}
+
+TEST_F(WorkerCoreTest, ResultsFramesAreCutUnderTheBrokersFrameLimit) {
+  Connect();
+  // A broker taking frames of 1 MiB of output + the envelope.
+  Welcome(/*max_result_bytes=*/1 << 20,
+          /*max_frame_bytes=*/(1 << 20) + wire::kFrameEnvelopeBytes);
+  std::vector<TaskStart> starts = Dispatch({1, 2, 3, 4, 5});
+  for (int i = 0; i < 4; ++i) {
+    Finish(starts[i], true, std::string(400 << 10, 'x'));  // 400 KiB
+  }
+  Finish(starts[4], true, std::string(1 << 20, 'y'));  // exactly the limit
+  core_.Flush(now_, &Out());
+  // 400+400 | 400+400 | 1024: no frame over 1 MiB of output, none empty.
+  ASSERT_EQ(out_.frames.size(), 3u);
+  std::vector<uint64_t> ids;
+  for (const wire::Frame& f : out_.frames) {
+    ASSERT_TRUE(f.has_results());
+    size_t bytes = 0;
+    for (const wire::TaskResult& r : f.results().results()) {
+      bytes += r.output().size();
+      ids.push_back(r.job_id());
+      EXPECT_TRUE(r.ok());
+    }
+    EXPECT_LE(bytes, size_t{1} << 20);
+    EXPECT_LE(f.ByteSizeLong(), (1u << 20) + wire::kFrameEnvelopeBytes);
+  }
+  EXPECT_EQ(ids, (std::vector<uint64_t>{1, 2, 3, 4, 5})) << "in order";
+}
+
+TEST_F(WorkerCoreTest, AResultOverTheBrokersLimitIsSentAsAFailure) {
+  Connect();
+  Welcome(/*max_result_bytes=*/1000, /*max_frame_bytes=*/0);
+  std::vector<TaskStart> starts = Dispatch({1, 2});
+  Finish(starts[0], true, std::string(1001, 'x'));
+  Finish(starts[1], true, std::string(1000, 'x'));
+  core_.Flush(now_, &Out());
+  ASSERT_EQ(out_.frames.size(), 1u);
+  const wire::Results& rs = out_.frames[0].results();
+  ASSERT_EQ(rs.results_size(), 2);
+  EXPECT_FALSE(rs.results(0).ok());
+  EXPECT_EQ(rs.results(0).error_kind(), "result_too_large");
+  EXPECT_EQ(rs.results(0).output(), "");
+  EXPECT_NE(rs.results(0).error_message().find("1001 bytes"),
+            std::string::npos);
+  EXPECT_NE(rs.results(0).error_message().find("--max_result_bytes"),
+            std::string::npos);
+  EXPECT_TRUE(rs.results(1).ok()) << "exactly the limit is kept";
+  EXPECT_EQ(rs.results(1).output().size(), 1000u);
 }
 
 TEST_F(WorkerCoreTest, SilentBrokerIsPresumedDeadAndReconnectBacksOff) {
