@@ -50,6 +50,13 @@ int ChurnJobs() {
                                                                 : 200'000;
 }
 
+// Likewise DEXEC_LARGE_JOBS for the 1 MiB-payload test.
+int LargeJobs() {
+  const char* n = std::getenv("DEXEC_LARGE_JOBS");
+  int jobs = 0;
+  return n != nullptr && absl::SimpleAtoi(n, &jobs) && jobs > 0 ? jobs : 500;
+}
+
 // Under a sanitizer the broker's memory is the sanitizer allocator's
 // (quarantined frees, no glibc arenas to trim): its RSS says nothing here.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -170,7 +177,7 @@ TEST_F(MemoryTest, LargePayloadsRunThroughTheBrokerComeBack) {
   absl::StatusOr<std::unique_ptr<Executor>> ex =
       Executor::Connect(cluster_.executor_options());
   ASSERT_TRUE(ex.ok()) << ex.status();
-  std::vector<std::string> inputs(500, std::string(1 << 20, 'x'));
+  std::vector<std::string> inputs(LargeJobs(), std::string(1 << 20, 'x'));
   MapOptions options;
   options.window = 200;
   auto results = (*ex)->Map("sys.echo", inputs, options);
@@ -183,8 +190,8 @@ TEST_F(MemoryTest, LargePayloadsRunThroughTheBrokerComeBack) {
   (*ex)->Shutdown(/*wait=*/true, /*cancel_futures=*/false);
   WaitForNoJobHeld();
   const uint64_t rss = WaitForRssAtMost(start_rss + (64 << 20));
-  std::cerr << "500 x 1 MiB jobs done, none held: broker RSS " << Mb(rss)
-            << " (started at " << Mb(start_rss) << ")\n";
+  std::cerr << inputs.size() << " x 1 MiB jobs done, none held: broker RSS "
+            << Mb(rss) << " (started at " << Mb(start_rss) << ")\n";
   EXPECT_LE(rss, start_rss + (64 << 20)) << "started at " << Mb(start_rss);
 }
 
