@@ -31,6 +31,7 @@ void Outbox::Clear() {
   open_dispatch.clear();
   replies.clear();
   query_replies.clear();
+  drain_reports.clear();
 }
 
 void Outbox::AddEvent(SessionId session, v1::JobEvent event) {
@@ -61,6 +62,19 @@ std::vector<std::pair<uint64_t, uint32_t>> BatchRecord::ToRuns(
   }
   return runs;
 }
+
+namespace {
+
+v1::JobEvent NotFoundEvent(uint64_t id) {
+  v1::JobEvent event;
+  event.set_job_id(id);
+  event.mutable_error()->set_kind(std::string(error_kind::kNotFound));
+  event.mutable_error()->set_message(absl::StrCat(
+      "job ", id, " is unknown: never submitted, or its retention ended"));
+  return event;
+}
+
+}  // namespace
 
 BrokerCore::BrokerCore(BrokerOptions options, absl::Time now,
                        uint64_t first_job_id)
@@ -160,6 +174,7 @@ absl::StatusOr<std::vector<uint64_t>> BrokerCore::Submit(
   ids.reserve(specs.size());
   TaskName last_task;
   const TaskName owner = TaskName::Intern(caller.name);
+  if (session != 0) flows_.try_emplace(session);
   for (const v1::JobSpec& spec : specs) {
     if (!spec.idempotency_key().empty()) {
       if (Job* earlier = jobs_.FindByKey(caller.name, spec.idempotency_key())) {
@@ -230,21 +245,99 @@ void BrokerCore::WatchOne(SessionId session, const Caller& caller, uint64_t id,
   if (job != nullptr && !caller.SeesResultsOf(job->owner.str())) {
     job = nullptr;
   }
+  if (job == nullptr || IsTerminal(job->state)) {
+    auto flow = flows_.find(session);
+    if (flow != flows_.end() && flow->second.paused) {
+      // Owed: rendered when the stream has written what it was given.
+      flow->second.caller = caller;
+      flow->second.owed.push_back({id, /*checked=*/false});
+      ++owed_jobs_[id];
+      return;
+    }
+  }
   if (job == nullptr) {
-    v1::JobEvent event;
-    event.set_job_id(id);
-    event.mutable_error()->set_kind("not_found");
-    event.mutable_error()->set_message(absl::StrCat(
-        "job ", id, " is unknown: never submitted, or its retention ended"));
-    out->AddEvent(session, std::move(event));
+    PushEvent(session, NotFoundEvent(id), out);
     return;
   }
   if (IsTerminal(job->state) || job->state == v1::Job::RUNNING) {
     v1::JobEvent event;
     JobToEvent(*job, &event);
-    out->AddEvent(session, std::move(event));
+    PushEvent(session, std::move(event), out);
   }
   if (!IsTerminal(job->state)) AddWatcher(id, session);
+}
+
+void BrokerCore::PushEvent(SessionId session, v1::JobEvent event, Outbox* out) {
+  auto flow = flows_.find(session);
+  if (flow != flows_.end()) {
+    SessionFlow& f = flow->second;
+    f.pushed_bytes += event.ByteSizeLong();
+    if (!f.paused && f.pushed_bytes >= SessionWindowBytes()) {
+      f.paused = true;
+      out->drain_reports.push_back(session);
+    }
+  }
+  out->AddEvent(session, std::move(event));
+}
+
+bool BrokerCore::Paused(SessionId session) const {
+  auto flow = flows_.find(session);
+  return flow != flows_.end() && flow->second.paused;
+}
+
+uint64_t BrokerCore::SessionWindowBytes() const {
+  return options_.session_window_bytes > 0 ? options_.session_window_bytes
+                                           : 4 * options_.max_response_bytes;
+}
+
+void BrokerCore::OnSessionDrained(SessionId session, Outbox* out) {
+  auto it = flows_.find(session);
+  if (it == flows_.end()) return;
+  SessionFlow& f = it->second;
+  f.paused = false;
+  f.pushed_bytes = 0;
+  while (!f.owed.empty() && !f.paused) {
+    const SessionFlow::Owed owed = f.owed.front();
+    f.owed.pop_front();
+    Unowe(owed.job_id);
+    const Job* job = jobs_.Find(owed.job_id);
+    if (job != nullptr && !owed.checked &&
+        !f.caller.SeesResultsOf(job->owner.str())) {
+      job = nullptr;
+    }
+    if (job == nullptr) {
+      // Unknown then, or its retention ended while it was owed.
+      PushEvent(session, NotFoundEvent(owed.job_id), out);
+      continue;
+    }
+    if (IsTerminal(job->state) || job->state == v1::Job::RUNNING) {
+      v1::JobEvent event;
+      JobToEvent(*job, &event);
+      PushEvent(session, std::move(event), out);
+    }
+    // An id unknown when watched that names a live job by now.
+    if (!IsTerminal(job->state)) AddWatcher(job->id, session);
+  }
+  if (f.owed.empty()) {
+    f.owed.shrink_to_fit();
+    for (auto& reply : f.after_owed) out->replies.push_back(std::move(reply));
+    f.after_owed.clear();
+  }
+}
+
+void BrokerCore::AfterOwed(SessionId session, std::function<void()> reply,
+                           Outbox* out) {
+  auto it = flows_.find(session);
+  if (it != flows_.end() && !it->second.owed.empty()) {
+    it->second.after_owed.push_back(std::move(reply));
+    return;
+  }
+  out->replies.push_back(std::move(reply));
+}
+
+size_t BrokerCore::TEST_deferred_events(SessionId session) const {
+  auto it = flows_.find(session);
+  return it == flows_.end() ? 0 : it->second.owed.size();
 }
 
 absl::Status BrokerCore::Watch(
@@ -286,12 +379,22 @@ absl::Status BrokerCore::Watch(
         adds, " more; the limit is ", options_.max_watched_per_session,
         " per session (--max_watched_per_session): watch fewer at a time"));
   }
+  flows_.try_emplace(session);
   for (uint64_t id : distinct) WatchOne(session, caller, id, out);
   return absl::OkStatus();
 }
 
 void BrokerCore::CloseSession(SessionId session) {
   watched_by_session_.erase(session);
+  auto it = flows_.find(session);
+  if (it == flows_.end()) return;
+  for (const SessionFlow::Owed& owed : it->second.owed) Unowe(owed.job_id);
+  flows_.erase(it);
+}
+
+void BrokerCore::Unowe(uint64_t id) {
+  auto it = owed_jobs_.find(id);
+  if (it != owed_jobs_.end() && --it->second == 0) owed_jobs_.erase(it);
 }
 
 void BrokerCore::AddWatcher(uint64_t id, SessionId session) {
@@ -850,10 +953,19 @@ void BrokerCore::AbandonCurrentAttempt(Job& job, Outbox* out) {
 void BrokerCore::Notify(const Job& job, Outbox* out) {
   auto it = watchers_.find(job.id);
   if (it == watchers_.end()) return;
+  const bool terminal = IsTerminal(job.state);
   for (SessionId s : it->second) {
+    if (terminal) {
+      auto flow = flows_.find(s);
+      if (flow != flows_.end() && flow->second.paused) {
+        flow->second.owed.push_back({job.id, /*checked=*/true});
+        ++owed_jobs_[job.id];
+        continue;
+      }
+    }
     v1::JobEvent event;
     JobToEvent(job, &event);
-    out->AddEvent(s, std::move(event));
+    PushEvent(s, std::move(event), out);
   }
 }
 
@@ -1058,10 +1170,13 @@ void BrokerCore::Tick(absl::Time now, Outbox* out) {
   ShrinkIfSparse(orphans_);
   ShrinkIfSparse(batches_);
   jobs_.ShrinkIfSparse();
-  jobs_.Expire(now, options_.retention, [this](uint64_t id) {
-    RemoveWatchers(id);
-    if (options_.journal) changes_.erased.push_back(id);
-  });
+  jobs_.Expire(
+      now, options_.retention,
+      [this](uint64_t id) {
+        RemoveWatchers(id);
+        if (options_.journal) changes_.erased.push_back(id);
+      },
+      [this](uint64_t id) { return owed_jobs_.contains(id); });
   for (auto it = batches_.begin(); it != batches_.end();) {
     if (it->second.last_used + options_.retention > now) {
       ++it;

@@ -56,6 +56,12 @@ struct BrokerOptions {
   // across messages, or cut short with `truncated` set. A single event or
   // job larger than this still goes, alone.
   uint64_t max_response_bytes = 16 << 20;
+  // Event bytes a session gets before the broker waits for its stream to
+  // be written out (OnSessionDrained); the events due meanwhile are kept as
+  // job ids and rendered then. 0: four response budgets. It bounds what
+  // one slow or greedy reader makes the broker copy: a Watch of 2,200
+  // finished 1 MB results no longer queues 2.2 GB at once.
+  uint64_t session_window_bytes = 0;
   // Ids in one Watch at most (INVALID_ARGUMENT beyond), and jobs one
   // session watches at once at most, its submitted ones included
   // (RESOURCE_EXHAUSTED beyond). Either ends the Session stream.
@@ -170,8 +176,13 @@ struct Outbox {
   // Answers to read-only calls: the same, except while journal writes fail
   // (Journal::Commit).
   std::vector<std::function<void()>> query_replies;
+  // Sessions that reached their window: the loop asks each one's stream to
+  // report (OnSessionDrained) once what was pushed to it is written.
+  std::vector<SessionId> drain_reports;
 
-  bool empty() const { return to_workers.empty() && to_sessions.empty(); }
+  bool empty() const {
+    return to_workers.empty() && to_sessions.empty() && drain_reports.empty();
+  }
   void Clear();
   // Appends an event to the session's last Events response (or a new one).
   void AddEvent(SessionId session, v1::JobEvent event);
@@ -208,8 +219,18 @@ class BrokerCore {
                      Outbox* out);
 
   // The session's stream ended: its watches no longer count against its
-  // limit (its entries go as their jobs finish).
+  // limit (its entries go as their jobs finish), and events owed to it are
+  // forgotten.
   void CloseSession(SessionId session);
+  // Everything pushed to the session's stream until it asked for a report
+  // (Outbox::drain_reports) is written: send the events it is owed, up to
+  // the next window.
+  void OnSessionDrained(SessionId session, Outbox* out);
+  // Queues `reply` (a stream's close) to run after every event owed to the
+  // session has been pushed: at once if none is owed.
+  void AfterOwed(SessionId session, std::function<void()> reply, Outbox* out);
+  // Events owed to the session while it waits for a drain report.
+  size_t TEST_deferred_events(SessionId session) const;
 
   // Cancels jobs that have not finished. A RUNNING job is CANCELLED at once
   // and its worker is told to abandon the attempt; its result, if it still
@@ -364,6 +385,14 @@ class BrokerCore {
   // Tells the worker holding the job's current attempt to stop it.
   void AbandonCurrentAttempt(Job& job, Outbox* out);
   void Notify(const Job& job, Outbox* out);
+  // Pushes an event to a session, counting it against the window.
+  void PushEvent(SessionId session, v1::JobEvent event, Outbox* out);
+  // Whether the session waits for a drain report: its terminal events are
+  // then owed, not pushed.
+  bool Paused(SessionId session) const;
+  uint64_t SessionWindowBytes() const;
+  // One owed event of the job was sent or dropped.
+  void Unowe(uint64_t id);
   // Adds `session` to the job's watchers unless it is there already.
   void AddWatcher(uint64_t id, SessionId session);
   // Forgets every watcher of the job.
@@ -382,6 +411,26 @@ class BrokerCore {
   // Jobs each open session watches (entries of watchers_), for
   // max_watched_per_session.
   absl::flat_hash_map<SessionId, uint64_t> watched_by_session_;
+  // Per session that got events: bytes pushed since its last drain report,
+  // and while it waits for one, the events it is owed (job ids, in order;
+  // `checked`: the session's right to see the job was checked already).
+  struct SessionFlow {
+    uint64_t pushed_bytes = 0;
+    bool paused = false;
+    struct Owed {
+      uint64_t job_id;
+      bool checked;
+    };
+    std::deque<Owed> owed;
+    // The caller of the session's latest Watch, for the unchecked ones.
+    Caller caller;
+    // Replies (a stream's close) to queue once nothing is owed.
+    std::vector<std::function<void()>> after_owed;
+  };
+  absl::flat_hash_map<SessionId, SessionFlow> flows_;
+  // Jobs some session is owed an event of (how many times): their
+  // retention waits.
+  absl::flat_hash_map<uint64_t, uint32_t> owed_jobs_;
   // Timeouts of running attempts, earliest first; stale entries skipped.
   std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>>
       deadlines_;

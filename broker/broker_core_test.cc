@@ -188,6 +188,73 @@ TEST_F(BrokerCoreTest, AResultOverTheLimitFailsItsJobWithoutBeingKept) {
   EXPECT_EQ(small.info().error_message.size(), wire::kMaxErrorMessageBytes);
 }
 
+// A session gets about its window of event bytes, then waits for its
+// stream to be written out; what is due meanwhile is owed by id and sent
+// on the drain report, a close queued after it.
+TEST_F(BrokerCoreTest, ASessionsEventsWaitForItsStreamBeyondTheWindow) {
+  BrokerOptions o = Options();
+  o.session_window_bytes = 1000;
+  BrokerCore core(o, now_);
+  wire::Frame reg;
+  reg.mutable_register_()->set_name("w");
+  reg.mutable_register_()->set_threads(16);
+  reg.mutable_register_()->add_tasks("t");
+  core.OnWorkerFrame("w", "key-w", reg, now_, &out_);
+  google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
+  for (int i = 0; i < 10; ++i) specs.Add()->set_task("t");
+  // Submitted by session 1, which then goes away.
+  absl::StatusOr<std::vector<uint64_t>> ids =
+      core.Submit(specs, Caller{}, 1, now_, &out_);
+  ASSERT_TRUE(ids.ok());
+  core.CloseSession(1);
+  core.Schedule(now_, &out_);
+  wire::Frame f;
+  for (uint64_t id : *ids) {
+    wire::TaskResult* r = f.mutable_results()->add_results();
+    r->set_job_id(id);
+    r->set_attempt(1);
+    r->set_ok(true);
+    r->set_output(std::string(400, 'r'));
+  }
+  core.OnWorkerFrame("w", "key-w", f, now_, &out_);
+  out_.Clear();
+
+  // Session 2 watches all ten (and an unknown id) at once.
+  google::protobuf::RepeatedField<uint64_t> watch(ids->begin(), ids->end());
+  watch.Add(999);
+  ASSERT_TRUE(core.Watch(2, Caller{}, watch, &out_).ok());
+  std::vector<uint64_t> got;
+  auto take = [&] {
+    for (const v1::SessionResponse& r : out_.to_sessions[2]) {
+      for (const v1::JobEvent& e : r.events().events()) {
+        got.push_back(e.job_id());
+      }
+    }
+    out_.to_sessions.clear();
+  };
+  take();
+  EXPECT_EQ(got.size(), 3u) << "3 x ~410 bytes reach the 1000-byte window";
+  EXPECT_EQ(out_.drain_reports, std::vector<SessionId>{2});
+  EXPECT_EQ(core.TEST_deferred_events(2), 8u);
+  // The client half-closes: its close waits for what is owed.
+  bool closed = false;
+  core.AfterOwed(
+      2, [&] { closed = true; }, &out_);
+  EXPECT_TRUE(out_.replies.empty());
+  for (int round = 0; round < 3; ++round) {
+    out_.drain_reports.clear();
+    core.OnSessionDrained(2, &out_);
+    take();
+  }
+  ASSERT_EQ(got.size(), 11u);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(got[i], (*ids)[i]) << "in order";
+  EXPECT_EQ(got[10], 999u);
+  EXPECT_EQ(core.TEST_deferred_events(2), 0u);
+  ASSERT_EQ(out_.replies.size(), 1u) << "the close, after the last event";
+  out_.replies[0]();
+  EXPECT_TRUE(closed);
+}
+
 TEST_F(BrokerCoreTest, CoroutineTasksGoUpToConcurrencyBesideTheThreads) {
   // 1 thread, no prefetch; "co" holds no thread, up to 50 at once.
   wire::Frame f;

@@ -368,6 +368,8 @@ void BrokerLoop::Flush(absl::Time now) {
     outbox_.open_dispatch.clear();
     auto sessions = std::move(outbox_.to_sessions);
     outbox_.to_sessions.clear();
+    std::vector<SessionId> drain_reports = std::move(outbox_.drain_reports);
+    outbox_.drain_reports.clear();
     for (auto& [identity, frame] : frames) {
       std::string bytes = wire::EncodeFrame(std::move(frame));
       try {
@@ -390,6 +392,14 @@ void BrokerLoop::Flush(absl::Time now) {
           [sink = it->second.sink, responses = std::move(responses)]() mutable {
             sink->Push(std::move(responses));
           });
+    }
+    // After the pushes they follow: a report means "what came before me
+    // is written".
+    for (SessionId id : drain_reports) {
+      auto it = sessions_.find(id);
+      if (it == sessions_.end()) continue;
+      replies.push_back(
+          [sink = it->second.sink] { sink->ReportWhenDrained(); });
     }
     for (auto& r : outbox_.replies) after.push_back(std::move(r));
     outbox_.replies.clear();

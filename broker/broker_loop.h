@@ -48,6 +48,9 @@ class SessionSink {
   virtual void Close(const absl::Status& status) = 0;
   // Ends the stream with `status` now, dropping what is queued.
   virtual void Fail(absl::Status status) = 0;
+  // Once everything pushed so far is written, post
+  // BrokerCore::OnSessionDrained for this session (once per call).
+  virtual void ReportWhenDrained() = 0;
 };
 
 // How workers authenticate (docs/DESIGN.md, "Security"). Without it

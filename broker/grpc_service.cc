@@ -117,7 +117,8 @@ class SessionReactor final
         if (!watched.ok()) {
           // The stream ends with the reason, after what is due before it.
           sink->EndReads();
-          c.out.replies.push_back([sink, watched] { sink->Close(watched); });
+          c.core.AfterOwed(
+              id, [sink, watched] { sink->Close(watched); }, &c.out);
         }
       }
       sink->OnHandled();
@@ -141,8 +142,11 @@ class SessionReactor final
   void EndAfterQueued(absl::Status status) {
     sink_->EndReads();
     std::shared_ptr<Sink> sink = sink_;
-    loop_->Post([sink, status](BrokerLoop::Context& c) {
-      c.out.replies.push_back([sink, status] { sink->Close(status); });
+    const SessionId id = id_;
+    loop_->Post([sink, status, id](BrokerLoop::Context& c) {
+      // After the events the core still owes the stream, too.
+      c.core.AfterOwed(
+          id, [sink, status] { sink->Close(status); }, &c.out);
     });
   }
 
@@ -229,6 +233,19 @@ class SessionReactor final
       Do(next);
     }
 
+    // SessionSink: the core holds this session's further events until
+    // what it was given is written.
+    void ReportWhenDrained() override {
+      Next next;
+      {
+        MutexLock lock(&mu_);
+        report_drained_ = true;
+        next = NextWriteLocked();
+        DrainedLocked(next);
+      }
+      Do(next);
+    }
+
     void OnWriteDone(bool ok) {
       Next next;
       {
@@ -241,6 +258,7 @@ class SessionReactor final
           broken_ = true;
         }
         next = NextWriteLocked();
+        DrainedLocked(next);
         if (!next.finish) {
           // Writing made room: reading may go on.
           const Next read = NextReadLocked();
@@ -272,7 +290,21 @@ class SessionReactor final
       v1::SessionResponse* write = nullptr;
       bool finish = false;
       grpc::Status status;
+      // Tell the loop everything pushed is written (ReportWhenDrained).
+      bool drained = false;
     };
+
+    // Adds the drain report to `next` if one is asked for and nothing is
+    // queued or being written.
+    void DrainedLocked(Next& next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      if (!report_drained_ || writing_ || !queue_.empty() || broken_ ||
+          reactor_ == nullptr) {
+        return;
+      }
+      report_drained_ = false;
+      next.reactor = reactor_;
+      next.drained = true;
+    }
 
     // Adds `r` to the queue, merging into the last queued (not yet writing)
     // response where that keeps every acknowledgement ahead of its jobs'
@@ -318,6 +350,13 @@ class SessionReactor final
         SerializeTo(*next.write, &next.reactor->in_flight_);
         next.write->Clear();
         next.reactor->StartWrite(&next.reactor->in_flight_);
+      }
+      if (next.drained && !next.finish) {
+        // Before any Finish: the reactor may be gone once it is called.
+        const SessionId id = next.reactor->id_;
+        next.reactor->loop_->Post([id](BrokerLoop::Context& c) {
+          c.core.OnSessionDrained(id, &c.out);
+        });
       }
       if (next.finish) next.reactor->Finish(next.status);
     }
@@ -375,6 +414,7 @@ class SessionReactor final
     bool read_pending_ ABSL_GUARDED_BY(mu_) = true;  // the constructor's
     bool reads_ended_ ABSL_GUARDED_BY(mu_) = false;
     bool finish_started_ ABSL_GUARDED_BY(mu_) = false;
+    bool report_drained_ ABSL_GUARDED_BY(mu_) = false;
     int unhandled_ ABSL_GUARDED_BY(mu_) = 0;
   };
 

@@ -73,12 +73,18 @@ void JobTable::SetState(Job& job, JobState state, absl::Time now) {
 }
 
 void JobTable::Expire(absl::Time now, absl::Duration retention,
-                      const std::function<void(uint64_t)>& on_erase) {
+                      const std::function<void(uint64_t)>& on_erase,
+                      const std::function<bool(uint64_t)>& keep) {
   while (!finished_.empty() && finished_.front().first + retention <= now) {
     uint64_t id = finished_.front().second;
     finished_.pop_front();
     auto it = jobs_.find(id);
     if (it == jobs_.end()) continue;
+    if (keep && keep(id)) {
+      // Behind everything due by now, so this pass does not see it again.
+      finished_.emplace_back(now, id);
+      continue;
+    }
     on_erase(id);
     --counts_[it->second.state];
     if (!it->second.info().idempotency_key.empty()) {

@@ -63,9 +63,12 @@ class JobTable {
   void SetState(Job& job, JobState state, absl::Time now);
 
   // Forgets finished jobs whose retention ended by `now`; calls `on_erase`
-  // with each id before it goes.
+  // with each id before it goes. A job for which `keep` (if given) says
+  // true is kept for another `retention` from now (an event of it is still
+  // owed to a client).
   void Expire(absl::Time now, absl::Duration retention,
-              const std::function<void(uint64_t)>& on_erase);
+              const std::function<void(uint64_t)>& on_erase,
+              const std::function<bool(uint64_t)>& keep = nullptr);
 
   // Calls `fn` with jobs from the newest down (those with ids below
   // `below_id` only, if it is not 0) until it returns false.

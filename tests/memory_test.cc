@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -193,6 +194,78 @@ TEST_F(MemoryTest, LargePayloadsRunThroughTheBrokerComeBack) {
   std::cerr << inputs.size() << " x 1 MiB jobs done, none held: broker RSS "
             << Mb(rss) << " (started at " << Mb(start_rss) << ")\n";
   EXPECT_LE(rss, start_rss + (64 << 20)) << "started at " << Mb(start_rss);
+}
+
+// Four clients Watch the same 300 finished 1 MiB results and read nothing:
+// before, each Watch queued all 300 MB at the broker (1.2 GB); now each
+// session gets its window (4 response budgets, 4 MiB here) and is owed the
+// rest by id until its stream is written out. One stream that reads then
+// gets every result.
+TEST_F(MemoryTest, ReadersThatDoNotReadCostTheBrokerAWindowEach) {
+  SKIP_IF_SANITIZED();
+  StartBroker({"--max_response_bytes=1048576"});
+  ASSERT_TRUE(cluster_.StartWorker(4).ok());
+  ASSERT_TRUE(cluster_.WaitForWorkers(1).ok());
+  constexpr int kJobs = 300;
+  v1::SessionRequest watch;
+  for (int first = 0; first < kJobs; first += 10) {
+    v1::SubmitRequest submit;
+    for (int i = first; i < first + 10; ++i) {
+      v1::JobSpec* job = submit.add_jobs();
+      job->set_task("sys.echo");
+      job->set_payload(std::string(1 << 20, static_cast<char>('a' + i % 26)));
+    }
+    grpc::ClientContext ctx;
+    v1::SubmitResponse ids;
+    grpc::Status st = stub_->Submit(&ctx, submit, &ids);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    for (uint64_t id : ids.job_ids()) watch.mutable_watch()->add_job_ids(id);
+  }
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (Stats().succeeded() < static_cast<uint64_t>(kJobs)) {
+    ASSERT_LT(absl::Now(), deadline) << Stats().DebugString();
+    absl::SleepFor(absl::Milliseconds(50));  // polling the broker's answer
+  }
+  const uint64_t before = RssBytes(cluster_.broker().pid());
+  std::vector<std::unique_ptr<RawStream>> idle;
+  for (int i = 0; i < 4; ++i) {
+    idle.push_back(
+        std::make_unique<RawStream>(channel_, "/dexec.v1.Broker/Session"));
+    ASSERT_TRUE(idle.back()->Write(watch.SerializeAsString()).ok());
+    // The first answer means the whole Watch was handled (one command).
+    absl::StatusOr<std::optional<std::string>> first = idle.back()->Read();
+    ASSERT_TRUE(first.ok() && first->has_value()) << first.status();
+  }
+  const uint64_t during = RssBytes(cluster_.broker().pid());
+  std::cerr << "4 idle readers of 300 x 1 MiB results: broker RSS "
+            << Mb(before) << " -> " << Mb(during) << "\n";
+  EXPECT_LT(during, before + (160 << 20)) << "before: " << Mb(before);
+
+  // A reader that reads gets them all, each once.
+  RawStream reader(channel_, "/dexec.v1.Broker/Session");
+  ASSERT_TRUE(reader.Write(watch.SerializeAsString()).ok());
+  absl::flat_hash_set<uint64_t> seen;
+  while (seen.size() < static_cast<size_t>(kJobs)) {
+    absl::StatusOr<std::optional<std::string>> m = reader.Read();
+    ASSERT_TRUE(m.ok() && m->has_value()) << m.status();
+    v1::SessionResponse resp;
+    ASSERT_TRUE(resp.ParseFromString(**m));
+    for (const v1::JobEvent& e : resp.events().events()) {
+      EXPECT_EQ(e.state(), v1::Job::SUCCEEDED)
+          << e.DebugString().substr(0, 200);
+      EXPECT_EQ(e.result().size(), size_t{1} << 20);
+      EXPECT_TRUE(seen.insert(e.job_id()).second) << "twice: " << e.job_id();
+    }
+  }
+  ASSERT_TRUE(reader.WritesDone().ok());
+  while (true) {
+    absl::StatusOr<std::optional<std::string>> m = reader.Read();
+    ASSERT_TRUE(m.ok()) << m.status();
+    if (!m->has_value()) break;
+  }
+  absl::StatusOr<grpc::Status> end = reader.Finish();
+  ASSERT_TRUE(end.ok());
+  EXPECT_TRUE(end->ok()) << end->error_message();
 }
 
 TEST_F(MemoryTest, MaxQueuedBytesRefusesSubmitsAndMapWaitsForRoom) {
