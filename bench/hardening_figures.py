@@ -26,6 +26,7 @@ import argparse
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -216,10 +217,29 @@ def case_frames(bin_dir):
                     creds[k.strip()] = v.strip()
         base = rss(c.broker.pid)
         ctx = zmq.Context()
-        frame = b"\0" * (250 * MB - 1)
-        for kind in ("plain", "unknown-key", "admitted-key"):
+        for kind, size in (("plain", 250 * MB - 1),
+                           ("unknown-key", 250 * MB - 1),
+                           ("admitted-key", 250 * MB - 1),
+                           ("raw-curve-greeting", 60 * MB),
+                           ("raw-curve-greeting", 250 * MB - 1)):
+            frame = b"\0" * size
             socks = []
-            for _ in range(8):
+            for _ in range(8 if kind.startswith("raw") else 0):
+                # ZMTP 3.0 by hand: a greeting asking for CURVE, then one
+                # long frame where the HELLO command belongs.
+                host, port = c.workers[len("tcp://"):].rsplit(":", 1)
+                t = socket.create_connection((host, int(port)))
+                greeting = (b"\xff" + b"\0" * 8 + b"\x7f" + b"\x03\x00" +
+                            b"CURVE".ljust(20, b"\0") + b"\0" + b"\0" * 31)
+                t.sendall(greeting)
+                t.sendall(b"\x06" + size.to_bytes(8, "big"))
+                t.setblocking(False)
+                try:
+                    t.send(frame)
+                except (BlockingIOError, OSError):
+                    pass
+                socks.append(t)
+            for _ in range(0 if kind.startswith("raw") else 8):
                 s = ctx.socket(zmq.DEALER)
                 s.setsockopt(zmq.LINGER, 0)
                 if kind != "plain":
@@ -237,9 +257,9 @@ def case_frames(bin_dir):
             during = rss(c.broker.pid)
             for s in socks:
                 s.close()
-            print("frames: 8 peers x 250 MiB frames, %s: broker RSS %d MB "
+            print("frames: 8 peers x %d MiB frames, %s: broker RSS %d MB "
                   "before, %d MB with them connected, peak %d MB; alive=%s" %
-                  (kind, base // MB, during // MB,
+                  (size // MB, kind, base // MB, during // MB,
                    rss(c.broker.pid, "VmHWM") // MB, c.alive()))
         ctx.term()
     finally:
