@@ -255,6 +255,11 @@ void BrokerCore::WatchOne(SessionId session, const Caller& caller, uint64_t id,
       return;
     }
   }
+  PushCurrent(session, id, job, out);
+}
+
+void BrokerCore::PushCurrent(SessionId session, uint64_t id, const Job* job,
+                             Outbox* out) {
   if (job == nullptr) {
     PushEvent(session, NotFoundEvent(id), out);
     return;
@@ -280,11 +285,6 @@ void BrokerCore::PushEvent(SessionId session, v1::JobEvent event, Outbox* out) {
   out->AddEvent(session, std::move(event));
 }
 
-bool BrokerCore::Paused(SessionId session) const {
-  auto flow = flows_.find(session);
-  return flow != flows_.end() && flow->second.paused;
-}
-
 uint64_t BrokerCore::SessionWindowBytes() const {
   return options_.session_window_bytes > 0 ? options_.session_window_bytes
                                            : 4 * options_.max_response_bytes;
@@ -305,18 +305,9 @@ void BrokerCore::OnSessionDrained(SessionId session, Outbox* out) {
         !f.caller.SeesResultsOf(job->owner.str())) {
       job = nullptr;
     }
-    if (job == nullptr) {
-      // Unknown then, or its retention ended while it was owed.
-      PushEvent(session, NotFoundEvent(owed.job_id), out);
-      continue;
-    }
-    if (IsTerminal(job->state) || job->state == v1::Job::RUNNING) {
-      v1::JobEvent event;
-      JobToEvent(*job, &event);
-      PushEvent(session, std::move(event), out);
-    }
-    // An id unknown when watched that names a live job by now.
-    if (!IsTerminal(job->state)) AddWatcher(job->id, session);
+    // Null: unknown then, or its retention ended while it was owed. Live:
+    // an id unknown when watched that names a job by now.
+    PushCurrent(session, owed.job_id, job, out);
   }
   if (f.owed.empty()) {
     f.owed.shrink_to_fit();
@@ -792,10 +783,8 @@ void BrokerCore::OnResults(WorkerEntry* w, const std::string& key,
       job->mutable_info().result.clear();
       a.outcome = "failed";
       job->mutable_info().error_kind = std::string(error_kind::kResultTooLarge);
-      job->mutable_info().error_message =
-          absl::StrCat("the result is ", r.output().size(),
-                       " bytes; the broker keeps at most ",
-                       options_.max_result_bytes, " (--max_result_bytes)");
+      job->mutable_info().error_message = wire::ResultTooLargeMessage(
+          r.output().size(), options_.max_result_bytes);
       Finish(*job, v1::Job::FAILED, now, out);
       continue;
     }

@@ -387,9 +387,10 @@ class BrokerCore {
   void Notify(const Job& job, Outbox* out);
   // Pushes an event to a session, counting it against the window.
   void PushEvent(SessionId session, v1::JobEvent event, Outbox* out);
-  // Whether the session waits for a drain report: its terminal events are
-  // then owed, not pushed.
-  bool Paused(SessionId session) const;
+  // Pushes what the session must know of job `id` now (`job`: the job if
+  // the session may see it, else null): not_found, or its RUNNING or
+  // terminal event; and watches it while it lives.
+  void PushCurrent(SessionId session, uint64_t id, const Job* job, Outbox* out);
   uint64_t SessionWindowBytes() const;
   // One owed event of the job was sent or dropped.
   void Unowe(uint64_t id);

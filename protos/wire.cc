@@ -150,6 +150,12 @@ std::string ValidUtf8(absl::string_view s) {
   return out;
 }
 
+std::string ResultTooLargeMessage(uint64_t size, uint64_t max_result_bytes) {
+  return absl::StrCat("the result is ", size,
+                      " bytes; the broker keeps at most ", max_result_bytes,
+                      " (--max_result_bytes)");
+}
+
 std::string TruncateUtf8(absl::string_view s, size_t max_bytes) {
   if (s.size() <= max_bytes) return std::string(s);
   size_t end = max_bytes;

@@ -37,6 +37,10 @@ inline constexpr size_t kMaxErrorMessageBytes = 64 << 10;
 // A result's error kind, likewise.
 inline constexpr size_t kMaxErrorKindBytes = 256;
 
+// The error message of a result_too_large failure, the same from the
+// worker that did not send it and the broker that did not keep it.
+std::string ResultTooLargeMessage(uint64_t size, uint64_t max_result_bytes);
+
 // `s` cut to at most `max_bytes` bytes without splitting a UTF-8 sequence.
 std::string TruncateUtf8(absl::string_view s, size_t max_bytes);
 

@@ -250,9 +250,7 @@ void WorkerCore::Flush(absl::Time now, WorkerOutbox* out) {
       r.clear_output();
       r.set_ok(false);
       r.set_error_kind(std::string(error_kind::kResultTooLarge));
-      r.set_error_message(absl::StrCat(
-          "the result is ", size, " bytes; the broker keeps at most ",
-          max_result_bytes_, " (--max_result_bytes)"));
+      r.set_error_message(wire::ResultTooLargeMessage(size, max_result_bytes_));
     }
     const size_t size = r.output().size();
     if (frame.results().results_size() > 0 && bytes + size > budget) {
