@@ -501,6 +501,7 @@ v1::ListJobsResponse BrokerCore::ListJobs(
             job.state != req.state()) {
           return true;
         }
+        if (!req.task().empty() && job.task.str() != req.task()) return true;
         if (!Visible(caller, job)) return true;
         if (bytes >= options_.max_response_bytes) {
           resp.set_truncated(true);

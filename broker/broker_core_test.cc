@@ -1114,5 +1114,30 @@ TEST_F(BrokerCoreTest, PrefetchFollowsTheTaskNotTheWorkersLastTasks) {
   EXPECT_EQ(Dispatched().size(), 4u);
 }
 
+TEST_F(BrokerCoreTest, ListJobsFiltersByTaskAndStateAndPages) {
+  const std::vector<uint64_t> a = Submit(5, "a");
+  const std::vector<uint64_t> b = Submit(3, "b");
+  v1::ListJobsRequest req;
+  req.set_task("b");
+  v1::ListJobsResponse resp = core_.ListJobs(Caller{}, req);
+  ASSERT_EQ(resp.jobs_size(), 3);
+  EXPECT_EQ(resp.jobs(0).id(), b[2]);  // newest first
+  for (const v1::Job& j : resp.jobs()) EXPECT_EQ(j.task(), "b");
+  req.set_task("a");
+  req.set_limit(2);
+  req.set_before_id(a[3]);
+  resp = core_.ListJobs(Caller{}, req);
+  ASSERT_EQ(resp.jobs_size(), 2);
+  EXPECT_EQ(resp.jobs(0).id(), a[2]);
+  EXPECT_EQ(resp.jobs(1).id(), a[1]);
+  req.Clear();
+  req.set_task("a");
+  req.set_state(v1::Job::RUNNING);
+  EXPECT_EQ(core_.ListJobs(Caller{}, req).jobs_size(), 0);
+  req.set_task("nope");
+  req.set_state(v1::Job::STATE_UNSPECIFIED);
+  EXPECT_EQ(core_.ListJobs(Caller{}, req).jobs_size(), 0);
+}
+
 }  // namespace
 }  // namespace dexec::broker
