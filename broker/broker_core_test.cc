@@ -1139,5 +1139,33 @@ TEST_F(BrokerCoreTest, ListJobsFiltersByTaskAndStateAndPages) {
   EXPECT_EQ(core_.ListJobs(Caller{}, req).jobs_size(), 0);
 }
 
+TEST_F(BrokerCoreTest, StatsGiveQueueWaitPercentilesOfTheLastMinute) {
+  EXPECT_EQ(core_.GetStats(now_).wait_samples(), 0u);
+  EXPECT_FALSE(core_.GetStats(now_).has_wait_p50());
+  // 100 jobs waiting 1..100 ms: each submitted, then dispatched later.
+  Register("w", 1);
+  for (int i = 1; i <= 100; ++i) {
+    const uint64_t id = Submit(1)[0];
+    now_ += absl::Milliseconds(i);
+    ASSERT_EQ(Dispatched().size(), 1u);
+    Result("w", id, 1, true);
+  }
+  v1::Stats s = core_.GetStats(now_);
+  EXPECT_EQ(s.wait_samples(), 100u);
+  EXPECT_EQ(FromProto(s.wait_p50()), absl::Milliseconds(50));
+  EXPECT_EQ(FromProto(s.wait_p99()), absl::Milliseconds(99));
+  // A minute later they have aged out.
+  now_ += absl::Seconds(61);
+  EXPECT_EQ(core_.GetStats(now_).wait_samples(), 0u);
+  // More dispatches than the ring holds: it keeps the newest, in bounds.
+  for (int i = 0; i < 5000; ++i) {
+    const uint64_t id = Submit(1)[0];
+    ASSERT_EQ(Dispatched().size(), 1u);
+    Result("w", id, 1, true);
+  }
+  EXPECT_EQ(core_.GetStats(now_).wait_samples(), 4096u);
+  EXPECT_EQ(FromProto(core_.GetStats(now_).wait_p99()), absl::ZeroDuration());
+}
+
 }  // namespace
 }  // namespace dexec::broker

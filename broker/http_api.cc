@@ -228,6 +228,17 @@ ApiReply Stats(ApiBackend& backend) {
   w.Int(s->threads());
   w.Key("uptime_s");
   w.Double(absl::ToDoubleSeconds(FromProto(s->uptime())));
+  w.Key("wait_samples");
+  w.Uint(s->wait_samples());
+  for (auto [key, d] : {std::pair{"wait_p50_ms", &s->wait_p50()},
+                        std::pair{"wait_p99_ms", &s->wait_p99()}}) {
+    w.Key(key);
+    if (s->wait_samples() == 0) {
+      w.Null();
+    } else {
+      w.Double(absl::ToDoubleMilliseconds(FromProto(*d)));
+    }
+  }
   w.Key("client_auth_failures");
   w.Uint(s->client_auth_failures());
   w.Key("worker_auth_failures");

@@ -152,6 +152,10 @@ TEST_F(HttpApiTest, StatsCountJobsAndWorkers) {
   Schedule();
   Struct s = Call("GET", "/api/stats");
   EXPECT_EQ(Num(s, "running"), 2);
+  EXPECT_EQ(Num(s, "wait_samples"), 2);
+  EXPECT_EQ(Num(s, "wait_p50_ms"), 0);  // dispatched at once
+  EXPECT_EQ(F(Call("GET", "/api/stats"), "wait_p99_ms").kind_case(),
+            Value::kNumberValue);
   EXPECT_EQ(Num(s, "queued"), 1);
   EXPECT_EQ(Num(s, "submitted_total"), 3);
   EXPECT_EQ(Num(s, "workers"), 1);
