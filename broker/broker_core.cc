@@ -495,8 +495,14 @@ v1::ListJobsResponse BrokerCore::ListJobs(
   v1::ListJobsResponse resp;
   const int limit = req.limit() > 0 ? req.limit() : 100;
   size_t bytes = 0;
+  uint32_t scanned = 0;
   jobs_.ForEachNewest(
       [&](const Job& job) {
+        if (req.max_scan() > 0 && scanned++ >= req.max_scan()) {
+          // Not examined: the client resumes from here (ids only go down).
+          resp.set_resume_before_id(job.id + 1);
+          return false;
+        }
         if (req.state() != v1::Job::STATE_UNSPECIFIED &&
             job.state != req.state()) {
           return true;

@@ -1137,6 +1137,20 @@ TEST_F(BrokerCoreTest, ListJobsFiltersByTaskAndStateAndPages) {
   req.set_task("nope");
   req.set_state(v1::Job::STATE_UNSPECIFIED);
   EXPECT_EQ(core_.ListJobs(Caller{}, req).jobs_size(), 0);
+  EXPECT_EQ(core_.ListJobs(Caller{}, req).resume_before_id(), 0u);
+  // A scan bound: 2 jobs examined (b[2], b[1]), none matched; resume
+  // below the last one examined.
+  req.set_task("a");
+  req.set_max_scan(2);
+  resp = core_.ListJobs(Caller{}, req);
+  EXPECT_EQ(resp.jobs_size(), 0);
+  EXPECT_EQ(resp.resume_before_id(), b[1]);
+  req.set_before_id(resp.resume_before_id());
+  req.set_max_scan(3);
+  resp = core_.ListJobs(Caller{}, req);
+  ASSERT_EQ(resp.jobs_size(), 2);  // b[0], a[4], a[3] examined
+  EXPECT_EQ(resp.jobs(0).id(), a[4]);
+  EXPECT_EQ(resp.resume_before_id(), a[3]);
 }
 
 TEST_F(BrokerCoreTest, StatsGiveQueueWaitPercentilesOfTheLastMinute) {

@@ -269,10 +269,10 @@ ApiReply Jobs(const QueryMap& q, const Caller& caller, ApiBackend& backend) {
   }
   // One more than asked tells whether there is a next page.
   list.set_limit(limit + 1);
+  list.set_max_scan(kMaxJobsScan);
   absl::StatusOr<v1::ListJobsResponse> resp = backend.ListJobs(caller, list);
   if (!resp.ok()) return ErrorReply(resp.status());
   const int shown = std::min(resp->jobs_size(), limit);
-  const bool more = resp->jobs_size() > limit || resp->truncated();
   JsonWriter w;
   w.BeginObject();
   w.Key("jobs");
@@ -284,11 +284,17 @@ ApiReply Jobs(const QueryMap& q, const Caller& caller, ApiBackend& backend) {
   }
   w.EndArray();
   w.Key("next_before_id");
-  if (more && shown > 0) {
+  if (resp->jobs_size() > limit || (resp->truncated() && shown > 0)) {
     w.Uint(resp->jobs(shown - 1).id());
+  } else if (resp->resume_before_id() != 0) {
+    w.Uint(resp->resume_before_id());
   } else {
     w.Null();
   }
+  // The scan bound stopped the walk: older jobs were not looked at yet
+  // (the page may hold fewer than `limit`, even none).
+  w.Key("scan_stopped");
+  w.Bool(resp->jobs_size() <= limit && resp->resume_before_id() != 0);
   w.EndObject();
   return Json(std::move(w));
 }

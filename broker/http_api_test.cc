@@ -195,6 +195,7 @@ TEST_F(HttpApiTest, JobsFilterByStateAndTaskAndPageOnTheBroker) {
   EXPECT_EQ(Str(running, "worker"), "w1");
   page = Call("GET", "/api/jobs", "state=queued&task=b");
   EXPECT_EQ(F(page, "jobs").list_value().values_size(), 3);
+  EXPECT_FALSE(F(page, "scan_stopped").bool_value());
   // Percent-escapes and '+' decode.
   Submit("my task");
   page = Call("GET", "/api/jobs", "task=my%20task");
@@ -348,6 +349,26 @@ TEST_F(HttpApiTest, ArbitraryBytesInJobsGiveValidJson) {
   Struct j = Call("GET", absl::StrCat("/api/jobs/", id));
   EXPECT_EQ(Str(j, "task"), "t\x01\"<");
   Call("GET", "/api/jobs");
+}
+
+// A filter matching few of many jobs stops after kMaxJobsScan examined and
+// says where to go on; following next_before_id finds the rest.
+TEST_F(HttpApiTest, AFilteredPageStopsAtTheScanBoundAndResumes) {
+  const uint64_t old = Submit("rare");
+  for (uint32_t i = 0; i < kMaxJobsScan + 10; ++i) Submit("common");
+  Struct page = Call("GET", "/api/jobs", "task=rare");
+  EXPECT_EQ(F(page, "jobs").list_value().values_size(), 0);
+  EXPECT_TRUE(F(page, "scan_stopped").bool_value());
+  const double next = Num(page, "next_before_id");
+  EXPECT_GT(next, old);
+  page =
+      Call("GET", "/api/jobs",
+           absl::StrCat("task=rare&before_id=", static_cast<uint64_t>(next)));
+  ASSERT_EQ(F(page, "jobs").list_value().values_size(), 1);
+  EXPECT_EQ(Num(F(page, "jobs").list_value().values(0).struct_value(), "id"),
+            old);
+  EXPECT_EQ(F(page, "next_before_id").kind_case(), Value::kNullValue);
+  EXPECT_FALSE(F(page, "scan_stopped").bool_value());
 }
 
 }  // namespace
