@@ -192,7 +192,7 @@ start_broker() {
     flags+=(--auth_dir="$BROKER_AUTH")
   fi
   : >"$WORK/broker.out"
-  "$BIN/dexec-broker" --listen=127.0.0.1:0 --worker_listen='tcp://127.0.0.1:*' \
+  "$BIN/dexec-broker" --listen=127.0.0.1:0 --http_listen=127.0.0.1:0 --worker_listen='tcp://127.0.0.1:*' \
     "${flags[@]}" >"$WORK/broker.out" 2>>"$WORK/broker.err" &
   BROKER_PID=$!
   PIDS+=("$BROKER_PID")

@@ -150,7 +150,8 @@ absl::StatusOr<std::unique_ptr<HttpListener>> HttpListener::Start(
   }
   listener->port_ = port;
   listener->thread_ = std::thread([server = listener->server_.get(), name] {
-    pthread_setname_np(pthread_self(), (name + "-accept").substr(0, 15).c_str());
+    pthread_setname_np(pthread_self(),
+                       (name + "-accept").substr(0, 15).c_str());
     server->listen_after_bind();
   });
   // httplib's stop() does nothing until its accept loop runs, so a

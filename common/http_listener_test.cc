@@ -12,8 +12,8 @@ namespace {
 
 std::unique_ptr<HttpListener> StartEcho(std::atomic<int>* calls,
                                         HttpListener::Options options = {}) {
-  auto l = HttpListener::Start(
-      "127.0.0.1:0", options, [calls](const Request& r) {
+  auto l =
+      HttpListener::Start("127.0.0.1:0", options, [calls](const Request& r) {
         calls->fetch_add(1);
         Response w;
         w.body = r.method + " " + r.path + " q=" + r.query +
@@ -86,12 +86,10 @@ TEST(HttpListenerTest, ABadOrTakenAddressIsAClearError) {
   std::atomic<int> calls{0};
   auto l = StartEcho(&calls);
   ASSERT_NE(l, nullptr);
-  auto taken = HttpListener::Start(
-      "127.0.0.1:" + std::to_string(l->port()), {},
-      [](const Request&) { return Response{}; });
+  auto taken = HttpListener::Start("127.0.0.1:" + std::to_string(l->port()), {},
+                                   [](const Request&) { return Response{}; });
   EXPECT_EQ(taken.status().code(), absl::StatusCode::kUnavailable);
-  EXPECT_NE(taken.status().message().find("--http_listen"),
-            std::string::npos);
+  EXPECT_NE(taken.status().message().find("--http_listen"), std::string::npos);
 }
 
 }  // namespace

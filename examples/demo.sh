@@ -21,7 +21,7 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
 say "Starting a broker on free loopback ports"
-coproc BROKER_PROC { exec "$BROKER" --listen=127.0.0.1:0 --worker_listen='tcp://127.0.0.1:*' --data_dir="$LOGS/data" 2>"$LOGS/broker.log"; }
+coproc BROKER_PROC { exec "$BROKER" --listen=127.0.0.1:0 --http_listen=127.0.0.1:0 --worker_listen='tcp://127.0.0.1:*' --data_dir="$LOGS/data" 2>"$LOGS/broker.log"; }
 PIDS+=("$BROKER_PROC_PID")
 # Readiness: the broker prints one line with the addresses it bound.
 read -r -t 30 line <&"${BROKER_PROC[0]}"
