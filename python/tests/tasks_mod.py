@@ -122,3 +122,8 @@ async def araise(msg):
 def with_timeout(s):
     time.sleep(s)
     return s
+
+
+@dexec.task("t.blob")
+def blob(n):
+    return b"x" * n
