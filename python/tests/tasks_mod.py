@@ -127,3 +127,10 @@ def with_timeout(s):
 @dexec.task("t.blob")
 def blob(n):
     return b"x" * n
+
+
+@dexec.task("a.timed_sleep")
+async def timed_sleep(s):
+    t0 = time.time()
+    await asyncio.sleep(s)
+    return t0, time.time()

@@ -84,9 +84,11 @@ class Worker:
         self._concurrency = concurrency
         # Credit: the broker fills a worker's `threads` before it
         # prefetches, so we report the slots of the pools our tasks use.
-        self.slots = (threads if "thread" in pools_used else 0) + \
-            (self._n_processes if "process" in pools_used else 0) + \
-            (concurrency if "async" in pools_used else 0)
+        # Coroutine tasks hold no slot: they go in Register.async_tasks and
+        # the broker keeps up to `concurrency` of them here besides.
+        self.slots = max(1, (threads if "thread" in pools_used else 0) +
+                         (self._n_processes if "process" in pools_used
+                          else 0))
         self.prefetch = prefetch if prefetch is not None else \
             max(256, 4 * self.slots)
         self._pools_used = pools_used
@@ -319,6 +321,11 @@ class Worker:
         names = sorted(self._tasks)
         reg.tasks.extend(names)
         reg.tasks.extend(n + CHUNK_SUFFIX for n in names)
+        async_names = [n for n in names if self._tasks[n].pool == "async"]
+        if async_names:
+            reg.concurrency = self._concurrency
+            reg.async_tasks.extend(async_names)
+            reg.async_tasks.extend(n + CHUNK_SUFFIX for n in async_names)
         held = set(self._active)
         held.update((r.job_id, r.attempt) for r in self._unsent)
         for job_id, attempt in sorted(held):
