@@ -16,6 +16,9 @@ PACKAGES=(
   nginx libnginx-mod-http-echo python3-aiohttp
   libgtest-dev libgmock-dev libbenchmark-dev
   pkg-config cmake python3 iproute2 procps openssl
+  # tests/browser: the dashboard in a real browser (playwright-core from npm
+  # drives it; node and npm are needed too, Debian's or NodeSource's)
+  chromium
   python3-grpcio python3-protobuf python3-zmq python3-pytest python3-cloudpickle
 )
 

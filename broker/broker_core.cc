@@ -495,12 +495,19 @@ v1::ListJobsResponse BrokerCore::ListJobs(
   v1::ListJobsResponse resp;
   const int limit = req.limit() > 0 ? req.limit() : 100;
   size_t bytes = 0;
+  uint32_t scanned = 0;
   jobs_.ForEachNewest(
       [&](const Job& job) {
+        if (req.max_scan() > 0 && scanned++ >= req.max_scan()) {
+          // Not examined: the client resumes from here (ids only go down).
+          resp.set_resume_before_id(job.id + 1);
+          return false;
+        }
         if (req.state() != v1::Job::STATE_UNSPECIFIED &&
             job.state != req.state()) {
           return true;
         }
+        if (!req.task().empty() && job.task.str() != req.task()) return true;
         if (!Visible(caller, job)) return true;
         if (bytes >= options_.max_response_bytes) {
           resp.set_truncated(true);
@@ -561,6 +568,25 @@ v1::Stats BrokerCore::GetStats(absl::Time now) const {
   s.set_workers(static_cast<int32_t>(workers_.size()));
   s.set_threads(workers_.total_threads());
   ToProto(now - started_at_, s.mutable_uptime());
+  std::vector<absl::Duration> recent_waits;
+  recent_waits.reserve(waits_.size());
+  for (const auto& [at, wait] : waits_) {
+    if (at > now - absl::Seconds(60)) recent_waits.push_back(wait);
+  }
+  if (!recent_waits.empty()) {
+    std::sort(recent_waits.begin(), recent_waits.end());
+    // Nearest rank: the smallest wait at or above the fraction; the index
+    // is clamped to the vector, which is not empty here.
+    auto rank = [&](double q) {
+      size_t i = static_cast<size_t>(
+          std::ceil(q * static_cast<double>(recent_waits.size())));
+      i = std::clamp<size_t>(i, 1, recent_waits.size()) - 1;
+      return recent_waits[i];
+    };
+    ToProto(rank(0.50), s.mutable_wait_p50());
+    ToProto(rank(0.99), s.mutable_wait_p99());
+    s.set_wait_samples(static_cast<uint32_t>(recent_waits.size()));
+  }
   return s;
 }
 
@@ -965,6 +991,24 @@ bool BrokerCore::IsQueued(uint64_t id) const {
 
 void BrokerCore::Dispatch(Job& job, WorkerEntry& w, absl::Time now,
                           Outbox* out) {
+  {
+    // Waiting since submit, or since the previous attempt ended.
+    const auto& attempts = job.info().attempts;
+    absl::Time since = job.submitted_at;
+    if (!attempts.empty() && attempts.back().ended_at != absl::InfinitePast()) {
+      since = attempts.back().ended_at;
+    }
+    const absl::Duration wait = std::max(now - since, absl::ZeroDuration());
+    // (A restored job without a submit time gives no sample.)
+    if (since != absl::InfinitePast()) {
+      if (waits_.size() < kWaitSamples) {
+        waits_.emplace_back(now, wait);
+      } else {
+        waits_[waits_next_] = {now, wait};
+      }
+      waits_next_ = (waits_next_ + 1) % kWaitSamples;
+    }
+  }
   jobs_.SetState(job, v1::Job::RUNNING, now);
   job.mutable_info().attempts.push_back(
       AttemptRecord{w.name, w.key, w.identity, now, absl::InfinitePast(), ""});

@@ -448,6 +448,12 @@ class BrokerCore {
   Changes changes_;
   // Jobs finished per second over the last seconds, for the finish rate.
   std::deque<std::pair<int64_t, uint64_t>> finish_buckets_;
+  // Queue waits of the last kWaitSamples dispatches (when, how long), a
+  // ring: waits_next_ is the slot the next one takes. GetStats reads the
+  // entries of the last 60 s for Stats.wait_p50/p99.
+  static constexpr size_t kWaitSamples = 4096;
+  std::vector<std::pair<absl::Time, absl::Duration>> waits_;
+  size_t waits_next_ = 0;
   absl::Time started_at_;
   uint64_t forged_results_ = 0;
   bool dirty_ = true;  // something changed that may allow a dispatch

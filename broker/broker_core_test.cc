@@ -1114,5 +1114,72 @@ TEST_F(BrokerCoreTest, PrefetchFollowsTheTaskNotTheWorkersLastTasks) {
   EXPECT_EQ(Dispatched().size(), 4u);
 }
 
+TEST_F(BrokerCoreTest, ListJobsFiltersByTaskAndStateAndPages) {
+  const std::vector<uint64_t> a = Submit(5, "a");
+  const std::vector<uint64_t> b = Submit(3, "b");
+  v1::ListJobsRequest req;
+  req.set_task("b");
+  v1::ListJobsResponse resp = core_.ListJobs(Caller{}, req);
+  ASSERT_EQ(resp.jobs_size(), 3);
+  EXPECT_EQ(resp.jobs(0).id(), b[2]);  // newest first
+  for (const v1::Job& j : resp.jobs()) EXPECT_EQ(j.task(), "b");
+  req.set_task("a");
+  req.set_limit(2);
+  req.set_before_id(a[3]);
+  resp = core_.ListJobs(Caller{}, req);
+  ASSERT_EQ(resp.jobs_size(), 2);
+  EXPECT_EQ(resp.jobs(0).id(), a[2]);
+  EXPECT_EQ(resp.jobs(1).id(), a[1]);
+  req.Clear();
+  req.set_task("a");
+  req.set_state(v1::Job::RUNNING);
+  EXPECT_EQ(core_.ListJobs(Caller{}, req).jobs_size(), 0);
+  req.set_task("nope");
+  req.set_state(v1::Job::STATE_UNSPECIFIED);
+  EXPECT_EQ(core_.ListJobs(Caller{}, req).jobs_size(), 0);
+  EXPECT_EQ(core_.ListJobs(Caller{}, req).resume_before_id(), 0u);
+  // A scan bound: 2 jobs examined (b[2], b[1]), none matched; resume
+  // below the last one examined.
+  req.set_task("a");
+  req.set_max_scan(2);
+  resp = core_.ListJobs(Caller{}, req);
+  EXPECT_EQ(resp.jobs_size(), 0);
+  EXPECT_EQ(resp.resume_before_id(), b[1]);
+  req.set_before_id(resp.resume_before_id());
+  req.set_max_scan(3);
+  resp = core_.ListJobs(Caller{}, req);
+  ASSERT_EQ(resp.jobs_size(), 2);  // b[0], a[4], a[3] examined
+  EXPECT_EQ(resp.jobs(0).id(), a[4]);
+  EXPECT_EQ(resp.resume_before_id(), a[3]);
+}
+
+TEST_F(BrokerCoreTest, StatsGiveQueueWaitPercentilesOfTheLastMinute) {
+  EXPECT_EQ(core_.GetStats(now_).wait_samples(), 0u);
+  EXPECT_FALSE(core_.GetStats(now_).has_wait_p50());
+  // 100 jobs waiting 1..100 ms: each submitted, then dispatched later.
+  Register("w", 1);
+  for (int i = 1; i <= 100; ++i) {
+    const uint64_t id = Submit(1)[0];
+    now_ += absl::Milliseconds(i);
+    ASSERT_EQ(Dispatched().size(), 1u);
+    Result("w", id, 1, true);
+  }
+  v1::Stats s = core_.GetStats(now_);
+  EXPECT_EQ(s.wait_samples(), 100u);
+  EXPECT_EQ(FromProto(s.wait_p50()), absl::Milliseconds(50));
+  EXPECT_EQ(FromProto(s.wait_p99()), absl::Milliseconds(99));
+  // A minute later they have aged out.
+  now_ += absl::Seconds(61);
+  EXPECT_EQ(core_.GetStats(now_).wait_samples(), 0u);
+  // More dispatches than the ring holds: it keeps the newest, in bounds.
+  for (int i = 0; i < 5000; ++i) {
+    const uint64_t id = Submit(1)[0];
+    ASSERT_EQ(Dispatched().size(), 1u);
+    Result("w", id, 1, true);
+  }
+  EXPECT_EQ(core_.GetStats(now_).wait_samples(), 4096u);
+  EXPECT_EQ(FromProto(core_.GetStats(now_).wait_p99()), absl::ZeroDuration());
+}
+
 }  // namespace
 }  // namespace dexec::broker
