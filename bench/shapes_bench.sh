@@ -138,7 +138,10 @@ CONF
   # The server's own limit: a plain libcurl multi client (no dexec) over
   # the same URLs, all in flight; then dexec and the seeds' crawlers,
   # alternating with it so a drift of the machine's load hits all alike.
-  for round in 1 2; do
+  # Each round leaves about 3 x HTTP_N client ports in TIME_WAIT for 60 s
+  # (28k per server port): rounds too close together run out of ports,
+  # and connect() fails (what "connection refused" at 20k was).
+  for round in $(seq "${HTTP_ROUNDS:-1}"); do
     log "# load $(cut -d' ' -f1-3 /proc/loadavg)"
     $L --n="$HTTP_N" 2>&1 | tee -a "$OUT" || log "# limit client failed"
     $B --workload=http --n="$HTTP_N" --url="$URLS" | tee -a "$OUT" ||

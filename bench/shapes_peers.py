@@ -21,7 +21,9 @@ def aiohttp_crawl(urls, n):
     import aiohttp
 
     async def main():
-        conn = aiohttp.TCPConnector(limit=0)
+        # Connections capped below the fd limit, as http.get caps them.
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        conn = aiohttp.TCPConnector(limit=max(soft - 1024, soft // 2))
         timeout = aiohttp.ClientTimeout(total=600)
         async with aiohttp.ClientSession(connector=conn, timeout=timeout) as s:
             async def one(i):
