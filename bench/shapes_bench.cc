@@ -27,7 +27,8 @@ ABSL_FLAG(std::string, workload, "sleeps",
 ABSL_FLAG(int64_t, n, 10000, "jobs (sleeps, http, memory) or items");
 ABSL_FLAG(int64_t, chunksize, 1000, "chunked_map: items per job");
 ABSL_FLAG(int64_t, window, 0, "Map window; 0 = n (or 64 chunks)");
-ABSL_FLAG(std::string, url, "", "http: the URL every job gets");
+ABSL_FLAG(std::string, url, "",
+          "http: comma-separated URLs; job i gets URL i % count");
 ABSL_FLAG(int64_t, worker_pid, 0, "memory: the worker to measure");
 ABSL_FLAG(std::string, label, "dexec", "system= of the RESULT line");
 
@@ -83,9 +84,16 @@ int Main() {
   dexec::MapOptions options;
   options.jobs_per_message = 1000;
   if (workload == "sleeps" || workload == "http") {
-    std::vector<std::string> inputs(n, workload == "sleeps"
-                                           ? std::string("1000")
-                                           : absl::GetFlag(FLAGS_url));
+    std::vector<std::string> inputs(n, "1000");
+    if (workload == "http") {
+      const std::vector<std::string> urls =
+          absl::StrSplit(absl::GetFlag(FLAGS_url), ',', absl::SkipEmpty());
+      if (urls.empty()) {
+        std::fprintf(stderr, "shapes_bench: --url is empty\n");
+        return 2;
+      }
+      for (int64_t i = 0; i < n; ++i) inputs[i] = urls[i % urls.size()];
+    }
     options.window = absl::GetFlag(FLAGS_window) > 0
                          ? absl::GetFlag(FLAGS_window)
                          : static_cast<size_t>(n);

@@ -14,6 +14,7 @@
 #
 #   bench/shapes_bench.sh            # all; results in bench/results/shapes.txt
 #   HTTP_N=20000 bench/shapes_bench.sh
+#   SHAPES_ONLY="http map" bench/shapes_bench.sh   # some of: memory sleeps map http
 # Every process it starts is stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,8 @@ HTTP_N=${HTTP_N:-20000}
 SLEEP_N=${SLEEP_N:-10000}
 MAP_N=${MAP_N:-2000000}
 OUT=${OUT:-bench/results/shapes.txt}
+SHAPES_ONLY=${SHAPES_ONLY:-memory sleeps map http}
+want() { [[ " $SHAPES_ONLY " == *" $1 "* ]]; }
 TMP=$(mktemp -d /tmp/dexec-shapes.XXXXXX)
 PIDS=()
 cleanup() {
@@ -32,7 +35,7 @@ cleanup() {
 trap cleanup EXIT
 
 bazel build --config=opt //broker:dexec-broker //worker:dexec-worker \
-  //bench:shapes_bench >/dev/null
+  //bench:shapes_bench //bench:shapes_http_limit >/dev/null
 BIN=bazel-bin
 mkdir -p "$(dirname "$OUT")"
 : >"$OUT"
@@ -65,53 +68,89 @@ log "# $(date -u +%FT%TZ) dexec $(git rev-parse --short HEAD), $(nproc) cores, l
 # Warm-up (connections, the broker's task statistics).
 $B --workload=sleeps --n=100 >/dev/null
 # Memory first, while the worker's heap has never held 10,000 tasks.
-$B --workload=memory --n="$SLEEP_N" --worker_pid="$WORKER_PID" | tee -a "$OUT"
-for round in 1 2 3; do
-  $B --workload=sleeps --n="$SLEEP_N" | tee -a "$OUT"
-done
-for round in 1 2 3; do
-  $B --workload=chunked_map --n="$MAP_N" --chunksize=1000 | tee -a "$OUT"
-done
-/usr/bin/python3 bench/shapes_peers.py ppe "$MAP_N" 1000 | tee -a "$OUT"
+if want memory; then
+  $B --workload=memory --n="$SLEEP_N" --worker_pid="$WORKER_PID" | tee -a "$OUT"
+fi
+if want sleeps; then
+  for round in 1 2 3; do
+    $B --workload=sleeps --n="$SLEEP_N" | tee -a "$OUT"
+  done
+fi
+if want map; then
+  # dexec and ProcessPoolExecutor alternately, so load drift hits both.
+  for round in 1 2 3; do
+    log "# load $(cut -d' ' -f1-3 /proc/loadavg)"
+    $B --workload=chunked_map --n="$MAP_N" --chunksize=1000 | tee -a "$OUT"
+    /usr/bin/python3 bench/shapes_peers.py ppe "$MAP_N" 1000 | tee -a "$OUT"
+  done
+fi
 
-if [ -x /usr/sbin/nginx ] && [ -e /usr/lib/nginx/modules/ngx_http_echo_module.so ]; then
+if ! want http; then
+  :
+elif [ -x /usr/sbin/nginx ] && [ -e /usr/lib/nginx/modules/ngx_http_echo_module.so ]; then
+  # Four listening ports on free ports the OS picks: each has its own
+  # accept queue (the kernel caps a listen backlog at net.core.somaxconn,
+  # 4096 here) and its own 28k client ports (ip_local_port_range), so
+  # 20,000 connections opened at once neither overflow one queue nor run
+  # out of ports. One nginx process (master_process off, so stopping it
+  # by PID stops all of it) with connections for every request.
   mkdir -p "$TMP/nginx"
+  PORTS=$(/usr/bin/python3 -c '
+import socket
+ss = [socket.socket() for _ in range(4)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))')
+  LISTEN="" URLS=""
+  for p in $PORTS; do
+    LISTEN="$LISTEN listen 127.0.0.1:$p backlog=65535;"
+    URLS="$URLS${URLS:+,}http://127.0.0.1:$p/"
+  done
   cat >"$TMP/nginx.conf" <<CONF
 load_module /usr/lib/nginx/modules/ngx_http_echo_module.so;
-# One process, so that stopping it by PID stops all of it.
 master_process off;
-worker_rlimit_nofile 100000;
+worker_rlimit_nofile 200000;
 pid $TMP/nginx.pid;
 error_log $TMP/nginx/error.log;
 daemon off;
-events { worker_connections 50000; }
+events { worker_connections 100000; multi_accept on; use epoll; }
 http {
   access_log off;
+  keepalive_requests 100000;
   client_body_temp_path $TMP/nginx; proxy_temp_path $TMP/nginx;
   fastcgi_temp_path $TMP/nginx; uwsgi_temp_path $TMP/nginx;
   scgi_temp_path $TMP/nginx;
   server {
-    listen 127.0.0.1:${NGINX_PORT:-18080} backlog=65535;
+    $LISTEN
     location / { echo_sleep 1; echo ok; }
   }
 }
 CONF
   /usr/sbin/nginx -c "$TMP/nginx.conf" -p "$TMP/nginx" &
   PIDS+=($!)
-  URL="http://127.0.0.1:${NGINX_PORT:-18080}/"
-  for _ in $(seq 100); do
-    curl -s -o /dev/null "$URL" && break
-    sleep 0.1
+  for u in ${URLS//,/ }; do
+    for _ in $(seq 100); do
+      curl -s -o /dev/null "$u" && break
+      sleep 0.1  # nginx binds its ports once started
+    done
   done
-  # The server's own limit: every request answered after 1 s, all at once.
-  log "# server limit: $HTTP_N requests each answered after 1 s, all in flight: 1.0 s"
-  $B --workload=http --n=100 --url="$URL" >/dev/null
-  $B --workload=http --n="$HTTP_N" --url="$URL" | tee -a "$OUT" ||
-    log "# dexec http.get failed (see above)"
-  /usr/bin/python3 bench/shapes_peers.py aiohttp "$URL" "$HTTP_N" | tee -a "$OUT" ||
-    log "# aiohttp crawler failed"
-  /usr/bin/python3 bench/shapes_peers.py threads "$URL" "$HTTP_N" 100 | tee -a "$OUT" ||
-    log "# thread crawler failed"
+  L="$BIN/bench/shapes_http_limit --urls=$URLS"
+  $L --n=100 >/dev/null
+  # The server's own limit: a plain libcurl multi client (no dexec) over
+  # the same URLs, all in flight; then dexec and the seeds' crawlers,
+  # alternating with it so a drift of the machine's load hits all alike.
+  # Each round leaves about 3 x HTTP_N client ports in TIME_WAIT for 60 s
+  # (28k per server port): rounds too close together run out of ports,
+  # and connect() fails (what "connection refused" at 20k was).
+  for round in $(seq "${HTTP_ROUNDS:-1}"); do
+    log "# load $(cut -d' ' -f1-3 /proc/loadavg)"
+    $L --n="$HTTP_N" 2>&1 | tee -a "$OUT" || log "# limit client failed"
+    $B --workload=http --n="$HTTP_N" --url="$URLS" | tee -a "$OUT" ||
+      log "# dexec http.get failed (see above)"
+    /usr/bin/python3 bench/shapes_peers.py aiohttp "$URLS" "$HTTP_N" |
+      tee -a "$OUT" || log "# aiohttp crawler failed"
+  done
+  /usr/bin/python3 bench/shapes_peers.py threads "$URLS" "$HTTP_N" \
+    "${HTTP_THREADS:-1000}" | tee -a "$OUT" || log "# thread crawler failed"
 else
   log "# http: skipped, nginx with libnginx-mod-http-echo is not installed (bazel/install-deps.sh)"
 fi

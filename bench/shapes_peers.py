@@ -1,31 +1,36 @@
 #!/usr/bin/env python3
 """The seeds' own programs for issue 12's workloads, as peers of dexec:
 
-  shapes_peers.py aiohttp URL N      asyncio + aiohttp crawler, N GETs at once
-  shapes_peers.py threads URL N T    ThreadPoolExecutor(T) crawler (urllib)
+  shapes_peers.py aiohttp URLS N     asyncio + aiohttp crawler, N GETs at once
+  shapes_peers.py threads URLS N T   ThreadPoolExecutor(T) crawler (urllib)
+
+URLS is comma-separated; request i gets URL i % count.
   shapes_peers.py ppe N CHUNKSIZE    ProcessPoolExecutor(2).map of a no-op
 
 Each prints one RESULT line like shapes_bench's.
 """
 import concurrent.futures
+import resource
 import sys
 import time
 import urllib.request
 
 
-def aiohttp_crawl(url, n):
+def aiohttp_crawl(urls, n):
     import asyncio
     import aiohttp
 
     async def main():
-        conn = aiohttp.TCPConnector(limit=0)
+        # Connections capped below the fd limit, as http.get caps them.
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        conn = aiohttp.TCPConnector(limit=max(soft - 1024, soft // 2))
         timeout = aiohttp.ClientTimeout(total=600)
         async with aiohttp.ClientSession(connector=conn, timeout=timeout) as s:
-            async def one():
-                async with s.get(url) as r:
+            async def one(i):
+                async with s.get(urls[i % len(urls)]) as r:
                     await r.read()
                     return r.status
-            return await asyncio.gather(*(one() for _ in range(n)))
+            return await asyncio.gather(*(one(i) for i in range(n)))
 
     start = time.monotonic()
     statuses = asyncio.run(main())
@@ -34,9 +39,9 @@ def aiohttp_crawl(url, n):
     print("RESULT system=aiohttp measure=http_%d unit=s value=%.3f" % (n, took))
 
 
-def thread_crawl(url, n, threads):
-    def one(_):
-        with urllib.request.urlopen(url, timeout=600) as r:
+def thread_crawl(urls, n, threads):
+    def one(i):
+        with urllib.request.urlopen(urls[i % len(urls)], timeout=600) as r:
             r.read()
             return r.status
 
@@ -65,11 +70,19 @@ def ppe(n, chunksize):
 
 
 if __name__ == "__main__":
+    # One socket per request in flight: every fd allowed (as dexec-worker
+    # and shapes_http_limit take).
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1 << 20, 1 << 20))
+    except (ValueError, OSError):
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     what = sys.argv[1]
     if what == "aiohttp":
-        aiohttp_crawl(sys.argv[2], int(sys.argv[3]))
+        aiohttp_crawl(sys.argv[2].split(","), int(sys.argv[3]))
     elif what == "threads":
-        thread_crawl(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        thread_crawl(sys.argv[2].split(","), int(sys.argv[3]),
+                     int(sys.argv[4]))
     elif what == "ppe":
         ppe(int(sys.argv[2]), int(sys.argv[3]))
     else:

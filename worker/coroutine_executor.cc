@@ -110,6 +110,10 @@ class CoroutineExecutor::Loop : public TaskScheduler {
 
   void Suspend(TaskContext& ctx, int fd, uint32_t events, absl::Time when,
                void* coroutine) override;
+  absl::Status Watch(int fd, uint32_t events, FdWatcher* watcher) override;
+  void Unwatch(int fd) override;
+  void Wake(TaskContext& ctx) override;
+  int loop_count() const override { return x_.threads_; }
 
  private:
   // One run in flight.
@@ -151,9 +155,38 @@ class CoroutineExecutor::Loop : public TaskScheduler {
   uint64_t next_seq_ = 1;
   // The run whose coroutine is running now (Suspend is called from it).
   Active* current_ = nullptr;
-  // Waits that are over as soon as they begin (an fd epoll refuses).
+  // Waits that are over as soon as they begin (an fd epoll refuses), or
+  // ended by Wake().
   std::vector<uint64_t> ready_now_;
+  // Watch()ed fds; their epoll key is kWatchKey | fd (run ids are small).
+  static constexpr uint64_t kWatchKey = uint64_t{1} << 63;
+  absl::flat_hash_map<int, FdWatcher*> watchers_;
 };
+
+absl::Status CoroutineExecutor::Loop::Watch(int fd, uint32_t events,
+                                            FdWatcher* watcher) {
+  epoll_event ev = {};
+  ev.events = ((events & kReadable) ? EPOLLIN : 0u) |
+              ((events & kWritable) ? EPOLLOUT : 0u);
+  ev.data.u64 = kWatchKey | static_cast<uint32_t>(fd);
+  const bool known = watchers_.contains(fd);
+  if (::epoll_ctl(epoll_, known ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) !=
+      0) {
+    return absl::InternalError(
+        absl::StrCat("epoll_ctl of fd ", fd, " failed: ", strerror(errno)));
+  }
+  watchers_[fd] = watcher;
+  return absl::OkStatus();
+}
+
+void CoroutineExecutor::Loop::Unwatch(int fd) {
+  if (watchers_.erase(fd) == 0) return;
+  ::epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr);
+}
+
+void CoroutineExecutor::Loop::Wake(TaskContext& ctx) {
+  ready_now_.push_back(ctx.loop_key());
+}
 
 void CoroutineExecutor::Loop::Suspend(TaskContext&, int fd, uint32_t events,
                                       absl::Time when, void* coroutine) {
@@ -250,7 +283,7 @@ void CoroutineExecutor::Loop::StartRun(std::shared_ptr<TaskRun> run,
   x_.running_.fetch_add(1, std::memory_order_relaxed);
   a.run = std::move(run);
   a.started = now;
-  a.run->ctx.set_scheduler(this);
+  a.run->ctx.set_scheduler(this, run_id);
   std::string payload = std::move(*a.run->task.mutable_payload());
   if (chunk::IsChunk(payload)) {
     absl::StatusOr<tasks::Chunk> items = chunk::Decode(payload);
@@ -309,7 +342,9 @@ void CoroutineExecutor::Loop::Main() {
       }
     }
     int timeout_ms = -1;
-    if (!timers_.empty()) {
+    if (!ready_now_.empty()) {
+      timeout_ms = 0;  // woken while the last batch of events ran
+    } else if (!timers_.empty()) {
       timeout_ms = static_cast<int>(std::clamp<int64_t>(
           absl::ToInt64Milliseconds(
               absl::Ceil(timers_.top().when - now, absl::Milliseconds(1))),
@@ -322,6 +357,17 @@ void CoroutineExecutor::Loop::Main() {
       const uint64_t id = events[i].data.u64;
       if (id == 0) {
         for (LoopCommand& c : inbox_.Drain()) OnCommand(c, now);
+        continue;
+      }
+      if (id & kWatchKey) {
+        const int fd = static_cast<int>(id & ~kWatchKey);
+        auto w = watchers_.find(fd);
+        if (w == watchers_.end()) continue;  // unwatched in this batch
+        const uint32_t got =
+            ((events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) ? kReadable
+                                                                  : 0u) |
+            ((events[i].events & (EPOLLOUT | EPOLLERR)) ? kWritable : 0u);
+        w->second->OnFdReady(fd, got);
         continue;
       }
       auto it = active_.find(id);

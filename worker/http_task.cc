@@ -1,7 +1,13 @@
 #include "worker/http_task.h"
 
 #include <curl/curl.h>
+#include <sys/resource.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -22,6 +28,11 @@ namespace {
 struct Transfer {
   tasks::HttpResponse response;
   bool too_large = false;
+  // On a loop's shared multi handle (CurlLoop): the task to wake, and
+  // whether and how curl finished the transfer.
+  TaskContext* ctx = nullptr;
+  bool done = false;
+  CURLcode result = CURLE_OK;
   // The socket curl waits on and for what (CURL_POLL_*); -1 = none.
   curl_socket_t fd = CURL_SOCKET_BAD;
   int what = 0;
@@ -89,6 +100,146 @@ void GlobalInit() {
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
+// One curl multi handle per coroutine loop thread, shared by every
+// http.get on that loop: curl's sockets are watched by the loop's epoll
+// (TaskScheduler::Watch) and its timeouts by a timerfd, so a wake costs
+// O(ready sockets), not O(requests), and connections are reused across
+// requests. Open connections are capped at this loop's share of the file
+// descriptor limit; curl queues transfers beyond the cap (they wait for a
+// connection, they do not fail). See docs/DESIGN.md, "Executors".
+//
+// Not thread-safe; owned by its loop thread (a thread_local).
+class CurlLoop final : public TaskScheduler::FdWatcher {
+ public:
+  // This thread's, made on first use; nullptr (with *error set) if curl or
+  // the timerfd cannot start.
+  static CurlLoop* For(TaskScheduler* scheduler, std::string* error) {
+    thread_local std::unique_ptr<CurlLoop> loop;
+    if (loop == nullptr || loop->scheduler_ != scheduler) {
+      loop.reset();
+      auto made = std::unique_ptr<CurlLoop>(new CurlLoop(scheduler));
+      *error = made->Init();
+      if (!error->empty()) return nullptr;
+      loop = std::move(made);
+    }
+    return loop.get();
+  }
+
+  ~CurlLoop() {
+    closing_ = true;  // curl_multi_cleanup's callbacks change nothing now
+    if (multi_ != nullptr) curl_multi_cleanup(multi_);
+    if (timerfd_ >= 0) {
+      scheduler_->Unwatch(timerfd_);
+      ::close(timerfd_);
+    }
+  }
+  CurlLoop(const CurlLoop&) = delete;
+  CurlLoop& operator=(const CurlLoop&) = delete;
+
+  // Starts `easy`'s transfer; `t->ctx` is woken when it is done.
+  absl::Status Add(CURL* easy, Transfer* t) {
+    curl_easy_setopt(easy, CURLOPT_PRIVATE, t);
+    const CURLMcode rc = curl_multi_add_handle(multi_, easy);
+    if (rc != CURLM_OK) {
+      return absl::InternalError(absl::StrCat(
+          "curl could not start a request: ", curl_multi_strerror(rc)));
+    }
+    return absl::OkStatus();
+  }
+  // Abandons a transfer that is not done (cancel, timeout).
+  void Remove(CURL* easy) { curl_multi_remove_handle(multi_, easy); }
+
+  void OnFdReady(int fd, uint32_t events) override {
+    int running = 0;
+    if (fd == timerfd_) {
+      uint64_t expirations;
+      (void)!::read(timerfd_, &expirations, sizeof(expirations));
+      curl_multi_socket_action(multi_, CURL_SOCKET_TIMEOUT, 0, &running);
+    } else {
+      const int mask =
+          ((events & TaskScheduler::kReadable) ? CURL_CSELECT_IN : 0) |
+          ((events & TaskScheduler::kWritable) ? CURL_CSELECT_OUT : 0);
+      curl_multi_socket_action(multi_, fd, mask, &running);
+    }
+    int queued = 0;
+    while (CURLMsg* msg = curl_multi_info_read(multi_, &queued)) {
+      if (msg->msg != CURLMSG_DONE) continue;
+      Transfer* t = nullptr;
+      curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &t);
+      CURL* easy = msg->easy_handle;
+      const CURLcode result = msg->data.result;
+      curl_multi_remove_handle(multi_, easy);  // msg is invalid from here
+      if (t == nullptr) continue;
+      t->result = result;
+      t->done = true;
+      scheduler_->Wake(*t->ctx);
+    }
+  }
+
+ private:
+  explicit CurlLoop(TaskScheduler* scheduler) : scheduler_(scheduler) {}
+
+  std::string Init() {
+    multi_ = curl_multi_init();
+    if (multi_ == nullptr) return "curl_multi_init failed";
+    timerfd_ = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (timerfd_ < 0) return absl::StrCat("timerfd_create: ", strerror(errno));
+    absl::Status watched =
+        scheduler_->Watch(timerfd_, TaskScheduler::kReadable, this);
+    if (!watched.ok()) return std::string(watched.message());
+    curl_multi_setopt(multi_, CURLMOPT_SOCKETFUNCTION, OnSocket);
+    curl_multi_setopt(multi_, CURLMOPT_SOCKETDATA, this);
+    curl_multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, OnTimer);
+    curl_multi_setopt(multi_, CURLMOPT_TIMERDATA, this);
+    // This loop's share of the fds, less a reserve for the worker's own
+    // sockets, files and sys.exec pipes (dexec-worker raises the soft
+    // limit to the hard one at start).
+    struct rlimit files = {};
+    long fds = 1024;
+    if (::getrlimit(RLIMIT_NOFILE, &files) == 0 &&
+        files.rlim_cur != RLIM_INFINITY) {
+      fds = static_cast<long>(std::min<rlim_t>(files.rlim_cur, 1 << 24));
+    }
+    const long reserve = std::min(fds / 2, 1024L);
+    const long cap =
+        std::max(8L, (fds - reserve) / std::max(1, scheduler_->loop_count()));
+    curl_multi_setopt(multi_, CURLMOPT_MAX_TOTAL_CONNECTIONS, cap);
+    curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, cap);
+    return "";
+  }
+
+  static int OnSocket(CURL*, curl_socket_t fd, int what, void* user, void*) {
+    auto* self = static_cast<CurlLoop*>(user);
+    if (self->closing_) return 0;
+    if (what == CURL_POLL_REMOVE) {
+      self->scheduler_->Unwatch(fd);
+      return 0;
+    }
+    const uint32_t events =
+        ((what & CURL_POLL_IN) ? TaskScheduler::kReadable : 0u) |
+        ((what & CURL_POLL_OUT) ? TaskScheduler::kWritable : 0u);
+    return self->scheduler_->Watch(fd, events, self).ok() ? 0 : -1;
+  }
+
+  static int OnTimer(CURLM*, long timeout_ms, void* user) {
+    auto* self = static_cast<CurlLoop*>(user);
+    if (self->closing_) return 0;
+    itimerspec when = {};  // all zero: disarmed
+    if (timeout_ms == 0) {
+      when.it_value.tv_nsec = 1;  // at once, from the loop
+    } else if (timeout_ms > 0) {
+      when.it_value.tv_sec = timeout_ms / 1000;
+      when.it_value.tv_nsec = (timeout_ms % 1000) * 1'000'000;
+    }
+    return ::timerfd_settime(self->timerfd_, 0, &when, nullptr) == 0 ? 0 : -1;
+  }
+
+  TaskScheduler* const scheduler_;
+  CURLM* multi_ = nullptr;
+  int timerfd_ = -1;
+  bool closing_ = false;
+};
+
 Task<absl::StatusOr<std::string>> HttpGet(TaskContext& ctx,
                                           std::string payload) {
   tasks::HttpRequest req;
@@ -103,9 +254,8 @@ Task<absl::StatusOr<std::string>> HttpGet(TaskContext& ctx,
   GlobalInit();
   Transfer t;
   std::unique_ptr<CURL, EasyDeleter> easy(curl_easy_init());
-  std::unique_ptr<CURLM, MultiDeleter> multi(curl_multi_init());
   std::unique_ptr<curl_slist, ListDeleter> headers;
-  if (easy == nullptr || multi == nullptr) {
+  if (easy == nullptr) {
     co_return TaskError("http_error", "curl could not start a request");
   }
   CURL* e = easy.get();
@@ -134,45 +284,79 @@ Task<absl::StatusOr<std::string>> HttpGet(TaskContext& ctx,
   if (req.timeout_ms() > 0) {
     limit = std::min(limit, start + absl::Milliseconds(req.timeout_ms()));
   }
-  CURLM* m = multi.get();
-  curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, OnSocket);
-  curl_multi_setopt(m, CURLMOPT_SOCKETDATA, &t);
-  curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, OnTimer);
-  curl_multi_setopt(m, CURLMOPT_TIMERDATA, &t);
-  curl_multi_add_handle(m, e);
-
-  int running = 1;
-  CURLcode result = CURLE_OK;
   bool finished = false;
-  while (!finished) {
-    curl_multi_perform(m, &running);
-    int queued = 0;
-    while (CURLMsg* msg = curl_multi_info_read(m, &queued)) {
-      if (msg->msg == CURLMSG_DONE) {
-        result = msg->data.result;
-        finished = true;
+  CURLcode result = CURLE_OK;
+  if (ctx.scheduler() != nullptr) {
+    // On a worker's loop: this loop's shared multi handle.
+    std::string error;
+    CurlLoop* loop = CurlLoop::For(ctx.scheduler(), &error);
+    if (loop == nullptr) co_return TaskError("http_error", error);
+    t.ctx = &ctx;
+    absl::Status added = loop->Add(e, &t);
+    if (!added.ok()) co_return TaskError("http_error", added.message());
+    // Detaches the transfer if the coroutine ends (or is destroyed, at
+    // shutdown) before curl is done with it.
+    struct Detach {
+      CurlLoop* loop;
+      CURL* easy;
+      Transfer* t;
+      ~Detach() {
+        if (!t->done) loop->Remove(easy);
+        t->done = true;
       }
+    } detach{loop, e, &t};
+    while (!t.done) {
+      const absl::Time now = absl::Now();
+      if (ctx.cancelled() || now >= limit) break;
+      co_await ctx.Sleep(limit - now);  // CurlLoop wakes us when done
     }
-    if (finished || running == 0) break;
-    const absl::Time now = absl::Now();
-    if (ctx.cancelled() || now >= limit) break;
-    // Wake for curl's socket or its timer (at most 1 s: a second socket
-    // of happy eyeballs is looked at then), or the limit.
-    absl::Duration wait = limit - now;
-    if (t.timeout_ms >= 0)
-      wait = std::min(wait, absl::Milliseconds(t.timeout_ms));
-    wait = std::min(wait, absl::Seconds(1));
-    if (t.fd != CURL_SOCKET_BAD) {
-      if (t.what & CURL_POLL_OUT) {
-        co_await ctx.WaitWritable(t.fd, wait);
+    finished = t.done;
+    result = t.result;
+  } else {
+    // On a thread (a process-isolated child, TaskRegistry::Run): a multi
+    // handle of its own, waited on with poll.
+    std::unique_ptr<CURLM, MultiDeleter> multi(curl_multi_init());
+    if (multi == nullptr) {
+      co_return TaskError("http_error", "curl could not start a request");
+    }
+    CURLM* m = multi.get();
+    curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, OnSocket);
+    curl_multi_setopt(m, CURLMOPT_SOCKETDATA, &t);
+    curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, OnTimer);
+    curl_multi_setopt(m, CURLMOPT_TIMERDATA, &t);
+    curl_multi_add_handle(m, e);
+
+    int running = 1;
+    while (!finished) {
+      curl_multi_perform(m, &running);
+      int queued = 0;
+      while (CURLMsg* msg = curl_multi_info_read(m, &queued)) {
+        if (msg->msg == CURLMSG_DONE) {
+          result = msg->data.result;
+          finished = true;
+        }
+      }
+      if (finished || running == 0) break;
+      const absl::Time now = absl::Now();
+      if (ctx.cancelled() || now >= limit) break;
+      // Wake for curl's socket or its timer (at most 1 s: a second socket
+      // of happy eyeballs is looked at then), or the limit.
+      absl::Duration wait = limit - now;
+      if (t.timeout_ms >= 0)
+        wait = std::min(wait, absl::Milliseconds(t.timeout_ms));
+      wait = std::min(wait, absl::Seconds(1));
+      if (t.fd != CURL_SOCKET_BAD) {
+        if (t.what & CURL_POLL_OUT) {
+          co_await ctx.WaitWritable(t.fd, wait);
+        } else {
+          co_await ctx.WaitReadable(t.fd, wait);
+        }
       } else {
-        co_await ctx.WaitReadable(t.fd, wait);
+        co_await ctx.Sleep(wait);
       }
-    } else {
-      co_await ctx.Sleep(wait);
     }
+    curl_multi_remove_handle(m, e);
   }
-  curl_multi_remove_handle(m, e);
 
   long status = 0;
   curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);

@@ -1,6 +1,7 @@
 // http.get: an HTTP request made by a coroutine task (worker/task.h) on
-// libcurl (one easy handle per request, driven through the TaskContext's
-// fd and timer awaitables, so a waiting request holds no thread).
+// libcurl: on a worker's loop, one curl multi handle per loop thread whose
+// sockets and timer the loop's epoll watches, so a waiting request holds
+// no thread (docs/DESIGN.md, "Executors"); on a thread, a multi of its own.
 //
 // The payload is a URL (http:// or https://), or a dexec.tasks.HttpRequest
 // (method, URL, headers, body, timeout). The output is always a

@@ -25,6 +25,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "absl/status/status.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 
@@ -46,6 +47,33 @@ class TaskScheduler {
   // ctx.wait_ready() to whether the fd was ready.
   virtual void Suspend(TaskContext& ctx, int fd, uint32_t events,
                        absl::Time when, void* coroutine) = 0;
+
+  // For a library that drives many sockets of its own for many tasks of
+  // one loop (http.get's one curl multi handle per loop thread): loop
+  // thread only.
+  class FdWatcher {
+   public:
+    // `fd` is ready for some of `events` (kReadable/kWritable; level-
+    // triggered: called again while it stays ready).
+    virtual void OnFdReady(int fd, uint32_t events) = 0;
+
+   protected:
+    ~FdWatcher() = default;
+  };
+  // Calls `watcher` (borrowed; it outlives the watch) whenever `fd` is ready
+  // for `events`; a second Watch of the same fd replaces the first.
+  // INTERNAL if epoll refuses the fd.
+  virtual absl::Status Watch(int fd, uint32_t events, FdWatcher* watcher) = 0;
+  // Ends Watch(fd); no-op if it is not watched.
+  virtual void Unwatch(int fd) = 0;
+  // Ends ctx's wait soon (on the loop's next turn) as if its time were up:
+  // the awaitable answers false. No-op if ctx's coroutine is not suspended
+  // then; it may end a later wait of the same task, so the coroutine looks
+  // at why it woke.
+  virtual void Wake(TaskContext& ctx) = 0;
+  // How many loop threads share the worker (to split a budget such as the
+  // file descriptor limit between them).
+  virtual int loop_count() const = 0;
 
  protected:
   ~TaskScheduler() = default;
@@ -115,8 +143,13 @@ class TaskContext {
 
   // Set by the coroutine executor before the task starts, and by its loop
   // when it resumes a wait (see TaskScheduler::Suspend).
-  void set_scheduler(TaskScheduler* scheduler) { scheduler_ = scheduler; }
+  void set_scheduler(TaskScheduler* scheduler, uint64_t loop_key = 0) {
+    scheduler_ = scheduler;
+    loop_key_ = loop_key;
+  }
   TaskScheduler* scheduler() const { return scheduler_; }
+  // The scheduler's name for this task (its run id).
+  uint64_t loop_key() const { return loop_key_; }
   void set_wait_ready(bool ready) { wait_ready_ = ready; }
   bool wait_ready() const { return wait_ready_; }
 
@@ -128,6 +161,7 @@ class TaskContext {
   absl::Notification cancelled_;
   // The loop thread's (coroutine tasks only).
   TaskScheduler* scheduler_ = nullptr;
+  uint64_t loop_key_ = 0;
   bool wait_ready_ = false;
 };
 
