@@ -12,6 +12,8 @@ PACKAGES=(
   libabsl-dev
   libsodium-dev libssl-dev
   libcurl4-openssl-dev
+  # the --http_listen server (metrics, JSON API, dashboard)
+  libcpp-httplib-dev
   # http.get tests and bench: a local server answering after 1 s
   nginx libnginx-mod-http-echo python3-aiohttp
   libgtest-dev libgmock-dev libbenchmark-dev

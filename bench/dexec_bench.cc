@@ -694,8 +694,9 @@ absl::Status QueueMemory(const std::string& broker, int64_t n) {
     if (!bin.empty()) {
       child.emplace();
       absl::Status s = child->Start(
-          {bin, "--listen=127.0.0.1:0", "--worker_listen=tcp://127.0.0.1:*",
-           "--in_memory", child_auth.BrokerFlag()},
+          {bin, "--listen=127.0.0.1:0", "--http_listen=127.0.0.1:0",
+           "--worker_listen=tcp://127.0.0.1:*", "--in_memory",
+           child_auth.BrokerFlag()},
           absl::GetFlag(FLAGS_broker_log));
       if (!s.ok()) return s;
       absl::StatusOr<std::string> a = child->WaitListening(absl::Now() + wait);
@@ -758,9 +759,12 @@ absl::Status Restart(int64_t n) {
   ChildBrokerAuth child_auth;
   RETURN_IF_ERROR(child_auth.Init());
   const auth::ClientAuthOptions auth = child_auth.ClientAuth();
-  const std::vector<std::string> argv = {
-      bin, "--listen=127.0.0.1:0", "--worker_listen=tcp://127.0.0.1:*",
-      absl::StrCat("--data_dir=", dir), child_auth.BrokerFlag()};
+  const std::vector<std::string> argv = {bin,
+                                         "--listen=127.0.0.1:0",
+                                         "--http_listen=127.0.0.1:0",
+                                         "--worker_listen=tcp://127.0.0.1:*",
+                                         absl::StrCat("--data_dir=", dir),
+                                         child_auth.BrokerFlag()};
   const std::string log = absl::GetFlag(FLAGS_broker_log);
   const absl::Duration wait = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
   const std::string tag =

@@ -61,7 +61,7 @@ class Cluster:
         log = open(os.path.join(self.dir, "broker.log"), "wb")
         self.broker = subprocess.Popen(
             [os.path.join(bin_dir, "broker/dexec-broker"),
-             "--listen=127.0.0.1:0", "--worker_listen=tcp://127.0.0.1:0",
+             "--listen=127.0.0.1:0", "--worker_listen=tcp://127.0.0.1:0", "--http_listen=127.0.0.1:0",
              "--in_memory", "--auth_dir=" + self.dir] + list(flags),
             stdout=subprocess.PIPE, stderr=log, cwd=self.dir)
         self.procs.append(self.broker)

@@ -122,7 +122,7 @@ def main():
     try:
         line = procs.start([bin_path("broker/dexec-broker"),
                             "--listen=127.0.0.1:0",
-                            "--worker_listen=tcp://127.0.0.1:*",
+                            "--worker_listen=tcp://127.0.0.1:*", "--http_listen=127.0.0.1:0",
                             "--data_dir=" + procs.dir, "--in_memory"],
                            ready="dexec-broker listening")
         fields = dict(f.split("=", 1) for f in line.split()[2:])

@@ -25,7 +25,7 @@
 #                         machine; writes to /tmp/dexec-bench-quick, not
 #                         bench/results (quick numbers are not results)
 #   BENCH_OUT             output directory [bench/results / /tmp/dexec-bench-quick]
-#   ONLY                  phases to run [a b c d e f g s micro]; "a,b" works too
+#   ONLY                  phases to run [a b c d e f g s p micro]; "a,b" works too
 #   RUNS                  repetitions per measurement [3 / 1]
 #   N_NOOP N_LAT          no-op jobs per run; round trips per run [100000 10000 / 10000 1000]
 #   N_QUEUE N_RESTART     jobs queued for e; journaled for g [1000000 1000000 / 100000 100000]
@@ -72,7 +72,7 @@ PEER_TIMEOUT=${PEER_TIMEOUT:-600}
 MICRO_MIN_TIME=${MICRO_MIN_TIME:-0.3}
 MICRO_REPS=${MICRO_REPS:-3}
 BENCH_PEERS=$(cd "${BENCH_PEERS:-../shared/bench-peers}" && pwd)
-ONLY=" $(tr ',' ' ' <<<"${ONLY:-a b c d e f g s micro}") "
+ONLY=" $(tr ',' ' ' <<<"${ONLY:-a b c d e f g s p micro}") "
 export PEERS_RUNS=${PEERS_RUNS:-$RUNS}
 export PEERS_QUIET_MAX_WAIT_S=${PEERS_QUIET_MAX_WAIT_S:-15}
 OUT=${BENCH_OUT:-$ROOT/bench/results}
@@ -192,7 +192,7 @@ start_broker() {
     flags+=(--auth_dir="$BROKER_AUTH")
   fi
   : >"$WORK/broker.out"
-  "$BIN/dexec-broker" --listen=127.0.0.1:0 --worker_listen='tcp://127.0.0.1:*' \
+  "$BIN/dexec-broker" --listen=127.0.0.1:0 --http_listen=127.0.0.1:0 --worker_listen='tcp://127.0.0.1:*' \
     "${flags[@]}" >"$WORK/broker.out" 2>>"$WORK/broker.err" &
   BROKER_PID=$!
   PIDS+=("$BROKER_PID")
@@ -428,6 +428,28 @@ if want s; then
     done
   done
   unset DRIVE_RUNS
+  phase_end
+fi
+
+# ---- p: the Python package (issue 11's goals) beside ProcessPoolExecutor,
+# on the -c opt binaries; bench/python_bench.py starts and stops its own
+# broker and workers. Its RESULT lines go to python.txt, its table to
+# python.md (report.py does not read them yet).
+if want p; then
+  phase p
+  ./python/gen_protos.sh >>"$WORK/python_bench.err" 2>&1
+  pyargs=()
+  [ "${BENCH_QUICK:-0}" = 1 ] && pyargs+=(--quick)
+  echo "# python_bench uptime=\"$(uptime)\"" >"$OUT/python.txt"
+  rc=0
+  DEXEC_BIN_DIR="$BIN" /usr/bin/python3 bench/python_bench.py "${pyargs[@]}" \
+    >"$WORK/python_bench.out" 2>>"$WORK/python_bench.err" || rc=$?
+  grep '^RESULT' "$WORK/python_bench.out" >>"$OUT/python.txt" || true
+  sed -n '/^| system/,$p' "$WORK/python_bench.out" >"$OUT/python.md"
+  if [ "$rc" != 0 ]; then
+    echo "# FAILED phase=p rc=$rc python_bench.py" >>"$OUT/dexec.txt"
+    FAILED+=("p: python_bench.py")
+  fi
   phase_end
 fi
 

@@ -44,7 +44,7 @@ log() { echo "$@" | tee -a "$OUT"; }
 # One broker and one 2-thread worker, in memory and --insecure: this
 # measures the shapes of work, not security (bench/run.sh phase s does).
 "$BIN/broker/dexec-broker" --listen=127.0.0.1:0 \
-  --worker_listen='tcp://127.0.0.1:*' --in_memory --insecure \
+  --http_listen=127.0.0.1:0 --worker_listen='tcp://127.0.0.1:*' --in_memory --insecure \
   >"$TMP/broker.out" 2>"$TMP/broker.err" &
 PIDS+=($!)
 for _ in $(seq 100); do

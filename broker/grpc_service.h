@@ -106,6 +106,11 @@ class BrokerService final : public internal::RawBrokerService {
 
   // Calls and streams refused (no, unknown or revoked token; wrong role).
   uint64_t client_auth_failures() const { return client_auth_failures_.load(); }
+  // The same count, for the HTTP side to add its refusals to and read
+  // (one count of client authentication failures, gRPC and HTTP).
+  std::atomic<uint64_t>* client_auth_failures_counter() {
+    return &client_auth_failures_;
+  }
 
  private:
   // What a method asks of the caller's role.

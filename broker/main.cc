@@ -28,9 +28,12 @@
 #include "auth/worker_key_store.h"
 #include "broker/broker_loop.h"
 #include "broker/grpc_service.h"
+#include "broker/http_routes.h"
 #include "broker/journal.h"
+#include "broker/loop_api_backend.h"
 #include "common/flag_check.h"
 #include "common/flag_help.h"
+#include "common/http_listener.h"
 #include "common/log.h"
 #include "common/loopback.h"
 #include "common/mutex.h"
@@ -39,6 +42,9 @@
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "HOST:PORT for the client gRPC API; port 0 picks a free port");
+ABSL_FLAG(std::string, http_listen, "127.0.0.1:50053",
+          "HOST:PORT for /metrics, the JSON API (/api/) and the dashboard "
+          "(/); port 0 picks one; empty turns it off");
 ABSL_FLAG(std::string, worker_listen, "tcp://127.0.0.1:50052",
           "ZeroMQ endpoint workers connect to; port * or 0 picks a free port");
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(1),
@@ -339,8 +345,46 @@ int Main() {
     loop.Stop();
     return 1;
   }
+  // The HTTP side: same tokens and roles as gRPC, state read through the
+  // loop (loop_api_backend.h). Plaintext, so loopback only unless
+  // --insecure, as gRPC without TLS.
+  const std::string http_listen = absl::GetFlag(FLAGS_http_listen);
+  LoopApiBackend api_backend(&loop, absl::Seconds(5),
+                             service.client_auth_failures_counter());
+  HttpRoutes routes{tokens.get(), &api_backend,
+                    service.client_auth_failures_counter()};
+  std::unique_ptr<http::HttpListener> http_listener;
+  std::string http_shown = "off";
+  if (!http_listen.empty()) {
+    if (!insecure && !IsLoopbackHostPort(http_listen)) {
+      std::cerr << "dexec-broker: refusing plaintext HTTP on --http_listen="
+                << http_listen
+                << ", which is not a loopback address (tokens would cross "
+                   "the network in the clear): put a TLS proxy in front and "
+                   "keep it on loopback, or --insecure on a trusted network\n";
+      server->Shutdown();
+      loop.Stop();
+      return 2;
+    }
+    http::HttpListener::Options http_options;
+    http_options.name = "broker";
+    absl::StatusOr<std::unique_ptr<http::HttpListener>> started =
+        http::HttpListener::Start(
+            http_listen, http_options, [&routes](const http::Request& r) {
+              return ServeBrokerHttp(r, routes, absl::Now());
+            });
+    if (!started.ok()) {
+      std::cerr << "dexec-broker: " << started.status().message() << "\n";
+      server->Shutdown();
+      loop.Stop();
+      return 1;
+    }
+    http_listener = std::move(*started);
+    http_shown = absl::StrCat(http_listen.substr(0, http_listen.rfind(':')),
+                              ":", http_listener->port());
+  }
   std::cout << "dexec-broker listening grpc=" << listen.substr(0, colon) << ":"
-            << port << " workers=" << *workers
+            << port << " workers=" << *workers << " http=" << http_shown
             << " tls=" << (tls ? "on" : "off")
             << " auth=" << (insecure ? std::string("off") : auth_dir)
             << std::endl;
@@ -355,6 +399,7 @@ int Main() {
   // moment, then cancel them. The loop and the journal still run meanwhile,
   // so posted commands answer their calls. Then the loop stops and the
   // journal writes what is left.
+  http_listener.reset();  // no HTTP thread asks the loop from here on
   loop.CloseSessions();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   loop.Stop();
@@ -380,7 +425,7 @@ int main(int argc, char** argv) {
            .summary = "accepts jobs from clients over gRPC and hands them to "
                       "workers over ZeroMQ.",
            .groups = {
-               {"Listening", {"listen", "worker_listen"}},
+               {"Listening", {"listen", "worker_listen", "http_listen"}},
                {"Jobs and workers",
                 {"heartbeat_interval", "liveness", "retention",
                  "max_attempts"}},

@@ -21,13 +21,14 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
 say "Starting a broker on free loopback ports"
-coproc BROKER_PROC { exec "$BROKER" --listen=127.0.0.1:0 --worker_listen='tcp://127.0.0.1:*' --data_dir="$LOGS/data" 2>"$LOGS/broker.log"; }
+coproc BROKER_PROC { exec "$BROKER" --listen=127.0.0.1:0 --http_listen=127.0.0.1:0 --worker_listen='tcp://127.0.0.1:*' --data_dir="$LOGS/data" 2>"$LOGS/broker.log"; }
 PIDS+=("$BROKER_PROC_PID")
 # Readiness: the broker prints one line with the addresses it bound.
 read -r -t 30 line <&"${BROKER_PROC[0]}"
 echo "$line"
 GRPC=$(sed -n 's/.*grpc=\([^ ]*\).*/\1/p' <<<"$line")
 WORKERS=$(sed -n 's/.*workers=\([^ ]*\).*/\1/p' <<<"$line")
+HTTP=$(sed -n 's/.*http=\([^ ]*\).*/\1/p' <<<"$line")
 export DEXEC_BROKER="$GRPC"
 
 say "Secure by default: the broker made its credentials on first start"
@@ -74,6 +75,14 @@ say "The workers and the jobs"
 run "$DEXEC" workers
 run "$DEXEC" list --limit=20
 run "$DEXEC" stats
+
+say "The same, for Prometheus (the dashboard is http://$HTTP/ while the broker runs)"
+printf '$ curl -H "authorization: Bearer $(cat %s)" http://%s/metrics\n' "$DEXEC_TOKEN_FILE" "$HTTP"
+if command -v curl >/dev/null; then
+  curl -sS -H "authorization: Bearer $(cat "$DEXEC_TOKEN_FILE")" "http://$HTTP/metrics" | grep -E '^dexec_(jobs|workers)' || true
+else
+  echo "(curl is not installed here: apt-get install curl)"
+fi
 
 say "Stopping everything we started (by PID)"
 stop_all

@@ -60,13 +60,13 @@ absl::Status TestCluster::StartBroker(std::vector<std::string> extra_flags) {
     flags.push_back("--auth_dir=" + auth_dir_);
   }
   tls_ca_ = tls ? auth_dir_ + "/tls/ca.pem" : "";
-  std::vector<std::string> argv = {BinaryPath("broker/dexec-broker"),
-                                   "--listen=127.0.0.1:0",
-                                   "--worker_listen=tcp://127.0.0.1:*"};
+  std::vector<std::string> argv = {
+      BinaryPath("broker/dexec-broker"), "--listen=127.0.0.1:0",
+      "--http_listen=127.0.0.1:0", "--worker_listen=tcp://127.0.0.1:*"};
   argv.insert(argv.end(), flags.begin(), flags.end());
   absl::Status launched = LaunchBroker(argv);
   if (!launched.ok()) return launched;
-  broker_flags_ = {"--listen=" + grpc_address_,
+  broker_flags_ = {"--listen=" + grpc_address_, "--http_listen=127.0.0.1:0",
                    "--worker_listen=" + worker_endpoint_};
   broker_flags_.insert(broker_flags_.end(), flags.begin(), flags.end());
   return absl::OkStatus();
@@ -87,6 +87,8 @@ absl::Status TestCluster::LaunchBroker(const std::vector<std::string>& argv) {
     if (absl::ConsumePrefix(&field, "grpc=")) grpc_address = std::string(field);
     if (absl::ConsumePrefix(&field, "workers="))
       worker_endpoint = std::string(field);
+    if (absl::ConsumePrefix(&field, "http="))
+      http_address_ = std::string(field);
   }
   if (grpc_address.empty() || worker_endpoint.empty()) {
     return absl::InternalError(absl::StrCat("unexpected broker line: ", *line));

@@ -63,6 +63,8 @@ class TestCluster {
 
   const std::string& grpc_address() const { return grpc_address_; }
   const std::string& worker_endpoint() const { return worker_endpoint_; }
+  // The broker's --http_listen address (HOST:PORT), or "off".
+  const std::string& http_address() const { return http_address_; }
   // The broker's --data_dir; empty for an --in_memory broker.
   const std::string& data_dir() const { return data_dir_; }
   // The broker's --auth_dir and its admin token; empty with --insecure.
@@ -107,6 +109,7 @@ class TestCluster {
   std::vector<std::unique_ptr<Process>> workers_;
   std::string grpc_address_;
   std::string worker_endpoint_;
+  std::string http_address_;
   std::unique_ptr<v1::Broker::Stub> stub_;
 };
 

@@ -172,7 +172,8 @@ TEST(Durability, ASecondBrokerOnTheSameDataDirIsRefusedClearly) {
   ASSERT_TRUE(first.StartBroker({"--data_dir=" + dir}).ok());
   absl::StatusOr<testing::CommandResult> second = testing::RunCommand(
       {testing::BinaryPath("broker/dexec-broker"), "--listen=127.0.0.1:0",
-       "--worker_listen=tcp://127.0.0.1:*", "--data_dir=" + dir},
+       "--http_listen=127.0.0.1:0", "--worker_listen=tcp://127.0.0.1:*",
+       "--data_dir=" + dir},
       "", absl::Seconds(20));
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_EQ(second->exit_code, 1);

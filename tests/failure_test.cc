@@ -507,7 +507,7 @@ TEST(FailureTest, AWorkerCutOffByTheNetworkHasItsJobsRunElsewhereOnce) {
       {BinaryPath("broker/dexec-broker"),
        absl::StrCat("--listen=", net.broker_control_ip(), ":0"),
        absl::StrCat("--worker_listen=tcp://", net.broker_ip(), ":*"),
-       kFastHeartbeat,
+       "--http_listen=", kFastHeartbeat,
        // This test is about the network failing, not about credentials:
        // plaintext across the namespaces (security_test covers CURVE there).
        "--insecure",

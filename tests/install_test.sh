@@ -74,7 +74,7 @@ eval "g++ -std=c++17 $san_flags -o \"\$work/hello_client_pc\" \
 step "start the installed broker"
 mkfifo "$work/broker.out"
 "$prefix/bin/dexec-broker" --listen=127.0.0.1:0 \
-  --worker_listen='tcp://127.0.0.1:*' --in_memory --auth_dir="$work/auth" \
+  --http_listen=127.0.0.1:0 --worker_listen='tcp://127.0.0.1:*' --in_memory --auth_dir="$work/auth" \
   >"$work/broker.out" &
 pids+=($!)
 exec 3<"$work/broker.out"

@@ -1024,10 +1024,10 @@ TEST(SecurityTest, PlaintextOffLoopbackIsRefusedUnlessInsecure) {
   const char* tmp = std::getenv("TEST_TMPDIR");
   const std::string dir =
       absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/refused-", ::getpid());
-  absl::StatusOr<CommandResult> refused =
-      RunCommand({BinaryPath("broker/dexec-broker"), "--listen=0.0.0.0:0",
-                  "--worker_listen=tcp://127.0.0.1:*", "--in_memory",
-                  "--auth_dir=" + dir});
+  absl::StatusOr<CommandResult> refused = RunCommand(
+      {BinaryPath("broker/dexec-broker"), "--listen=0.0.0.0:0",
+       "--worker_listen=tcp://127.0.0.1:*", "--http_listen=127.0.0.1:0",
+       "--in_memory", "--auth_dir=" + dir});
   ASSERT_TRUE(refused.ok());
   EXPECT_EQ(refused->exit_code, 2) << refused->err;
   EXPECT_TRUE(absl::StrContains(refused->err, "--tls")) << refused->err;
@@ -1071,8 +1071,8 @@ TEST(SecurityTest, AWorkerOnAnotherHostJoinsWithTheCopiedWorkerKey) {
       net.broker_ns(),
       {BinaryPath("broker/dexec-broker"),
        absl::StrCat("--listen=", net.broker_control_ip(), ":0"),
-       absl::StrCat("--worker_listen=tcp://", net.broker_ip(), ":*"), "--tls",
-       "--data_dir=" + broker_dir});
+       absl::StrCat("--worker_listen=tcp://", net.broker_ip(), ":*"),
+       "--http_listen=", "--tls", "--data_dir=" + broker_dir});
   ASSERT_TRUE(broker.ok()) << broker.status();
   absl::StatusOr<std::string> line = broker->ReadLine(absl::Seconds(20));
   ASSERT_TRUE(line.ok()) << line.status();

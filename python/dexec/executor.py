@@ -52,6 +52,13 @@ RECONNECT_INITIAL_S = 0.05
 RECONNECT_MAX_S = 2.0
 # A new stream that lived this long (or answered) ends an outage.
 STABLE_STREAM_S = 1.0
+# A batch the broker refuses for room (--max_queued, --max_queued_bytes)
+# waits in the client: one probe batch at a time, halved on each refusal,
+# doubled on each success; a refused single job retries after a backoff
+# from ROOM_INITIAL_S doubling to ROOM_MAX_S (client/session.cc does the
+# same).
+ROOM_INITIAL_S = 0.01
+ROOM_MAX_S = 1.0
 MAX_WATCH_IDS = 65536
 MAX_CANCEL_IDS = 65536
 CONDITION_STRIPES = 64
@@ -304,7 +311,17 @@ class _Session:
         # shutdown(wait=True) waits here for every future to settle.
         self._idle_cv = threading.Condition(self._mu)
         self._pending = collections.deque()  # (future, job bytes)
-        self._unacked = collections.OrderedDict()  # seq -> (futures, bytes)
+        # seq -> (futures, job bytes, message bytes): written, not answered.
+        self._unacked = collections.OrderedDict()
+        # Refused for room: [ticket, [(future, job bytes)...]] in ticket
+        # order (a batch's first seq), sent again before anything in
+        # _pending (see ROOM_INITIAL_S).
+        self._room_wait = []
+        self._room_probe_seq = None  # the probe batch written, if any
+        self._room_probe_ticket = None  # and the ticket it was taken from
+        self._room_limit = MAX_BATCH_JOBS  # jobs in the next probe
+        self._room_retry_at = 0.0
+        self._room_backoff = ROOM_INITIAL_S
         self._by_id = {}  # job id -> unresolved future
         # job id -> later futures of the same job (idempotency keys).
         self._same_job = {}
@@ -312,6 +329,9 @@ class _Session:
         self._next_seq = 1
         self._stream = None
         self._closing = False  # shutdown(): no new submits
+        # shutdown(cancel_futures=True): a batch refused for room is
+        # cancelled, not kept waiting.
+        self._closing_cancel = False
         self._broken = None  # an exception: the session gave up
         self._outstanding = 0  # futures not settled yet
 
@@ -422,8 +442,17 @@ class _Session:
                     results[i] = True
                     continue
                 ask.append((i, f))
-            # A written job not acknowledged yet: wait for its id.
-            while any(f.job_id is None and not f.done() for _, f in ask):
+            # A written job not acknowledged yet: wait for its id (or for
+            # the broker to refuse it for room: then it is withdrawn).
+            while True:
+                for i, f in ask:
+                    if f.job_id is None and f._seq is None and \
+                            not f._withdrawn and not f.done():
+                        f._withdrawn = True
+                        results[i] = True
+                if not any(f.job_id is None and not f.done() and
+                           not f._withdrawn for _, f in ask):
+                    break
                 if self._broken is not None:
                     break
                 left = deadline - time.monotonic()
@@ -432,6 +461,9 @@ class _Session:
                 self._ack_cv.wait(left)
         for i, f in enumerate(futures):
             if results[i] and f._withdrawn:
+                self._settle(f, cancel=True)
+        for i, f in ask:
+            if f._withdrawn:
                 self._settle(f, cancel=True)
         ids = [(i, f) for i, f in ask if f.job_id is not None and not f.done()]
         for start in range(0, len(ids), MAX_CANCEL_IDS):
@@ -473,10 +505,13 @@ class _Session:
     def cancel_pending(self):
         """shutdown(cancel_futures=True): every future not running yet."""
         with self._mu:
+            self._closing_cancel = True
             fs = [f for f, _ in self._pending if not f._withdrawn]
             fs += [f for f in self._by_id.values() if f._state == PENDING]
-            for futs, _ in self._unacked.values():
+            for futs, _, _ in self._unacked.values():
                 fs.extend(f for f in futs if f._state == PENDING)
+            for _, entries in self._room_wait:
+                fs.extend(f for f, _ in entries if not f._withdrawn)
         if fs:
             self.cancel(fs)
 
@@ -539,9 +574,12 @@ class _Session:
             self._broken = exc
             fs = [f for f, _ in self._pending]
             self._pending.clear()
-            for futs, _ in self._unacked.values():
+            for futs, _, _ in self._unacked.values():
                 fs.extend(futs)
             self._unacked.clear()
+            for _, entries in self._room_wait:
+                fs.extend(f for f, _ in entries)
+            self._room_wait = []
             fs.extend(self._by_id.values())
             self._ack_cv.notify_all()
             self._idle_cv.notify_all()
@@ -556,7 +594,7 @@ class _Session:
         with self._mu:
             watch = sorted(self._by_id)
             self._watch_q = []
-            resend = [b for _, b in self._unacked.values()]
+            resend = [b for _, _, b in self._unacked.values()]
         # Watches first: a restarted in-memory broker hands out ids from 1
         # again, and a resent batch must not take an id we re-watch.
         for start in range(0, len(watch), MAX_WATCH_IDS):
@@ -564,39 +602,126 @@ class _Session:
         yield from resend
         while True:
             with self._mu:
-                while not stream.closed and not self._watch_q and (
-                        not self._pending or
-                        len(self._unacked) >= MAX_UNACKED):
-                    self._send_cv.wait()
-                if stream.closed:
-                    return
+                while True:
+                    if stream.closed:
+                        return
+                    if self._watch_q:
+                        break
+                    wait = self._batch_wait_locked(time.monotonic())
+                    if wait == 0:
+                        break
+                    self._send_cv.wait(wait)
                 watch, self._watch_q = self._watch_q, []
                 batch = None
-                if self._pending and len(self._unacked) < MAX_UNACKED:
+                if self._batch_wait_locked(time.monotonic()) == 0:
                     batch = self._take_batch()
             if watch:
                 yield _encode_watch(watch)
             if batch is not None:
                 yield batch
 
+    def _batch_wait_locked(self, now):
+        """0 when a batch can be written now; else how long to wait (None:
+        until notified)."""
+        if len(self._unacked) >= MAX_UNACKED:
+            return None
+        if self._room_wait or self._room_probe_seq is not None:
+            # The broker is full: only the probe goes, when it is due.
+            if self._room_probe_seq is not None or not self._room_wait:
+                return None
+            return max(0.0, self._room_retry_at - now)
+        return 0 if self._pending else None
+
     def _take_batch(self):
         futs, jobs, size = [], [], 0
-        pending = self._pending
         seq = self._next_seq
-        while pending and len(jobs) < MAX_BATCH_JOBS and size < MAX_BATCH_BYTES:
-            f, b = pending.popleft()
+        if self._room_wait:
+            # The probe: the oldest refused jobs, at most _room_limit.
+            head = self._room_wait[0]
+            self._room_probe_ticket = ticket = head[0]
+            entries = head[1]
+            n = min(len(entries), self._room_limit)
+            take, rest = entries[:n], entries[n:]
+            if rest:
+                head[1] = rest
+            else:
+                del self._room_wait[0]
+            source = iter(take)
+            limit = n
+            self._room_probe_seq = seq
+        else:
+            source = None
+            limit = MAX_BATCH_JOBS
+        pending = self._pending
+        while len(jobs) < limit and size < MAX_BATCH_BYTES:
+            if source is not None:
+                e = next(source, None)
+                if e is None:
+                    break
+            elif pending:
+                e = pending.popleft()
+            else:
+                break
+            f, b = e
             if f._withdrawn:
                 continue
             f._seq = seq
             futs.append(f)
             jobs.append(b)
             size += len(b)
+        if source is not None:
+            rest = [e for e in source]
+            if rest:  # cut by bytes: back to the front
+                self._room_wait.insert(0, [ticket, rest])
         if not futs:
+            if self._room_probe_seq == seq:
+                self._room_probe_seq = None
             return None
         self._next_seq += 1
         data = _encode_submit(seq, self._client_id, jobs)
-        self._unacked[seq] = (futs, data)
+        self._unacked[seq] = (futs, jobs, data)
         return data
+
+    def _wait_for_room_locked(self, seq, entry):
+        """A batch refused for room waits in the client (holding _mu)."""
+        futs, jobs, _ = entry
+        now = time.monotonic()
+        probe = self._room_probe_seq == seq
+        # A probe goes back before the rest of its chunk; another batch
+        # (written before the broker was full) by its own seq.
+        ticket = self._room_probe_ticket if probe else seq
+        entries = []
+        for f, b in zip(futs, jobs):
+            f._seq = None  # not written: cancel() may withdraw it
+            if not f._withdrawn and not f.done():
+                entries.append((f, b))
+        n = len(entries)
+        if entries:
+            i = 0
+            while i < len(self._room_wait) and \
+                    self._room_wait[i][0] < ticket:
+                i += 1
+            self._room_wait.insert(i, [seq, entries])
+        if probe:
+            self._room_probe_seq = None
+        self._room_limit = max(1, min(self._room_limit, n // 2 or 1))
+        if probe and n > 1:
+            # Maybe it was only too big: offer the first half at once.
+            self._room_retry_at = now
+        elif probe or self._room_retry_at <= now:
+            self._room_retry_at = now + self._room_backoff * (
+                0.5 + random.random() / 2)
+            self._room_backoff = min(self._room_backoff * 2, ROOM_MAX_S)
+        self._send_cv.notify()
+        self._ack_cv.notify_all()  # cancel() may withdraw these now
+
+    def _room_made_locked(self):
+        """A batch was taken while jobs wait for room: the next goes now,
+        twice as large."""
+        self._room_probe_seq = None
+        self._room_backoff = ROOM_INITIAL_S
+        self._room_retry_at = 0.0
+        self._room_limit = min(MAX_BATCH_JOBS, self._room_limit * 2)
 
     # ---- the receiver: dexec-session
 
@@ -663,6 +788,16 @@ class _Session:
                 entry = self._unacked.pop(s.seq, None)
                 self._send_cv.notify()
                 copies = []
+                refused = entry is not None and \
+                    s.error_code == _RESOURCE_EXHAUSTED
+                if refused and not self._closing_cancel:
+                    self._wait_for_room_locked(s.seq, entry)
+                    entry = None
+                elif entry is not None and s.error_code == 0 and \
+                        s.seq == self._room_probe_seq:
+                    self._room_made_locked()
+                elif refused and s.seq == self._room_probe_seq:
+                    self._room_probe_seq = None
                 if entry is not None and s.error_code == 0:
                     by_id = self._by_id
                     for f, jid in zip(entry[0], s.job_ids):
@@ -685,10 +820,12 @@ class _Session:
             for first, g in copies:
                 self._copy_outcome(first, g)
             if entry is not None and s.error_code != 0:
-                kind = "resource_exhausted" \
-                    if s.error_code == _RESOURCE_EXHAUSTED else "rejected"
                 for f in entry[0]:
-                    self._settle(f, exc=TaskError(kind, s.error_message))
+                    if refused:  # shutdown(cancel_futures=True)
+                        self._settle(f, cancel=True)
+                    else:
+                        self._settle(f, exc=TaskError("rejected",
+                                                      s.error_message))
         if resp.HasField("events"):
             self._on_events(resp.events.events)
 

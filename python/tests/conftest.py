@@ -109,7 +109,7 @@ class Broker:
     def start(self):
         listen = self.grpc or "127.0.0.1:0"
         wl = self.workers or "tcp://127.0.0.1:*"
-        args = [BROKER_BIN, "--listen=" + listen, "--worker_listen=" + wl,
+        args = [BROKER_BIN, "--listen=" + listen, "--http_listen=127.0.0.1:0", "--worker_listen=" + wl,
                 "--data_dir=" + self.data_dir] + self.flags
         if self.in_memory:
             args.append("--in_memory")

@@ -122,3 +122,15 @@ async def araise(msg):
 def with_timeout(s):
     time.sleep(s)
     return s
+
+
+@dexec.task("t.blob")
+def blob(n):
+    return b"x" * n
+
+
+@dexec.task("a.timed_sleep")
+async def timed_sleep(s):
+    t0 = time.time()
+    await asyncio.sleep(s)
+    return t0, time.time()

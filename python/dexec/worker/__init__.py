@@ -33,8 +33,31 @@ MAX_FRAMES_PER_PASS = 1024
 LINGER_MS = 500
 MAX_IN_DOUBT_BYTES = 64 << 20
 BAD_FRAME_LOG_INTERVAL_S = 10.0
+# As the C++ worker (protos/wire.h, worker/worker_core.h): a Results frame
+# holds at most RESULTS_FRAME_BUDGET bytes of output (one larger result
+# goes alone), and stays FRAME_ENVELOPE_BYTES under the broker's
+# max_frame_bytes; error text is cut so it fits the envelope.
+RESULTS_FRAME_BUDGET = 4 << 20
+FRAME_ENVELOPE_BYTES = 1 << 20
+MAX_ERROR_MESSAGE_BYTES = 64 << 10
+MAX_ERROR_KIND_BYTES = 256
+RESULT_TOO_LARGE = "result_too_large"
 
 log = logging.getLogger("dexec.worker")
+
+
+def result_too_large_message(size, max_result_bytes):
+    """wire::ResultTooLargeMessage: the broker's text for the same case."""
+    return "the result is %d bytes; the broker keeps at most %d " \
+        "(--max_result_bytes)" % (size, max_result_bytes)
+
+
+def truncate_utf8(s, max_bytes):
+    """s cut to at most max_bytes of UTF-8, never inside a character."""
+    b = s.encode("utf-8", "replace")
+    if len(b) <= max_bytes:
+        return s
+    return b[:max_bytes].decode("utf-8", "ignore")
 
 
 def _cost(r):
@@ -61,9 +84,11 @@ class Worker:
         self._concurrency = concurrency
         # Credit: the broker fills a worker's `threads` before it
         # prefetches, so we report the slots of the pools our tasks use.
-        self.slots = (threads if "thread" in pools_used else 0) + \
-            (self._n_processes if "process" in pools_used else 0) + \
-            (concurrency if "async" in pools_used else 0)
+        # Coroutine tasks hold no slot: they go in Register.async_tasks and
+        # the broker keeps up to `concurrency` of them here besides.
+        self.slots = max(1, (threads if "thread" in pools_used else 0) +
+                         (self._n_processes if "process" in pools_used
+                          else 0))
         self.prefetch = prefetch if prefetch is not None else \
             max(256, 4 * self.slots)
         self._pools_used = pools_used
@@ -97,6 +122,9 @@ class Worker:
         self._in_doubt = collections.deque()  # (sent_at, TaskResult)
         self._in_doubt_bytes = 0
         self._bad_frames = 0
+        # The broker's limits, from its Welcome (0: not said).
+        self._max_result_bytes = 0
+        self._max_frame_bytes = 0
         self._last_bad_log = -1e9
 
     # ---- lifecycle
@@ -293,6 +321,11 @@ class Worker:
         names = sorted(self._tasks)
         reg.tasks.extend(names)
         reg.tasks.extend(n + CHUNK_SUFFIX for n in names)
+        async_names = [n for n in names if self._tasks[n].pool == "async"]
+        if async_names:
+            reg.concurrency = self._concurrency
+            reg.async_tasks.extend(async_names)
+            reg.async_tasks.extend(n + CHUNK_SUFFIX for n in async_names)
         held = set(self._active)
         held.update((r.job_id, r.attempt) for r in self._unsent)
         for job_id, attempt in sorted(held):
@@ -342,6 +375,8 @@ class Worker:
             self._interval = frame.welcome.heartbeat_interval_ms / 1000.0 or \
                 self._interval
             self._liveness = frame.welcome.liveness or self._liveness
+            self._max_result_bytes = frame.welcome.max_result_bytes
+            self._max_frame_bytes = frame.welcome.max_frame_bytes
             self._backoff = INITIAL_BACKOFF_S
             self._welcomed = True
             self._register_pending = False
@@ -438,16 +473,38 @@ class Worker:
                                 started_at_us=int(run.started * 1e6),
                                 finished_at_us=int(run.finished * 1e6))
             if not ok:
-                r.error_kind = kind
-                r.error_message = msg
+                r.error_kind = truncate_utf8(kind, MAX_ERROR_KIND_BYTES)
+                r.error_message = truncate_utf8(msg, MAX_ERROR_MESSAGE_BYTES)
             unsent.append(r)
 
     def _flush(self, now):
         if not self._unsent or not self._welcomed:
             return
+        budget = RESULTS_FRAME_BUDGET
+        if self._max_frame_bytes > FRAME_ENVELOPE_BYTES:
+            budget = min(budget, self._max_frame_bytes - FRAME_ENVELOPE_BYTES)
+        limit = self._max_result_bytes
         frame = wire.Frame()
-        frame.results.results.extend(self._unsent)
+        results = frame.results.results
+        n = 0
+        size_sum = 0
         for r in self._unsent:
+            size = len(r.output)
+            if limit > 0 and size > limit:
+                r.output = b""
+                r.ok = False
+                r.error_kind = RESULT_TOO_LARGE
+                r.error_message = result_too_large_message(size, limit)
+                size = 0
+            if n and size_sum + size > budget:
+                self._send(frame, now)
+                frame = wire.Frame()
+                results = frame.results.results
+                n = 0
+                size_sum = 0
+            size_sum += size
+            n += 1
+            results.append(r)
             self._in_doubt_bytes += _cost(r)
             self._in_doubt.append((now, r))
         self._unsent = []
