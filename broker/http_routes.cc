@@ -128,14 +128,15 @@ http::Response Logout() {
   r.body = "{}";
   r.headers.push_back(
       {"Set-Cookie",
-       absl::StrCat(kCookie, "=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")});
+       absl::StrCat(kCookie,
+                    "=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")});
   return r;
 }
 
 void Series(std::string* out, absl::string_view name, absl::string_view type,
             absl::string_view help) {
-  absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ",
-                  type, "\n");
+  absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type,
+                  "\n");
 }
 
 }  // namespace
@@ -145,12 +146,12 @@ std::string RenderMetrics(const v1::Stats& s,
                           absl::Time now) {
   std::string out;
   Series(&out, "dexec_jobs", "gauge", "Jobs the broker holds, by state.");
-  for (auto [state, n] : {std::pair<absl::string_view, uint64_t>{
-                              "queued", s.queued()},
-                          {"running", s.running()},
-                          {"succeeded", s.succeeded()},
-                          {"failed", s.failed()},
-                          {"cancelled", s.cancelled()}}) {
+  for (auto [state, n] :
+       {std::pair<absl::string_view, uint64_t>{"queued", s.queued()},
+        {"running", s.running()},
+        {"succeeded", s.succeeded()},
+        {"failed", s.failed()},
+        {"cancelled", s.cancelled()}}) {
     absl::StrAppend(&out, "dexec_jobs{state=\"", state, "\"} ", n, "\n");
   }
   Series(&out, "dexec_jobs_submitted_total", "counter",
@@ -158,17 +159,21 @@ std::string RenderMetrics(const v1::Stats& s,
   absl::StrAppend(&out, "dexec_jobs_submitted_total ", s.submitted_total(),
                   "\n");
   Series(&out, "dexec_jobs_finished_total", "counter",
-         "Jobs that reached a terminal state since the broker started.");
-  absl::StrAppend(&out, "dexec_jobs_finished_total ", s.finished_total(),
-                  "\n");
+         "Jobs that reached a terminal state since the broker started, by "
+         "outcome.");
+  absl::StrAppend(&out, "dexec_jobs_finished_total{outcome=\"succeeded\"} ",
+                  s.succeeded_total(), "\n",
+                  "dexec_jobs_finished_total{outcome=\"failed\"} ",
+                  s.failed_total(), "\n",
+                  "dexec_jobs_finished_total{outcome=\"cancelled\"} ",
+                  s.cancelled_total(), "\n");
   Series(&out, "dexec_queue_wait_seconds", "summary",
          "Queue wait of the dispatches of the last 60 s.");
-  absl::StrAppend(
-      &out, "dexec_queue_wait_seconds{quantile=\"0.5\"} ",
-      absl::ToDoubleSeconds(dexec::FromProto(s.wait_p50())), "\n",
-      "dexec_queue_wait_seconds{quantile=\"0.99\"} ",
-      absl::ToDoubleSeconds(dexec::FromProto(s.wait_p99())), "\n",
-      "dexec_queue_wait_seconds_count ", s.wait_samples(), "\n");
+  absl::StrAppend(&out, "dexec_queue_wait_seconds{quantile=\"0.5\"} ",
+                  absl::ToDoubleSeconds(dexec::FromProto(s.wait_p50())), "\n",
+                  "dexec_queue_wait_seconds{quantile=\"0.99\"} ",
+                  absl::ToDoubleSeconds(dexec::FromProto(s.wait_p99())), "\n",
+                  "dexec_queue_wait_seconds_count ", s.wait_samples(), "\n");
   uint64_t ready = 0, draining = 0, busy = 0, threads = 0;
   double oldest_heartbeat = 0;
   for (const v1::WorkerInfo& w : workers.workers()) {

@@ -9,13 +9,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "client/executor.h"
 #include "gtest/gtest.h"
 #include "protos/dexec.grpc.pb.h"
 #include "tests/broker_queries.h"
 #include "tests/cluster.h"
-#include "absl/strings/str_split.h"
 
 namespace dexec::testing {
 namespace {
@@ -66,8 +66,8 @@ class HttpTest : public ::testing::Test {
 
 TEST_F(HttpTest, EveryDataRouteNeedsAToken) {
   httplib::Client c = Client();
-  for (const char* path : {"/api/stats", "/api/jobs", "/api/workers",
-                           "/api/whoami", "/metrics"}) {
+  for (const char* path :
+       {"/api/stats", "/api/jobs", "/api/workers", "/api/whoami", "/metrics"}) {
     auto none = c.Get(path);
     ASSERT_TRUE(none) << path;
     EXPECT_EQ(none->status, 401) << path << ": " << none->body;
@@ -86,8 +86,8 @@ TEST_F(HttpTest, EveryDataRouteNeedsAToken) {
   auto page = c.Get("/");
   ASSERT_TRUE(page);
   EXPECT_EQ(page->status, 200);
-  EXPECT_TRUE(absl::StrContains(page->get_header_value("Content-Type"),
-                                "text/html"));
+  EXPECT_TRUE(
+      absl::StrContains(page->get_header_value("Content-Type"), "text/html"));
   auto unknown = c.Get("/nothing-here");
   ASSERT_TRUE(unknown);
   EXPECT_EQ(unknown->status, 404);
@@ -95,8 +95,8 @@ TEST_F(HttpTest, EveryDataRouteNeedsAToken) {
 
 TEST_F(HttpTest, LoginSetsAStrictHttpOnlyCookieThatAuthenticates) {
   httplib::Client c = Client();
-  auto bad = c.Post("/api/login", R"({"token":"dexec_nope"})",
-                    "application/json");
+  auto bad =
+      c.Post("/api/login", R"({"token":"dexec_nope"})", "application/json");
   ASSERT_TRUE(bad);
   EXPECT_EQ(bad->status, 401);
   EXPECT_FALSE(bad->has_header("Set-Cookie"));
@@ -133,12 +133,13 @@ TEST_F(HttpTest, CancelFromTheApiFollowsTheRoles) {
   EXPECT_EQ(unseen->status, 404) << unseen->body;
   EXPECT_NE(GetJob(cluster_.stub(), *id).state(), v1::Job::CANCELLED);
 
-  auto done = c.Post(path, Bearer(cluster_.admin_token()), "",
-                     "application/json");
+  auto done =
+      c.Post(path, Bearer(cluster_.admin_token()), "", "application/json");
   ASSERT_TRUE(done);
   EXPECT_EQ(done->status, 200) << done->body;
   EXPECT_EQ(GetJob(cluster_.stub(), *id).state(), v1::Job::CANCELLED);
-  EXPECT_EQ(f.Exception(absl::Seconds(20)).code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(f.Exception(absl::Seconds(20)).code(),
+            absl::StatusCode::kCancelled);
 }
 
 // Reads one sample's value from a Prometheus text exposition.
@@ -170,18 +171,24 @@ TEST_F(HttpTest, MetricsCountWhatRan) {
   EXPECT_EQ(Sample(m->body, "dexec_jobs{state=\"succeeded\"}"), 20);
   EXPECT_EQ(Sample(m->body, "dexec_jobs{state=\"queued\"}"), 1);
   EXPECT_EQ(Sample(m->body, "dexec_jobs{state=\"running\"}"), 0);
+  EXPECT_EQ(Sample(m->body, "dexec_jobs_finished_total{outcome=\"succeeded\"}"),
+            20);
+  EXPECT_EQ(Sample(m->body, "dexec_jobs_finished_total{outcome=\"failed\"}"),
+            0);
+  EXPECT_EQ(Sample(m->body, "dexec_jobs_finished_total{outcome=\"cancelled\"}"),
+            0);
   EXPECT_EQ(Sample(m->body, "dexec_workers{state=\"ready\"}"), 1);
   EXPECT_EQ(Sample(m->body, "dexec_worker_threads"), 2);
   // Refusals of this test's HTTP calls are counted with gRPC's.
-  const double before = Sample(m->body, "dexec_auth_failures_total{plane=\"client\"}");
+  const double before =
+      Sample(m->body, "dexec_auth_failures_total{plane=\"client\"}");
   auto refused = c.Get("/metrics", Bearer("dexec_wrong"));
   ASSERT_TRUE(refused);
   EXPECT_EQ(refused->status, 401);
   auto again = c.Get("/metrics", Bearer(cluster_.admin_token()));
   ASSERT_TRUE(again);
-  EXPECT_EQ(
-      Sample(again->body, "dexec_auth_failures_total{plane=\"client\"}"),
-      before + 1);
+  EXPECT_EQ(Sample(again->body, "dexec_auth_failures_total{plane=\"client\"}"),
+            before + 1);
 }
 
 TEST_F(HttpTest, HostileRequestsGetErrorsAndTheBrokerServesOn) {
