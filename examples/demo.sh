@@ -28,6 +28,7 @@ read -r -t 30 line <&"${BROKER_PROC[0]}"
 echo "$line"
 GRPC=$(sed -n 's/.*grpc=\([^ ]*\).*/\1/p' <<<"$line")
 WORKERS=$(sed -n 's/.*workers=\([^ ]*\).*/\1/p' <<<"$line")
+HTTP=$(sed -n 's/.*http=\([^ ]*\).*/\1/p' <<<"$line")
 export DEXEC_BROKER="$GRPC"
 
 say "Secure by default: the broker made its credentials on first start"
@@ -74,6 +75,14 @@ say "The workers and the jobs"
 run "$DEXEC" workers
 run "$DEXEC" list --limit=20
 run "$DEXEC" stats
+
+say "The same, for Prometheus (the dashboard is http://$HTTP/ while the broker runs)"
+printf '$ curl -H "authorization: Bearer $(cat %s)" http://%s/metrics\n' "$DEXEC_TOKEN_FILE" "$HTTP"
+if command -v curl >/dev/null; then
+  curl -sS -H "authorization: Bearer $(cat "$DEXEC_TOKEN_FILE")" "http://$HTTP/metrics" | grep -E '^dexec_(jobs|workers)' || true
+else
+  echo "(curl is not installed here: apt-get install curl)"
+fi
 
 say "Stopping everything we started (by PID)"
 stop_all

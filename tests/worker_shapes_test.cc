@@ -109,11 +109,6 @@ class WorkerShapesTest : public ::testing::Test {
 };
 
 TEST_F(WorkerShapesTest, ExecCommandsDoNotOutliveASigkilledWorker) {
-#if defined(__SANITIZE_ADDRESS__)
-  // TODO(#12): under ASan the command's group outlived its SIGKILLed worker
-  // in CI's asan_ubsan run (passes plain and was not yet diagnosed).
-  GTEST_SKIP() << "the exec guard is not yet verified under AddressSanitizer";
-#endif
   StartCluster(2);
   // The shell and its background sleep, both in the command's process
   // group. (A process that leaves the group with setsid is beyond this

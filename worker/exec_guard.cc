@@ -30,29 +30,48 @@ constexpr int32_t kUnwatch = 2;
 constexpr int kMaxGroups = 1 << 17;
 pid_t g_groups[kMaxGroups];
 
+// Raw system calls only, no libc wrappers: the guard is forked from a
+// threaded process, and under a sanitizer the wrappers are interceptors
+// that may take the runtime's locks (prctl(PR_SET_NAME) names the thread in
+// ASan's registry), which another thread may have held at the fork. A
+// precaution: the failure seen under ASan (issue 12) was the fork's own
+// delay, see ExecTask.
+long Sys(long nr, long a = 0, long b = 0, long c = 0, long d = 0) {
+  return ::syscall(nr, a, b, c, d);
+}
+
 [[noreturn]] void GuardMain(int fd) {
-  ::prctl(PR_SET_NAME, "dexec-execguard");
-  ::setpgid(0, 0);
-  ::signal(SIGINT, SIG_IGN);
-  ::signal(SIGTERM, SIG_IGN);
-  ::signal(SIGHUP, SIG_IGN);
+  static const char kName[] = "dexec-execguard";
+  Sys(SYS_prctl, PR_SET_NAME, reinterpret_cast<long>(kName));
+  Sys(SYS_setpgid, 0, 0);
+  // Blocked rather than ignored (rt_sigaction's kernel struct differs from
+  // libc's): a blocked signal stays pending and never ends the guard.
+  const uint64_t blocked = (uint64_t{1} << (SIGINT - 1)) |
+                           (uint64_t{1} << (SIGTERM - 1)) |
+                           (uint64_t{1} << (SIGHUP - 1));
+  Sys(SYS_rt_sigprocmask, SIG_BLOCK, reinterpret_cast<long>(&blocked), 0,
+      sizeof(blocked));
   if (fd != 3) {
-    ::dup2(fd, 3);
+    Sys(SYS_dup3, fd, 3, 0);
     fd = 3;
   }
   // Hold nothing else of the worker's, not even its standard streams: no
   // pipe or socket whose EOF someone waits for.
-  const int null = ::open("/dev/null", O_RDWR);
+  static const char kNull[] = "/dev/null";
+  const long null =
+      Sys(SYS_openat, AT_FDCWD, reinterpret_cast<long>(kNull), O_RDWR);
   if (null >= 0) {
-    for (int std_fd = 0; std_fd < 3; ++std_fd) ::dup2(null, std_fd);
+    for (int std_fd = 0; std_fd < 3; ++std_fd) {
+      if (null != std_fd) Sys(SYS_dup3, null, std_fd, 0);
+    }
   }
-  ::syscall(SYS_close_range, 4U, ~0U, 0U);
+  Sys(SYS_close_range, 4U, ~0U, 0U);
   int count = 0;
   for (;;) {
     Record r;
-    const ssize_t n = ::read(fd, &r, sizeof(r));
+    const long n = Sys(SYS_read, fd, reinterpret_cast<long>(&r), sizeof(r));
     if (n < 0 && errno == EINTR) continue;
-    if (n != static_cast<ssize_t>(sizeof(r))) break;  // EOF: the worker died
+    if (n != static_cast<long>(sizeof(r))) break;  // EOF: the worker died
     if (r.op == kWatch && count < kMaxGroups) {
       g_groups[count++] = r.pgid;
     } else if (r.op == kUnwatch) {
@@ -64,8 +83,8 @@ pid_t g_groups[kMaxGroups];
       }
     }
   }
-  for (int i = 0; i < count; ++i) ::kill(-g_groups[i], SIGKILL);
-  ::_exit(0);
+  for (int i = 0; i < count; ++i) Sys(SYS_kill, -g_groups[i], SIGKILL);
+  for (;;) Sys(SYS_exit_group, 0);
 }
 
 }  // namespace

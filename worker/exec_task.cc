@@ -122,10 +122,16 @@ absl::Status ExecTask(TaskContext& ctx, absl::string_view payload,
   if (piped.ok()) piped = MakePipe(&err_r, &err_w);
   if (!piped.ok()) return TaskError(kTaskErrorKind, piped.message());
 
+  // Forked before the first command, not after it: forking the guard of a
+  // large process (ASan's) takes milliseconds, a window in which a worker
+  // SIGKILLed had no guard yet and its first command outlived it.
+  ExecGuard& guard = ExecGuard::Get();
   pid_t pid = -1;
   const std::vector<std::string> env = MergedEnvironment(req);
   const int spawn_error =
       SpawnCommand(req, env, in_r.get(), out_w.get(), err_w.get(), &pid);
+  // Should this worker die (even by SIGKILL), its guard kills the group.
+  if (spawn_error == 0) guard.Watch(pid);
   if (spawn_error != 0) {
     // What a shell does for a command it cannot run.
     const std::string why = absl::StrCat(
@@ -151,8 +157,6 @@ absl::Status ExecTask(TaskContext& ctx, absl::string_view payload,
 
   // Readable when the child exits, so the loop needs no periodic waitpid.
   Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-  // Should this worker die (even by SIGKILL), its guard kills the group.
-  ExecGuard::Get().Watch(pid);
 
   ScopedSigpipeBlock no_sigpipe;
   StopReason reason = StopReason::kNone;

@@ -21,7 +21,8 @@ async function api(path, options = {}) {
   let body = null;
   try { body = await resp.json(); } catch (e) { body = null; }
   if (!resp.ok) {
-    const msg = body && body.error ? body.error : `HTTP ${resp.status}`;
+    const err = body && body.error;
+    const msg = !err ? `HTTP ${resp.status}` : (typeof err === 'string' ? err : err.message || err.code);
     throw new ApiError(resp.status, msg);
   }
   return body;
@@ -47,7 +48,7 @@ function row(cells) {
 function stateBadge(state) { return el('span', state, 'state ' + state); }
 
 function fmtTime(t) {
-  if (!t) return '';
+  if (t === null || t === undefined || t === 0) return '';
   const d = new Date(t);
   return isNaN(d) ? String(t) : d.toLocaleString();
 }
@@ -116,8 +117,8 @@ async function refreshOverview() {
     $('s-failed').textContent = s.failed;
     $('s-cancelled').textContent = s.cancelled;
     $('s-rate').textContent = Number(s.finish_rate || 0).toFixed(1);
-    $('s-p50').textContent = fmtSeconds(s.wait_p50_seconds);
-    $('s-p99').textContent = fmtSeconds(s.wait_p99_seconds);
+    $('s-p50').textContent = s.wait_p50_ms === null || s.wait_p50_ms === undefined ? '-' : fmtSeconds(s.wait_p50_ms / 1000);
+    $('s-p99').textContent = s.wait_p99_ms === null || s.wait_p99_ms === undefined ? '-' : fmtSeconds(s.wait_p99_ms / 1000);
     $('s-workers').textContent = `${s.workers} / ${s.threads}`;
     $('s-submitted').textContent = s.submitted_total;
     const now = Date.now() / 1000;
@@ -165,7 +166,7 @@ async function refreshJobs() {
   $('f-task').value = q.get('task') || '';
   $('f-limit').value = q.get('limit') || '50';
   const params = new URLSearchParams();
-  for (const k of ['state', 'task', 'limit', 'before']) if (q.get(k)) params.set(k, q.get(k));
+  for (const k of ['state', 'task', 'limit', 'before_id']) if (q.get(k)) params.set(k, q.get(k));
   if (!params.get('limit')) params.set('limit', '50');
   try {
     const r = await api('/api/jobs?' + params.toString());
@@ -176,15 +177,19 @@ async function refreshJobs() {
       const a = el('a', j.id);
       a.href = '#/jobs/' + j.id;
       const note = j.error ? `${j.error.kind}: ${j.error.message}` : (j.waiting_reason || '');
-      const tr = row([a, j.task, stateBadge(j.state), j.attempts, j.worker, fmtTime(j.submitted_at), note]);
+      const tr = row([a, j.task, stateBadge(j.state), j.attempts, j.worker, fmtTime(j.submitted_at_ms), note]);
       tr.dataset.jobId = j.id;
       body.appendChild(tr);
     }
-    $('jobs-empty').hidden = r.jobs.length > 0;
+    const empty = $('jobs-empty');
+    empty.hidden = r.jobs.length > 0 && !r.scan_stopped;
+    empty.textContent = r.scan_stopped
+      ? 'The broker searched 100,000 jobs for this page; older ones are not searched yet: press Older.'
+      : 'No jobs match.';
     const next = $('jobs-next');
-    next.disabled = r.next_before === null || r.next_before === undefined;
-    next.dataset.before = next.disabled ? '' : r.next_before;
-    $('jobs-newest').disabled = !q.get('before');
+    next.disabled = r.next_before_id === null || r.next_before_id === undefined;
+    next.dataset.before = next.disabled ? '' : r.next_before_id;
+    $('jobs-newest').disabled = !q.get('before_id');
   } catch (e) { handleError(e); }
 }
 
@@ -210,10 +215,10 @@ async function refreshJob(id) {
     const spec = j.spec || {};
     const fields = [
       ['Task', j.task], ['Owner', j.owner], ['Worker', j.worker], ['Attempts', `${j.attempts} of ${spec.max_attempts ?? '?'}`],
-      ['Priority', spec.priority], ['Timeout', spec.timeout_seconds ? fmtSeconds(spec.timeout_seconds) : 'none'],
+      ['Priority', spec.priority], ['Timeout', spec.timeout_ms ? fmtSeconds(spec.timeout_ms / 1000) : 'none'],
       ['Idempotency key', spec.idempotency_key], ['Payload', `${spec.payload_size ?? 0} bytes`],
-      ['Result', `${j.result_size ?? 0} bytes`], ['Submitted', fmtTime(j.submitted_at)],
-      ['Started', fmtTime(j.started_at)], ['Finished', fmtTime(j.finished_at)], ['Waiting because', j.waiting_reason],
+      ['Result', `${j.result_size ?? 0} bytes`], ['Submitted', fmtTime(j.submitted_at_ms)],
+      ['Started', fmtTime(j.started_at_ms)], ['Finished', fmtTime(j.finished_at_ms)], ['Waiting because', j.waiting_reason],
     ];
     const t = $('j-fields');
     t.replaceChildren();
@@ -228,20 +233,29 @@ async function refreshJob(id) {
     const at = $('j-attempts');
     at.replaceChildren();
     for (const a of j.attempt_log || []) {
-      at.appendChild(row([a.number, a.worker, fmtTime(a.started_at), fmtTime(a.ended_at), a.outcome || 'running']));
+      at.appendChild(row([a.number, a.worker, fmtTime(a.started_at_ms), fmtTime(a.ended_at_ms), a.outcome || 'running']));
     }
     const pv = $('j-preview');
     pv.replaceChildren();
-    const p = j.preview || {};
-    let any = false;
-    for (const k of ['result', 'stdout', 'stderr']) {
-      if (p[k] === null || p[k] === undefined) continue;
-      any = true;
-      pv.appendChild(el('h3', k));
-      pv.appendChild(el('pre', p[k], 'preview-' + k));
+    const parts = [];
+    if (j.exec) {
+      parts.push(['stdout', j.exec.stdout], ['stderr', j.exec.stderr]);
+      pv.appendChild(el('p', `exit code ${j.exec.exit_code}` + (j.exec.signal ? `, signal ${j.exec.signal}` : '') +
+        (j.exec.timed_out ? ', timed out' : '')));
+    } else if (j.result) {
+      parts.push(['result', j.result]);
     }
-    if (p.truncated) pv.appendChild(el('p', 'Only the first bytes are shown; `dexec result ' + j.id + '` prints all.'));
-    if (!any) pv.appendChild(el('p', p.hidden_reason || 'No output to show.'));
+    let truncated = false;
+    for (const [k, v] of parts) {
+      if (!v) continue;
+      truncated = truncated || v.truncated;
+      pv.appendChild(el('h3', `${k} (${v.bytes} bytes)`));
+      pv.appendChild(el('pre', v.text, 'preview-' + k));
+    }
+    if (truncated) pv.appendChild(el('p', 'Only the first bytes are shown; `dexec result ' + j.id + '` prints all.'));
+    if (parts.length === 0) {
+      pv.appendChild(el('p', j.result_visible === false ? 'Results are hidden from this token.' : 'No output to show.'));
+    }
     const live = j.state === 'queued' || j.state === 'running';
     const btn = $('j-cancel');
     btn.hidden = !(live && j.can_cancel && me && me.role !== 'read');
@@ -282,7 +296,7 @@ async function refreshWorkers() {
     body.replaceChildren();
     for (const w of r.workers) {
       body.appendChild(row([w.name, w.host, w.pid, stateBadge(w.state), w.threads, w.busy, w.done,
-        fmtSeconds(w.heartbeat_age_seconds), (w.tasks || []).join(', ')]));
+        fmtSeconds(w.heartbeat_age_ms / 1000), (w.tasks || []).join(', ')]));
     }
     $('workers-empty').hidden = r.workers.length > 0;
   } catch (e) { handleError(e); }
@@ -316,7 +330,7 @@ window.addEventListener('DOMContentLoaded', () => {
   $('login-form').addEventListener('submit', login);
   $('logout').addEventListener('click', logout);
   $('jobs-filter').addEventListener('submit', (ev) => { ev.preventDefault(); location.hash = jobsHash(); });
-  $('jobs-next').addEventListener('click', () => { location.hash = jobsHash({before: $('jobs-next').dataset.before}); });
+  $('jobs-next').addEventListener('click', () => { location.hash = jobsHash({before_id: $('jobs-next').dataset.before}); });
   $('jobs-newest').addEventListener('click', () => { location.hash = jobsHash(); });
   $('j-cancel').addEventListener('click', cancelJob);
   route();
