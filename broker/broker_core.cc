@@ -555,6 +555,9 @@ v1::Stats BrokerCore::GetStats(absl::Time now) const {
   s.set_cancelled(jobs_.count(v1::Job::CANCELLED));
   s.set_submitted_total(jobs_.submitted_total());
   s.set_finished_total(jobs_.finished_total());
+  s.set_succeeded_total(jobs_.finished_total(v1::Job::SUCCEEDED));
+  s.set_failed_total(jobs_.finished_total(v1::Job::FAILED));
+  s.set_cancelled_total(jobs_.finished_total(v1::Job::CANCELLED));
   // Rate over the last 10 seconds (or the uptime, if shorter), counting
   // the current second too.
   const int64_t sec = absl::ToUnixSeconds(now);

@@ -181,8 +181,14 @@ std::string RenderMetrics(const v1::Stats& s,
   absl::StrAppend(&out, "dexec_jobs_submitted_total ", s.submitted_total(),
                   "\n");
   Series(&out, "dexec_jobs_finished_total", "counter",
-         "Jobs that reached a terminal state since the broker started.");
-  absl::StrAppend(&out, "dexec_jobs_finished_total ", s.finished_total(), "\n");
+         "Jobs that reached a terminal state since the broker started, by "
+         "outcome.");
+  absl::StrAppend(&out, "dexec_jobs_finished_total{outcome=\"succeeded\"} ",
+                  s.succeeded_total(), "\n",
+                  "dexec_jobs_finished_total{outcome=\"failed\"} ",
+                  s.failed_total(), "\n",
+                  "dexec_jobs_finished_total{outcome=\"cancelled\"} ",
+                  s.cancelled_total(), "\n");
   Series(&out, "dexec_queue_wait_seconds", "summary",
          "Queue wait of the dispatches of the last 60 s.");
   absl::StrAppend(&out, "dexec_queue_wait_seconds{quantile=\"0.5\"} ",

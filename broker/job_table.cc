@@ -68,6 +68,7 @@ void JobTable::SetState(Job& job, JobState state, absl::Time now) {
   if (IsTerminal(state)) {
     job.mutable_info().finished_at = now;
     ++finished_total_;
+    ++finished_by_state_[state];
     finished_.emplace_back(now, job.id);
   }
 }

@@ -85,6 +85,8 @@ class JobTable {
   size_t size() const { return jobs_.size(); }
   uint64_t submitted_total() const { return submitted_total_; }
   uint64_t finished_total() const { return finished_total_; }
+  // Jobs that reached terminal state `s` since the broker started.
+  uint64_t finished_total(JobState s) const { return finished_by_state_[s]; }
   uint64_t next_id() const { return next_id_; }
 
  private:
@@ -100,6 +102,7 @@ class JobTable {
   uint64_t counts_[v1::Job::State_ARRAYSIZE] = {};
   uint64_t submitted_total_ = 0;
   uint64_t finished_total_ = 0;
+  uint64_t finished_by_state_[v1::Job::State_ARRAYSIZE] = {};
 };
 
 }  // namespace dexec::broker

@@ -32,6 +32,8 @@ TEST(JobTable, CountsFollowStateChanges) {
   table.SetState(j, v1::Job::SUCCEEDED, kT0);
   EXPECT_EQ(table.count(v1::Job::SUCCEEDED), 1u);
   EXPECT_EQ(table.finished_total(), 1u);
+  EXPECT_EQ(table.finished_total(v1::Job::SUCCEEDED), 1u);
+  EXPECT_EQ(table.finished_total(v1::Job::FAILED), 0u);
   EXPECT_EQ(j.info().finished_at, kT0);
 }
 

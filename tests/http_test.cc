@@ -171,6 +171,12 @@ TEST_F(HttpTest, MetricsCountWhatRan) {
   EXPECT_EQ(Sample(m->body, "dexec_jobs{state=\"succeeded\"}"), 20);
   EXPECT_EQ(Sample(m->body, "dexec_jobs{state=\"queued\"}"), 1);
   EXPECT_EQ(Sample(m->body, "dexec_jobs{state=\"running\"}"), 0);
+  EXPECT_EQ(Sample(m->body, "dexec_jobs_finished_total{outcome=\"succeeded\"}"),
+            20);
+  EXPECT_EQ(Sample(m->body, "dexec_jobs_finished_total{outcome=\"failed\"}"),
+            0);
+  EXPECT_EQ(Sample(m->body, "dexec_jobs_finished_total{outcome=\"cancelled\"}"),
+            0);
   EXPECT_EQ(Sample(m->body, "dexec_workers{state=\"ready\"}"), 1);
   EXPECT_EQ(Sample(m->body, "dexec_worker_threads"), 2);
   // Refusals of this test's HTTP calls are counted with gRPC's.
