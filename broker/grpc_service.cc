@@ -9,6 +9,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "broker/caller_of.h"
 #include "common/log.h"
 #include "common/mutex.h"
 #include "common/proto_time.h"
@@ -476,18 +477,6 @@ class RefusedSession final
   void OnDone() override { delete this; }
 };
 
-Caller::Role ToCallerRole(auth::Role role) {
-  switch (role) {
-    case auth::Role::kAdmin:
-      return Caller::kAdmin;
-    case auth::Role::kSubmit:
-      return Caller::kSubmit;
-    case auth::Role::kRead:
-      return Caller::kRead;
-  }
-  return Caller::kRead;
-}
-
 void ToProto(const auth::TokenInfo& t, v1::TokenInfo* out) {
   out->set_name(t.name);
   out->set_role(std::string(auth::RoleName(t.role)));
@@ -520,8 +509,7 @@ absl::StatusOr<Caller> BrokerService::Authorize(
         principal.status().message(),
         "; the broker's admin token is in its --auth_dir, client.token"));
   } else {
-    caller.name = principal->name;
-    caller.role = ToCallerRole(principal->role);
+    caller = CallerOf(*principal);
     const bool allowed =
         need == Need::kAny ||
         (need == Need::kSubmit && caller.role != Caller::kRead) ||

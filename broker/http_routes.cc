@@ -8,8 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "auth/token_store.h"
+#include "broker/caller_of.h"
 #include "broker/dashboard/dashboard_assets.h"
-#include "common/json_writer.h"
 #include "common/proto_time.h"
 
 namespace dexec::broker {
@@ -25,30 +25,6 @@ http::Response FromApi(const ApiReply& a) {
   r.body = a.body;
   r.headers.push_back({"Cache-Control", "no-store"});
   return r;
-}
-
-Caller::Role ToCallerRole(auth::Role role) {
-  switch (role) {
-    case auth::Role::kAdmin:
-      return Caller::kAdmin;
-    case auth::Role::kSubmit:
-      return Caller::kSubmit;
-    case auth::Role::kRead:
-      return Caller::kRead;
-  }
-  return Caller::kRead;
-}
-
-absl::string_view CallerRoleName(Caller::Role role) {
-  switch (role) {
-    case Caller::kAdmin:
-      return "admin";
-    case Caller::kSubmit:
-      return "submit";
-    case Caller::kRead:
-      return "read";
-  }
-  return "read";
 }
 
 // The caller of `req`: its bearer header, else its cookie.
@@ -70,7 +46,7 @@ absl::StatusOr<Caller> Authenticate(const http::Request& req,
     if (routes.auth_failures != nullptr) routes.auth_failures->fetch_add(1);
     return p.status();
   }
-  return Caller{p->name, ToCallerRole(p->role)};
+  return CallerOf(*p);
 }
 
 // The "token" of a login body {"token":"..."}, empty if the body is not
@@ -101,17 +77,16 @@ std::string TokenOfLoginBody(absl::string_view body) {
   return std::string(token);
 }
 
-http::Response Login(const http::Request& req, const HttpRoutes& routes) {
+http::Response Login(const http::Request& req, const HttpRoutes& routes,
+                     absl::Time now) {
   if (req.method != "POST") {
     return FromApi(ErrorReply(absl::InvalidArgumentError(
         "POST /api/login with {\"token\":\"...\"}")));
   }
   if (req.body.size() > kMaxApiBodyBytes) {
-    ApiReply a = ErrorReply(absl::ResourceExhaustedError(
+    return FromApi(ErrorReply(absl::ResourceExhaustedError(
         absl::StrCat("body of ", req.body.size(), " bytes; the limit is ",
-                     kMaxApiBodyBytes)));
-    a.status = 413;
-    return FromApi(a);
+                     kMaxApiBodyBytes))));
   }
   std::string token = TokenOfLoginBody(req.body);
   if (token.empty()) {
@@ -125,22 +100,14 @@ http::Response Login(const http::Request& req, const HttpRoutes& routes) {
       if (routes.auth_failures != nullptr) routes.auth_failures->fetch_add(1);
       return FromApi(ErrorReply(p.status()));
     }
-    caller = Caller{p->name, ToCallerRole(p->role)};
+    caller = CallerOf(*p);
   }
-  JsonWriter w;
-  w.BeginObject();
-  w.Key("name");
-  w.String(caller.name);
-  w.Key("role");
-  w.String(CallerRoleName(caller.role));
-  w.EndObject();
-  http::Response r;
-  r.content_type = std::string(kJson);
-  r.body = std::move(w).Take();
+  // The answer is whoami's for the token just checked.
+  http::Response r = FromApi(HandleApi(ApiRequest{"GET", "/api/whoami", "", ""},
+                                       caller, *routes.backend, now));
   r.headers.push_back(
       {"Set-Cookie", absl::StrCat(kCookie, "=", token,
                                   "; HttpOnly; SameSite=Strict; Path=/")});
-  r.headers.push_back({"Cache-Control", "no-store"});
   return r;
 }
 
@@ -253,7 +220,7 @@ http::Response ServeBrokerHttp(const http::Request& req,
     r.headers.push_back({"X-Frame-Options", "DENY"});
     return r;
   }
-  if (req.path == "/api/login") return Login(req, routes);
+  if (req.path == "/api/login") return Login(req, routes, now);
   if (req.path == "/api/logout") return Logout();
   absl::StatusOr<Caller> caller = Authenticate(req, routes);
   if (req.path == "/metrics") {
