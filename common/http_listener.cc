@@ -168,18 +168,6 @@ HttpListener::~HttpListener() {
   if (thread_.joinable()) thread_.join();
 }
 
-std::optional<std::string> QueryParam(const Request& r,
-                                      absl::string_view name) {
-  for (absl::string_view kv : absl::StrSplit(r.query, '&')) {
-    const size_t eq = kv.find('=');
-    absl::string_view k = kv.substr(0, eq);
-    if (httplib::detail::decode_url(std::string(k), true) != name) continue;
-    if (eq == absl::string_view::npos) return std::string();
-    return httplib::detail::decode_url(std::string(kv.substr(eq + 1)), true);
-  }
-  return std::nullopt;
-}
-
 std::optional<std::string> CookieValue(const Request& r,
                                        absl::string_view name) {
   auto it = r.headers.find("cookie");

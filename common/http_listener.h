@@ -90,10 +90,6 @@ class HttpListener {
   int port_ = 0;
 };
 
-// The value of query parameter `name`, URL-decoded ('+' is a space); none
-// if absent.
-std::optional<std::string> QueryParam(const Request& r, absl::string_view name);
-
 // The value of cookie `name` in the request's Cookie header; none if absent.
 std::optional<std::string> CookieValue(const Request& r,
                                        absl::string_view name);
