@@ -34,9 +34,11 @@ LINGER_MS = 500
 MAX_IN_DOUBT_BYTES = 64 << 20
 BAD_FRAME_LOG_INTERVAL_S = 10.0
 # As the C++ worker (protos/wire.h, worker/worker_core.h): a Results frame
-# holds at most RESULTS_FRAME_BUDGET bytes of output (one larger result
+# holds at most RESULTS_FRAME_BUDGET bytes of results (one larger result
 # goes alone), and stays FRAME_ENVELOPE_BYTES under the broker's
-# max_frame_bytes; error text is cut so it fits the envelope.
+# max_frame_bytes; error text is cut so it fits the envelope; an output
+# longer than the Welcome's max_chunk_bytes goes in pieces, back to back
+# (docs/DESIGN.md, "Frame sizes").
 RESULTS_FRAME_BUDGET = 4 << 20
 FRAME_ENVELOPE_BYTES = 1 << 20
 MAX_ERROR_MESSAGE_BYTES = 64 << 10
@@ -62,6 +64,24 @@ def truncate_utf8(s, max_bytes):
 
 def _cost(r):
     return len(r.output) + len(r.error_message) + 64
+
+
+def _pieces(r, chunk):
+    """r's output in pieces of `chunk` bytes (TaskResult.output_size); the
+    last one says how the task ended."""
+    out = r.output
+    size = len(out)
+    last = (size - 1) // chunk * chunk
+    pieces = [wire.TaskResult(job_id=r.job_id, attempt=r.attempt,
+                              output=out[o:o + chunk], output_size=size,
+                              output_offset=o, ok=True)
+              for o in range(0, last, chunk)]
+    pieces.append(wire.TaskResult(
+        job_id=r.job_id, attempt=r.attempt, output=out[last:],
+        output_size=size, output_offset=last, ok=r.ok,
+        error_kind=r.error_kind, error_message=r.error_message,
+        started_at_us=r.started_at_us, finished_at_us=r.finished_at_us))
+    return pieces
 
 
 class Worker:
@@ -125,6 +145,7 @@ class Worker:
         # The broker's limits, from its Welcome (0: not said).
         self._max_result_bytes = 0
         self._max_frame_bytes = 0
+        self._max_chunk_bytes = 0
         self._last_bad_log = -1e9
 
     # ---- lifecycle
@@ -317,7 +338,7 @@ class Worker:
             self._in_doubt_bytes = 0
         reg = wire.Register(name=self.name, host=socket.gethostname(),
                             pid=os.getpid(), threads=self.slots,
-                            prefetch=self.prefetch)
+                            prefetch=self.prefetch, chunked_results=True)
         names = sorted(self._tasks)
         reg.tasks.extend(names)
         reg.tasks.extend(n + CHUNK_SUFFIX for n in names)
@@ -377,6 +398,7 @@ class Worker:
             self._liveness = frame.welcome.liveness or self._liveness
             self._max_result_bytes = frame.welcome.max_result_bytes
             self._max_frame_bytes = frame.welcome.max_frame_bytes
+            self._max_chunk_bytes = frame.welcome.max_chunk_bytes
             self._backoff = INITIAL_BACKOFF_S
             self._welcomed = True
             self._register_pending = False
@@ -484,6 +506,7 @@ class Worker:
         if self._max_frame_bytes > FRAME_ENVELOPE_BYTES:
             budget = min(budget, self._max_frame_bytes - FRAME_ENVELOPE_BYTES)
         limit = self._max_result_bytes
+        chunk = self._max_chunk_bytes
         frame = wire.Frame()
         results = frame.results.results
         n = 0
@@ -496,15 +519,22 @@ class Worker:
                 r.error_kind = RESULT_TOO_LARGE
                 r.error_message = result_too_large_message(size, limit)
                 size = 0
-            if n and size_sum + size > budget:
-                self._send(frame, now)
-                frame = wire.Frame()
-                results = frame.results.results
-                n = 0
-                size_sum = 0
-            size_sum += size
-            n += 1
-            results.append(r)
+            if chunk and size > chunk:
+                pieces = _pieces(r, chunk)
+            else:
+                pieces = (r,)
+            for p in pieces:
+                # Error text counts too (failures only: successes have none).
+                cost = len(p.output) + 32 if p.ok else p.ByteSize() + 32
+                if n and size_sum + cost > budget:
+                    self._send(frame, now)
+                    frame = wire.Frame()
+                    results = frame.results.results
+                    n = 0
+                    size_sum = 0
+                size_sum += cost
+                n += 1
+                results.append(p)
             self._in_doubt_bytes += _cost(r)
             self._in_doubt.append((now, r))
         self._unsent = []
