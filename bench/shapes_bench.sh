@@ -45,6 +45,7 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 if [ -n "${SHAPES_BIN:-}" ]; then
   BIN=$SHAPES_BIN
@@ -164,8 +165,13 @@ CONF
     local name=$1 b w n rc=0
     shift
     b=$(cpu_s "$BROKER_PID") w=$(cpu_s "$WORKER_PID") n=$(nginx_cpu)
-    /usr/bin/time -f "%U %S" -o "$TMP/time" "$@" 2>&1 | tee -a "$OUT" || rc=$?
-    log "# cpu_s of $name: client=$(awk '{ print $1 + $2 }' "$TMP/time") nginx=$(awk -v a="$n" -v b="$(nginx_cpu)" 'BEGIN { print b - a }') broker=$(awk -v a="$b" -v b="$(cpu_s "$BROKER_PID")" 'BEGIN { print b - a }') worker=$(awk -v a="$w" -v b="$(cpu_s "$WORKER_PID")" 'BEGIN { print b - a }') load=$(cut -d' ' -f1 /proc/loadavg)"
+    echo "- -" >"$TMP/time"
+    if [ -x /usr/bin/time ]; then  # Debian's time package
+      /usr/bin/time -f "%U %S" -o "$TMP/time" "$@" 2>&1 | tee -a "$OUT" || rc=$?
+    else
+      "$@" 2>&1 | tee -a "$OUT" || rc=$?
+    fi
+    log "# cpu_s of $name: client=$(awk '$1 == "-" { print "?"; next } { print $1 + $2 }' "$TMP/time") nginx=$(awk -v a="$n" -v b="$(nginx_cpu)" 'BEGIN { print b - a }') broker=$(awk -v a="$b" -v b="$(cpu_s "$BROKER_PID")" 'BEGIN { print b - a }') worker=$(awk -v a="$w" -v b="$(cpu_s "$WORKER_PID")" 'BEGIN { print b - a }') load=$(cut -d' ' -f1 /proc/loadavg)"
     return "$rc"
   }
   L="$BIN/shapes_http_limit --urls=$URLS --procs=${HTTP_PROCS:-4}"
