@@ -30,8 +30,8 @@
 #                         bench/results (quick numbers are not results)
 #   BENCH_OUT             output directory [bench/results / /tmp/dexec-bench-quick]
 #   ONLY                  phases to run [a b c d e f g s p h micro]; "a,b" works too
-#   SHAPES_N              h: HTTP_N SLEEP_N MAP_N of shapes_bench.sh
-#                         ["20000 10000 2000000" / "2000 2000 200000"]
+#   HTTP_N SLEEP_N MAP_N  h: sizes of bench/shapes_bench.sh (its defaults;
+#                         BENCH_QUICK=1 sets its SHAPES_QUICK)
 #   RUNS                  repetitions per measurement [3 / 1]
 #   N_NOOP N_LAT          no-op jobs per run; round trips per run [100000 10000 / 10000 1000]
 #   N_QUEUE N_RESTART     jobs queued for e; journaled for g [1000000 1000000 / 100000 100000]
@@ -60,7 +60,7 @@ T_START=$EPOCHREALTIME
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
   : "${RUNS:=1}" "${N_NOOP:=10000}" "${N_LAT:=1000}" "${N_QUEUE:=100000}"
   : "${N_RESTART:=100000}" "${PEER_100K:=}" "${SEC_ROUNDS:=2}"
-  : "${MICRO_MIN_TIME:=0.05}" "${MICRO_REPS:=1}" "${SHAPES_N:=2000 2000 200000}"
+  : "${MICRO_MIN_TIME:=0.05}" "${MICRO_REPS:=1}"
   : "${BENCH_OUT:=/tmp/dexec-bench-quick}"
 fi
 RUNS=${RUNS:-3}
@@ -77,7 +77,6 @@ PEER_100K=${PEER_100K-cf}
 PEER_TIMEOUT=${PEER_TIMEOUT:-600}
 MICRO_MIN_TIME=${MICRO_MIN_TIME:-0.3}
 MICRO_REPS=${MICRO_REPS:-3}
-SHAPES_N=${SHAPES_N:-20000 10000 2000000}
 BENCH_PEERS=$(cd "${BENCH_PEERS:-../shared/bench-peers}" && pwd)
 ONLY=" $(tr ',' ' ' <<<"${ONLY:-a b c d e f g s p h micro}") "
 export PEERS_RUNS=${PEERS_RUNS:-$RUNS}
@@ -473,11 +472,9 @@ fi
 # report.py reads the last run.
 if want h; then
   phase h
-  read -r h_http h_sleep h_map <<<"$SHAPES_N"
   rc=0
-  SHAPES_BIN="$BIN" OUT="$OUT/shapes.txt" HTTP_N=$h_http SLEEP_N=$h_sleep \
-    MAP_N=$h_map ROUNDS=$RUNS SHAPES_QUICK=${BENCH_QUICK:-0} \
-    timeout 900 bench/shapes_bench.sh >"$WORK/shapes.out" 2>"$WORK/shapes.err" || rc=$?
+  SHAPES_BIN="$BIN" OUT="$OUT/shapes.txt" ROUNDS=$RUNS \
+    SHAPES_QUICK=${BENCH_QUICK:-0} timeout 900 bench/shapes_bench.sh >"$WORK/shapes.out" 2>"$WORK/shapes.err" || rc=$?
   if [ "$rc" != 0 ]; then
     echo "# FAILED phase=h rc=$rc shapes_bench.sh: $(tail -1 "$WORK/shapes.err")" >>"$OUT/dexec.txt"
     FAILED+=("h: shapes_bench.sh")

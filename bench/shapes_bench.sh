@@ -14,7 +14,7 @@
 # (bazel/install-deps.sh); without nginx, (b) is skipped with a message.
 #
 #   bench/shapes_bench.sh            # all; appended to bench/results/shapes.txt
-#   HTTP_N=20000 bench/shapes_bench.sh
+#   HTTP_N="20000 18000" bench/shapes_bench.sh     # URLs per HTTP round
 #   SHAPES_ONLY="http map" bench/shapes_bench.sh   # some of: memory sleeps map http
 #   SHAPES_QUICK=1 bench/shapes_bench.sh           # small N, 1 round each
 #   SHAPES_BIN=dir  # the binaries (dexec-broker, dexec-worker,
@@ -30,7 +30,7 @@ if [ "${SHAPES_QUICK:-0}" = 1 ]; then
   : "${HTTP_N:=2000}" "${SLEEP_N:=2000}" "${MAP_N:=200000}" "${ROUNDS:=1}"
   : "${HTTP_THREADS:=200}"
 fi
-HTTP_N=${HTTP_N:-20000}
+HTTP_N=${HTTP_N:-20000 18000}
 SLEEP_N=${SLEEP_N:-10000}
 MAP_N=${MAP_N:-2000000}
 ROUNDS=${ROUNDS:-3}
@@ -86,7 +86,7 @@ for _ in $(seq 100); do
 done
 B="$BIN/shapes_bench --broker=$GRPC"
 
-log "# shapes run date=$(date -u +%FT%TZ) commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- broker worker client common protos bench/shapes_bench.cc bench/shapes_http_limit.cc || echo '+dirty') cores=$(nproc) load=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ,) http_n=$HTTP_N sleep_n=$SLEEP_N map_n=$MAP_N rounds=$ROUNDS quick=${SHAPES_QUICK:-0}"
+log "# shapes run date=$(date -u +%FT%TZ) commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- broker worker client common protos bench/shapes_bench.cc bench/shapes_http_limit.cc || echo '+dirty') cores=$(nproc) load=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ,) http_n=${HTTP_N// /,} sleep_n=$SLEEP_N map_n=$MAP_N rounds=$ROUNDS quick=${SHAPES_QUICK:-0}"
 # Warm-up (connections, the broker's task statistics).
 $B --workload=sleeps --n=100 >/dev/null
 # Memory first, while the worker's heap has never held 10,000 tasks.
@@ -176,21 +176,29 @@ CONF
   }
   L="$BIN/shapes_http_limit --urls=$URLS --procs=${HTTP_PROCS:-4}"
   $L --n=100 >/dev/null
-  # The server's own limit: the plain libcurl client (no dexec) over the
-  # same URLs, all in flight, from HTTP_PROCS processes; then dexec and the
-  # seeds' crawlers, alternating with it so a drift of the machine's load
-  # hits all alike. Client ports left in TIME_WAIT by a round (60 s) are
-  # reused by the next: net.ipv4.tcp_tw_reuse (2, the default, reuses them
-  # for loopback) is logged with each round.
-  for round in $(seq "${HTTP_ROUNDS:-1}"); do
-    log "# load $(cut -d' ' -f1-3 /proc/loadavg) tcp_tw_reuse=$(cat /proc/sys/net/ipv4/tcp_tw_reuse) timewait=$(ss -Htan state time-wait | wc -l) fd_hard_limit=$(ulimit -Hn)"
-    timed limit $L --n="$HTTP_N" || log "# limit client failed"
-    timed dexec $B --workload=http --n="$HTTP_N" --url="$URLS" ||
-      log "# dexec http.get failed (see above)"
-    timed aiohttp /usr/bin/python3 bench/shapes_peers.py aiohttp "$URLS" "$HTTP_N" ||
-      log "# aiohttp crawler failed"
+  # The server's own limit: shapes_http_limit over the same URLs, all in
+  # flight at once from HTTP_PROCS processes, with plain sockets (raw, the
+  # least CPU per request) and with curl as http.get drives it; then dexec
+  # and the seeds' crawlers, alternating with it so a drift of the
+  # machine's load hits all alike. For each N of HTTP_N (one worker
+  # process holds at most the fd hard limit's sockets: at 20,000 URLs and
+  # a 20,000 hard limit, some wait for a second wave). Client ports left in
+  # TIME_WAIT by a round (60 s) are reused by the next:
+  # net.ipv4.tcp_tw_reuse (2, the default, reuses them for loopback) is
+  # logged with each round.
+  for n in $HTTP_N; do
+    for round in $(seq "${HTTP_ROUNDS:-1}"); do
+      log "# load $(cut -d' ' -f1-3 /proc/loadavg) tcp_tw_reuse=$(cat /proc/sys/net/ipv4/tcp_tw_reuse) timewait=$(ss -Htan state time-wait | wc -l) fd_hard_limit=$(ulimit -Hn)"
+      timed "raw_$n" $L --n="$n" --client=raw || log "# raw limit client failed"
+      timed "curl_$n" $L --n="$n" --client=curl || log "# curl limit client failed"
+      timed "dexec_$n" $B --workload=http --n="$n" --url="$URLS" ||
+        log "# dexec http.get failed (see above)"
+      timed "aiohttp_$n" /usr/bin/python3 bench/shapes_peers.py aiohttp "$URLS" "$n" ||
+        log "# aiohttp crawler failed"
+    done
   done
-  timed threads /usr/bin/python3 bench/shapes_peers.py threads "$URLS" "$HTTP_N" \
+  n=${HTTP_N%% *}
+  timed "threads_$n" /usr/bin/python3 bench/shapes_peers.py threads "$URLS" "$n" \
     "${HTTP_THREADS:-1000}" || log "# thread crawler failed"
 else
   log "# http: skipped, nginx with libnginx-mod-http-echo is not installed (bazel/install-deps.sh)"

@@ -15,17 +15,22 @@
 // Request i gets URL i % count and goes to process i % procs. Prints a
 // RESULT line (system=curl_multi); exits 1 if a request fails. The
 // processes die with this one (PR_SET_PDEATHSIG) and are reaped by PID.
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -43,6 +48,13 @@ ABSL_FLAG(int, procs, 4,
           "client processes, each with its own fd limit and curl multi");
 ABSL_FLAG(bool, fresh_connect, false,
           "CURLOPT_FRESH_CONNECT: no search of the connection cache");
+ABSL_FLAG(std::string, client, "raw",
+          "raw: plain nonblocking sockets on epoll, one GET with "
+          "'Connection: close' each, read to EOF (the least CPU per "
+          "request); curl: a curl multi handle per process, as http.get");
+ABSL_FLAG(bool, spread, false,
+          "print, per process, when its requests finished (s after the "
+          "start: 10th, 50th, 90th percentile, last) to stderr");
 ABSL_FLAG(bool, forbid_reuse, false,
           "CURLOPT_FORBID_REUSE: close each connection after its request");
 
@@ -157,7 +169,10 @@ void RunClient(int k, int procs, int64_t n,
   (void)!write(ready, &c, 1);
   if (read(start, &c, 1) != 1) _exit(1);  // the parent went away
 
+  const absl::Time t0 = absl::Now();
   for (CURL* e : easies) curl_multi_add_handle(s.multi, e);
+  std::vector<double> finished_at;
+  finished_at.reserve(easies.size());
   Report report;
   std::vector<std::pair<CURL*, CURLcode>> finished;
   std::vector<epoll_event> events(1024);
@@ -203,10 +218,175 @@ void RunClient(int k, int procs, int64_t n,
       }
       curl_multi_remove_handle(s.multi, e);
       ++report.done;
+      finished_at.push_back(absl::ToDoubleSeconds(absl::Now() - t0));
     }
   }
   (void)!write(done, &report, sizeof(report));
+  if (absl::GetFlag(FLAGS_spread) && !finished_at.empty()) {
+    const size_t m = finished_at.size();
+    std::fprintf(stderr,
+                 "shapes_http_limit: process %d: %zu done at p10 %.2f p50 %.2f "
+                 "p90 %.2f last %.2f s\n",
+                 k, m, finished_at[m / 10], finished_at[m / 2],
+                 finished_at[m * 9 / 10], finished_at[m - 1]);
+  }
   _exit(0);  // the kernel closes the sockets; no cleanup to time or wait for
+}
+
+// host:port and path of an http:// URL; false if it is not one.
+bool SplitUrl(const std::string& url, sockaddr_in* addr, std::string* host,
+              std::string* path) {
+  const std::string scheme = "http://";
+  if (url.rfind(scheme, 0) != 0) return false;
+  const std::string rest = url.substr(scheme.size());
+  const size_t slash = rest.find('/');
+  *host = rest.substr(0, slash);
+  *path = slash == std::string::npos ? "/" : rest.substr(slash);
+  const size_t colon = host->rfind(':');
+  const std::string ip = host->substr(0, colon);
+  const int port =
+      colon == std::string::npos ? 80 : std::atoi(host->c_str() + colon + 1);
+  *addr = {};
+  addr->sin_family = AF_INET;
+  addr->sin_port = htons(static_cast<uint16_t>(port));
+  return inet_pton(AF_INET, ip.c_str(), &addr->sin_addr) == 1;
+}
+
+// The raw client's process: requests k, k + procs, ... of n, each its own
+// connection, all connected at once after the start.
+void RunRawClient(int k, int procs, int64_t n,
+                  const std::vector<std::string>& urls, int ready, int start,
+                  int done) {
+  RaiseFdLimit();
+  struct Target {
+    sockaddr_in addr;
+    std::string request;
+  };
+  std::vector<Target> targets;
+  for (const std::string& url : urls) {
+    Target t;
+    std::string host, path;
+    if (!SplitUrl(url, &t.addr, &host, &path)) {
+      std::fprintf(stderr,
+                   "shapes_http_limit: --client=raw takes "
+                   "http://IP:PORT/PATH URLs, not %s\n",
+                   url.c_str());
+      _exit(2);
+    }
+    t.request = "GET " + path + " HTTP/1.1\r\nHost: " + host +
+                "\r\nConnection: close\r\n\r\n";
+    targets.push_back(std::move(t));
+  }
+  struct Conn {
+    const Target* target = nullptr;
+    bool sent = false;
+    bool status_seen = false;
+  };
+  std::vector<int64_t> mine;
+  for (int64_t i = k; i < n; i += procs) mine.push_back(i);
+  const int ep = epoll_create1(EPOLL_CLOEXEC);
+  std::vector<Conn> conns;  // by fd
+  char c = 1;
+  (void)!write(ready, &c, 1);
+  if (read(start, &c, 1) != 1) _exit(1);
+
+  const absl::Time t0 = absl::Now();
+  std::vector<double> finished_at;
+  finished_at.reserve(mine.size());
+  Report report;
+  auto fail = [&report](const std::string& why) {
+    if (report.failed++ == 0) {
+      std::snprintf(report.first_error, sizeof(report.first_error), "%s",
+                    why.c_str());
+    }
+  };
+  for (int64_t i : mine) {
+    const Target& t = targets[i % targets.size()];
+    const int fd =
+        socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      fail(std::string("socket: ") + std::strerror(errno));
+      ++report.done;
+      continue;
+    }
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&t.addr),
+                sizeof(t.addr)) != 0 &&
+        errno != EINPROGRESS) {
+      fail(std::string("connect: ") + std::strerror(errno));
+      close(fd);
+      ++report.done;
+      continue;
+    }
+    if (static_cast<size_t>(fd) >= conns.size()) conns.resize(fd + 1024);
+    conns[fd] = Conn{&t};
+    epoll_event ev = {};
+    ev.events = EPOLLOUT;
+    ev.data.fd = fd;
+    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+  }
+  std::vector<epoll_event> events(1024);
+  char buf[4096];
+  while (report.done < static_cast<int64_t>(mine.size())) {
+    const int got = epoll_wait(ep, events.data(), events.size(), 1000);
+    for (int e = 0; e < got; ++e) {
+      const int fd = events[e].data.fd;
+      Conn& conn = conns[fd];
+      bool finished = false;
+      if (!conn.sent) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        const std::string& req = conn.target->request;
+        if (err != 0 || send(fd, req.data(), req.size(), MSG_NOSIGNAL) !=
+                            static_cast<ssize_t>(req.size())) {
+          fail(std::string("connect: ") + std::strerror(err ? err : errno));
+          finished = true;
+        } else {
+          conn.sent = true;
+          epoll_event ev = {};
+          ev.events = EPOLLIN;
+          ev.data.fd = fd;
+          epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
+        }
+      } else {
+        for (;;) {
+          const ssize_t r = recv(fd, buf, sizeof(buf), 0);
+          if (r > 0) {
+            if (!conn.status_seen) {
+              conn.status_seen = true;
+              if (r < 12 || std::memcmp(buf + 8, " 200", 4) != 0) {
+                fail("HTTP " + std::string(buf, std::min<ssize_t>(r, 12)));
+              }
+            }
+            continue;
+          }
+          if (r == 0) {
+            if (!conn.status_seen) fail("closed before a response");
+            finished = true;
+          } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            fail(std::string("recv: ") + std::strerror(errno));
+            finished = true;
+          }
+          break;
+        }
+      }
+      if (finished) {
+        close(fd);  // also leaves the epoll set
+        ++report.done;
+        finished_at.push_back(absl::ToDoubleSeconds(absl::Now() - t0));
+      }
+    }
+  }
+  (void)!write(done, &report, sizeof(report));
+  if (absl::GetFlag(FLAGS_spread) && !finished_at.empty()) {
+    const size_t m = finished_at.size();
+    std::fprintf(stderr,
+                 "shapes_http_limit: process %d: %zu done at p10 %.2f p50 %.2f "
+                 "p90 %.2f last %.2f s\n",
+                 k, m, finished_at[m / 10], finished_at[m / 2],
+                 finished_at[m * 9 / 10], finished_at[m - 1]);
+  }
+  _exit(0);
 }
 
 }  // namespace
@@ -219,6 +399,11 @@ int main(int argc, char** argv) {
       absl::StrSplit(absl::GetFlag(FLAGS_urls), ',', absl::SkipEmpty());
   if (urls.empty()) {
     std::fprintf(stderr, "shapes_http_limit: --urls is empty\n");
+    return 2;
+  }
+  const bool raw = absl::GetFlag(FLAGS_client) == "raw";
+  if (!raw && absl::GetFlag(FLAGS_client) != "curl") {
+    std::fprintf(stderr, "shapes_http_limit: --client is raw or curl\n");
     return 2;
   }
   int ready[2], start[2], done[2];
@@ -241,6 +426,9 @@ int main(int argc, char** argv) {
       close(ready[0]);
       close(start[1]);
       close(done[0]);
+      if (raw) {
+        RunRawClient(k, procs, n, urls, ready[1], start[0], done[1]);
+      }
       RunClient(k, procs, n, urls, ready[1], start[0], done[1]);
     }
     children.push_back(pid);
@@ -283,9 +471,8 @@ int main(int argc, char** argv) {
                  static_cast<long long>(n), total.first_error);
     return 1;
   }
-  std::printf(
-      "RESULT system=curl_multi measure=http_%lld unit=s value=%.3f "
-      "procs=%d\n",
-      static_cast<long long>(n), absl::ToDoubleSeconds(took), procs);
+  std::printf("RESULT system=%s measure=http_%lld unit=s value=%.3f procs=%d\n",
+              raw ? "raw_epoll" : "curl_multi", static_cast<long long>(n),
+              absl::ToDoubleSeconds(took), procs);
   return 0;
 }
