@@ -5,13 +5,15 @@ peers') into bench/results/latest.json, latest.md and latest.png.
 latest.md: the machine and versions; the issue #4 targets, met or not; one
 table per workload (a-g) with every system's median (min-max) and the
 ratio dexec / that system from the same run; the cost of security (s:
-secure vs --insecure, against issue #9's goals); the micro-suite; how long
+secure vs --insecure, against issue #9's goals); work of every shape (h:
+issue 12's goals, from shapes.txt's last run); the micro-suite; how long
 each phase took. latest.png: no-op throughput (tasks/s, log) and round-trip
 latency (p50, p99) per system. The chart needs matplotlib (Debian's
 python3-matplotlib, hence /usr/bin/python3); without it the report says so.
 
 Usage: report.py DEXEC.txt PEERS.txt [--micro MICRO.json]
-                 --json OUT.json --md OUT.md [--png OUT.png]
+                 [--shapes SHAPES.txt] --json OUT.json --md OUT.md
+                 [--png OUT.png]
 """
 import argparse
 import ast
@@ -646,6 +648,181 @@ def deviations(results, meta):
 
 # ---------------------------------------------------------------- chart
 
+# ---------------------------------------------------------------- shapes
+
+# Issue 12's goals ("Work of every shape"), from bench/shapes_bench.sh's
+# file: (goal text, measure prefix, unit, test of dexec's median, peers).
+SHAPES_SLEEP_GOAL_S = 1.3
+SHAPES_HTTP_GOAL_RATIO = 1.3
+SHAPES_MEMORY_GOAL_BYTES = 4096
+SHAPES_MAP_GOAL_ITEMS_S = 1_000_000
+
+
+def read_shapes(path):
+    """The last run of a shapes.txt (after its last '# shapes run' line):
+    {"run": fields of that line, "results": {(system, measure): [values]},
+    "cpu": {name: [{client, nginx, broker, worker}]}, "notes": [...]}, or
+    None if there is no run in it."""
+    if not path or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        lines = [l.strip() for l in f]
+    starts = [i for i, l in enumerate(lines) if l.startswith("# shapes run")]
+    if not starts:
+        return None
+    out = {"run": parse_result(lines[starts[-1]][1:]), "results": {},
+           "cpu": {}, "notes": []}
+    for line in lines[starts[-1] + 1:]:
+        if line.startswith("RESULT "):
+            r = parse_result(line)
+            out["results"].setdefault((r["system"], r["measure"]), []).append(
+                num(r.get("value")))
+        elif line.startswith("# cpu_s of "):
+            name, rest = line[len("# cpu_s of "):].split(":", 1)
+            out["cpu"].setdefault(name, []).append(
+                {k: num(v) for k, v in parse_result("x " + rest).items()})
+        elif line.startswith("# ") and "failed" in line:
+            out["notes"].append(line[2:])
+    return out
+
+
+def shapes_json(shapes):
+    if shapes is None:
+        return None
+    return {"run": shapes["run"], "cpu_s": shapes["cpu"],
+            "notes": shapes["notes"],
+            "results": [{"system": s, "measure": m, "values": v}
+                        for (s, m), v in sorted(shapes["results"].items())]}
+
+
+def shapes_section(shapes):
+    """Markdown lines of the "Work of every shape" table (issue 12): each
+    goal, dexec's figure, the peers', the server's limit, the ratio."""
+    L = ["## h. Work of every shape (issue 12)", ""]
+    if shapes is None:
+        return L + ["Not measured in this run.", ""]
+    res, run = shapes["results"], shapes["run"]
+
+    def vals(system, prefix):
+        for (s, m), v in sorted(res.items()):
+            if s == system and m.startswith(prefix):
+                return m, v
+        return None, []
+
+    def cell_of(v):
+        if not v:
+            return "–"
+        med = statistics.median(v)
+        if len(v) == 1:
+            return fmt(med)
+        return "%s (%s–%s)" % (fmt(med), fmt(min(v)), fmt(max(v)))
+
+    def peers(prefix, systems):
+        cells = []
+        for (s, m), v in sorted(res.items()):
+            if m.startswith(prefix) and s in systems:
+                cells.append("%s %s" % (s, cell_of(v)))
+        return "; ".join(cells) or "–"
+
+    def verdict(ok):
+        return "–" if ok is None else ("met" if ok else "**not met**")
+
+    L.append("One broker and one worker with 2 threads (`--insecure`, in "
+             "memory), by `bench/shapes_bench.sh` (%s, commit %s, load %s at "
+             "the start). Cells: median (min–max) of the rounds. "
+             "*Server limit*: `bench/shapes_http_limit`, every request in "
+             "flight at once from 4 processes, with plain sockets on epoll "
+             "(raw_epoll: one request per connection, the least CPU per "
+             "request) and with curl as http.get drives it (curl_multi); the "
+             "lesser (bold) is the limit, the least time any client here "
+             "gets from this nginx (4 processes answering each request after "
+             "1 s)." % (
+                 run.get("date", "?"), run.get("commit", "?"),
+                 run.get("load", "?").replace(",", " ")))
+    if run.get("quick") == "1":
+        L.append("")
+        L.append("> **SHAPES_QUICK / BENCH_QUICK: small N, one round. Not "
+                 "results.**")
+    L.append("")
+    L.append("| goal | dexec | peers | server limit | dexec ÷ | |")
+    L.append("|---|---|---|---|---|---|")
+    m, v = vals("dexec", "sleeps_")
+    if m:
+        med = statistics.median(v)
+        L.append("| %s concurrent `sys.sleep 1000` in ≤ %.1f s | %s s | – | "
+                 "1.0 s (one sleep) | %s | %s |" % (
+                     "{:,}".format(int(m.split("_")[1])), SHAPES_SLEEP_GOAL_S,
+                     cell_of(v), fmt(med / 1.0),
+                     verdict(med <= SHAPES_SLEEP_GOAL_S)))
+    http_ns = sorted({int(m.split("_")[1]) for (_, m) in res
+                      if re.match(r"http_\d+$", m)}, reverse=True)
+    for n in http_ns:
+        measure = "http_%d" % n
+        v = res.get(("dexec", measure), [])
+        limits = {s: x for (s, m), x in res.items()
+                  if m == measure and s in ("raw_epoll", "curl_multi")}
+        best = min(limits, key=lambda s: statistics.median(limits[s]),
+                   default=None)
+        lv = limits.get(best, [])
+        ratio = (statistics.median(v) / statistics.median(lv)
+                 if v and lv else float("nan"))
+        limit_cell = "; ".join("%s%s %s s" % ("**" if s == best else "", s,
+                                              cell_of(x)) +
+                               ("**" if s == best else "")
+                               for s, x in sorted(limits.items())) or "–"
+        L.append("| `map http.get` over %s URLs within %.1f× the server's "
+                 "limit | %s s | %s | %s | %s | %s |" % (
+                     "{:,}".format(n), SHAPES_HTTP_GOAL_RATIO, cell_of(v),
+                     "; ".join("%s %s s" % (s, cell_of(x))
+                               for (s, m), x in sorted(res.items())
+                               if m == measure and s not in
+                               ("dexec", "raw_epoll", "curl_multi")) or "–",
+                     limit_cell, fmt(ratio),
+                     verdict(None if ratio != ratio
+                             else ratio <= SHAPES_HTTP_GOAL_RATIO)))
+    m, v = vals("dexec", "memory_per_suspended_task")
+    if m:
+        med = statistics.median(v)
+        L.append("| worker memory per suspended task ≤ %d KiB | %s bytes | – "
+                 "| – | – | %s |" % (SHAPES_MEMORY_GOAL_BYTES // 1024,
+                                     cell_of(v),
+                                     verdict(med <= SHAPES_MEMORY_GOAL_BYTES)))
+    m, v = vals("dexec", "chunked_map")
+    pm, pv = vals("ppe2", "chunked_map")
+    if m:
+        med = statistics.median(v)
+        L.append("| chunked map, chunksize 1000, ≥ 1M no-op items/s | %s "
+                 "items/s | ProcessPoolExecutor(2) %s items/s | – | %s | %s |"
+                 % (cell_of(v), cell_of(pv),
+                    fmt(med / statistics.median(pv)) if pv else "–",
+                    verdict(med >= SHAPES_MAP_GOAL_ITEMS_S)))
+    L.append("")
+    L.append("For http, *dexec ÷* divides by the server limit; for the "
+             "chunked map by ProcessPoolExecutor(2) (above 1: dexec is "
+             "faster), which has no broker and no network.")
+    L.append("")
+    if shapes["cpu"]:
+        L.append("CPU seconds used during each HTTP client's round (median of "
+                 "rounds; the client's own with its children, and nginx's, "
+                 "the broker's and the worker's meanwhile), on 2 cores:")
+        L.append("")
+        L.append("| client | client | nginx | broker | worker | load |")
+        L.append("|---|---|---|---|---|---|")
+        for name, rounds in shapes["cpu"].items():
+            def med(k):
+                xs = [r.get(k, float("nan")) for r in rounds]
+                xs = [x for x in xs if x == x]
+                return fmt(statistics.median(xs)) if xs else "–"
+            L.append("| %s | %s | %s | %s | %s | %s |" % (
+                name, med("client"), med("nginx"), med("broker"),
+                med("worker"), med("load")))
+        L.append("")
+    if shapes["notes"]:
+        L.append("Failures in this run: " + "; ".join(shapes["notes"]) + ".")
+        L.append("")
+    return L
+
+
 def chart(results, png, title):
     try:
         import matplotlib
@@ -725,6 +902,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("inputs", nargs="+")
     ap.add_argument("--micro")
+    ap.add_argument("--shapes", help="bench/shapes_bench.sh's file (phase h)")
     ap.add_argument("--json", required=True)
     ap.add_argument("--md", required=True)
     ap.add_argument("--png")
@@ -738,6 +916,7 @@ def main():
     commit = meta["commit"] or run(["git", "rev-parse", "--short", "HEAD"])
     tgt = targets(results)
     sec = security_cost(results, micro)
+    shapes = read_shapes(args.shapes)
 
     with open(args.json, "w") as f:
         json.dump({"machine": mach, "versions": vers, "dexec_commit": commit,
@@ -748,6 +927,7 @@ def main():
                    "targets": [{"target": t, "measured": m, "verdict": v}
                                for t, m, v in tgt],
                    "security_cost": sec,
+                   "shapes": shapes_json(shapes),
                    "results": results, "micro": micro}, f, indent=1)
 
     pv = vers.get("peers", {})
@@ -846,6 +1026,9 @@ def main():
             "%s %s %s %s" % (label(r), r["measure"], cell(r), r["unit"])
             for r in other) + ".")
         L.append("")
+
+    if args.shapes:
+        L.extend(shapes_section(shapes))
 
     L.append("## Micro-benchmarks (`bench/micro_bench.cc`)")
     L.append("")

@@ -11,6 +11,10 @@
 #   g   broker restart with 1M journaled jobs (dexec only)
 #   s   the cost of security: a's no-op Map and b's round trip on a default
 #       (tokens + CURVE) broker and on an --insecure one, alternated
+#   h   work of every shape (issue 12; bench/shapes_bench.sh): coroutine
+#       sleeps, http.get beside aiohttp, ThreadPoolExecutor and the
+#       server's own limit, memory per suspended task, chunked map beside
+#       ProcessPoolExecutor(2); results in $OUT/shapes.txt
 #   micro  the Google Benchmark micro-suite (bench/micro_bench.cc)
 # and bench/report.py turns every RESULT line into latest.{md,json,png}.
 # Every process started here is stopped by PID (also on exit, via a trap);
@@ -25,7 +29,9 @@
 #                         machine; writes to /tmp/dexec-bench-quick, not
 #                         bench/results (quick numbers are not results)
 #   BENCH_OUT             output directory [bench/results / /tmp/dexec-bench-quick]
-#   ONLY                  phases to run [a b c d e f g s p micro]; "a,b" works too
+#   ONLY                  phases to run [a b c d e f g s p h micro]; "a,b" works too
+#   HTTP_N SLEEP_N MAP_N  h: sizes of bench/shapes_bench.sh (its defaults;
+#                         BENCH_QUICK=1 sets its SHAPES_QUICK)
 #   RUNS                  repetitions per measurement [3 / 1]
 #   N_NOOP N_LAT          no-op jobs per run; round trips per run [100000 10000 / 10000 1000]
 #   N_QUEUE N_RESTART     jobs queued for e; journaled for g [1000000 1000000 / 100000 100000]
@@ -72,7 +78,7 @@ PEER_TIMEOUT=${PEER_TIMEOUT:-600}
 MICRO_MIN_TIME=${MICRO_MIN_TIME:-0.3}
 MICRO_REPS=${MICRO_REPS:-3}
 BENCH_PEERS=$(cd "${BENCH_PEERS:-../shared/bench-peers}" && pwd)
-ONLY=" $(tr ',' ' ' <<<"${ONLY:-a b c d e f g s p micro}") "
+ONLY=" $(tr ',' ' ' <<<"${ONLY:-a b c d e f g s p h micro}") "
 export PEERS_RUNS=${PEERS_RUNS:-$RUNS}
 export PEERS_QUIET_MAX_WAIT_S=${PEERS_QUIET_MAX_WAIT_S:-15}
 OUT=${BENCH_OUT:-$ROOT/bench/results}
@@ -126,6 +132,12 @@ if [ "$PEERS" = 1 ]; then
   $PY -c 'import psutil' 2>/dev/null || need+=(python3-psutil)
   command -v redis-server >/dev/null || need+=(redis-server)
 fi
+if want h; then
+  # Phase h's HTTP server and the seeds' crawler (bench/shapes_bench.sh).
+  [ -x /usr/sbin/nginx ] || need+=(nginx)
+  [ -e /usr/lib/nginx/modules/ngx_http_echo_module.so ] || need+=(libnginx-mod-http-echo)
+  $PY -c 'import aiohttp' 2>/dev/null || need+=(python3-aiohttp)
+fi
 if ((${#need[@]})); then
   log "installing ${need[*]}"
   SUDO=""
@@ -141,14 +153,15 @@ log "building -c opt"
 T_BUILD=$EPOCHREALTIME
 timeout 1800 "$BAZEL" build -c opt \
   //broker:dexec-broker //worker:dexec-worker //bench:dexec_bench \
-  //bench:micro_bench
+  //bench:micro_bench //bench:shapes_bench //bench:shapes_http_limit
 # Not the bazel-bin symlink: it follows whichever build ran last, and other
 # builds (fastbuild, tsan) run on this machine at the same time.
 OPT_BIN=$("$BAZEL" info -c opt bazel-bin)
 BUILD_S=$(elapsed "$T_BUILD")
 mkdir -p "$WORK/bin"
 cp "$OPT_BIN/broker/dexec-broker" "$OPT_BIN/worker/dexec-worker" \
-  "$OPT_BIN/bench/dexec_bench" "$OPT_BIN/bench/micro_bench" "$WORK/bin/"
+  "$OPT_BIN/bench/dexec_bench" "$OPT_BIN/bench/micro_bench" \
+  "$OPT_BIN/bench/shapes_bench" "$OPT_BIN/bench/shapes_http_limit" "$WORK/bin/"
 BIN=$WORK/bin
 
 : >"$OUT/dexec.txt"
@@ -453,6 +466,22 @@ if want p; then
   phase_end
 fi
 
+# ---- h: work of every shape (issue 12), by bench/shapes_bench.sh on the
+# copied -c opt binaries; it starts and stops its own broker, worker and
+# nginx. It appends its run to $OUT/shapes.txt (the file keeps its history);
+# report.py reads the last run.
+if want h; then
+  phase h
+  rc=0
+  SHAPES_BIN="$BIN" OUT="$OUT/shapes.txt" ROUNDS=$RUNS \
+    SHAPES_QUICK=${BENCH_QUICK:-0} timeout 900 bench/shapes_bench.sh >"$WORK/shapes.out" 2>"$WORK/shapes.err" || rc=$?
+  if [ "$rc" != 0 ]; then
+    echo "# FAILED phase=h rc=$rc shapes_bench.sh: $(tail -1 "$WORK/shapes.err")" >>"$OUT/dexec.txt"
+    FAILED+=("h: shapes_bench.sh")
+  fi
+  phase_end
+fi
+
 # ---- micro-suite.
 if want micro; then
   phase micro
@@ -474,8 +503,8 @@ fi
 
 echo "# phase name=total seconds=$(elapsed "$T_START")" >>"$OUT/dexec.txt"
 "$PY" bench/report.py "$OUT/dexec.txt" "$OUT/peers.txt" \
-  --micro "$OUT/micro.json" --json "$OUT/latest.json" --md "$OUT/latest.md" \
-  --png "$OUT/latest.png"
+  --micro "$OUT/micro.json" --shapes "$OUT/shapes.txt" \
+  --json "$OUT/latest.json" --md "$OUT/latest.md" --png "$OUT/latest.png"
 log "wrote $OUT/latest.md, latest.json, latest.png in $(elapsed "$T_START") s"
 if ((${#FAILED[@]})); then
   log "FAILED workloads (see $OUT/dexec.txt):"
