@@ -3,24 +3,23 @@
 namespace dexec::broker {
 namespace {
 
-constexpr absl::string_view kCodeNames[kGrpcCodeCount] = {
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED"};
+constexpr absl::string_view kCodeNames[kGrpcCodeCount] = {"OK",
+                                                          "CANCELLED",
+                                                          "UNKNOWN",
+                                                          "INVALID_ARGUMENT",
+                                                          "DEADLINE_EXCEEDED",
+                                                          "NOT_FOUND",
+                                                          "ALREADY_EXISTS",
+                                                          "PERMISSION_DENIED",
+                                                          "RESOURCE_EXHAUSTED",
+                                                          "FAILED_PRECONDITION",
+                                                          "ABORTED",
+                                                          "OUT_OF_RANGE",
+                                                          "UNIMPLEMENTED",
+                                                          "INTERNAL",
+                                                          "UNAVAILABLE",
+                                                          "DATA_LOSS",
+                                                          "UNAUTHENTICATED"};
 
 // Counts the status a call sends; otherwise passes everything on.
 class CountingInterceptor final : public grpc::experimental::Interceptor {

@@ -25,9 +25,9 @@ namespace dexec::broker {
 
 // The methods of dexec.v1.Broker, then "other" for any other path.
 inline constexpr absl::string_view kGrpcMethods[] = {
-    "Session",     "Submit",          "GetJobs",        "ListJobs",
-    "ListWorkers", "GetStats",        "Cancel",         "CreateToken",
-    "ListTokens",  "RevokeToken",     "CreateWorkerKey", "ListWorkerKeys",
+    "Session",         "Submit",      "GetJobs",         "ListJobs",
+    "ListWorkers",     "GetStats",    "Cancel",          "CreateToken",
+    "ListTokens",      "RevokeToken", "CreateWorkerKey", "ListWorkerKeys",
     "RevokeWorkerKey", "other"};
 inline constexpr size_t kGrpcMethodCount =
     sizeof(kGrpcMethods) / sizeof(kGrpcMethods[0]);

@@ -69,13 +69,15 @@ class TaskMetrics {
     uint64_t running = 0;
   };
   struct Name {
-    TaskName name;  // holds the string the map's key views
-    int32_t slot = -1;  // index into slots_; -1: counted under (other)
+    TaskName name;            // holds the string the map's key views
+    int32_t slot = -1;        // index into slots_; -1: counted under (other)
     uint64_t other_live = 0;  // slot -1: its live jobs counted in other_
   };
   // The entry of `task`, made if missing (a slot if one can be had).
   Name& Get(const TaskName& task);
-  Counts& CountsOf(const Name& n) { return n.slot < 0 ? other_ : slots_[n.slot]; }
+  Counts& CountsOf(const Name& n) {
+    return n.slot < 0 ? other_ : slots_[n.slot];
+  }
   void Enter(Name& n, JobState state);
 
   const size_t cap_;

@@ -32,7 +32,7 @@ inline constexpr double kLatencyBoundsSeconds[] = {
     30,     60,      120,    300,   600,    1200,  1800, 3600};
 
 // Counts (records in a journal round), 1 to 65,536 by powers of 4.
-inline constexpr double kCountBounds[] = {1,    4,     16,    64,   256,
+inline constexpr double kCountBounds[] = {1,    4,    16,    64,   256,
                                           1024, 4096, 16384, 65536};
 
 class Histogram {

@@ -86,8 +86,8 @@ void PrometheusText::AddHistogram(absl::string_view name,
     Name(bucket, {}, "le", le);
     absl::StrAppend(&out_, " ", cumulative, "\n");
   }
-  absl::StrAppend(&out_, name, "_sum ", Number(h.sum()), "\n", name,
-                  "_count ", h.count(), "\n");
+  absl::StrAppend(&out_, name, "_sum ", Number(h.sum()), "\n", name, "_count ",
+                  h.count(), "\n");
 }
 
 }  // namespace dexec

@@ -33,9 +33,7 @@ class PrometheusText {
               absl::string_view help);
   void Sample(absl::string_view name, Labels labels, double value);
   void Sample(absl::string_view name, Labels labels, uint64_t value);
-  void Sample(absl::string_view name, double value) {
-    Sample(name, {}, value);
-  }
+  void Sample(absl::string_view name, double value) { Sample(name, {}, value); }
   void Sample(absl::string_view name, uint64_t value) {
     Sample(name, {}, value);
   }

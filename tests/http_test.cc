@@ -493,6 +493,75 @@ TEST(HttpMetricsCapTest, FoldsTaskNamesBeyondTheCapIntoOther) {
   (*ex)->Shutdown(/*wait=*/true, /*cancel_futures=*/true);
 }
 
+// A worker's --http_listen: its own /metrics, no token, loopback only.
+TEST(WorkerMetricsTest, ServesRunsFailuresThreadsAndHeartbeatAge) {
+  TestCluster cluster;
+  ASSERT_TRUE(cluster.StartBroker().ok());
+  absl::StatusOr<size_t> w =
+      cluster.StartWorker(3, {"--http_listen=127.0.0.1:0"});
+  ASSERT_TRUE(w.ok()) << w.status();
+  absl::StatusOr<std::string> line =
+      cluster.workers()[*w]->ReadLine(absl::Seconds(20));
+  ASSERT_TRUE(line.ok()) << line.status();
+  const size_t at = line->find(" http=127.0.0.1:");
+  ASSERT_NE(at, std::string::npos) << *line;
+  int port = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(
+      line->substr(at + std::string(" http=127.0.0.1:").size()), &port))
+      << *line;
+  ASSERT_TRUE(cluster.WaitForWorkers(1).ok());
+  absl::StatusOr<std::unique_ptr<Executor>> ex =
+      Executor::Connect(cluster.executor_options());
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  std::vector<Future<std::string>> ok;
+  for (int i = 0; i < 4; ++i) {
+    ok.push_back((*ex)->Submit("sys.echo", std::string("x")));
+  }
+  Future<std::string> failing = (*ex)->Submit("sys.fail", std::string("no"));
+  for (auto& f : ok) ASSERT_TRUE(f.Result(absl::Seconds(20)).ok());
+  EXPECT_FALSE(failing.Result(absl::Seconds(20)).ok());
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(10, 0);
+  // The worker counts a run when worker-io collects it, before the result
+  // reaches the broker, so the counts are there once the futures resolved.
+  auto m = c.Get("/metrics");
+  ASSERT_TRUE(m);
+  ASSERT_EQ(m->status, 200) << m->body;
+  EXPECT_TRUE(absl::StartsWith(m->get_header_value("Content-Type"),
+                               "text/plain; version=0.0.4"));
+  Exposition e = Parse(m->body);
+  EXPECT_EQ(e.At(Key("dexec_worker_tasks_run_total", {{"task", "sys.echo"}})),
+            4);
+  EXPECT_EQ(
+      e.At(Key("dexec_worker_tasks_failed_total", {{"task", "sys.echo"}})), 0);
+  EXPECT_EQ(e.At(Key("dexec_worker_tasks_run_total", {{"task", "sys.fail"}})),
+            1);
+  EXPECT_EQ(
+      e.At(Key("dexec_worker_tasks_failed_total", {{"task", "sys.fail"}})), 1);
+  EXPECT_EQ(e.At(Key("dexec_worker_tasks_run_total", {{"task", "(other)"}})),
+            0);
+  EXPECT_EQ(e.At("dexec_worker_pool_threads"), 3);
+  EXPECT_EQ(e.At("dexec_worker_busy_threads"), 0);
+  EXPECT_EQ(e.At("dexec_worker_connected"), 1);
+  // The broker heartbeats every second (a frame resets the age).
+  EXPECT_GE(e.At("dexec_worker_heartbeat_age_seconds"), 0);
+  EXPECT_LT(e.At("dexec_worker_heartbeat_age_seconds"), 3);
+  EXPECT_EQ(e.types["dexec_worker_tasks_run_total"], "counter");
+  auto other = c.Get("/api/stats");
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 404);
+  (*ex)->Shutdown(/*wait=*/true, /*cancel_futures=*/true);
+}
+
+TEST(WorkerMetricsTest, RefusesANonLoopbackListenerWithoutInsecure) {
+  absl::StatusOr<CommandResult> r = RunCommand(
+      {BinaryPath("worker/dexec-worker"), "--broker=tcp://127.0.0.1:1",
+       "--http_listen=0.0.0.0:0", "--worker_key=/nonexistent"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 2) << r->err;
+  EXPECT_TRUE(absl::StrContains(r->err, "--insecure")) << r->err;
+}
+
 TEST_F(HttpTest, HostileRequestsGetErrorsAndTheBrokerServesOn) {
   httplib::Client c = Client();
   auto big = c.Post("/api/login", std::string(2 << 20, 'x'), "text/plain");
