@@ -6,7 +6,8 @@ latest.md: the machine and versions; the issue #4 targets, met or not; one
 table per workload (a-g) with every system's median (min-max) and the
 ratio dexec / that system from the same run; the cost of security (s:
 secure vs --insecure, against issue #9's goals); work of every shape (h:
-issue 12's goals, from shapes.txt's last run); the micro-suite; how long
+issue 12's goals, from shapes.txt's last run); the cost of /metrics (m:
+scraped every 100 ms vs not, as ratios); the micro-suite; how long
 each phase took. latest.png: no-op throughput (tasks/s, log) and round-trip
 latency (p50, p99) per system. The chart needs matplotlib (Debian's
 python3-matplotlib, hence /usr/bin/python3); without it the report says so.
@@ -57,6 +58,15 @@ WORKLOADS = [
      "drift of the machine hits both. Each cell is the median (min–max) of "
      "the rounds. Every other dexec figure in this report is on a default, "
      "secure broker."),
+    ("m", "Cost of /metrics scraping (dexec, issue #13)",
+     "The no-op `Map` of (a) and the round trip of (b), each on a broker "
+     "whose `/metrics` a scraper (`bench/scraper.py`, one keep-alive "
+     "connection, a read of the whole exposition) GETs every 100 ms for the "
+     "whole measurement, and on one nobody scrapes; alternated — off, "
+     "scraped, off, … — with a fresh cluster per run. Each cell is the "
+     "median (min–max) of the rounds; *scraped ÷ off* is the ratio of the "
+     "medians (above 1 is faster for tasks/s, slower for µs). Every broker "
+     "counts its metrics either way: what this isolates is the scrape."),
 ]
 # Issue #9's goals for the cost of security.
 SECURITY_MAP_GOAL_PCT = 5.0
@@ -110,6 +120,8 @@ def measure_n(measure):
 
 def workload_of(r):
     m = r["measure"]
+    if r.get("metrics"):
+        return "m"
     if r.get("security"):
         return "s"
     if m.startswith("noop_"):
@@ -186,6 +198,9 @@ def read_inputs(paths):
                     meta["config"] = line[9:]
                 elif line.startswith("# micro foreign_cores="):
                     meta["micro_noise"] = line.split("=", 1)[1]
+                elif line.startswith("# scraper "):
+                    meta.setdefault("scrapes", []).append(
+                        parse_result(line[2:]))
     return results, meta
 
 
@@ -493,6 +508,75 @@ def security_table(cost):
                 len(r["secure"]), "" if len(r["secure"]) == 1 else "s"),
             r["unit"].replace("us", "µs"), cell_of(r["secure"]),
             cell_of(r["insecure"]), c, r.get("goal", "–"), verdict, per))
+    return lines
+
+
+def metrics_cost(results, scrapes):
+    """Phase m: per measure, the runs with and without a scraper, their
+    medians and the ratio scraped / off; `scrapes`: the scraper's summary
+    lines (scrapes made, failed, exposition size)."""
+    runs = {}
+    for r in results:
+        if workload_of(r) != "m":
+            continue
+        key = (r["measure"], r["metrics"])
+        for v in r.get("runs", r["median"]).split(","):
+            runs.setdefault(key, []).append({
+                "value": num(v), "round": r.get("round", "?"),
+                "foreign_cores": num(r.get("foreign_cores"))})
+    out = {"rows": [], "scrapes": scrapes}
+    specs = [
+        (lambda m: m.startswith("noop_"), "no-op Map", "tasks/s"),
+        (lambda m: m == "latency_p50", "round trip p50", "us"),
+        (lambda m: m == "latency_p99", "round trip p99", "us"),
+    ]
+    measures = sorted({m for m, _ in runs})
+    for pick, name, unit in specs:
+        for m in measures:
+            if not pick(m):
+                continue
+            on, off = runs.get((m, "scraped"), []), runs.get((m, "off"), [])
+            if not on or not off:
+                continue
+            mon = statistics.median(x["value"] for x in on)
+            moff = statistics.median(x["value"] for x in off)
+            fc = [x["foreign_cores"] for x in on + off
+                  if x["foreign_cores"] == x["foreign_cores"]]
+            out["rows"].append({
+                "measure": m, "name": name, "unit": unit,
+                "scraped": [x["value"] for x in on],
+                "off": [x["value"] for x in off],
+                "scraped_median": mon, "off_median": moff,
+                "ratio": mon / moff if moff > 0 else float("nan"),
+                "max_foreign_cores": max(fc) if fc else float("nan")})
+    return out
+
+
+def metrics_table(cost):
+    if not cost["rows"]:
+        return []
+    lines = ["| measure | no scraper | scraped every 100 ms | scraped ÷ off | "
+             "max foreign cores |", "|---|---|---|---|---|"]
+
+    def cell_of(vals):
+        med = statistics.median(vals)
+        if min(vals) == max(vals):
+            return fmt(med)
+        return "%s (%s–%s)" % (fmt(med), fmt(min(vals)), fmt(max(vals)))
+
+    for r in cost["rows"]:
+        lines.append("| %s (%s, %d run%s each), %s | %s | %s | %.3f | %s |" % (
+            r["name"], r["measure"], len(r["off"]),
+            "" if len(r["off"]) == 1 else "s", r["unit"].replace("us", "µs"),
+            cell_of(r["off"]), cell_of(r["scraped"]), r["ratio"],
+            fmt(r["max_foreign_cores"])))
+    if cost["scrapes"]:
+        lines.append("")
+        lines.append("The scraper, per scraped run: " + "; ".join(
+            "%s scrapes (%s failed) of %s bytes, %s ms p50" % (
+                s.get("scrapes", "?"), s.get("failed", "?"),
+                s.get("bytes_last", "?"), s.get("scrape_ms_p50", "?"))
+            for s in cost["scrapes"]) + ".")
     return lines
 
 
@@ -917,6 +1001,7 @@ def main():
     tgt = targets(results)
     sec = security_cost(results, micro)
     shapes = read_shapes(args.shapes)
+    met = metrics_cost(results, meta.get("scrapes", []))
 
     with open(args.json, "w") as f:
         json.dump({"machine": mach, "versions": vers, "dexec_commit": commit,
@@ -928,6 +1013,7 @@ def main():
                                for t, m, v in tgt],
                    "security_cost": sec,
                    "shapes": shapes_json(shapes),
+                   "metrics_cost": met,
                    "results": results, "micro": micro}, f, indent=1)
 
     pv = vers.get("peers", {})
@@ -1011,6 +1097,10 @@ def main():
                                            fmt(t["ns_median"]))
                              for t in sec["token_check"]) + ".")
                 L.append("")
+            continue
+        if letter == "m":
+            L.extend(metrics_table(met) or ["Not measured in this run."])
+            L.append("")
             continue
         rows = workload_table(results, letter)
         L.extend(rows or ["Not measured in this run."])
