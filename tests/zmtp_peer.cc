@@ -69,8 +69,8 @@ bool PreHandshakePeer::ClosedByBroker(absl::Duration timeout) {
   char buf[4096];
   while (absl::Now() < deadline) {
     pollfd p = {fd_, POLLIN, 0};
-    const int left = static_cast<int>(
-        absl::ToInt64Milliseconds(deadline - absl::Now()) + 1);
+    const int left =
+        static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()) + 1);
     if (poll(&p, 1, left) <= 0) continue;
     if (recv(fd_, buf, sizeof(buf), 0) <= 0) return true;  // EOF or reset
   }
@@ -90,8 +90,7 @@ uint64_t UnreadBytesAtPort(int port) {
     const size_t colon = f[1].rfind(':');
     int local = 0;
     if (colon == std::string::npos ||
-        !absl::SimpleHexAtoi(f[1].substr(colon + 1), &local) ||
-        local != port) {
+        !absl::SimpleHexAtoi(f[1].substr(colon + 1), &local) || local != port) {
       continue;
     }
     const size_t q = f[4].find(':');
