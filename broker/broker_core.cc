@@ -78,7 +78,9 @@ v1::JobEvent NotFoundEvent(uint64_t id) {
 
 BrokerCore::BrokerCore(BrokerOptions options, absl::Time now,
                        uint64_t first_job_id)
-    : options_(std::move(options)), jobs_(first_job_id), started_at_(now) {}
+    : options_(std::move(options)),
+      jobs_(first_job_id, options_.max_task_series),
+      started_at_(now) {}
 
 // ---------------------------------------------------------------- clients
 
@@ -593,6 +595,23 @@ v1::Stats BrokerCore::GetStats(absl::Time now) const {
   return s;
 }
 
+CoreMetrics BrokerCore::Metrics(absl::Time now) {
+  CoreMetrics m;
+  m.queue_wait = queue_wait_;
+  m.run_time = run_time_;
+  m.submit_to_start = submit_to_start_;
+  m.requeues = requeues_;
+  m.tasks = jobs_.task_metrics().Snapshot();
+  if (const Job* oldest = jobs_.OldestQueued()) {
+    m.any_queued = true;
+    if (oldest->submitted_at != absl::InfinitePast()) {
+      m.oldest_queued_age =
+          std::max(now - oldest->submitted_at, absl::ZeroDuration());
+    }
+  }
+  return m;
+}
+
 std::string BrokerCore::WaitingReason(const Job& job) const {
   if (auto it = delayed_until_.find(job.id); it != delayed_until_.end()) {
     return absl::StrCat("attempt ", job.attempt_number(),
@@ -941,6 +960,10 @@ void BrokerCore::OnResult(WorkerEntry* w, const std::string& key,
     a.started_at = absl::FromUnixMicros(r.started_at_us());
   a.ended_at =
       r.finished_at_us() > 0 ? absl::FromUnixMicros(r.finished_at_us()) : now;
+  // The worker's own clock at both ends when it sent them; else from
+  // dispatch to now.
+  run_time_.Observe(absl::ToDoubleSeconds(
+      std::max(a.ended_at - a.started_at, absl::ZeroDuration())));
   if (size > options_.max_result_bytes) {
     // A worker that did not check (it was not told, or ignores it): the
     // output is not kept, so one job cannot hold more than the limit.
@@ -1036,6 +1059,15 @@ void BrokerCore::FailAttempt(Job& job, const std::string& outcome, bool retry,
 
 void BrokerCore::Requeue(Job& job, absl::Time now, Outbox* out, bool backoff) {
   if (job.state != v1::Job::QUEUED) jobs_.SetState(job, v1::Job::QUEUED, now);
+  if (!job.info().attempts.empty()) {
+    // The attempt's outcome says why (FailAttempt, OnResults, Tick).
+    const std::string& outcome = job.info().attempts.back().outcome;
+    const size_t reason = outcome == "worker_lost"        ? 0
+                          : outcome == "timeout"          ? 1
+                          : outcome == "broker_restarted" ? 3
+                                                          : 2;
+    ++requeues_[reason];
+  }
   if (backoff && options_.requeue_backoff > absl::ZeroDuration()) {
     const int doublings =
         std::min<int>(20, std::max<int>(0, job.attempt_number() - 1));
@@ -1143,6 +1175,10 @@ void BrokerCore::Dispatch(Job& job, WorkerEntry& w, absl::Time now,
     const absl::Duration wait = std::max(now - since, absl::ZeroDuration());
     // (A restored job without a submit time gives no sample.)
     if (since != absl::InfinitePast()) {
+      queue_wait_.Observe(absl::ToDoubleSeconds(wait));
+      if (attempts.empty()) {
+        submit_to_start_.Observe(absl::ToDoubleSeconds(wait));
+      }
       if (waits_.size() < kWaitSamples) {
         waits_.emplace_back(now, wait);
       } else {

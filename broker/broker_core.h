@@ -8,6 +8,7 @@
 #ifndef DEXEC_BROKER_BROKER_CORE_H_
 #define DEXEC_BROKER_BROKER_CORE_H_
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -24,7 +25,9 @@
 #include "broker/job.h"
 #include "broker/job_table.h"
 #include "broker/ready_queue.h"
+#include "broker/task_metrics.h"
 #include "broker/worker_registry.h"
+#include "common/histogram.h"
 #include "protos/dexec.pb.h"
 #include "protos/wire.pb.h"
 
@@ -80,6 +83,34 @@ struct BrokerOptions {
   // The most credit (threads + prefetch) a worker may claim: a worker that
   // registers more is cut down to it, so one peer cannot take every job.
   int32_t max_worker_credit = 16384;
+  // Task names with /metrics series of their own; the rest are counted
+  // under task="(other)" (task_metrics.h).
+  size_t max_task_series = TaskMetrics::kDefaultCap;
+};
+
+// Why a job went back to the queue: its worker was lost, its attempt timed
+// out (at the broker, or reported by the worker), the task failed and the
+// job asked for retries (JobSpec.max_attempts), or it was running when the
+// broker stopped and no worker claimed it after the restart.
+inline constexpr absl::string_view kRequeueReasons[] = {
+    "worker_lost", "timeout", "task_failed", "broker_restarted"};
+inline constexpr size_t kRequeueReasonCount = 4;
+
+// The core's part of /metrics (docs/DESIGN.md, "Metrics"): a snapshot the
+// loop hands to an HTTP thread.
+struct CoreMetrics {
+  // Per dispatch: since submit, or since the previous attempt ended.
+  Histogram queue_wait{kLatencyBoundsSeconds};
+  // Per result accepted: the worker's start to finish of the attempt.
+  Histogram run_time{kLatencyBoundsSeconds};
+  // Per job, at its first dispatch: since submit.
+  Histogram submit_to_start{kLatencyBoundsSeconds};
+  // By kRequeueReasons.
+  std::array<uint64_t, kRequeueReasonCount> requeues{};
+  std::vector<TaskSeries> tasks;  // task_metrics.h, "(other)" last
+  // Since the submit of the queued job held longest; zero if none.
+  absl::Duration oldest_queued_age = absl::ZeroDuration();
+  bool any_queued = false;
 };
 
 // Who makes a client request, as the gRPC front end authenticated it
@@ -244,6 +275,9 @@ class BrokerCore {
                                 const v1::ListJobsRequest& req) const;
   v1::ListWorkersResponse ListWorkers();
   v1::Stats GetStats(absl::Time now) const;
+  // What /metrics shows of the core (not const: finding the oldest queued
+  // job advances a scan).
+  CoreMetrics Metrics(absl::Time now);
 
   // ---- Workers ----
 
@@ -472,6 +506,11 @@ class BrokerCore {
   static constexpr size_t kWaitSamples = 4096;
   std::vector<std::pair<absl::Time, absl::Duration>> waits_;
   size_t waits_next_ = 0;
+  // /metrics (CoreMetrics): histograms and requeue counts since start.
+  Histogram queue_wait_{kLatencyBoundsSeconds};
+  Histogram run_time_{kLatencyBoundsSeconds};
+  Histogram submit_to_start_{kLatencyBoundsSeconds};
+  std::array<uint64_t, kRequeueReasonCount> requeues_{};
   absl::Time started_at_;
   uint64_t forged_results_ = 0;
   // Per registered worker that sent a piece of a chunked output: the

@@ -998,6 +998,8 @@ TEST_F(BrokerCoreTest, GetJobsAndListJobsStopAtTheResponseBudget) {
 TEST_F(BrokerCoreTest, ATaskNameIsFreedWhenNoJobAndNoWorkerNamesIt) {
   BrokerOptions o = Options();
   o.retention = absl::Seconds(1);
+  // /metrics keeps the series (and so the names) of the first 10 tasks.
+  o.max_task_series = 10;
   BrokerCore core(o, kT0);
   const size_t before = TaskName::InternedCount();
   google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
@@ -1016,8 +1018,9 @@ TEST_F(BrokerCoreTest, ATaskNameIsFreedWhenNoJobAndNoWorkerNamesIt) {
   core.Tick(kT0 + absl::Milliseconds(100), &out_);  // heartbeat the worker
   core.Tick(kT0 + absl::Seconds(2), &out_);         // retention ends
   EXPECT_EQ(core.jobs().size(), 0u);
-  // The one a worker offers stays, with its run-time statistics.
-  EXPECT_EQ(TaskName::InternedCount(), before + 1);
+  // The one a worker offers stays, with its run-time statistics, and so do
+  // the names with metrics series (fresh-0 is both): no more than the cap.
+  EXPECT_EQ(TaskName::InternedCount(), before + 10);
 }
 
 TEST_F(BrokerCoreTest,
@@ -1364,6 +1367,53 @@ TEST_F(BrokerCoreTest, StatsGiveQueueWaitPercentilesOfTheLastMinute) {
   }
   EXPECT_EQ(core_.GetStats(now_).wait_samples(), 4096u);
   EXPECT_EQ(FromProto(core_.GetStats(now_).wait_p99()), absl::ZeroDuration());
+}
+
+}  // namespace
+}  // namespace dexec::broker
+
+namespace dexec::broker {
+namespace {
+
+class BrokerCoreMetricsTest : public BrokerCoreTest {};
+
+// Issue 13: histograms, requeue reasons and the oldest queued job.
+TEST_F(BrokerCoreMetricsTest, HistogramsRequeuesAndOldestQueuedFollowTheJobs) {
+  std::vector<uint64_t> ids = Submit(2);
+  now_ += absl::Milliseconds(300);
+  EXPECT_TRUE(core_.Metrics(now_).any_queued);
+  EXPECT_EQ(core_.Metrics(now_).oldest_queued_age, absl::Milliseconds(300));
+  Register("w", 2);
+  ASSERT_EQ(Dispatched().size(), 2u);
+  EXPECT_FALSE(core_.Metrics(now_).any_queued);
+  ResultTook("w", ids[0], absl::Seconds(2));
+  // The worker is lost with the second job: requeued, and it is the
+  // oldest queued job again (by its submit).
+  now_ += absl::Seconds(4);
+  core_.Tick(now_, &out_);
+  CoreMetrics m = core_.Metrics(now_);
+  EXPECT_EQ(m.requeues[0], 1u);  // worker_lost
+  EXPECT_EQ(m.requeues[1] + m.requeues[2] + m.requeues[3], 0u);
+  EXPECT_TRUE(m.any_queued);
+  EXPECT_EQ(m.oldest_queued_age, absl::Milliseconds(4300));
+  EXPECT_EQ(m.queue_wait.count(), 2u);
+  EXPECT_EQ(m.submit_to_start.count(), 2u);
+  EXPECT_EQ(m.run_time.count(), 1u);
+  EXPECT_DOUBLE_EQ(m.run_time.sum(), 2.0);
+  // 0.3 s waits, each in the 0.5 s bucket (index 11 of the bounds).
+  EXPECT_EQ(m.queue_wait.counts()[11], 2u);
+  Register("w2", 1);
+  ASSERT_EQ(Dispatched().size(), 1u);
+  m = core_.Metrics(now_);
+  EXPECT_EQ(m.queue_wait.count(), 3u);
+  EXPECT_EQ(m.submit_to_start.count(), 2u);  // first dispatches only
+  const TaskSeries& t = m.tasks.front();
+  EXPECT_EQ(t.task, "t");
+  EXPECT_EQ(t.submitted, 2u);
+  EXPECT_EQ(t.succeeded, 1u);
+  EXPECT_EQ(t.running, 1u);
+  EXPECT_EQ(t.queued, 0u);
+  EXPECT_EQ(m.tasks.back().task, "(other)");
 }
 
 }  // namespace

@@ -153,6 +153,8 @@ class WorkerCore {
   void set_busy(int busy) { busy_ = busy; }
 
   bool connected() const { return connected_; }
+  // When the last frame from the broker arrived (or the core started).
+  absl::Time last_recv() const { return last_recv_; }
   bool welcomed() const { return welcomed_; }
   bool draining() const { return draining_; }
   bool left() const { return left_; }
