@@ -39,7 +39,8 @@ ABSL="-labsl_statusor -labsl_status -labsl_cord -labsl_cordz_info
 PROTO_SRCS="protos/wire.cc $GEN/protos/wire.pb.cc $GEN/protos/dexec.pb.cc
   $GEN/protos/store.pb.cc"
 CORE_SRCS="$PROTO_SRCS broker/broker_core.cc broker/job.cc
-  broker/job_table.cc broker/ready_queue.cc broker/worker_registry.cc
+  broker/job_table.cc broker/ready_queue.cc broker/task_metrics.cc
+  broker/worker_registry.cc
   common/log.cc"
 SERVICE_SRCS="$CORE_SRCS $GEN/protos/dexec.grpc.pb.cc broker/broker_loop.cc
   broker/grpc_service.cc broker/journal.cc broker/zap_handler.cc
