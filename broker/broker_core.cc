@@ -1062,7 +1062,10 @@ void BrokerCore::Requeue(Job& job, absl::Time now, Outbox* out, bool backoff) {
   if (!job.info().attempts.empty()) {
     // The attempt's outcome says why (FailAttempt, OnResults, Tick).
     const std::string& outcome = job.info().attempts.back().outcome;
-    const size_t reason = outcome == "worker_lost"        ? 0
+    // A broken chunked result is its worker's failure to deliver, as a
+    // lost worker's is.
+    const size_t reason = outcome == "worker_lost" || outcome == "bad_result"
+                              ? 0
                           : outcome == "timeout"          ? 1
                           : outcome == "broker_restarted" ? 3
                                                           : 2;

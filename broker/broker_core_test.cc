@@ -280,6 +280,7 @@ TEST_F(BrokerCoreTest, ABrokenPieceSequenceFailsItsAttemptAndFreesThePartial) {
   EXPECT_EQ(core_.partial_result_bytes(), 0u);
   EXPECT_EQ(JobOf(ids[0]).state, v1::Job::QUEUED);
   EXPECT_EQ(JobOf(ids[0]).info().attempts[0].outcome, "bad_result");
+  EXPECT_EQ(core_.Metrics(now_).requeues[0], 1u) << "counted as worker_lost";
   // Another job's piece in the middle: the first is dropped, the second
   // starts afresh and completes.
   Piece("w", ids[1], 1, 10, 0, "abcd");

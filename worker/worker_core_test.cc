@@ -371,6 +371,33 @@ TEST_F(WorkerCoreTest, AReconnectBeforeTheWelcomeIsIgnored) {
             std::vector<wire::Frame::BodyCase>{wire::Frame::kRegister});
 }
 
+// A long output in doubt is kept whole and offered again in pieces, all
+// of them, from its start: the broker dropped whatever pieces it got from
+// the connection it no longer knows.
+TEST_F(WorkerCoreTest, ALongOutputInDoubtIsSentAgainInPiecesFromItsStart) {
+  Connect();
+  Welcome(64 << 20, wire::kMaxWorkerFrameBytes, wire::kMaxResultChunkBytes);
+  std::vector<TaskStart> starts = Dispatch({1});
+  Finish(starts[0], true, std::string(2 * wire::kMaxResultChunkBytes + 1, 'z'));
+  core_.Flush(now_, &Out());
+  EXPECT_EQ(core_.in_doubt(), 1u);
+  Advance(absl::Milliseconds(500));
+  wire::Frame reconnect;
+  reconnect.mutable_reconnect();
+  core_.OnFrame(reconnect, now_, &Out());
+  ASSERT_EQ(out_.frames[0].register_().held_size(), 1);
+  Welcome(64 << 20, wire::kMaxWorkerFrameBytes, wire::kMaxResultChunkBytes);
+  std::vector<uint64_t> offsets;
+  for (const wire::Frame& f : out_.frames) {
+    for (const wire::TaskResult& r : f.results().results()) {
+      EXPECT_EQ(r.job_id(), 1u);
+      offsets.push_back(r.output_offset());
+    }
+  }
+  EXPECT_EQ(offsets, (std::vector<uint64_t>{0, wire::kMaxResultChunkBytes,
+                                            2 * wire::kMaxResultChunkBytes}));
+}
+
 TEST_F(WorkerCoreTest, ResultsInDoubtAreOfferedAgainUntilSettled) {
   Connect();
   Welcome();
