@@ -36,6 +36,7 @@ from concurrent.futures._base import (CANCELLED, CANCELLED_AND_NOTIFIED,
 import grpc
 
 from . import codec, credentials
+from pickle import dumps as _pickle_dumps
 from ._proto import dexec_pb2 as pb
 from .errors import AuthError, BrokerUnavailable, RemoteTraceback, TaskError
 from .tasks import CHUNK_SUFFIX, task_of
@@ -69,7 +70,11 @@ _CANCELLED = pb.Job.CANCELLED
 _RUNNING = pb.Job.RUNNING
 
 _RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+_DONE = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
 
+
+_loads = codec.loads
+_NO_KWARGS = {}  # pickled as the kwargs of map's jobs; never changed
 
 # ---------------------------------------------------------------- encoding
 # JobSpec and SessionRequest.Submit are encoded by hand: building a protobuf
@@ -140,12 +145,57 @@ def _encode_watch(ids):
 
 # ---------------------------------------------------------------- futures
 
+def _stripe():
+    """A Condition shared by some futures. `.lock` is its RLock, taken
+    directly where a `with condition:` (Python code) costs too much."""
+    lock = threading.RLock()
+    c = threading.Condition(lock)
+    c.lock = lock
+    return c
+
+
+class _ListOnFirstUse:
+    """A Future's _waiters or _done_callbacks: an empty list made when
+    something first reads it (the standard library's wait() and
+    as_completed() append to _waiters directly), which also marks the
+    future _watched. Most futures never need either, and two lists fewer
+    per submit is less for the cyclic GC to traverse, a good part of a
+    submit's cost when 100,000 futures are alive. Every first read happens
+    under the future's condition (concurrent.futures takes it for both
+    lists; so does this module), so two threads never make two lists."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        v = []
+        # The instance's attribute shadows this non-data descriptor.
+        setattr(obj, self._name, v)
+        obj._watched = True
+        return v
+
+
 class Future(cf.Future):
     """A dexec job's future. `job_id` is set once the broker has the job.
 
     cancel() also stops a running job at its worker, and returns True
     exactly when no result will come.
     """
+
+    # Defaults read from the class until a future sets its own: a submit
+    # sets only what differs per future.
+    _state = PENDING
+    _result = None
+    _exception = None
+    job_id = None
+    _seq = None  # the batch it was written in
+    _withdrawn = False  # cancelled before it was written
+    _counted = False  # settled and counted by the session
+    _waiters = _ListOnFirstUse("_waiters")
+    _done_callbacks = _ListOnFirstUse("_done_callbacks")
+    _watched = False  # either list exists (may be empty)
 
     def __init__(self, session, decode):
         # cf.Future.__init__ but for the condition: one Condition per future
@@ -154,17 +204,8 @@ class Future(cf.Future):
         # meant for a neighbour; wait() and as_completed() take the
         # futures' conditions, which are re-entrant locks, in any order).
         self._condition = session.next_condition()
-        self._state = PENDING
-        self._result = None
-        self._exception = None
-        self._waiters = []
-        self._done_callbacks = []
         self._session = session
         self._decode = decode  # bytes -> value; None: the raw bytes
-        self.job_id = None
-        self._seq = None  # the batch it was written in
-        self._withdrawn = False  # cancelled before it was written
-        self._counted = False  # settled and counted by the session
 
     def cancel(self):
         with self._condition:
@@ -175,8 +216,11 @@ class Future(cf.Future):
         return self._session.cancel([self])[0]
 
     def result(self, timeout=None):
+        if self._state == FINISHED and self._exception is None:
+            # Settled (set once, _result before _state): no lock needed.
+            return self._result
         try:
-            with self._condition:
+            with self._condition.lock:
                 self._wait_done(timeout)
                 return self._Future__get_result()
         finally:
@@ -208,7 +252,7 @@ class Future(cf.Future):
                 self._condition.wait()
 
     def _invoke_callbacks(self):
-        if self._done_callbacks:
+        if self._watched and self._done_callbacks:
             self._session.run_callbacks(self)
 
     def _run_callbacks_here(self):
@@ -306,6 +350,9 @@ class _Session:
         self._mu = threading.Lock()
         # The sender waits here for work, window room or its stream closing.
         self._send_cv = threading.Condition(self._mu)
+        # True while it waits: a submit notifies only then (Condition.notify
+        # is Python code, a good part of a submit's cost).
+        self._sender_waiting = False
         # cancel() waits here for a written job's id.
         self._ack_cv = threading.Condition(self._mu)
         # shutdown(wait=True) waits here for every future to settle.
@@ -336,8 +383,7 @@ class _Session:
         self._outstanding = 0  # futures not settled yet
 
         # Shared by futures, round-robin (see Future.__init__).
-        self._conditions = [threading.Condition(threading.RLock())
-                            for _ in range(CONDITION_STRIPES)]
+        self._conditions = [_stripe() for _ in range(CONDITION_STRIPES)]
         self._next_condition = itertools.cycle(self._conditions).__next__
 
         self._callbacks = None  # queue.SimpleQueue, started on first use
@@ -397,7 +443,8 @@ class _Session:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._pending.extend(entries)
             self._outstanding += len(entries)
-            self._send_cv.notify()
+            if self._sender_waiting:
+                self._send_cv.notify()
 
     def add_one(self, f, job):
         with self._mu:
@@ -407,7 +454,8 @@ class _Session:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._pending.append((f, job))
             self._outstanding += 1
-            self._send_cv.notify()
+            if self._sender_waiting:
+                self._send_cv.notify()
 
     def attach(self, job_ids, decode):
         out = []
@@ -610,7 +658,9 @@ class _Session:
                     wait = self._batch_wait_locked(time.monotonic())
                     if wait == 0:
                         break
+                    self._sender_waiting = True
                     self._send_cv.wait(wait)
+                    self._sender_waiting = False
                 watch, self._watch_q = self._watch_q, []
                 batch = None
                 if self._batch_wait_locked(time.monotonic()) == 0:
@@ -802,7 +852,7 @@ class _Session:
                     by_id = self._by_id
                     for f, jid in zip(entry[0], s.job_ids):
                         f.job_id = jid
-                        if f.done():
+                        if f._state in _DONE:  # done(), without its lock
                             continue
                         first = by_id.get(jid)
                         if first is None:
@@ -841,7 +891,8 @@ class _Session:
             if st == _RUNNING:
                 f._mark_running()
                 continue
-            if st != _SUCCEEDED or f._done_callbacks or self._same_job:
+            if st != _SUCCEEDED or self._same_job or (
+                    f._watched and f._done_callbacks):
                 slow.append((f, e))
                 continue
             try:
@@ -850,14 +901,20 @@ class _Session:
                 slow.append((f, ex))
                 continue
             # Future.set_result, inline: this loop is the client's hot path.
-            with f._condition:
-                if f._state in (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED):
+            c = f._condition
+            with c.lock:
+                if f._state in _DONE:
                     continue
                 f._result = v
                 f._state = FINISHED
-                for w in f._waiters:
-                    w.add_result(f)
-                f._condition.notify_all()
+                if f._watched:
+                    for w in f._waiters:
+                        w.add_result(f)
+                # Condition.notify_all is Python code; most futures have
+                # no result() waiting (CPython's Condition keeps its
+                # waiters in _waiters).
+                if getattr(c, "_waiters", True):
+                    c.notify_all()
             settled.append(f)
         if settled:
             with self._mu:
@@ -1026,7 +1083,11 @@ class Executor(cf.Executor):
         bytes payload (C++ and built-in tasks, e.g. "sys.echo"); the future
         of the latter gives the result bytes.
         """
-        return self._default.submit(fn, *args, **kwargs)
+        d = self._default
+        call = d._calls.get(fn)
+        if call is None:
+            return d.submit(fn, *args, **kwargs)
+        return self._submit_one(call, args, kwargs)
 
     def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
         """Like Executor.map of Python 3.14: results in input order; with
@@ -1077,19 +1138,41 @@ class Executor(cf.Executor):
 
     def _submit_one(self, call, args, kwargs):
         s = self._session
-        f = Future(s, None if call.raw else codec.loads)
-        s.add_one(f, call.template.encode(call.payload(args, kwargs)))
+        if call.raw:
+            f = Future(s, None)
+            s.add_one(f, call.template.encode(call.payload(args, kwargs)))
+            return f
+        # codec.encode_call, inline for the common case.
+        try:
+            data = _pickle_dumps((args, kwargs), codec.PROTOCOL)
+        except Exception:  # noqa: BLE001 - codec.dumps decides
+            data = None
+        if data is None or b"__main__" in data:
+            data = codec.encode_call(args, kwargs)
+        f = Future(s, _loads)
+        s.add_one(f, call.template.encode(data))
         return f
 
     def _submit_many(self, call, arg_list):
-        decode = None if call.raw else codec.loads
+        """One future per args tuple of arg_list (fn(*args), no keyword
+        arguments), queued together."""
         s = self._session
         encode = call.template.encode
-        payload = call.payload
         entries = []
-        for args, kwargs in arg_list:
-            f = Future(s, decode)
-            entries.append((f, encode(payload(args, kwargs))))
+        append = entries.append
+        if call.raw:
+            for args in arg_list:
+                append((Future(s, None), encode(call.payload(args, {}))))
+        else:
+            for args in arg_list:
+                # codec.encode_call, inline for the common case.
+                try:
+                    data = _pickle_dumps((args, _NO_KWARGS), codec.PROTOCOL)
+                except Exception:  # noqa: BLE001 - codec.dumps decides
+                    data = None
+                if data is None or b"__main__" in data:
+                    data = codec.encode_call(args, {})
+                append((Future(s, _loads), encode(data)))
         s.add(entries)
         return [f for f, _ in entries]
 
@@ -1114,8 +1197,8 @@ class Executor(cf.Executor):
             if not batch:
                 return []
             if chunked:
-                return self._submit_many(call, [((c,), {}) for c in batch])
-            return self._submit_many(call, [(a, {}) for a in batch])
+                return self._submit_many(call, [(c,) for c in batch])
+            return self._submit_many(call, batch)
 
         fs = collections.deque()
         if buffersize is None:

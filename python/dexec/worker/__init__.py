@@ -24,6 +24,7 @@ from .._proto import wire_pb2 as wire
 from ..tasks import CHUNK_SUFFIX, registered
 from . import _run
 from .pools import AsyncPool, ProcessPool, Run, ThreadPool
+from .result_frame import Encoder, Result
 
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 256 << 20
@@ -72,15 +73,12 @@ def _pieces(r, chunk):
     out = r.output
     size = len(out)
     last = (size - 1) // chunk * chunk
-    pieces = [wire.TaskResult(job_id=r.job_id, attempt=r.attempt,
-                              output=out[o:o + chunk], output_size=size,
-                              output_offset=o, ok=True)
+    pieces = [Result(r.job_id, r.attempt, True, out[o:o + chunk], "", "", 0,
+                     0, output_size=size, output_offset=o)
               for o in range(0, last, chunk)]
-    pieces.append(wire.TaskResult(
-        job_id=r.job_id, attempt=r.attempt, output=out[last:],
-        output_size=size, output_offset=last, ok=r.ok,
-        error_kind=r.error_kind, error_message=r.error_message,
-        started_at_us=r.started_at_us, finished_at_us=r.finished_at_us))
+    pieces.append(Result(r.job_id, r.attempt, r.ok, out[last:], r.error_kind,
+                         r.error_message, r.started_at_us, r.finished_at_us,
+                         output_size=size, output_offset=last))
     return pieces
 
 
@@ -138,8 +136,10 @@ class Worker:
         self._draining = False
         self._drain_deadline = None
         self._active = {}  # (job, attempt) -> Run
-        self._unsent = []  # wire.TaskResult
-        self._in_doubt = collections.deque()  # (sent_at, TaskResult)
+        self._resolved = {}  # task name -> (TaskDef, is_chunk), registered
+        self._unsent = []  # Result
+        # One entry per Results frame sent: (sent_at, [Result], cost).
+        self._in_doubt = collections.deque()
         self._in_doubt_bytes = 0
         self._bad_frames = 0
         # The broker's limits, from its Welcome (0: not said).
@@ -147,6 +147,7 @@ class Worker:
         self._max_frame_bytes = 0
         self._max_chunk_bytes = 0
         self._last_bad_log = -1e9
+        self._encoder = Encoder(PROTOCOL_VERSION)
 
     # ---- lifecycle
 
@@ -188,7 +189,8 @@ class Worker:
 
     def _post(self, run):
         self._mailbox.append(run)
-        self._wake()
+        if not self._wake_pending:
+            self._wake()
 
     def _wake(self):
         if not self._wake_pending:
@@ -333,7 +335,8 @@ class Worker:
         self._register_pending = True
         if self._in_doubt:
             # Offer them again, ahead of the newer unsent ones.
-            self._unsent = [r for _, r in self._in_doubt] + self._unsent
+            self._unsent = [r for _, rs, _ in self._in_doubt for r in rs] + \
+                self._unsent
             self._in_doubt.clear()
             self._in_doubt_bytes = 0
         reg = wire.Register(name=self.name, host=socket.gethostname(),
@@ -425,28 +428,49 @@ class Worker:
 
     def _on_dispatch(self, dispatch, now):
         active = self._active
-        pools = self.pools
+        resolved = self._resolved
+        batches = {}  # pool name -> runs, handed over together
         for i, t in enumerate(dispatch.tasks):
             if i & 1023 == 1023:
                 # A Dispatch of many thousand tasks takes a while on a
-                # starved machine: the broker must still hear from us.
+                # starved machine: the broker must still hear from us, and
+                # the pools may start on what we have.
+                self._start(batches)
                 self._heartbeat_if_due()
-            key = (t.job_id, t.attempt)
+            job_id = t.job_id
+            attempt = t.attempt
+            key = (job_id, attempt)
             if key in active:
                 continue  # a repeated (job, attempt)
-            deadline = now + t.timeout_ms / 1000.0 if t.timeout_ms > 0 \
-                else None
-            d, chunk = _run.resolve(t.name)
-            run = Run(t.job_id, t.attempt, t.name, t.payload, t.timeout_ms,
-                      d, chunk, deadline)
+            timeout_ms = t.timeout_ms
+            deadline = now + timeout_ms / 1000.0 if timeout_ms > 0 else None
+            name = t.name
+            r = resolved.get(name)
+            if r is None:
+                r = _run.resolve(name)
+                if r[0] is not None:
+                    resolved[name] = r
+            d, chunk = r
+            run = Run(job_id, attempt, name, t.payload, timeout_ms, d, chunk,
+                      deadline)
             active[key] = run
             if d is None:
                 run.started = run.finished = time.time()
                 run.result = (False, b"", _run.UNKNOWN, "task %r is not "
-                              "registered on worker %s" % (t.name, self.name))
+                              "registered on worker %s" % (name, self.name))
                 self._post(run)
                 continue
-            pools[d.pool].submit(run)
+            b = batches.get(d.pool)
+            if b is None:
+                b = batches[d.pool] = []
+            b.append(run)
+        self._start(batches)
+
+    def _start(self, batches):
+        for pool, runs in batches.items():
+            if runs:
+                self.pools[pool].submit_many(runs)
+        batches.clear()
 
     def _on_abandon(self, abandon):
         finished = set()
@@ -464,11 +488,14 @@ class Worker:
         self._unsent = [r for r in self._unsent
                         if (r.job_id, r.attempt) not in finished]
         kept = collections.deque()
-        for sent_at, r in self._in_doubt:
-            if (r.job_id, r.attempt) in finished:
-                self._in_doubt_bytes -= _cost(r)
-            else:
-                kept.append((sent_at, r))
+        for sent_at, rs, cost in self._in_doubt:
+            left = [r for r in rs if (r.job_id, r.attempt) not in finished]
+            if len(left) < len(rs):
+                self._in_doubt_bytes -= cost
+                cost = sum(_cost(r) for r in left)
+                self._in_doubt_bytes += cost
+            if left:
+                kept.append((sent_at, left, cost))
         self._in_doubt = kept
 
     def _collect(self, leaving):
@@ -490,14 +517,12 @@ class Worker:
             ok, output, kind, msg = run.result
             if leaving and not ok and kind == "cancelled":
                 continue  # we cancelled it; the broker requeues it
-            r = wire.TaskResult(job_id=run.job_id, attempt=run.attempt, ok=ok,
-                                output=output,
-                                started_at_us=int(run.started * 1e6),
-                                finished_at_us=int(run.finished * 1e6))
             if not ok:
-                r.error_kind = truncate_utf8(kind, MAX_ERROR_KIND_BYTES)
-                r.error_message = truncate_utf8(msg, MAX_ERROR_MESSAGE_BYTES)
-            unsent.append(r)
+                kind = truncate_utf8(kind, MAX_ERROR_KIND_BYTES)
+                msg = truncate_utf8(msg, MAX_ERROR_MESSAGE_BYTES)
+            unsent.append(Result(run.job_id, run.attempt, ok, output, kind,
+                                 msg, int(run.started * 1e6),
+                                 int(run.finished * 1e6)))
 
     def _flush(self, now):
         if not self._unsent or not self._welcomed:
@@ -507,8 +532,8 @@ class Worker:
             budget = min(budget, self._max_frame_bytes - FRAME_ENVELOPE_BYTES)
         limit = self._max_result_bytes
         chunk = self._max_chunk_bytes
-        frame = wire.Frame()
-        results = frame.results.results
+        results = []  # the next frame's results, whole or pieces
+        whole = []  # the results whose last piece it carries
         n = 0
         size_sum = 0
         for r in self._unsent:
@@ -525,21 +550,40 @@ class Worker:
                 pieces = (r,)
             for p in pieces:
                 # Error text counts too (failures only: successes have none).
-                cost = len(p.output) + 32 if p.ok else p.ByteSize() + 32
+                cost = len(p.output) + (
+                    32 if p.ok else len(p.error_message) + 288)
                 if n and size_sum + cost > budget:
-                    self._send(frame, now)
-                    frame = wire.Frame()
-                    results = frame.results.results
+                    self._send_results(results, whole, now)
+                    results = []
+                    whole = []
                     n = 0
                     size_sum = 0
                 size_sum += cost
                 n += 1
                 results.append(p)
-            self._in_doubt_bytes += _cost(r)
-            self._in_doubt.append((now, r))
+            whole.append(r)
         self._unsent = []
-        self._send(frame, now)
+        self._send_results(results, whole, now)
         self._forget_settled()
+
+    def _send_results(self, results, whole, now):
+        """One Results frame of `results` (whole results or pieces); `whole`,
+        the results whose last piece it carries, stay in doubt until
+        settled (whole, so a result sent again goes in all its pieces)."""
+        if self._sock is not None:
+            try:
+                self._sock.send(self._encoder.frame(results), zmq.NOBLOCK)
+            except zmq.ZMQError as e:
+                log.error("send to broker failed worker=%s error=%r",
+                          self.name, e)
+            self._last_send = now
+        if not whole:
+            return
+        cost = 0
+        for r in whole:
+            cost += len(r.output) + len(r.error_message) + 64
+        self._in_doubt_bytes += cost
+        self._in_doubt.append((now, whole, cost))
 
     def _forget_settled(self):
         # Sent an interval before the broker's latest frame: it has almost
@@ -548,12 +592,12 @@ class Worker:
         d = self._in_doubt
         while d and (d[0][0] < settled_before or
                      self._in_doubt_bytes > MAX_IN_DOUBT_BYTES):
-            self._in_doubt_bytes -= _cost(d.popleft()[1])
+            self._in_doubt_bytes -= d.popleft()[2]
 
     def _leave(self, now, why):
         cancelled = 0
         for run in self._active.values():
-            if not run.ctx.cancelled:
+            if not run.cancelled:
                 cancelled += 1
             if run.task is not None:
                 self.pools[run.task.pool].cancel(run)

@@ -7,6 +7,8 @@ from ..errors import TaskError
 from ..tasks import CHUNK_SUFFIX, lookup
 
 UNKNOWN = "unknown_task"
+loads = codec.loads
+dumps = codec.dumps
 
 
 def resolve(name):
@@ -45,22 +47,28 @@ def bad_payload(name, e):
 
 def run_sync(d, chunk, payload):
     """Runs a thread or process task (or a chunk of it) here."""
-    try:
-        call = decode(payload, chunk)
-    except Exception as e:  # noqa: BLE001 - hostile or stale bytes
-        return bad_payload(d.name, e)
     fn = d.fn
     if chunk:
+        try:
+            call = decode(payload, chunk)
+        except Exception as e:  # noqa: BLE001 - hostile or stale bytes
+            return bad_payload(d.name, e)
         values = []
         for args in call:
             try:
                 values.append(fn(*args))
             except Exception as e:  # noqa: BLE001 - the task's own failure
-                return (True, codec.dumps((values, _chunk_error(e))), "", "")
-        return (True, codec.dumps((values, None)), "", "")
-    args, kwargs = call
+                return (True, dumps((values, _chunk_error(e))), "", "")
+        return (True, dumps((values, None)), "", "")
+    # codec.decode_call, inline: this is every thread task's path.
     try:
-        return (True, codec.dumps(fn(*args, **kwargs)), "", "")
+        args, kwargs = loads(payload)
+        if not isinstance(args, tuple) or not isinstance(kwargs, dict):
+            raise TypeError("payload is not an (args, kwargs) pair")
+    except Exception as e:  # noqa: BLE001 - hostile or stale bytes
+        return bad_payload(d.name, e)
+    try:
+        return (True, dumps(fn(*args, **kwargs)), "", "")
     except Exception as e:  # noqa: BLE001
         return failure(e)
 

@@ -10,7 +10,6 @@ import asyncio
 import collections
 import os
 import pickle
-import queue
 import signal
 import sys
 import threading
@@ -20,23 +19,28 @@ from .. import context
 from . import _run
 
 
-class Run:
-    """One attempt, shared by worker-io and the pool running it."""
+class Run(context.TaskContext):
+    """One attempt, shared by worker-io and the pool running it. It is also
+    the attempt's TaskContext (what dexec.current() returns in the task):
+    one object per job instead of two, on the worker's hottest path."""
 
-    __slots__ = ("job_id", "attempt", "name", "payload", "timeout_ms",
-                 "task", "chunk", "ctx", "abandoned", "result", "started",
-                 "finished", "handle")
+    __slots__ = ("name", "payload", "timeout_ms", "task", "chunk",
+                 "abandoned", "result", "started", "finished", "handle")
 
     def __init__(self, job_id, attempt, name, payload, timeout_ms, task,
                  chunk, deadline):
+        # TaskContext's fields, set here rather than by its __init__ (a call
+        # per job).
         self.job_id = job_id
         self.attempt = attempt
+        self.deadline = deadline
+        self._flag = False
+        self._event = None
         self.name = name
         self.payload = payload
         self.timeout_ms = timeout_ms
         self.task = task
         self.chunk = chunk
-        self.ctx = context.TaskContext(job_id, attempt, deadline)
         # Set by worker-io when the broker abandons the attempt: it is not
         # started if still queued, and its result is never sent.
         self.abandoned = False
@@ -46,7 +50,7 @@ class Run:
         self.handle = None  # the pool's: asyncio.Task, child slot
 
     def late(self):
-        d = self.ctx.deadline
+        d = self.deadline
         return d is not None and time.monotonic() > d
 
     def timed_out_result(self):
@@ -60,10 +64,19 @@ def _expired_in_queue(run):
 
 
 class ThreadPool:
-    """N threads, worker-pool-0..N-1, for IO-bound functions."""
+    """N threads, worker-pool-0..N-1, for IO-bound functions.
+
+    Runs wait in one deque that every thread pops; a thread parks (on its
+    own lock) only when the deque is empty, and a batch wakes at most one
+    parked thread per run. So a flood of short tasks costs no wake-up or
+    lock per task, while ten sleeping tasks still get ten threads."""
 
     def __init__(self, n, post, busy):
-        self._q = queue.SimpleQueue()
+        self._q = collections.deque()
+        # Guards _idle and each thread's decision to park (so a batch
+        # appended while it decides is never missed).
+        self._mu = threading.Lock()
+        self._idle = []  # parking locks of parked threads, each held
         self._post = post
         self._busy = busy
         self._threads = [threading.Thread(target=self._loop,
@@ -73,41 +86,72 @@ class ThreadPool:
             t.start()
 
     def submit(self, run):
-        self._q.put(run)
+        self.submit_many((run,))
+
+    def submit_many(self, runs):
+        self._q.extend(runs)
+        with self._mu:
+            idle = self._idle
+            k = min(len(runs), len(idle))
+            if not k:
+                return
+            wake = idle[-k:]
+            del idle[-k:]
+        for park in wake:
+            park.release()
 
     def cancel(self, run):
-        run.ctx.cancel()
+        run.cancel()
 
     def close(self):
-        for _ in self._threads:
-            self._q.put(None)
+        self.submit_many([None] * len(self._threads))
 
     def _loop(self):
-        get = self._q.get
+        q = self._q
+        mu = self._mu
+        idle = self._idle
         post = self._post
+        busy = self._busy
+        run_sync = _run.run_sync
+        set_ctx = context._current.set
+        reset_ctx = context._current.reset
+        now = time.time
+        park = threading.Lock()
+        park.acquire()
         while True:
-            run = get()
+            try:
+                run = q.popleft()
+            except IndexError:
+                with mu:
+                    if q:
+                        continue
+                    idle.append(park)
+                park.acquire()  # released by submit_many
+                continue
             if run is None:
                 return
             if run.abandoned:
                 continue
-            run.started = time.time()
-            if run.ctx.cancelled:
-                run.result = (_expired_in_queue(run) if run.late() else
-                              (False, b"", "cancelled",
-                               "cancelled before it started"))
-            else:
-                self._busy[0] += 1
-                token = context._set(run.ctx)
-                try:
-                    run.result = _run.run_sync(run.task, run.chunk,
-                                               run.payload)
-                finally:
-                    context._current.reset(token)
-                    self._busy[0] -= 1
-                if run.late():
-                    run.result = run.timed_out_result()
-            run.finished = time.time()
+            run.started = now()
+            if run._flag or run.deadline is not None:
+                if run.cancelled:
+                    run.result = (_expired_in_queue(run) if run.late() else
+                                  (False, b"", "cancelled",
+                                   "cancelled before it started"))
+                    run.finished = now()
+                    run.payload = None
+                    post(run)
+                    continue
+            busy[0] += 1
+            token = set_ctx(run)
+            try:
+                run.result = run_sync(run.task, run.chunk, run.payload)
+            finally:
+                reset_ctx(token)
+                busy[0] -= 1
+            if run.deadline is not None and run.late():
+                run.result = run.timed_out_result()
+            run.finished = now()
             run.payload = None
             post(run)
 
@@ -132,7 +176,10 @@ class AsyncPool:
         self._mu = threading.Lock()
 
     def submit(self, run):
-        self._inbox.append(run)
+        self.submit_many((run,))
+
+    def submit_many(self, runs):
+        self._inbox.extend(runs)
         with self._mu:
             if self._wake_pending:
                 return
@@ -140,7 +187,7 @@ class AsyncPool:
         self._loop.call_soon_threadsafe(self._take_inbox)
 
     def cancel(self, run):
-        run.ctx.cancel()
+        run.cancel()
         self._loop.call_soon_threadsafe(self._cancel_on_loop, run)
 
     def close(self):
@@ -176,14 +223,14 @@ class AsyncPool:
         run.started = time.time()
         self._busy[0] += 1
         try:
-            if run.ctx.cancelled:
+            if run.cancelled:
                 run.result = (_expired_in_queue(run) if run.late() else
                               (False, b"", "cancelled",
                                "cancelled before it started"))
             else:
-                context._set(run.ctx)
+                context._set(run)
                 coro = _run.run_async(run.task, run.chunk, run.payload)
-                left = run.ctx.remaining()
+                left = run.remaining()
                 try:
                     if left is None:
                         run.result = await coro
@@ -270,7 +317,7 @@ class _Slot:
             if run.abandoned:
                 continue
             run.started = time.time()
-            if run.ctx.cancelled:
+            if run.cancelled:
                 run.result = (_expired_in_queue(run) if run.late() else
                               (False, b"", "cancelled",
                                "cancelled before it started"))
@@ -297,7 +344,7 @@ class _Slot:
             except OSError:
                 pass  # the child died: recv below says how
             while True:
-                left = run.ctx.remaining()
+                left = run.remaining()
                 if self.conn.poll(0.5 if left is None else min(left, 0.5)):
                     try:
                         out = pickle.loads(self.conn.recv_bytes())
@@ -306,7 +353,7 @@ class _Slot:
                         return out
                     except (EOFError, OSError):
                         return self.died(run)
-                if run.ctx.cancelled and not run.late():
+                if run.cancelled and not run.late():
                     self.kill("cancelled")
                 elif run.late():
                     self.kill("timeout")
@@ -365,12 +412,15 @@ class ProcessPool:
             return self._q.popleft()
 
     def submit(self, run):
+        self.submit_many((run,))
+
+    def submit_many(self, runs):
         with self._cv:
-            self._q.append(run)
-            self._cv.notify()
+            self._q.extend(runs)
+            self._cv.notify(len(runs))
 
     def cancel(self, run):
-        run.ctx.cancel()
+        run.cancel()
         slot = run.handle
         if isinstance(slot, _Slot) and slot.run is run:
             slot.kill("cancelled")
