@@ -32,10 +32,14 @@ namespace {
 
 constexpr absl::Duration kWait = absl::Seconds(30);
 constexpr size_t kLargeBody = 8 << 20;
+// More than one CurlShard holds (256 connections): all open at once.
+constexpr size_t kGate = 400;
 
 // An HTTP/1.0 server on 127.0.0.1, one connection at a time:
 //   /ok -> 200 "hello"; /missing -> 404 "not here"; /large -> 8 MiB;
-//   /hang -> reads the request and never answers.
+//   /hang -> reads the request and never answers;
+//   /gate -> held until kGate requests of /gate are open at once, then
+//            all answered 200 "gate".
 class TestServer {
  public:
   TestServer() {
@@ -77,30 +81,42 @@ class TestServer {
       if (absl::StartsWith(request, "GET /hang")) {
         hanging_.push_back(fd);
         continue;
+      } else if (absl::StartsWith(request, "GET /gate")) {
+        gated_.push_back(fd);
+        if (gated_.size() < kGate) continue;
+        for (int held : gated_) Answer(held, "200 OK", "gate");
+        gated_.clear();
+        continue;
       } else if (absl::StartsWith(request, "GET /missing")) {
         status = "404 Not Found";
         body = "not here";
       } else if (absl::StartsWith(request, "GET /large")) {
         body.assign(kLargeBody, 'x');
       }
-      const std::string response =
-          absl::StrCat("HTTP/1.0 ", status, "\r\nContent-Length: ", body.size(),
-                       "\r\nX-Test: yes\r\n\r\n", body);
-      size_t sent = 0;
-      while (sent < response.size()) {
-        const ssize_t n = ::send(fd, response.data() + sent,
-                                 response.size() - sent, MSG_NOSIGNAL);
-        if (n <= 0) break;
-        sent += n;
-      }
-      ::close(fd);
+      Answer(fd, status, body);
     }
+  }
+
+  static void Answer(int fd, const std::string& status,
+                     const std::string& body) {
+    const std::string response =
+        absl::StrCat("HTTP/1.0 ", status, "\r\nContent-Length: ", body.size(),
+                     "\r\nX-Test: yes\r\n\r\n", body);
+    size_t sent = 0;
+    while (sent < response.size()) {
+      const ssize_t n = ::send(fd, response.data() + sent,
+                               response.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) break;
+      sent += n;
+    }
+    ::close(fd);
   }
 
   int listen_ = -1;
   int port_ = 0;
   std::atomic<bool> stop_{false};
   std::vector<int> hanging_;  // the server thread's
+  std::vector<int> gated_;    // the server thread's
   std::thread thread_;
 };
 
@@ -208,6 +224,31 @@ TEST_F(HttpTaskTest, ALargeBodyArrivesWhole) {
   std::shared_ptr<TaskRun> run = Get(server_.Url("/large"));
   ASSERT_TRUE(run->result.ok()) << run->result.error_message();
   EXPECT_EQ(Response(*run).body().size(), kLargeBody);
+}
+
+TEST_F(HttpTaskTest, RequestsBeyondOneMultiHandleAreAllInFlightAtOnce) {
+  // The server answers none until kGate are open: if the loop's multi
+  // handles (CurlShard, 256 connections each) did not add up past one,
+  // curl would queue the rest and every request would time out.
+  std::vector<std::shared_ptr<TaskRun>> runs;
+  for (size_t i = 0; i < kGate; ++i) {
+    wire::Task t;
+    t.set_job_id(++next_id_);
+    t.set_attempt(1);
+    t.set_name("http.get");
+    t.set_payload(server_.Url("/gate"));
+    runs.push_back(
+        std::make_shared<TaskRun>(next_id_, std::move(t), absl::Now() + kWait));
+  }
+  executor_->Run(runs);
+  std::unique_lock<std::mutex> lock(mu_);
+  ASSERT_TRUE(cv_.wait_for(lock, absl::ToChronoSeconds(2 * kWait),
+                           [&] { return done_.size() == kGate; }))
+      << done_.size() << " of " << kGate << " ended";
+  for (const std::shared_ptr<TaskRun>& run : done_) {
+    ASSERT_TRUE(run->result.ok()) << run->result.error_message();
+    EXPECT_EQ(Response(*run).body(), "gate");
+  }
 }
 
 TEST_F(HttpTaskTest, CancelEndsARequestAtOnce) {
