@@ -35,6 +35,9 @@
 #                         cluster per measurement [3 / 2]
 #   METRICS_ROUNDS        m: rounds of (no scraper, scraper), the same way [3 / 2]
 #   SCRAPE_INTERVAL       m: seconds between scrapes [0.1]
+#   BASE_BIN              m: a directory with an older build's dexec-broker,
+#                         dexec-worker and dexec_bench (-c opt): m then also
+#                         runs them, unscraped ("before"), in each round []
 #   PREFETCHES            worker --prefetch values for a, e.g. "default 64"
 #                         (other values are reported as dexec_prefetchN) [default]
 #   PEERS                 1: run the peers too [1]
@@ -156,6 +159,11 @@ mkdir -p "$WORK/bin"
 cp "$OPT_BIN/broker/dexec-broker" "$OPT_BIN/worker/dexec-worker" \
   "$OPT_BIN/bench/dexec_bench" "$OPT_BIN/bench/micro_bench" "$WORK/bin/"
 BIN=$WORK/bin
+if [ -n "${BASE_BIN:-}" ]; then
+  mkdir -p "$WORK/bin-base"
+  cp "$BASE_BIN/dexec-broker" "$BASE_BIN/dexec-worker" "$BASE_BIN/dexec_bench" \
+    "$WORK/bin-base/"
+fi
 
 : >"$OUT/dexec.txt"
 : >"$OUT/peers.txt"
@@ -451,7 +459,11 @@ if want m; then
     for wl in noop_map latency; do
       n=$N_NOOP
       [ "$wl" = latency ] && n=$N_LAT
-      for scrape in off scraped; do
+      variants="off scraped"
+      [ -n "${BASE_BIN:-}" ] && variants="before off scraped"
+      for scrape in $variants; do
+        BIN=$WORK/bin
+        [ "$scrape" = before ] && BIN=$WORK/bin-base
         start_broker memory
         start_workers 2 1
         SCRAPER_PID=""
@@ -473,6 +485,7 @@ if want m; then
       done
     done
   done
+  BIN=$WORK/bin
   unset DRIVE_RUNS
   phase_end
 fi

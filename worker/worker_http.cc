@@ -10,9 +10,8 @@ namespace dexec::worker {
 std::string RenderWorkerMetrics(const WorkerMetrics& m) {
   std::vector<const WorkerMetrics::TaskCounts*> tasks;
   for (const auto& t : m.tasks) tasks.push_back(&t);
-  std::sort(tasks.begin(), tasks.end(), [](const auto* a, const auto* b) {
-    return a->task < b->task;
-  });
+  std::sort(tasks.begin(), tasks.end(),
+            [](const auto* a, const auto* b) { return a->task < b->task; });
   PrometheusText t;
   t.Family("dexec_worker_tasks_run_total", "counter",
            "Task runs finished here since start, whatever the outcome, by "
@@ -24,8 +23,7 @@ std::string RenderWorkerMetrics(const WorkerMetrics& m) {
            "Task runs finished here that failed (an error, a timeout, a "
            "crash, a cancel), by task.");
   for (const auto* c : tasks) {
-    t.Sample("dexec_worker_tasks_failed_total", {{"task", c->task}},
-             c->failed);
+    t.Sample("dexec_worker_tasks_failed_total", {{"task", c->task}}, c->failed);
   }
   t.Family("dexec_worker_pool_threads", "gauge",
            "Threads (or child processes) that run tasks (--threads).");
