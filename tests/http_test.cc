@@ -423,9 +423,19 @@ TEST_F(HttpMetricsTest, ARefusedCallCountsByMethodAndCode) {
   v1::Stats resp;
   grpc::Status s = stub->GetStats(&ctx, req, &resp);
   ASSERT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  // A Session stream opened with it is refused too, and counted by the
+  // service itself (streams are not intercepted).
+  grpc::ClientContext session_ctx;
+  auto stream = stub->Session(&session_ctx);
+  v1::SessionResponse ignored;
+  EXPECT_FALSE(stream->Read(&ignored));
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
   Exposition e = Scrape();
   EXPECT_EQ(e.At(Key("dexec_grpc_requests_total",
                      {{"method", "GetStats"}, {"code", "UNAUTHENTICATED"}})),
+            1);
+  EXPECT_EQ(e.At(Key("dexec_grpc_requests_total",
+                     {{"method", "Session"}, {"code", "UNAUTHENTICATED"}})),
             1);
   EXPECT_EQ(e.types["dexec_grpc_requests_total"], "counter");
   ASSERT_TRUE(executor_->Submit("sys.echo", std::string("x"))
