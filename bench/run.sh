@@ -468,11 +468,18 @@ if want m; then
         start_workers 2 1
         SCRAPER_PID=""
         if [ "$scrape" = scraped ]; then
+          rm -f "$WORK/scraper.ready"
           "$PY" bench/scraper.py --address="$HTTP" \
             --token_file="$BROKER_AUTH/client.token" \
-            --interval="$SCRAPE_INTERVAL" --out="$OUT/dexec.txt" &
+            --interval="$SCRAPE_INTERVAL" --out="$OUT/dexec.txt" \
+            --ready="$WORK/scraper.ready" &
           SCRAPER_PID=$!
           PIDS+=("$SCRAPER_PID")
+          # Scraping before the clock starts: Python's start is not measured.
+          for _ in $(seq 100); do
+            [ -e "$WORK/scraper.ready" ] && break
+            sleep 0.1
+          done
         fi
         drive --workload="$wl" --n="$n" --label="dexec_metrics_$scrape" \
           --extra="workers=2x1 prefetch=default store=memory metrics=$scrape round=$round"
