@@ -536,6 +536,7 @@ def metrics_cost(results, scrapes):
             if not pick(m):
                 continue
             on, off = runs.get((m, "scraped"), []), runs.get((m, "off"), [])
+            before = runs.get((m, "before"), [])
             if not on or not off:
                 continue
             mon = statistics.median(x["value"] for x in on)
@@ -548,6 +549,7 @@ def metrics_cost(results, scrapes):
                 "off": [x["value"] for x in off],
                 "scraped_median": mon, "off_median": moff,
                 "ratio": mon / moff if moff > 0 else float("nan"),
+                "before": [x["value"] for x in before],
                 "max_foreign_cores": max(fc) if fc else float("nan")})
     return out
 
@@ -555,8 +557,14 @@ def metrics_cost(results, scrapes):
 def metrics_table(cost):
     if not cost["rows"]:
         return []
-    lines = ["| measure | no scraper | scraped every 100 ms | scraped ÷ off | "
-             "max foreign cores |", "|---|---|---|---|---|"]
+    with_before = any(r["before"] for r in cost["rows"])
+    if with_before:
+        lines = ["| measure | before (BASE_BIN, no scraper) | no scraper | "
+                 "scraped every 100 ms | off ÷ before | scraped ÷ off | "
+                 "max foreign cores |", "|---|---|---|---|---|---|---|"]
+    else:
+        lines = ["| measure | no scraper | scraped every 100 ms | "
+                 "scraped ÷ off | max foreign cores |", "|---|---|---|---|---|"]
 
     def cell_of(vals):
         med = statistics.median(vals)
@@ -565,11 +573,19 @@ def metrics_table(cost):
         return "%s (%s–%s)" % (fmt(med), fmt(min(vals)), fmt(max(vals)))
 
     for r in cost["rows"]:
-        lines.append("| %s (%s, %d run%s each), %s | %s | %s | %.3f | %s |" % (
+        head = "| %s (%s, %d run%s each), %s | " % (
             r["name"], r["measure"], len(r["off"]),
-            "" if len(r["off"]) == 1 else "s", r["unit"].replace("us", "µs"),
-            cell_of(r["off"]), cell_of(r["scraped"]), r["ratio"],
-            fmt(r["max_foreign_cores"])))
+            "" if len(r["off"]) == 1 else "s", r["unit"].replace("us", "µs"))
+        if with_before:
+            b = statistics.median(r["before"]) if r["before"] else float("nan")
+            head += "%s | %s | %s | %.3f | " % (
+                cell_of(r["before"]) if r["before"] else "–",
+                cell_of(r["off"]), cell_of(r["scraped"]),
+                r["off_median"] / b if b > 0 else float("nan"))
+        else:
+            head += "%s | %s | " % (cell_of(r["off"]), cell_of(r["scraped"]))
+        lines.append(head + "%.3f | %s |" % (r["ratio"],
+                                            fmt(r["max_foreign_cores"])))
     if cost["scrapes"]:
         lines.append("")
         lines.append("The scraper, per scraped run: " + "; ".join(

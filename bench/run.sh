@@ -41,6 +41,9 @@
 #                         cluster per measurement [3 / 2]
 #   METRICS_ROUNDS        m: rounds of (no scraper, scraper), the same way [3 / 2]
 #   SCRAPE_INTERVAL       m: seconds between scrapes [0.1]
+#   BASE_BIN              m: a directory with an older build's dexec-broker,
+#                         dexec-worker and dexec_bench (-c opt): m then also
+#                         runs them, unscraped ("before"), in each round []
 #   PREFETCHES            worker --prefetch values for a, e.g. "default 64"
 #                         (other values are reported as dexec_prefetchN) [default]
 #   PEERS                 1: run the peers too [1]
@@ -169,6 +172,11 @@ cp "$OPT_BIN/broker/dexec-broker" "$OPT_BIN/worker/dexec-worker" \
   "$OPT_BIN/bench/dexec_bench" "$OPT_BIN/bench/micro_bench" \
   "$OPT_BIN/bench/shapes_bench" "$OPT_BIN/bench/shapes_http_limit" "$WORK/bin/"
 BIN=$WORK/bin
+if [ -n "${BASE_BIN:-}" ]; then
+  mkdir -p "$WORK/bin-base"
+  cp "$BASE_BIN/dexec-broker" "$BASE_BIN/dexec-worker" "$BASE_BIN/dexec_bench" \
+    "$WORK/bin-base/"
+fi
 
 : >"$OUT/dexec.txt"
 : >"$OUT/peers.txt"
@@ -464,16 +472,27 @@ if want m; then
     for wl in noop_map latency; do
       n=$N_NOOP
       [ "$wl" = latency ] && n=$N_LAT
-      for scrape in off scraped; do
+      variants="off scraped"
+      [ -n "${BASE_BIN:-}" ] && variants="before off scraped"
+      for scrape in $variants; do
+        BIN=$WORK/bin
+        [ "$scrape" = before ] && BIN=$WORK/bin-base
         start_broker memory
         start_workers 2 1
         SCRAPER_PID=""
         if [ "$scrape" = scraped ]; then
+          rm -f "$WORK/scraper.ready"
           "$PY" bench/scraper.py --address="$HTTP" \
             --token_file="$BROKER_AUTH/client.token" \
-            --interval="$SCRAPE_INTERVAL" --out="$OUT/dexec.txt" &
+            --interval="$SCRAPE_INTERVAL" --out="$OUT/dexec.txt" \
+            --ready="$WORK/scraper.ready" &
           SCRAPER_PID=$!
           PIDS+=("$SCRAPER_PID")
+          # Scraping before the clock starts: Python's start is not measured.
+          for _ in $(seq 100); do
+            [ -e "$WORK/scraper.ready" ] && break
+            sleep 0.1
+          done
         fi
         drive --workload="$wl" --n="$n" --label="dexec_metrics_$scrape" \
           --extra="workers=2x1 prefetch=default store=memory metrics=$scrape round=$round"
@@ -486,6 +505,7 @@ if want m; then
       done
     done
   done
+  BIN=$WORK/bin
   unset DRIVE_RUNS
   phase_end
 fi

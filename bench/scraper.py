@@ -5,6 +5,7 @@ bearer token of --token_file, until SIGTERM; then appends one line to --out:
 
   # scraper scrapes=N failed=M bytes_last=B scrape_ms_p50=X scrape_ms_max=Y
 
+With --ready FILE it creates FILE after its first successful scrape.
 A failed scrape (refused, not 200) is counted and the next one opens a new
 connection; the loop never stops on its own.
 """
@@ -22,6 +23,9 @@ def main():
     ap.add_argument("--token_file", default="")
     ap.add_argument("--interval", type=float, default=0.1)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--ready", default="",
+                    help="file created after the first successful scrape, so "
+                         "that the measurement does not pay for Python's start")
     args = ap.parse_args()
     host, port = args.address.rsplit(":", 1)
     headers = {}
@@ -43,6 +47,8 @@ def main():
             body = resp.read()
             if resp.status == 200:
                 ok += 1
+                if ok == 1 and args.ready:
+                    open(args.ready, "w").close()
                 last_bytes = len(body)
                 took.append((time.monotonic() - t0) * 1000)
             else:

@@ -46,8 +46,11 @@ class CountingFactory final
   explicit CountingFactory(GrpcMetrics* metrics) : metrics_(metrics) {}
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override {
-    return new CountingInterceptor(metrics_,
-                                   GrpcMetrics::MethodIndex(info->method()));
+    const size_t method = GrpcMetrics::MethodIndex(info->method());
+    // Streams count themselves (see the header): no interceptor, so their
+    // messages take gRPC's direct path.
+    if (method == GrpcMetrics::kSessionMethod) return nullptr;
+    return new CountingInterceptor(metrics_, method);
   }
 
  private:

@@ -366,7 +366,13 @@ class SessionReactor final
           c.core.OnSessionDrained(id, &c.out);
         });
       }
-      if (next.finish) next.reactor->Finish(next.status);
+      if (next.finish) {
+        // Session is not intercepted (grpc_metrics.h): counted here.
+        next.reactor->metrics_->CountCall(
+            GrpcMetrics::kSessionMethod,
+            static_cast<int>(next.status.error_code()));
+        next.reactor->Finish(next.status);
+      }
     }
 
     // The next read, if reading may go on: no read is outstanding, few
@@ -479,7 +485,9 @@ grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx,
 class RefusedSession final
     : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  explicit RefusedSession(const absl::Status& status) {
+  RefusedSession(const absl::Status& status, GrpcMetrics* metrics) {
+    metrics->CountCall(GrpcMetrics::kSessionMethod,
+                       static_cast<int>(status.code()));
     Finish(ToGrpcStatus(status));
   }
   void OnDone() override { delete this; }
@@ -644,7 +652,7 @@ grpc::ServerUnaryReactor* BrokerService::GetStats(
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
 BrokerService::Session(grpc::CallbackServerContext* ctx) {
   absl::StatusOr<Caller> caller = Authorize(ctx, Need::kSubmit, "Session");
-  if (!caller.ok()) return new RefusedSession(caller.status());
+  if (!caller.ok()) return new RefusedSession(caller.status(), &grpc_metrics_);
   return new SessionReactor(loop_, *std::move(caller), &grpc_metrics_);
 }
 

@@ -16,9 +16,18 @@ int OutcomeIndex(JobState s) {
 
 }  // namespace
 
-TaskMetrics::Name& TaskMetrics::Get(const TaskName& task) {
+TaskMetrics::Name* TaskMetrics::Find(const TaskName& task) {
+  if (&task.str() == cached_key_) return cached_;
   auto it = names_.find(task.str());
-  if (it != names_.end()) return it->second;
+  if (it == names_.end()) return nullptr;
+  cached_key_ = &it->second.name.str();
+  cached_ = &it->second;
+  return cached_;
+}
+
+TaskMetrics::Name& TaskMetrics::Get(const TaskName& task) {
+  if (Name* found = Find(task)) return *found;
+  ForgetCached();
   Name n;
   n.name = task;
   if (slot_names_.size() < cap_) {
@@ -72,9 +81,9 @@ void TaskMetrics::Restored(const TaskName& task, JobState state) {
 }
 
 void TaskMetrics::Moved(const TaskName& task, JobState from, JobState to) {
-  auto it = names_.find(task.str());
-  if (it == names_.end() || from == to) return;
-  Name& n = it->second;
+  Name* found = from == to ? nullptr : Find(task);
+  if (found == nullptr) return;
+  Name& n = *found;
   Counts& c = CountsOf(n);
   if (from == v1::Job::QUEUED && c.queued > 0) --c.queued;
   if (from == v1::Job::RUNNING && c.running > 0) --c.running;
@@ -82,7 +91,10 @@ void TaskMetrics::Moved(const TaskName& task, JobState from, JobState to) {
   if (to == v1::Job::RUNNING) ++c.running;
   if (IsTerminal(to)) {
     ++c.finished[OutcomeIndex(to)];
-    if (n.slot < 0 && --n.other_live == 0) names_.erase(it);
+    if (n.slot < 0 && --n.other_live == 0) {
+      ForgetCached();
+      names_.erase(task.str());
+    }
   }
 }
 

@@ -75,6 +75,15 @@ class TaskMetrics {
   };
   // The entry of `task`, made if missing (a slot if one can be had).
   Name& Get(const TaskName& task);
+  // The entry of `task`, or null. Remembers the last one found: the jobs
+  // of a batch or a map are mostly of one task, so most calls skip the
+  // hash.
+  Name* Find(const TaskName& task);
+  // Before names_ changes (its values may move).
+  void ForgetCached() {
+    cached_key_ = nullptr;
+    cached_ = nullptr;
+  }
   Counts& CountsOf(const Name& n) {
     return n.slot < 0 ? other_ : slots_[n.slot];
   }
@@ -89,6 +98,10 @@ class TaskMetrics {
   std::vector<uint64_t> last_submit_;
   uint64_t submit_clock_ = 0;
   Counts other_;
+  // Find's memo: the address of a kept entry's interned string (which
+  // that entry pins, so no other name can have it) and the entry.
+  const std::string* cached_key_ = nullptr;
+  Name* cached_ = nullptr;
 };
 
 }  // namespace dexec::broker

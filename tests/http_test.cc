@@ -423,9 +423,19 @@ TEST_F(HttpMetricsTest, ARefusedCallCountsByMethodAndCode) {
   v1::Stats resp;
   grpc::Status s = stub->GetStats(&ctx, req, &resp);
   ASSERT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  // A Session stream opened with it is refused too, and counted by the
+  // service itself (streams are not intercepted).
+  grpc::ClientContext session_ctx;
+  auto stream = stub->Session(&session_ctx);
+  v1::SessionResponse ignored;
+  EXPECT_FALSE(stream->Read(&ignored));
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
   Exposition e = Scrape();
   EXPECT_EQ(e.At(Key("dexec_grpc_requests_total",
                      {{"method", "GetStats"}, {"code", "UNAUTHENTICATED"}})),
+            1);
+  EXPECT_EQ(e.At(Key("dexec_grpc_requests_total",
+                     {{"method", "Session"}, {"code", "UNAUTHENTICATED"}})),
             1);
   EXPECT_EQ(e.types["dexec_grpc_requests_total"], "counter");
   ASSERT_TRUE(executor_->Submit("sys.echo", std::string("x"))
@@ -435,6 +445,29 @@ TEST_F(HttpMetricsTest, ARefusedCallCountsByMethodAndCode) {
   EXPECT_GE(e.At("dexec_grpc_session_streams_opened_total"), 1);
   EXPECT_GE(
       e.At(Key("dexec_grpc_session_requests_total", {{"kind", "submit"}})), 1);
+}
+
+// A task name is the client's: it reaches the exposition as a label value,
+// escaped, and cannot end its label, its line or add a sample.
+TEST_F(HttpMetricsTest, AHostileTaskNameStaysInsideItsLabel) {
+  const std::string evil =
+      "evil\"} 1\ndexec_jobs_submitted_total 999\n# TYPE x counter\\";
+  Future<std::string> f = executor_->Submit(evil, std::string("x"));
+  ASSERT_TRUE(f.JobId(absl::Seconds(20)).ok());
+  httplib::Client c = Client();
+  auto m = c.Get("/metrics", Bearer(cluster_.admin_token()));
+  ASSERT_TRUE(m);
+  ASSERT_EQ(m->status, 200);
+  Exposition e = Parse(m->body);
+  EXPECT_EQ(e.At("dexec_jobs_submitted_total"), 1);
+  EXPECT_EQ(e.At(Key("dexec_task_jobs_submitted_total", {{"task", evil}})), 1);
+  EXPECT_EQ(e.types.count("x"), 0u);
+  for (absl::string_view line : absl::StrSplit(m->body, '\n')) {
+    EXPECT_FALSE(absl::StartsWith(line, "dexec_jobs_submitted_total 999"));
+  }
+  f.Cancel();
+  EXPECT_EQ(f.Exception(absl::Seconds(20)).code(),
+            absl::StatusCode::kCancelled);
 }
 
 // Task names beyond --max_task_series are counted under "(other)".
