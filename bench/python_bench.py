@@ -107,12 +107,24 @@ RESULTS = []
 
 class Noise:
     """Foreign cores from start() to the next result() (noise.py's figure,
-    with this process's tree as the benchmark)."""
+    with this process's tree as the benchmark). start() first waits, up to
+    $PEERS_QUIET_MAX_WAIT_S (15 s), for fewer than $PEERS_QUIET_CORES (0.3)
+    foreign cores, as noise.py mark does for the other phases."""
 
     def __init__(self):
         self.start()
 
     def start(self):
+        quiet = float(os.environ.get("PEERS_QUIET_CORES", "0.3"))
+        max_wait = float(os.environ.get("PEERS_QUIET_MAX_WAIT_S", "15"))
+        end = time.monotonic() + max_wait
+        while True:
+            t0, f0 = time.time(), noise.foreign_ticks(os.getpid())
+            time.sleep(0.5)
+            cores = (noise.foreign_ticks(os.getpid()) - f0) / CLK_TCK / (
+                time.time() - t0)
+            if cores < quiet or time.monotonic() >= end:
+                break
         self.t = time.time()
         self.ticks = noise.foreign_ticks(os.getpid())
 
