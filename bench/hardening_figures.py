@@ -14,9 +14,12 @@ PID. Cases:
             that stayed)
   queued    5,000 x 1 MiB payloads queued with no worker, by default and
             with --max_queued_bytes=1GiB (before: 5.5 GB resident)
-  frames    eight peers each sending a 250 MiB - 1 frame to the worker
-            port: without CURVE, with an unknown key, with the admitted
-            local key (before: 2 GB pinned)
+  frames    eight peers each sending all but the last byte of a long frame
+            to the worker port: raw ZMTP before any key, without CURVE,
+            with an unknown key, with the admitted local key (before
+            issue 10: 2 GB pinned; before item 4: 8 x 65 MiB)
+  bigresults 200 x 10 MiB results through one worker (the cost of
+            sending outputs in 1 MiB pieces)
 
 The memory-return figures (task-name churn, large payloads) come from
 tests/memory_test with DEXEC_CHURN_JOBS / DEXEC_LARGE_JOBS; the disk-full
@@ -30,6 +33,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -206,7 +210,25 @@ def case_flood(bin_dir):
         c.close()
 
 
+def unread_at_port(port):
+    """Bytes sent to local TCP port `port` not yet read by its owner
+    (/proc/net/tcp receive queues): 0 once the broker read all it was sent."""
+    unread = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                unread += int(fields[4].split(":")[1], 16)
+    return unread
+
+
 def case_frames(bin_dir):
+    """Eight peers on the worker port each sending all but the last byte of
+    one long frame. Raw ZMTP peers stop after the greeting (no key offered
+    at all); DEALERs without CURVE, with an unknown key, or with the
+    admitted local key send a whole frame. The broker's RSS is read once it
+    has read everything they sent (or closed them)."""
     c = Cluster(bin_dir)
     try:
         creds = {}
@@ -215,29 +237,35 @@ def case_frames(bin_dir):
                 if "=" in line and not line.startswith("#"):
                     k, v = line.strip().split("=", 1)
                     creds[k.strip()] = v.strip()
-        base = rss(c.broker.pid)
+        host, port = c.workers[len("tcp://"):].rsplit(":", 1)
+        port = int(port)
         ctx = zmq.Context()
-        for kind, size in (("plain", 250 * MB - 1),
-                           ("unknown-key", 250 * MB - 1),
-                           ("admitted-key", 250 * MB - 1),
-                           ("raw-curve-greeting", 60 * MB),
-                           ("raw-curve-greeting", 250 * MB - 1)):
-            frame = b"\0" * size
-            socks = []
+        for kind, size in (("raw-curve-greeting", 8 * MB - 1),
+                           ("raw-curve-greeting", 65 * MB - 1),
+                           ("raw-curve-greeting", 250 * MB - 1),
+                           ("plain", 65 * MB - 1),
+                           ("unknown-key", 65 * MB - 1),
+                           ("admitted-key", 8 * MB - 1),
+                           ("admitted-key", 65 * MB - 1)):
+            base = rss(c.broker.pid)
+            socks, threads = [], []
             for _ in range(8 if kind.startswith("raw") else 0):
                 # ZMTP 3.0 by hand: a greeting asking for CURVE, then one
-                # long frame where the HELLO command belongs.
-                host, port = c.workers[len("tcp://"):].rsplit(":", 1)
-                t = socket.create_connection((host, int(port)))
+                # long frame where the HELLO command belongs, all of it but
+                # its last byte (so it is held, not parsed and refused).
+                t = socket.create_connection((host, port))
                 greeting = (b"\xff" + b"\0" * 8 + b"\x7f" + b"\x03\x00" +
                             b"CURVE".ljust(20, b"\0") + b"\0" + b"\0" * 31)
-                t.sendall(greeting)
-                t.sendall(b"\x06" + size.to_bytes(8, "big"))
-                t.setblocking(False)
-                try:
-                    t.send(frame)
-                except (BlockingIOError, OSError):
-                    pass
+                t.sendall(greeting + b"\x06" + size.to_bytes(8, "big"))
+
+                def body(t=t, n=size - 1):
+                    try:
+                        t.sendall(memoryview(b"\0" * n))
+                    except OSError:
+                        pass  # closed at the header
+                th = threading.Thread(target=body)
+                th.start()
+                threads.append(th)
                 socks.append(t)
             for _ in range(0 if kind.startswith("raw") else 8):
                 s = ctx.socket(zmq.DEALER)
@@ -250,17 +278,29 @@ def case_frames(bin_dir):
                         pub = creds["public"].encode()
                         sec = creds["secret"].encode()
                     s.curve_publickey, s.curve_secretkey = pub, sec
+                s.setsockopt(zmq.SNDTIMEO, 10000)
                 s.connect(c.workers)
-                s.send(frame, copy=False, flags=zmq.NOBLOCK)
+                try:
+                    s.send(b"\0" * size, copy=False)
+                except zmq.Again:
+                    pass  # refused at the handshake: never connected
                 socks.append(s)
-            time.sleep(3)  # the frames are in flight; the handshake limit is 5 s
+            for th in threads:
+                th.join(10)
+            end = time.monotonic() + 10
+            while unread_at_port(port) and time.monotonic() < end:
+                time.sleep(0.01)  # polling /proc/net/tcp
             during = rss(c.broker.pid)
             for s in socks:
                 s.close()
-            print("frames: 8 peers x %d MiB frames, %s: broker RSS %d MB "
+            print("frames: 8 peers x %.1f MiB frames, %s: broker RSS %d MB "
                   "before, %d MB with them connected, peak %d MB; alive=%s" %
-                  (size // MB, kind, base // MB, during // MB,
+                  (size / MB, kind, base // MB, during // MB,
                    rss(c.broker.pid, "VmHWM") // MB, c.alive()))
+            end = time.monotonic() + 10
+            while rss(c.broker.pid) > base + 16 * MB and \
+                    time.monotonic() < end:
+                time.sleep(0.1)  # let the broker free (handshake limit 5 s)
         ctx.term()
     finally:
         c.close()
@@ -286,8 +326,44 @@ def case_queued(bin_dir):
             c.close()
 
 
+def case_bigresults(bin_dir):
+    """200 sys.echo jobs of 10 MiB through one 4-thread worker, submitted
+    ten at a time: the results' worker -> broker leg is 2 GB, in 1 MiB
+    pieces since issue 10 item 4 (one frame each before)."""
+    n, size = 200, 10 * MB
+    c = Cluster(bin_dir, worker_threads=4,
+                flags=["--max_result_bytes=%d" % (16 * MB),
+                       "--max_payload_bytes=%d" % (16 * MB), "--retention=10m"])
+    try:
+        payload = bytes(range(256)) * (size // 256)
+        start = time.monotonic()
+        ids = c.submit("sys.echo", [payload] * n, per_call=1)
+        c.wait_finished(ids, timeout=600)
+        took = time.monotonic() - start
+        s = c.stub.GetStats(pb.GetStatsRequest(), metadata=c.md)
+        check = c.stub.GetJobs(pb.GetJobsRequest(job_ids=ids[-3:],
+                                                 include_result=True),
+                               metadata=c.md, timeout=60)
+        intact = all(j.result == payload for j in check.jobs)
+        # CPU time says more than wall time on a shared machine.
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def cpu(pid):
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / tick
+        print("bigresults: %d x %d MiB sys.echo, 4 threads: %.2f s "
+              "(%.0f MB/s of results), succeeded=%d, last 3 intact=%s, "
+              "CPU broker %.2f s worker %.2f s, broker peak RSS %d MB" %
+              (n, size // MB, took, n * size / took / 1e6, s.succeeded, intact,
+               cpu(c.broker.pid), cpu(c.procs[1].pid),
+               rss(c.broker.pid, "VmHWM") // MB))
+    finally:
+        c.close()
+
+
 CASES = {"wait": case_wait, "queued": case_queued, "repeat": case_repeat, "flood": case_flood,
-         "frames": case_frames}
+         "frames": case_frames, "bigresults": case_bigresults}
 
 
 def main():

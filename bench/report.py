@@ -5,7 +5,9 @@ peers') into bench/results/latest.json, latest.md and latest.png.
 latest.md: the machine and versions; the issue #4 targets, met or not; one
 table per workload (a-g) with every system's median (min-max) and the
 ratio dexec / that system from the same run; the cost of security (s:
-secure vs --insecure, against issue #9's goals); the micro-suite; how long
+secure vs --insecure, against issue #9's goals); work of every shape (h:
+issue 12's goals, from shapes.txt's last run); the cost of /metrics (m:
+scraped every 100 ms vs not, as ratios); the micro-suite; how long
 each phase took. latest.png: no-op throughput (tasks/s, log) and round-trip
 latency (p50, p99) per system. The chart needs matplotlib (Debian's
 python3-matplotlib, hence /usr/bin/python3); without it the report says so.
@@ -14,7 +16,8 @@ The Python package's goals (issue 11) come from phase p's python.txt
 (--python): one table of goal, Python worker, C++ worker and
 ProcessPoolExecutor, from the same run.
 
-Usage: report.py DEXEC.txt PEERS.txt [--micro MICRO.json] [--python PY.txt]
+Usage: report.py DEXEC.txt PEERS.txt [--micro MICRO.json]
+                 [--shapes SHAPES.txt] [--python PY.txt]
                  --json OUT.json --md OUT.md [--png OUT.png]
 """
 import argparse
@@ -59,6 +62,15 @@ WORKLOADS = [
      "drift of the machine hits both. Each cell is the median (min–max) of "
      "the rounds. Every other dexec figure in this report is on a default, "
      "secure broker."),
+    ("m", "Cost of /metrics scraping (dexec, issue #13)",
+     "The no-op `Map` of (a) and the round trip of (b), each on a broker "
+     "whose `/metrics` a scraper (`bench/scraper.py`, one keep-alive "
+     "connection, a read of the whole exposition) GETs every 100 ms for the "
+     "whole measurement, and on one nobody scrapes; alternated — off, "
+     "scraped, off, … — with a fresh cluster per run. Each cell is the "
+     "median (min–max) of the rounds; *scraped ÷ off* is the ratio of the "
+     "medians (above 1 is faster for tasks/s, slower for µs). Every broker "
+     "counts its metrics either way: what this isolates is the scrape."),
 ]
 # Issue #9's goals for the cost of security.
 SECURITY_MAP_GOAL_PCT = 5.0
@@ -112,6 +124,8 @@ def measure_n(measure):
 
 def workload_of(r):
     m = r["measure"]
+    if r.get("metrics"):
+        return "m"
     if r.get("security"):
         return "s"
     if m.startswith("noop_"):
@@ -188,6 +202,9 @@ def read_inputs(paths):
                     meta["config"] = line[9:]
                 elif line.startswith("# micro foreign_cores="):
                     meta["micro_noise"] = line.split("=", 1)[1]
+                elif line.startswith("# scraper "):
+                    meta.setdefault("scrapes", []).append(
+                        parse_result(line[2:]))
     return results, meta
 
 
@@ -624,6 +641,75 @@ def security_table(cost):
     return lines
 
 
+def metrics_cost(results, scrapes):
+    """Phase m: per measure, the runs with and without a scraper, their
+    medians and the ratio scraped / off; `scrapes`: the scraper's summary
+    lines (scrapes made, failed, exposition size)."""
+    runs = {}
+    for r in results:
+        if workload_of(r) != "m":
+            continue
+        key = (r["measure"], r["metrics"])
+        for v in r.get("runs", r["median"]).split(","):
+            runs.setdefault(key, []).append({
+                "value": num(v), "round": r.get("round", "?"),
+                "foreign_cores": num(r.get("foreign_cores"))})
+    out = {"rows": [], "scrapes": scrapes}
+    specs = [
+        (lambda m: m.startswith("noop_"), "no-op Map", "tasks/s"),
+        (lambda m: m == "latency_p50", "round trip p50", "us"),
+        (lambda m: m == "latency_p99", "round trip p99", "us"),
+    ]
+    measures = sorted({m for m, _ in runs})
+    for pick, name, unit in specs:
+        for m in measures:
+            if not pick(m):
+                continue
+            on, off = runs.get((m, "scraped"), []), runs.get((m, "off"), [])
+            if not on or not off:
+                continue
+            mon = statistics.median(x["value"] for x in on)
+            moff = statistics.median(x["value"] for x in off)
+            fc = [x["foreign_cores"] for x in on + off
+                  if x["foreign_cores"] == x["foreign_cores"]]
+            out["rows"].append({
+                "measure": m, "name": name, "unit": unit,
+                "scraped": [x["value"] for x in on],
+                "off": [x["value"] for x in off],
+                "scraped_median": mon, "off_median": moff,
+                "ratio": mon / moff if moff > 0 else float("nan"),
+                "max_foreign_cores": max(fc) if fc else float("nan")})
+    return out
+
+
+def metrics_table(cost):
+    if not cost["rows"]:
+        return []
+    lines = ["| measure | no scraper | scraped every 100 ms | scraped ÷ off | "
+             "max foreign cores |", "|---|---|---|---|---|"]
+
+    def cell_of(vals):
+        med = statistics.median(vals)
+        if min(vals) == max(vals):
+            return fmt(med)
+        return "%s (%s–%s)" % (fmt(med), fmt(min(vals)), fmt(max(vals)))
+
+    for r in cost["rows"]:
+        lines.append("| %s (%s, %d run%s each), %s | %s | %s | %.3f | %s |" % (
+            r["name"], r["measure"], len(r["off"]),
+            "" if len(r["off"]) == 1 else "s", r["unit"].replace("us", "µs"),
+            cell_of(r["off"]), cell_of(r["scraped"]), r["ratio"],
+            fmt(r["max_foreign_cores"])))
+    if cost["scrapes"]:
+        lines.append("")
+        lines.append("The scraper, per scraped run: " + "; ".join(
+            "%s scrapes (%s failed) of %s bytes, %s ms p50" % (
+                s.get("scrapes", "?"), s.get("failed", "?"),
+                s.get("bytes_last", "?"), s.get("scrape_ms_p50", "?"))
+            for s in cost["scrapes"]) + ".")
+    return lines
+
+
 def durable_table(results):
     lines = []
     for api in ("map", "submit"):
@@ -776,6 +862,181 @@ def deviations(results, meta):
 
 # ---------------------------------------------------------------- chart
 
+# ---------------------------------------------------------------- shapes
+
+# Issue 12's goals ("Work of every shape"), from bench/shapes_bench.sh's
+# file: (goal text, measure prefix, unit, test of dexec's median, peers).
+SHAPES_SLEEP_GOAL_S = 1.3
+SHAPES_HTTP_GOAL_RATIO = 1.3
+SHAPES_MEMORY_GOAL_BYTES = 4096
+SHAPES_MAP_GOAL_ITEMS_S = 1_000_000
+
+
+def read_shapes(path):
+    """The last run of a shapes.txt (after its last '# shapes run' line):
+    {"run": fields of that line, "results": {(system, measure): [values]},
+    "cpu": {name: [{client, nginx, broker, worker}]}, "notes": [...]}, or
+    None if there is no run in it."""
+    if not path or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        lines = [l.strip() for l in f]
+    starts = [i for i, l in enumerate(lines) if l.startswith("# shapes run")]
+    if not starts:
+        return None
+    out = {"run": parse_result(lines[starts[-1]][1:]), "results": {},
+           "cpu": {}, "notes": []}
+    for line in lines[starts[-1] + 1:]:
+        if line.startswith("RESULT "):
+            r = parse_result(line)
+            out["results"].setdefault((r["system"], r["measure"]), []).append(
+                num(r.get("value")))
+        elif line.startswith("# cpu_s of "):
+            name, rest = line[len("# cpu_s of "):].split(":", 1)
+            out["cpu"].setdefault(name, []).append(
+                {k: num(v) for k, v in parse_result("x " + rest).items()})
+        elif line.startswith("# ") and "failed" in line:
+            out["notes"].append(line[2:])
+    return out
+
+
+def shapes_json(shapes):
+    if shapes is None:
+        return None
+    return {"run": shapes["run"], "cpu_s": shapes["cpu"],
+            "notes": shapes["notes"],
+            "results": [{"system": s, "measure": m, "values": v}
+                        for (s, m), v in sorted(shapes["results"].items())]}
+
+
+def shapes_section(shapes):
+    """Markdown lines of the "Work of every shape" table (issue 12): each
+    goal, dexec's figure, the peers', the server's limit, the ratio."""
+    L = ["## h. Work of every shape (issue 12)", ""]
+    if shapes is None:
+        return L + ["Not measured in this run.", ""]
+    res, run = shapes["results"], shapes["run"]
+
+    def vals(system, prefix):
+        for (s, m), v in sorted(res.items()):
+            if s == system and m.startswith(prefix):
+                return m, v
+        return None, []
+
+    def cell_of(v):
+        if not v:
+            return "–"
+        med = statistics.median(v)
+        if len(v) == 1:
+            return fmt(med)
+        return "%s (%s–%s)" % (fmt(med), fmt(min(v)), fmt(max(v)))
+
+    def peers(prefix, systems):
+        cells = []
+        for (s, m), v in sorted(res.items()):
+            if m.startswith(prefix) and s in systems:
+                cells.append("%s %s" % (s, cell_of(v)))
+        return "; ".join(cells) or "–"
+
+    def verdict(ok):
+        return "–" if ok is None else ("met" if ok else "**not met**")
+
+    L.append("One broker and one worker with 2 threads (`--insecure`, in "
+             "memory), by `bench/shapes_bench.sh` (%s, commit %s, load %s at "
+             "the start). Cells: median (min–max) of the rounds. "
+             "*Server limit*: `bench/shapes_http_limit`, every request in "
+             "flight at once from 4 processes, with plain sockets on epoll "
+             "(raw_epoll: one request per connection, the least CPU per "
+             "request) and with curl as http.get drives it (curl_multi); the "
+             "lesser (bold) is the limit, the least time any client here "
+             "gets from this nginx (4 processes answering each request after "
+             "1 s)." % (
+                 run.get("date", "?"), run.get("commit", "?"),
+                 run.get("load", "?").replace(",", " ")))
+    if run.get("quick") == "1":
+        L.append("")
+        L.append("> **SHAPES_QUICK / BENCH_QUICK: small N, one round. Not "
+                 "results.**")
+    L.append("")
+    L.append("| goal | dexec | peers | server limit | dexec ÷ | |")
+    L.append("|---|---|---|---|---|---|")
+    m, v = vals("dexec", "sleeps_")
+    if m:
+        med = statistics.median(v)
+        L.append("| %s concurrent `sys.sleep 1000` in ≤ %.1f s | %s s | – | "
+                 "1.0 s (one sleep) | %s | %s |" % (
+                     "{:,}".format(int(m.split("_")[1])), SHAPES_SLEEP_GOAL_S,
+                     cell_of(v), fmt(med / 1.0),
+                     verdict(med <= SHAPES_SLEEP_GOAL_S)))
+    http_ns = sorted({int(m.split("_")[1]) for (_, m) in res
+                      if re.match(r"http_\d+$", m)}, reverse=True)
+    for n in http_ns:
+        measure = "http_%d" % n
+        v = res.get(("dexec", measure), [])
+        limits = {s: x for (s, m), x in res.items()
+                  if m == measure and s in ("raw_epoll", "curl_multi")}
+        best = min(limits, key=lambda s: statistics.median(limits[s]),
+                   default=None)
+        lv = limits.get(best, [])
+        ratio = (statistics.median(v) / statistics.median(lv)
+                 if v and lv else float("nan"))
+        limit_cell = "; ".join("%s%s %s s" % ("**" if s == best else "", s,
+                                              cell_of(x)) +
+                               ("**" if s == best else "")
+                               for s, x in sorted(limits.items())) or "–"
+        L.append("| `map http.get` over %s URLs within %.1f× the server's "
+                 "limit | %s s | %s | %s | %s | %s |" % (
+                     "{:,}".format(n), SHAPES_HTTP_GOAL_RATIO, cell_of(v),
+                     "; ".join("%s %s s" % (s, cell_of(x))
+                               for (s, m), x in sorted(res.items())
+                               if m == measure and s not in
+                               ("dexec", "raw_epoll", "curl_multi")) or "–",
+                     limit_cell, fmt(ratio),
+                     verdict(None if ratio != ratio
+                             else ratio <= SHAPES_HTTP_GOAL_RATIO)))
+    m, v = vals("dexec", "memory_per_suspended_task")
+    if m:
+        med = statistics.median(v)
+        L.append("| worker memory per suspended task ≤ %d KiB | %s bytes | – "
+                 "| – | – | %s |" % (SHAPES_MEMORY_GOAL_BYTES // 1024,
+                                     cell_of(v),
+                                     verdict(med <= SHAPES_MEMORY_GOAL_BYTES)))
+    m, v = vals("dexec", "chunked_map")
+    pm, pv = vals("ppe2", "chunked_map")
+    if m:
+        med = statistics.median(v)
+        L.append("| chunked map, chunksize 1000, ≥ 1M no-op items/s | %s "
+                 "items/s | ProcessPoolExecutor(2) %s items/s | – | %s | %s |"
+                 % (cell_of(v), cell_of(pv),
+                    fmt(med / statistics.median(pv)) if pv else "–",
+                    verdict(med >= SHAPES_MAP_GOAL_ITEMS_S)))
+    L.append("")
+    L.append("For http, *dexec ÷* divides by the server limit; for the "
+             "chunked map by ProcessPoolExecutor(2) (above 1: dexec is "
+             "faster), which has no broker and no network.")
+    L.append("")
+    if shapes["cpu"]:
+        L.append("CPU seconds used during each HTTP client's round (median of "
+                 "rounds; the client's own with its children, and nginx's, "
+                 "the broker's and the worker's meanwhile), on 2 cores:")
+        L.append("")
+        L.append("| client | client | nginx | broker | worker | load |")
+        L.append("|---|---|---|---|---|---|")
+        for name, rounds in shapes["cpu"].items():
+            def med(k):
+                xs = [r.get(k, float("nan")) for r in rounds]
+                xs = [x for x in xs if x == x]
+                return fmt(statistics.median(xs)) if xs else "–"
+            L.append("| %s | %s | %s | %s | %s | %s |" % (
+                name, med("client"), med("nginx"), med("broker"),
+                med("worker"), med("load")))
+        L.append("")
+    if shapes["notes"]:
+        L.append("Failures in this run: " + "; ".join(shapes["notes"]) + ".")
+        L.append("")
+    return L
+
+
 def chart(results, png, title):
     try:
         import matplotlib
@@ -855,6 +1116,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("inputs", nargs="+")
     ap.add_argument("--micro")
+    ap.add_argument("--shapes", help="bench/shapes_bench.sh's file (phase h)")
     ap.add_argument("--python", help="phase p's python.txt")
     ap.add_argument("--json", required=True)
     ap.add_argument("--md", required=True)
@@ -869,6 +1131,8 @@ def main():
     commit = meta["commit"] or run(["git", "rev-parse", "--short", "HEAD"])
     tgt = targets(results)
     sec = security_cost(results, micro)
+    shapes = read_shapes(args.shapes)
+    met = metrics_cost(results, meta.get("scrapes", []))
     py_rows, py_uptime = read_python(args.python)
     py_goals = python_goals(py_rows)
 
@@ -881,6 +1145,8 @@ def main():
                    "targets": [{"target": t, "measured": m, "verdict": v}
                                for t, m, v in tgt],
                    "security_cost": sec,
+                   "shapes": shapes_json(shapes),
+                   "metrics_cost": met,
                    "python": {"uptime": py_uptime, "goals": py_goals,
                               "results": py_rows},
                    "results": results, "micro": micro}, f, indent=1)
@@ -967,6 +1233,10 @@ def main():
                              for t in sec["token_check"]) + ".")
                 L.append("")
             continue
+        if letter == "m":
+            L.extend(metrics_table(met) or ["Not measured in this run."])
+            L.append("")
+            continue
         rows = workload_table(results, letter)
         L.extend(rows or ["Not measured in this run."])
         L.append("")
@@ -1001,6 +1271,9 @@ def main():
             "%s %s %s %s" % (label(r), r["measure"], cell(r), r["unit"])
             for r in other) + ".")
         L.append("")
+
+    if args.shapes:
+        L.extend(shapes_section(shapes))
 
     L.append("## Micro-benchmarks (`bench/micro_bench.cc`)")
     L.append("")

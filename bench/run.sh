@@ -11,6 +11,12 @@
 #   g   broker restart with 1M journaled jobs (dexec only)
 #   s   the cost of security: a's no-op Map and b's round trip on a default
 #       (tokens + CURVE) broker and on an --insecure one, alternated
+#   h   work of every shape (issue 12; bench/shapes_bench.sh): coroutine
+#       sleeps, http.get beside aiohttp, ThreadPoolExecutor and the
+#       server's own limit, memory per suspended task, chunked map beside
+#       ProcessPoolExecutor(2); results in $OUT/shapes.txt
+#   m   the cost of /metrics: the same two with a scraper GETting /metrics
+#       every 100 ms (bench/scraper.py) and without, alternated
 #   micro  the Google Benchmark micro-suite (bench/micro_bench.cc)
 # and bench/report.py turns every RESULT line into latest.{md,json,png}.
 # Every process started here is stopped by PID (also on exit, via a trap);
@@ -25,12 +31,16 @@
 #                         machine; writes to /tmp/dexec-bench-quick, not
 #                         bench/results (quick numbers are not results)
 #   BENCH_OUT             output directory [bench/results / /tmp/dexec-bench-quick]
-#   ONLY                  phases to run [a b c d e f g s p micro]; "a,b" works too
+#   ONLY                  phases to run [a b c d e f g s m p h micro]; "a,b" works too
+#   HTTP_N SLEEP_N MAP_N  h: sizes of bench/shapes_bench.sh (its defaults;
+#                         BENCH_QUICK=1 sets its SHAPES_QUICK)
 #   RUNS                  repetitions per measurement [3 / 1]
 #   N_NOOP N_LAT          no-op jobs per run; round trips per run [100000 10000 / 10000 1000]
 #   N_QUEUE N_RESTART     jobs queued for e; journaled for g [1000000 1000000 / 100000 100000]
 #   SEC_ROUNDS            s: rounds of (secure, insecure), each a fresh
 #                         cluster per measurement [3 / 2]
+#   METRICS_ROUNDS        m: rounds of (no scraper, scraper), the same way [3 / 2]
+#   SCRAPE_INTERVAL       m: seconds between scrapes [0.1]
 #   PREFETCHES            worker --prefetch values for a, e.g. "default 64"
 #                         (other values are reported as dexec_prefetchN) [default]
 #   PEERS                 1: run the peers too [1]
@@ -53,7 +63,7 @@ T_START=$EPOCHREALTIME
 
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
   : "${RUNS:=1}" "${N_NOOP:=10000}" "${N_LAT:=1000}" "${N_QUEUE:=100000}"
-  : "${N_RESTART:=100000}" "${PEER_100K:=}" "${SEC_ROUNDS:=2}"
+  : "${N_RESTART:=100000}" "${PEER_100K:=}" "${SEC_ROUNDS:=2}" "${METRICS_ROUNDS:=2}"
   : "${MICRO_MIN_TIME:=0.05}" "${MICRO_REPS:=1}"
   : "${BENCH_OUT:=/tmp/dexec-bench-quick}"
 fi
@@ -63,6 +73,8 @@ N_LAT=${N_LAT:-10000}
 N_QUEUE=${N_QUEUE:-1000000}
 N_RESTART=${N_RESTART:-1000000}
 SEC_ROUNDS=${SEC_ROUNDS:-3}
+METRICS_ROUNDS=${METRICS_ROUNDS:-3}
+SCRAPE_INTERVAL=${SCRAPE_INTERVAL:-0.1}
 PREFETCHES=${PREFETCHES:-default}
 PEERS=${PEERS:-1}
 PEER_ONLY=${PEER_ONLY:-a,b,c,d,e}
@@ -72,7 +84,7 @@ PEER_TIMEOUT=${PEER_TIMEOUT:-600}
 MICRO_MIN_TIME=${MICRO_MIN_TIME:-0.3}
 MICRO_REPS=${MICRO_REPS:-3}
 BENCH_PEERS=$(cd "${BENCH_PEERS:-../shared/bench-peers}" && pwd)
-ONLY=" $(tr ',' ' ' <<<"${ONLY:-a b c d e f g s p micro}") "
+ONLY=" $(tr ',' ' ' <<<"${ONLY:-a b c d e f g s m p h micro}") "
 export PEERS_RUNS=${PEERS_RUNS:-$RUNS}
 export PEERS_QUIET_MAX_WAIT_S=${PEERS_QUIET_MAX_WAIT_S:-15}
 OUT=${BENCH_OUT:-$ROOT/bench/results}
@@ -126,6 +138,12 @@ if [ "$PEERS" = 1 ]; then
   $PY -c 'import psutil' 2>/dev/null || need+=(python3-psutil)
   command -v redis-server >/dev/null || need+=(redis-server)
 fi
+if want h; then
+  # Phase h's HTTP server and the seeds' crawler (bench/shapes_bench.sh).
+  [ -x /usr/sbin/nginx ] || need+=(nginx)
+  [ -e /usr/lib/nginx/modules/ngx_http_echo_module.so ] || need+=(libnginx-mod-http-echo)
+  $PY -c 'import aiohttp' 2>/dev/null || need+=(python3-aiohttp)
+fi
 if ((${#need[@]})); then
   log "installing ${need[*]}"
   SUDO=""
@@ -141,14 +159,15 @@ log "building -c opt"
 T_BUILD=$EPOCHREALTIME
 timeout 1800 "$BAZEL" build -c opt \
   //broker:dexec-broker //worker:dexec-worker //bench:dexec_bench \
-  //bench:micro_bench
+  //bench:micro_bench //bench:shapes_bench //bench:shapes_http_limit
 # Not the bazel-bin symlink: it follows whichever build ran last, and other
 # builds (fastbuild, tsan) run on this machine at the same time.
 OPT_BIN=$("$BAZEL" info -c opt bazel-bin)
 BUILD_S=$(elapsed "$T_BUILD")
 mkdir -p "$WORK/bin"
 cp "$OPT_BIN/broker/dexec-broker" "$OPT_BIN/worker/dexec-worker" \
-  "$OPT_BIN/bench/dexec_bench" "$OPT_BIN/bench/micro_bench" "$WORK/bin/"
+  "$OPT_BIN/bench/dexec_bench" "$OPT_BIN/bench/micro_bench" \
+  "$OPT_BIN/bench/shapes_bench" "$OPT_BIN/bench/shapes_http_limit" "$WORK/bin/"
 BIN=$WORK/bin
 
 : >"$OUT/dexec.txt"
@@ -158,7 +177,7 @@ rm -f "$OUT/micro.json" "$OUT/python.txt" "$OUT/python.md"
 {
   echo "# host nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')\" kernel=$(uname -r) date=$(date -u +%FT%TZ)"
   echo "# dexec commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- broker worker client common protos bench/dexec_bench.cc bench/micro_bench.cc || echo '+dirty')"
-  echo "# config quick=${BENCH_QUICK:-0} runs=$RUNS n_noop=$N_NOOP n_lat=$N_LAT n_queue=$N_QUEUE n_restart=$N_RESTART sec_rounds=$SEC_ROUNDS prefetches=\"$PREFETCHES\" peers=$PEERS peer_only=$PEER_ONLY peer_systems=\"$PEER_SYSTEMS\" peer_100k=\"$PEER_100K\" peers_runs=$PEERS_RUNS micro_min_time=$MICRO_MIN_TIME micro_reps=$MICRO_REPS"
+  echo "# config quick=${BENCH_QUICK:-0} runs=$RUNS n_noop=$N_NOOP n_lat=$N_LAT n_queue=$N_QUEUE n_restart=$N_RESTART sec_rounds=$SEC_ROUNDS metrics_rounds=$METRICS_ROUNDS scrape_interval=$SCRAPE_INTERVAL prefetches=\"$PREFETCHES\" peers=$PEERS peer_only=$PEER_ONLY peer_systems=\"$PEER_SYSTEMS\" peer_100k=\"$PEER_100K\" peers_runs=$PEERS_RUNS micro_min_time=$MICRO_MIN_TIME micro_reps=$MICRO_REPS"
   echo "# phase name=build seconds=$BUILD_S"
 } >>"$OUT/dexec.txt"
 
@@ -168,6 +187,7 @@ phase() { PHASE=$1; PHASE_T0=$EPOCHREALTIME; log "===== phase $1"; }
 phase_end() { echo "# phase name=$PHASE seconds=$(elapsed "$PHASE_T0")" >>"$OUT/dexec.txt"; }
 
 GRPC=""
+HTTP=""
 WORKERS_EP=""
 BROKER_PID=""
 BROKER_AUTH=""  # the current broker's --auth_dir; empty if --insecure
@@ -205,6 +225,7 @@ start_broker() {
   done
   [ -n "$line" ] || { log "broker did not print its listening line in 30 s"; exit 1; }
   GRPC=$(sed -n 's/.*grpc=\([^ ]*\).*/\1/p' <<<"$line")
+  HTTP=$(sed -n 's/.*http=\([^ ]*\).*/\1/p' <<<"$line")
   WORKERS_EP=$(sed -n 's/.*workers=\([^ ]*\).*/\1/p' <<<"$line")
   log "broker pid=$BROKER_PID store=$store security=$security grpc=$GRPC workers=$WORKERS_EP"
 }
@@ -431,6 +452,44 @@ if want s; then
   phase_end
 fi
 
+# ---- m: what /metrics costs the hot path (issue 13). The no-op Map of a
+# and the round trip of b, each with bench/scraper.py GETting /metrics every
+# SCRAPE_INTERVAL s for the whole measurement and without any scraper,
+# alternated (off, scraped, off, ...) with a fresh cluster per measurement;
+# report.py gives the ratio scraped / off of the medians.
+if want m; then
+  phase m
+  DRIVE_RUNS=1
+  for round in $(seq "$METRICS_ROUNDS"); do
+    for wl in noop_map latency; do
+      n=$N_NOOP
+      [ "$wl" = latency ] && n=$N_LAT
+      for scrape in off scraped; do
+        start_broker memory
+        start_workers 2 1
+        SCRAPER_PID=""
+        if [ "$scrape" = scraped ]; then
+          "$PY" bench/scraper.py --address="$HTTP" \
+            --token_file="$BROKER_AUTH/client.token" \
+            --interval="$SCRAPE_INTERVAL" --out="$OUT/dexec.txt" &
+          SCRAPER_PID=$!
+          PIDS+=("$SCRAPER_PID")
+        fi
+        drive --workload="$wl" --n="$n" --label="dexec_metrics_$scrape" \
+          --extra="workers=2x1 prefetch=default store=memory metrics=$scrape round=$round"
+        if [ -n "$SCRAPER_PID" ]; then
+          # SIGTERM: it appends its "# scraper" line to dexec.txt.
+          kill "$SCRAPER_PID" 2>/dev/null || true
+          wait "$SCRAPER_PID" 2>/dev/null || true
+        fi
+        stop_all
+      done
+    done
+  done
+  unset DRIVE_RUNS
+  phase_end
+fi
+
 # ---- p: the Python package (issue 11's goals) beside ProcessPoolExecutor,
 # on the -c opt binaries; bench/python_bench.py starts and stops its own
 # broker and workers. Its RESULT lines go to python.txt (report.py's
@@ -449,6 +508,22 @@ if want p; then
   if [ "$rc" != 0 ]; then
     echo "# FAILED phase=p rc=$rc python_bench.py" >>"$OUT/dexec.txt"
     FAILED+=("p: python_bench.py")
+  fi
+  phase_end
+fi
+
+# ---- h: work of every shape (issue 12), by bench/shapes_bench.sh on the
+# copied -c opt binaries; it starts and stops its own broker, worker and
+# nginx. It appends its run to $OUT/shapes.txt (the file keeps its history);
+# report.py reads the last run.
+if want h; then
+  phase h
+  rc=0
+  SHAPES_BIN="$BIN" OUT="$OUT/shapes.txt" ROUNDS=$RUNS \
+    SHAPES_QUICK=${BENCH_QUICK:-0} timeout 900 bench/shapes_bench.sh >"$WORK/shapes.out" 2>"$WORK/shapes.err" || rc=$?
+  if [ "$rc" != 0 ]; then
+    echo "# FAILED phase=h rc=$rc shapes_bench.sh: $(tail -1 "$WORK/shapes.err")" >>"$OUT/dexec.txt"
+    FAILED+=("h: shapes_bench.sh")
   fi
   phase_end
 fi
@@ -474,9 +549,9 @@ fi
 
 echo "# phase name=total seconds=$(elapsed "$T_START")" >>"$OUT/dexec.txt"
 "$PY" bench/report.py "$OUT/dexec.txt" "$OUT/peers.txt" \
-  --micro "$OUT/micro.json" --python "$OUT/python.txt" \
-  --json "$OUT/latest.json" --md "$OUT/latest.md" \
-  --png "$OUT/latest.png"
+  --micro "$OUT/micro.json" --shapes "$OUT/shapes.txt" \
+  --python "$OUT/python.txt" \
+  --json "$OUT/latest.json" --md "$OUT/latest.md" --png "$OUT/latest.png"
 log "wrote $OUT/latest.md, latest.json, latest.png in $(elapsed "$T_START") s"
 if ((${#FAILED[@]})); then
   log "FAILED workloads (see $OUT/dexec.txt):"

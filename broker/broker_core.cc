@@ -78,7 +78,9 @@ v1::JobEvent NotFoundEvent(uint64_t id) {
 
 BrokerCore::BrokerCore(BrokerOptions options, absl::Time now,
                        uint64_t first_job_id)
-    : options_(std::move(options)), jobs_(first_job_id), started_at_(now) {}
+    : options_(std::move(options)),
+      jobs_(first_job_id, options_.max_task_series),
+      started_at_(now) {}
 
 // ---------------------------------------------------------------- clients
 
@@ -593,6 +595,23 @@ v1::Stats BrokerCore::GetStats(absl::Time now) const {
   return s;
 }
 
+CoreMetrics BrokerCore::Metrics(absl::Time now) {
+  CoreMetrics m;
+  m.queue_wait = queue_wait_;
+  m.run_time = run_time_;
+  m.submit_to_start = submit_to_start_;
+  m.requeues = requeues_;
+  m.tasks = jobs_.task_metrics().Snapshot();
+  if (const Job* oldest = jobs_.OldestQueued()) {
+    m.any_queued = true;
+    if (oldest->submitted_at != absl::InfinitePast()) {
+      m.oldest_queued_age =
+          std::max(now - oldest->submitted_at, absl::ZeroDuration());
+    }
+  }
+  return m;
+}
+
 std::string BrokerCore::WaitingReason(const Job& job) const {
   if (auto it = delayed_until_.find(job.id); it != delayed_until_.end()) {
     return absl::StrCat("attempt ", job.attempt_number(),
@@ -686,10 +705,19 @@ void BrokerCore::OnRegister(const std::string& identity, const std::string& key,
   welcome.mutable_welcome()->set_heartbeat_interval_ms(
       absl::ToInt64Milliseconds(options_.heartbeat_interval));
   welcome.mutable_welcome()->set_liveness(options_.liveness);
+  // A worker that does not chunk (an older one) fails a result longer
+  // than one piece as result_too_large rather than send a frame the worker
+  // socket refuses (which would drop its connection and everything on it).
+  const uint64_t max_result =
+      reg.chunked_results() ? options_.max_result_bytes
+                            : std::min<uint64_t>(options_.max_result_bytes,
+                                                 wire::kMaxResultChunkBytes);
   welcome.mutable_welcome()->set_max_result_bytes(
-      static_cast<int64_t>(options_.max_result_bytes));
+      static_cast<int64_t>(max_result));
   welcome.mutable_welcome()->set_max_frame_bytes(
-      static_cast<int64_t>(options_.MaxWorkerFrameBytes()));
+      static_cast<int64_t>(wire::kMaxWorkerFrameBytes));
+  welcome.mutable_welcome()->set_max_chunk_bytes(
+      static_cast<int64_t>(wire::kMaxResultChunkBytes));
   SendToWorker(identity, std::move(welcome), out);
   // Held attempts of settled jobs are worthless: tell the worker to stop.
   wire::Frame abandon;
@@ -710,12 +738,6 @@ void BrokerCore::OnRegister(const std::string& identity, const std::string& key,
                   << " tasks=" << w.tasks.size() << " held=" << reg.held_size()
                   << " reclaimed=" << reclaimed;
   dirty_ = true;
-}
-
-uint64_t BrokerOptions::MaxWorkerFrameBytes() const {
-  return std::min<uint64_t>(
-      std::max(max_payload_bytes, max_result_bytes) + wire::kFrameEnvelopeBytes,
-      wire::kMaxFrameBytes);
 }
 
 int32_t BrokerCore::CreditFor(const WorkerEntry& w, const Job& job) const {
@@ -755,94 +777,233 @@ bool BrokerCore::Reclaim(WorkerEntry& w, const wire::TaskRef& ref) {
 void BrokerCore::OnResults(WorkerEntry* w, const std::string& key,
                            const wire::Results& results, absl::Time now,
                            Outbox* out) {
-  const std::string worker_name = w != nullptr ? w->name : "(unregistered)";
   for (const wire::TaskResult& r : results.results()) {
-    // Credit comes back whatever happens to the result.
-    if (w != nullptr) {
-      auto held = w->in_flight.find(r.job_id());
-      if (held != w->in_flight.end() && held->second == r.attempt()) {
-        w->Release(held);
-        ++w->done;
-        dirty_ = true;
+    if (r.output_size() == 0) {
+      if (w != nullptr) {
+        auto it = assemblies_.find(w->identity);
+        if (it != assemblies_.end() && it->second.partial.open) {
+          const PartialResult& p = it->second.partial;
+          BadPiece(*w, p.job_id, p.attempt,
+                   "another result came between the pieces of an output", now,
+                   out);
+        }
       }
-    }
-    Job* job = jobs_.Find(r.job_id());
-    // Fencing: a result counts only for a job that has not completed, and
-    // only for an attempt that was really dispatched. A late result of an
-    // attempt we gave up on still completes the job if nothing else did.
-    if (job == nullptr || IsTerminal(job->state) || r.attempt() == 0 ||
-        r.attempt() > job->attempt_number()) {
-      DEXEC_LOG(DEBUG) << "stale result dropped job=" << r.job_id()
-                       << " attempt=" << r.attempt()
-                       << " worker=" << worker_name;
+      OnResult(w, key, r, r.output().size(), nullptr, now, out);
       continue;
     }
-    // The attempt is bound to the key it was dispatched to: a result from
-    // any other authenticated identity is forged, whatever its number.
-    // (Attempts journaled before keys existed have none: fencing only.)
-    const std::string& bound = job->info().attempts[r.attempt() - 1].worker_key;
-    if (!bound.empty() && bound != key) {
-      ++forged_results_;
-      DEXEC_LOG(DEBUG) << "result from another key dropped job=" << r.job_id()
-                       << " attempt=" << r.attempt()
-                       << " worker=" << worker_name;
+    if (w == nullptr) {
+      // No partial result is kept for an identity that has not registered
+      // (it would be a way to make the broker hold memory for nobody). The
+      // worker sent it after the broker's latest frame, so it holds it in
+      // doubt and offers it again once it has registered.
+      ++bad_result_pieces_;
       continue;
     }
-    if (r.finished_at_us() >= r.started_at_us() && r.started_at_us() > 0) {
-      const double us =
-          static_cast<double>(r.finished_at_us() - r.started_at_us());
-      const double mean = job->task.mean_run_us();
-      job->task.set_mean_run_us(mean < 0 ? us : 0.8 * mean + 0.2 * us);
+    wire::TaskResult whole;
+    if (OnPiece(*w, r, now, out, &whole)) {
+      OnResult(w, key, whole, r.output_size(), whole.mutable_output(), now,
+               out);
     }
-    const bool current =
-        r.attempt() == job->attempt_number() && job->state == v1::Job::RUNNING;
-    if (!current && job->state == v1::Job::RUNNING) {
-      // Another attempt is running elsewhere: this result wins, stop that.
-      AbandonCurrentAttempt(*job, out);
-    }
-    orphans_.erase(job->id);
-    AttemptRecord& a = job->mutable_info().attempts[r.attempt() - 1];
-    if (r.started_at_us() > 0)
-      a.started_at = absl::FromUnixMicros(r.started_at_us());
-    a.ended_at =
-        r.finished_at_us() > 0 ? absl::FromUnixMicros(r.finished_at_us()) : now;
-    if (r.output().size() > options_.max_result_bytes) {
-      // A worker that did not check (it was not told, or ignores it): the
-      // output is not kept, so one job cannot hold more than the limit.
-      job->mutable_info().result.clear();
-      a.outcome = "failed";
-      job->mutable_info().error_kind = std::string(error_kind::kResultTooLarge);
-      job->mutable_info().error_message = wire::ResultTooLargeMessage(
-          r.output().size(), options_.max_result_bytes);
-      Finish(*job, v1::Job::FAILED, now, out);
-      continue;
-    }
-    job->mutable_info().result = r.output();
-    if (r.ok()) {
-      a.outcome = "succeeded";
-      job->mutable_info().error_kind.clear();
-      job->mutable_info().error_message.clear();
-      Finish(*job, v1::Job::SUCCEEDED, now, out);
-      continue;
-    }
-    const std::string kind =
-        r.error_kind().empty() ? "task_error" : r.error_kind();
-    a.outcome = kind == "timeout" ? "timeout" : "failed";
-    const bool retryable = job->retry_task_errors && kind != "unknown_task" &&
-                           kind != "bad_payload" && kind != "cancelled";
-    if (current && retryable &&
-        job->attempt_number() < static_cast<uint32_t>(job->max_attempts)) {
-      DEXEC_LOG(INFO) << "job failed, retrying job=" << job->id
-                      << " attempt=" << r.attempt() << " kind=" << kind;
-      Requeue(*job, now, out, /*backoff=*/true);
-      continue;
-    }
-    job->mutable_info().error_kind =
-        wire::TruncateUtf8(kind, wire::kMaxErrorKindBytes);
-    job->mutable_info().error_message =
-        wire::TruncateUtf8(r.error_message(), wire::kMaxErrorMessageBytes);
-    Finish(*job, v1::Job::FAILED, now, out);
   }
+}
+
+bool BrokerCore::OnPiece(WorkerEntry& w, const wire::TaskResult& r,
+                         absl::Time now, Outbox* out, wire::TaskResult* whole) {
+  Assembly& a = assemblies_[w.identity];
+  bool same_broken = false;  // this piece's own output just broke
+  if (a.partial.open) {
+    const PartialResult& p = a.partial;
+    const bool same = p.job_id == r.job_id() && p.attempt == r.attempt();
+    if (!same || p.size != r.output_size() || p.received != r.output_offset()) {
+      same_broken = same;
+      BadPiece(w, p.job_id, p.attempt,
+               same ? "a piece out of order"
+                    : "a piece of another result came in the middle of an "
+                      "output",
+               now, out);
+    }
+  }
+  Assembly& b = assemblies_[w.identity];  // BadPiece may have rehashed
+  if (!b.partial.open) {
+    if (same_broken) return false;  // dropped with the rest of its output
+    if (r.output_offset() != 0) {
+      BadPiece(w, r.job_id(), r.attempt(), "a piece without its output's start",
+               now, out);
+      return false;
+    }
+    b.partial = PartialResult();
+    PartialResult& p = b.partial;
+    p.open = true;
+    p.job_id = r.job_id();
+    p.attempt = r.attempt();
+    p.size = r.output_size();
+    // Over the limit: the job fails result_too_large once the last piece
+    // is in, and nothing of it is kept meanwhile.
+    p.keep = p.size <= options_.max_result_bytes;
+    if (p.keep) p.output.reserve(p.size);
+  }
+  PartialResult& p = b.partial;
+  p.received += r.output().size();
+  if (p.keep) {
+    p.output.append(r.output());
+    partial_result_bytes_ += r.output().size();
+  }
+  if (p.received < p.size) return false;
+  // The last piece says how the task ended.
+  whole->set_job_id(r.job_id());
+  whole->set_attempt(r.attempt());
+  whole->set_ok(r.ok());
+  whole->set_error_kind(r.error_kind());
+  whole->set_error_message(r.error_message());
+  whole->set_started_at_us(r.started_at_us());
+  whole->set_finished_at_us(r.finished_at_us());
+  partial_result_bytes_ -= p.output.size();
+  *whole->mutable_output() = std::move(p.output);
+  b.partial = PartialResult();
+  return true;
+}
+
+void BrokerCore::BadPiece(WorkerEntry& w, uint64_t job_id, uint32_t attempt,
+                          const std::string& why, absl::Time now, Outbox* out) {
+  ++bad_result_pieces_;
+  auto a = assemblies_.find(w.identity);
+  if (a != assemblies_.end()) {
+    if (a->second.partial.open && a->second.partial.job_id == job_id &&
+        a->second.partial.attempt == attempt) {
+      partial_result_bytes_ -= a->second.partial.output.size();
+      a->second.partial = PartialResult();
+    }
+    // Once per worker per burst: a worker can send broken pieces in a loop.
+    if (now - a->second.last_bad_log >= absl::Seconds(10)) {
+      a->second.last_bad_log = now;
+      DEXEC_LOG(WARNING) << "broken result dropped worker=" << w.name
+                         << " job=" << job_id << " attempt=" << attempt
+                         << " reason=\"" << why
+                         << "\" bad_result_pieces_total=" << bad_result_pieces_;
+    }
+  }
+  auto held = w.in_flight.find(job_id);
+  if (held == w.in_flight.end() || held->second != attempt) return;
+  // The worker will not send this result again: end the attempt now (its
+  // credit with it) rather than wait for a timeout that may never come.
+  w.Release(held);
+  dirty_ = true;
+  Job* job = jobs_.Find(job_id);
+  if (job == nullptr || job->state != v1::Job::RUNNING ||
+      job->attempt_number() != attempt) {
+    return;
+  }
+  FailAttempt(
+      *job, "bad_result", /*retry=*/true, std::string(error_kind::kWorkerLost),
+      absl::StrCat("worker ", w.name, " sent a broken result (", why,
+                   ") for attempt ", attempt, " of ", job->max_attempts),
+      now, out);
+}
+
+void BrokerCore::ForgetPartial(const std::string& identity) {
+  auto it = assemblies_.find(identity);
+  if (it == assemblies_.end()) return;
+  if (it->second.partial.open) {
+    partial_result_bytes_ -= it->second.partial.output.size();
+  }
+  assemblies_.erase(it);
+}
+
+void BrokerCore::OnResult(WorkerEntry* w, const std::string& key,
+                          const wire::TaskResult& r, uint64_t size,
+                          std::string* output, absl::Time now, Outbox* out) {
+  const std::string worker_name = w != nullptr ? w->name : "(unregistered)";
+  // Credit comes back whatever happens to the result.
+  if (w != nullptr) {
+    auto held = w->in_flight.find(r.job_id());
+    if (held != w->in_flight.end() && held->second == r.attempt()) {
+      w->Release(held);
+      ++w->done;
+      dirty_ = true;
+    }
+  }
+  Job* job = jobs_.Find(r.job_id());
+  // Fencing: a result counts only for a job that has not completed, and
+  // only for an attempt that was really dispatched. A late result of an
+  // attempt we gave up on still completes the job if nothing else did.
+  if (job == nullptr || IsTerminal(job->state) || r.attempt() == 0 ||
+      r.attempt() > job->attempt_number()) {
+    DEXEC_LOG(DEBUG) << "stale result dropped job=" << r.job_id()
+                     << " attempt=" << r.attempt() << " worker=" << worker_name;
+    return;
+  }
+  // The attempt is bound to the key it was dispatched to: a result from
+  // any other authenticated identity is forged, whatever its number.
+  // (Attempts journaled before keys existed have none: fencing only.)
+  const std::string& bound = job->info().attempts[r.attempt() - 1].worker_key;
+  if (!bound.empty() && bound != key) {
+    ++forged_results_;
+    DEXEC_LOG(DEBUG) << "result from another key dropped job=" << r.job_id()
+                     << " attempt=" << r.attempt() << " worker=" << worker_name;
+    return;
+  }
+  if (r.finished_at_us() >= r.started_at_us() && r.started_at_us() > 0) {
+    const double us =
+        static_cast<double>(r.finished_at_us() - r.started_at_us());
+    const double mean = job->task.mean_run_us();
+    job->task.set_mean_run_us(mean < 0 ? us : 0.8 * mean + 0.2 * us);
+  }
+  const bool current =
+      r.attempt() == job->attempt_number() && job->state == v1::Job::RUNNING;
+  if (!current && job->state == v1::Job::RUNNING) {
+    // Another attempt is running elsewhere: this result wins, stop that.
+    AbandonCurrentAttempt(*job, out);
+  }
+  orphans_.erase(job->id);
+  AttemptRecord& a = job->mutable_info().attempts[r.attempt() - 1];
+  if (r.started_at_us() > 0)
+    a.started_at = absl::FromUnixMicros(r.started_at_us());
+  a.ended_at =
+      r.finished_at_us() > 0 ? absl::FromUnixMicros(r.finished_at_us()) : now;
+  // The worker's own clock at both ends when it sent them; else from
+  // dispatch to now.
+  run_time_.Observe(absl::ToDoubleSeconds(
+      std::max(a.ended_at - a.started_at, absl::ZeroDuration())));
+  if (size > options_.max_result_bytes) {
+    // A worker that did not check (it was not told, or ignores it): the
+    // output is not kept, so one job cannot hold more than the limit.
+    job->mutable_info().result.clear();
+    a.outcome = "failed";
+    job->mutable_info().error_kind = std::string(error_kind::kResultTooLarge);
+    job->mutable_info().error_message =
+        wire::ResultTooLargeMessage(size, options_.max_result_bytes);
+    Finish(*job, v1::Job::FAILED, now, out);
+    return;
+  }
+  if (output != nullptr) {
+    job->mutable_info().result = std::move(*output);
+  } else {
+    job->mutable_info().result = r.output();
+  }
+  if (r.ok()) {
+    a.outcome = "succeeded";
+    job->mutable_info().error_kind.clear();
+    job->mutable_info().error_message.clear();
+    Finish(*job, v1::Job::SUCCEEDED, now, out);
+    return;
+  }
+  const std::string kind =
+      r.error_kind().empty() ? "task_error" : r.error_kind();
+  a.outcome = kind == "timeout" ? "timeout" : "failed";
+  const bool retryable = job->retry_task_errors && kind != "unknown_task" &&
+                         kind != "bad_payload" && kind != "cancelled";
+  if (current && retryable &&
+      job->attempt_number() < static_cast<uint32_t>(job->max_attempts)) {
+    DEXEC_LOG(INFO) << "job failed, retrying job=" << job->id
+                    << " attempt=" << r.attempt() << " kind=" << kind;
+    Requeue(*job, now, out, /*backoff=*/true);
+    return;
+  }
+  job->mutable_info().error_kind =
+      wire::TruncateUtf8(kind, wire::kMaxErrorKindBytes);
+  job->mutable_info().error_message =
+      wire::TruncateUtf8(r.error_message(), wire::kMaxErrorMessageBytes);
+  Finish(*job, v1::Job::FAILED, now, out);
 }
 
 void BrokerCore::OnWorkerUnreachable(const std::string& identity,
@@ -859,6 +1020,7 @@ void BrokerCore::DropWorker(WorkerEntry& w, const std::string& why,
   std::vector<std::pair<uint64_t, uint32_t>> held(w.in_flight.begin(),
                                                   w.in_flight.end());
   workers_.Remove(identity);  // `w` is gone from here on
+  ForgetPartial(identity);
   std::sort(held.begin(), held.end());
   size_t requeued = 0, failed = 0;
   for (auto [id, attempt] : held) {
@@ -897,6 +1059,18 @@ void BrokerCore::FailAttempt(Job& job, const std::string& outcome, bool retry,
 
 void BrokerCore::Requeue(Job& job, absl::Time now, Outbox* out, bool backoff) {
   if (job.state != v1::Job::QUEUED) jobs_.SetState(job, v1::Job::QUEUED, now);
+  if (!job.info().attempts.empty()) {
+    // The attempt's outcome says why (FailAttempt, OnResults, Tick).
+    const std::string& outcome = job.info().attempts.back().outcome;
+    // A broken chunked result is its worker's failure to deliver, as a
+    // lost worker's is.
+    const size_t reason = outcome == "worker_lost" || outcome == "bad_result"
+                              ? 0
+                          : outcome == "timeout"          ? 1
+                          : outcome == "broker_restarted" ? 3
+                                                          : 2;
+    ++requeues_[reason];
+  }
   if (backoff && options_.requeue_backoff > absl::ZeroDuration()) {
     const int doublings =
         std::min<int>(20, std::max<int>(0, job.attempt_number() - 1));
@@ -1004,6 +1178,10 @@ void BrokerCore::Dispatch(Job& job, WorkerEntry& w, absl::Time now,
     const absl::Duration wait = std::max(now - since, absl::ZeroDuration());
     // (A restored job without a submit time gives no sample.)
     if (since != absl::InfinitePast()) {
+      queue_wait_.Observe(absl::ToDoubleSeconds(wait));
+      if (attempts.empty()) {
+        submit_to_start_.Observe(absl::ToDoubleSeconds(wait));
+      }
       if (waits_.size() < kWaitSamples) {
         waits_.emplace_back(now, wait);
       } else {

@@ -8,6 +8,7 @@
 #ifndef DEXEC_BROKER_BROKER_CORE_H_
 #define DEXEC_BROKER_BROKER_CORE_H_
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -24,7 +25,9 @@
 #include "broker/job.h"
 #include "broker/job_table.h"
 #include "broker/ready_queue.h"
+#include "broker/task_metrics.h"
 #include "broker/worker_registry.h"
+#include "common/histogram.h"
 #include "protos/dexec.pb.h"
 #include "protos/wire.pb.h"
 
@@ -48,8 +51,8 @@ struct BrokerOptions {
   uint64_t max_payload_bytes = 64 << 20;
   // A result's output longer than this fails its job with kind
   // result_too_large (the worker checks, told by Welcome; the broker checks
-  // again). With max_payload_bytes it sets the longest frame a worker may
-  // send: MaxWorkerFrameBytes().
+  // again). Outputs longer than wire::kMaxResultChunkBytes arrive in
+  // pieces, so the worker socket's frame limit does not depend on it.
   uint64_t max_result_bytes = 64 << 20;
   // Bytes of one response at most (a Session message, a GetJobs or
   // ListJobs answer), well under gRPC's and protobuf's 2 GB: more is split
@@ -80,11 +83,34 @@ struct BrokerOptions {
   // The most credit (threads + prefetch) a worker may claim: a worker that
   // registers more is cut down to it, so one peer cannot take every job.
   int32_t max_worker_credit = 16384;
+  // Task names with /metrics series of their own; the rest are counted
+  // under task="(other)" (task_metrics.h).
+  size_t max_task_series = TaskMetrics::kDefaultCap;
+};
 
-  // The longest frame the worker socket accepts (ZMQ_MAXMSGSIZE; the
-  // connection of a peer sending more is dropped at the frame's header) and
-  // Welcome.max_frame_bytes: one payload or result plus the envelope.
-  uint64_t MaxWorkerFrameBytes() const;
+// Why a job went back to the queue: its worker was lost, its attempt timed
+// out (at the broker, or reported by the worker), the task failed and the
+// job asked for retries (JobSpec.max_attempts), or it was running when the
+// broker stopped and no worker claimed it after the restart.
+inline constexpr absl::string_view kRequeueReasons[] = {
+    "worker_lost", "timeout", "task_failed", "broker_restarted"};
+inline constexpr size_t kRequeueReasonCount = 4;
+
+// The core's part of /metrics (docs/DESIGN.md, "Metrics"): a snapshot the
+// loop hands to an HTTP thread.
+struct CoreMetrics {
+  // Per dispatch: since submit, or since the previous attempt ended.
+  Histogram queue_wait{kLatencyBoundsSeconds};
+  // Per result accepted: the worker's start to finish of the attempt.
+  Histogram run_time{kLatencyBoundsSeconds};
+  // Per job, at its first dispatch: since submit.
+  Histogram submit_to_start{kLatencyBoundsSeconds};
+  // By kRequeueReasons.
+  std::array<uint64_t, kRequeueReasonCount> requeues{};
+  std::vector<TaskSeries> tasks;  // task_metrics.h, "(other)" last
+  // Since the submit of the queued job held longest; zero if none.
+  absl::Duration oldest_queued_age = absl::ZeroDuration();
+  bool any_queued = false;
 };
 
 // Who makes a client request, as the gRPC front end authenticated it
@@ -168,7 +194,7 @@ struct Outbox {
   // Dispatch per worker, cut at kMaxTasksPerDispatch tasks or
   // kDispatchFrameBudget bytes (a frame stays far below what a worker
   // receives: --max_payload_bytes plus wire::kFrameEnvelopeBytes).
-  // (Frames the other way are bounded by MaxWorkerFrameBytes.)
+  // (Frames the other way are bounded by wire::kMaxWorkerFrameBytes.)
   absl::flat_hash_map<std::string, std::pair<size_t, size_t>> open_dispatch;
   // Answers to unary calls. Like session responses, they are released only
   // once the changes made before them are durable (see journal.h).
@@ -249,6 +275,9 @@ class BrokerCore {
                                 const v1::ListJobsRequest& req) const;
   v1::ListWorkersResponse ListWorkers();
   v1::Stats GetStats(absl::Time now) const;
+  // What /metrics shows of the core (not const: finding the oldest queued
+  // job advances a scan).
+  CoreMetrics Metrics(absl::Time now);
 
   // ---- Workers ----
 
@@ -266,6 +295,13 @@ class BrokerCore {
   // Results dropped because they came from a key their attempt was not
   // dispatched to.
   uint64_t forged_results() const { return forged_results_; }
+  // Pieces of a chunked output dropped (docs/DESIGN.md, "Frame sizes"):
+  // out of order, of another attempt in the middle of an output, or from
+  // an identity that has not registered.
+  uint64_t bad_result_pieces() const { return bad_result_pieces_; }
+  // Output bytes held in partly received results (at most
+  // max_result_bytes per registered worker).
+  uint64_t partial_result_bytes() const { return partial_result_bytes_; }
 
   // A worker's socket is gone (send failed): treat it as lost now.
   void OnWorkerUnreachable(const std::string& identity, absl::Time now,
@@ -362,6 +398,22 @@ class BrokerCore {
   // does the key binding (`key` is the sender's).
   void OnResults(WorkerEntry* w, const std::string& key,
                  const wire::Results& results, absl::Time now, Outbox* out);
+  // One whole result whose output is `size` bytes long: `r.output()`, or
+  // `*output` when not null (taken), or none kept when over the limit.
+  void OnResult(WorkerEntry* w, const std::string& key,
+                const wire::TaskResult& r, uint64_t size, std::string* output,
+                absl::Time now, Outbox* out);
+  // One piece of a chunked output from `w`; true when it completed the
+  // output, and `whole` is then the result with all of it.
+  bool OnPiece(WorkerEntry& w, const wire::TaskResult& r, absl::Time now,
+               Outbox* out, wire::TaskResult* whole);
+  // A piece sequence of `w` broke (`why`): the piece or partial result of
+  // (job_id, attempt) is dropped and counted, and that attempt, if `w`
+  // holds it, fails (retried elsewhere as for a lost worker).
+  void BadPiece(WorkerEntry& w, uint64_t job_id, uint32_t attempt,
+                const std::string& why, absl::Time now, Outbox* out);
+  // Frees the partial result of the worker at `identity`, if any.
+  void ForgetPartial(const std::string& identity);
   // Whether `caller` may see the job at all.
   static bool Visible(const Caller& caller, const Job& job) {
     return caller.SeesAllJobs() || job.owner.str() == caller.name;
@@ -454,8 +506,33 @@ class BrokerCore {
   static constexpr size_t kWaitSamples = 4096;
   std::vector<std::pair<absl::Time, absl::Duration>> waits_;
   size_t waits_next_ = 0;
+  // /metrics (CoreMetrics): histograms and requeue counts since start.
+  Histogram queue_wait_{kLatencyBoundsSeconds};
+  Histogram run_time_{kLatencyBoundsSeconds};
+  Histogram submit_to_start_{kLatencyBoundsSeconds};
+  std::array<uint64_t, kRequeueReasonCount> requeues_{};
   absl::Time started_at_;
   uint64_t forged_results_ = 0;
+  // Per registered worker that sent a piece of a chunked output: the
+  // output it is sending (at most one; docs/DESIGN.md, "Frame sizes"), and
+  // when its last broken piece was logged. Erased with the worker.
+  struct PartialResult {
+    bool open = false;  // an output is being received
+    uint64_t job_id = 0;
+    uint32_t attempt = 0;
+    uint64_t size = 0;      // of the whole output
+    uint64_t received = 0;  // bytes of it so far
+    // Over max_result_bytes: the bytes are counted, not kept.
+    bool keep = true;
+    std::string output;
+  };
+  struct Assembly {
+    PartialResult partial;
+    absl::Time last_bad_log = absl::InfinitePast();
+  };
+  absl::flat_hash_map<std::string, Assembly> assemblies_;
+  uint64_t partial_result_bytes_ = 0;
+  uint64_t bad_result_pieces_ = 0;
   bool dirty_ = true;  // something changed that may allow a dispatch
   uint64_t payload_bytes_ = 0;
   std::string refuse_submits_;

@@ -106,6 +106,21 @@ class BrokerCoreTest : public ::testing::Test {
     core_.OnWorkerFrame(worker, "key-" + worker, f, now_, &out_);
   }
 
+  // One piece of a chunked output: `data` at `offset` of `size` bytes.
+  // The last piece says ok.
+  void Piece(const std::string& worker, uint64_t job, uint32_t attempt,
+             uint64_t size, uint64_t offset, const std::string& data) {
+    wire::Frame f;
+    wire::TaskResult* r = f.mutable_results()->add_results();
+    r->set_job_id(job);
+    r->set_attempt(attempt);
+    r->set_output(data);
+    r->set_output_size(size);
+    r->set_output_offset(offset);
+    r->set_ok(offset + data.size() == size);
+    core_.OnWorkerFrame(worker, "key-" + worker, f, now_, &out_);
+  }
+
   const Job& JobOf(uint64_t id) { return *core_.jobs().Find(id); }
 
   // Every event pushed to `session` so far (and clears them).
@@ -133,18 +148,32 @@ TEST_F(BrokerCoreTest, DispatchesOnlyToWorkersOfferingTheTask) {
 }
 
 TEST_F(BrokerCoreTest, WelcomeTellsTheResultAndFrameLimits) {
-  Register("w", 1);
-  ASSERT_FALSE(out_.to_workers.empty());
-  const wire::Frame& f = out_.to_workers[0].second;
-  ASSERT_TRUE(f.has_welcome());
+  // A worker that chunks gets the broker's result limit; the frame limit
+  // and the piece size are the protocol's, whatever the options say.
   BrokerOptions o = Options();
-  EXPECT_EQ(f.welcome().max_result_bytes(),
-            static_cast<int64_t>(o.max_result_bytes));
-  EXPECT_EQ(f.welcome().max_frame_bytes(),
-            static_cast<int64_t>(o.MaxWorkerFrameBytes()));
-  EXPECT_EQ(o.MaxWorkerFrameBytes(),
-            std::max(o.max_payload_bytes, o.max_result_bytes) +
-                wire::kFrameEnvelopeBytes);
+  o.max_result_bytes = 200 << 20;
+  o.max_payload_bytes = 100 << 20;
+  BrokerCore core(o, now_);
+  for (bool chunked : {true, false}) {
+    wire::Frame reg;
+    reg.mutable_register_()->set_name("w");
+    reg.mutable_register_()->set_threads(1);
+    reg.mutable_register_()->set_chunked_results(chunked);
+    out_.Clear();
+    core.OnWorkerFrame(chunked ? "chunks" : "older", "k", reg, now_, &out_);
+    ASSERT_FALSE(out_.to_workers.empty());
+    const wire::Frame& f = out_.to_workers[0].second;
+    ASSERT_TRUE(f.has_welcome());
+    // An older worker, which sends a whole output in one frame, is held
+    // to what one frame takes, so it fails a longer one cleanly.
+    EXPECT_EQ(f.welcome().max_result_bytes(),
+              chunked ? int64_t{200 << 20}
+                      : static_cast<int64_t>(wire::kMaxResultChunkBytes));
+    EXPECT_EQ(f.welcome().max_frame_bytes(),
+              static_cast<int64_t>(wire::kMaxWorkerFrameBytes));
+    EXPECT_EQ(f.welcome().max_chunk_bytes(),
+              static_cast<int64_t>(wire::kMaxResultChunkBytes));
+  }
 }
 
 TEST_F(BrokerCoreTest, AResultOverTheLimitFailsItsJobWithoutBeingKept) {
@@ -190,6 +219,163 @@ TEST_F(BrokerCoreTest, AResultOverTheLimitFailsItsJobWithoutBeingKept) {
 
 // A session gets about its window of event bytes, then waits for its
 // stream to be written out; what is due meanwhile is owed by id and sent
+// ---- Chunked outputs (docs/DESIGN.md, "Frame sizes") ----
+
+TEST_F(BrokerCoreTest, AnOutputInPiecesIsReassembledAndFreesItsCreditAtTheEnd) {
+  Register("w", 1);
+  std::vector<uint64_t> ids = Submit(2);
+  ASSERT_EQ(Dispatched().size(), 1u);
+  Piece("w", ids[0], 1, 10, 0, "abcd");
+  // Heartbeats may come between pieces.
+  wire::Frame hb;
+  hb.mutable_heartbeat();
+  core_.OnWorkerFrame("w", "key-w", hb, now_, &out_);
+  Piece("w", ids[0], 1, 10, 4, "efg");
+  EXPECT_EQ(core_.partial_result_bytes(), 7u);
+  EXPECT_EQ(JobOf(ids[0]).state, v1::Job::RUNNING);
+  EXPECT_TRUE(Dispatched().empty()) << "credit came back before the last piece";
+  Piece("w", ids[0], 1, 10, 7, "hij");
+  EXPECT_EQ(JobOf(ids[0]).state, v1::Job::SUCCEEDED);
+  EXPECT_EQ(JobOf(ids[0]).info().result, "abcdefghij");
+  EXPECT_EQ(core_.partial_result_bytes(), 0u);
+  EXPECT_EQ(core_.bad_result_pieces(), 0u);
+  ASSERT_EQ(Dispatched().size(), 1u) << "the credit came back";
+  // Pieces and whole results share frames: a whole one, then all of one
+  // output, then another whole one.
+  Register("v", 3);
+  std::vector<uint64_t> more = Submit(3);
+  ASSERT_EQ(Dispatched().size(), 3u);
+  wire::Frame f;
+  auto add = [&f](uint64_t job, std::string out, uint64_t size,
+                  uint64_t offset) {
+    wire::TaskResult* r = f.mutable_results()->add_results();
+    r->set_job_id(job);
+    r->set_attempt(1);
+    r->set_ok(true);
+    r->set_output(std::move(out));
+    r->set_output_size(size);
+    r->set_output_offset(offset);
+  };
+  add(more[0], "one", 0, 0);
+  add(more[1], "tw", 3, 0);
+  add(more[1], "o", 3, 2);
+  add(more[2], "three", 0, 0);
+  core_.OnWorkerFrame("v", "key-v", f, now_, &out_);
+  EXPECT_EQ(JobOf(more[0]).info().result, "one");
+  EXPECT_EQ(JobOf(more[1]).info().result, "two");
+  EXPECT_EQ(JobOf(more[2]).info().result, "three");
+  EXPECT_EQ(core_.bad_result_pieces(), 0u);
+}
+
+// A worker breaking the piece rules loses the attempt (run again, as for
+// a lost worker) and nothing else; what it had sent is freed.
+TEST_F(BrokerCoreTest, ABrokenPieceSequenceFailsItsAttemptAndFreesThePartial) {
+  Register("w", 4);
+  std::vector<uint64_t> ids = Submit(4);
+  ASSERT_EQ(Dispatched().size(), 4u);
+  // A gap.
+  Piece("w", ids[0], 1, 10, 0, "abcd");
+  Piece("w", ids[0], 1, 10, 6, "ghij");
+  EXPECT_EQ(core_.bad_result_pieces(), 1u);
+  EXPECT_EQ(core_.partial_result_bytes(), 0u);
+  EXPECT_EQ(JobOf(ids[0]).state, v1::Job::QUEUED);
+  EXPECT_EQ(JobOf(ids[0]).info().attempts[0].outcome, "bad_result");
+  EXPECT_EQ(core_.Metrics(now_).requeues[0], 1u) << "counted as worker_lost";
+  // Another job's piece in the middle: the first is dropped, the second
+  // starts afresh and completes.
+  Piece("w", ids[1], 1, 10, 0, "abcd");
+  Piece("w", ids[2], 1, 2, 0, "xy");
+  EXPECT_EQ(core_.bad_result_pieces(), 2u);
+  EXPECT_EQ(JobOf(ids[1]).state, v1::Job::QUEUED);
+  EXPECT_EQ(JobOf(ids[2]).state, v1::Job::SUCCEEDED);
+  EXPECT_EQ(JobOf(ids[2]).info().result, "xy");
+  // A whole result in the middle: likewise.
+  Piece("w", ids[3], 1, 10, 0, "abcd");
+  Result("w", ids[2], 1, true, "late copy");
+  EXPECT_EQ(core_.bad_result_pieces(), 3u);
+  EXPECT_EQ(JobOf(ids[3]).state, v1::Job::QUEUED);
+  EXPECT_EQ(JobOf(ids[2]).info().result, "xy") << "a job completes once";
+  EXPECT_EQ(core_.partial_result_bytes(), 0u);
+  // A piece without its start holds nothing.
+  Piece("w", ids[0], 1, 10, 4, "efgh");
+  EXPECT_EQ(core_.bad_result_pieces(), 4u);
+  EXPECT_EQ(core_.partial_result_bytes(), 0u);
+  // The failed attempts run again, and their results count.
+  std::vector<std::pair<std::string, wire::Task>> again = Dispatched();
+  ASSERT_EQ(again.size(), 3u);
+  for (auto& [w, t] : again) {
+    EXPECT_EQ(t.attempt(), 2u);
+    Piece("w", t.job_id(), 2, 4, 0, "ab");
+    Piece("w", t.job_id(), 2, 4, 2, "cd");
+    EXPECT_EQ(JobOf(t.job_id()).state, v1::Job::SUCCEEDED);
+    EXPECT_EQ(JobOf(t.job_id()).info().result, "abcd");
+  }
+  EXPECT_EQ(core_.bad_result_pieces(), 4u);
+}
+
+TEST_F(BrokerCoreTest, AnOutputOverTheLimitInPiecesKeepsNothingAndFails) {
+  BrokerOptions o = Options();
+  o.max_result_bytes = 100;
+  BrokerCore core(o, now_);
+  wire::Frame reg;
+  reg.mutable_register_()->set_name("w");
+  reg.mutable_register_()->set_threads(1);
+  reg.mutable_register_()->add_tasks("t");
+  core.OnWorkerFrame("w", "key-w", reg, now_, &out_);
+  google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
+  specs.Add()->set_task("t");
+  absl::StatusOr<std::vector<uint64_t>> ids =
+      core.Submit(specs, Caller{}, 1, now_, &out_);
+  ASSERT_TRUE(ids.ok());
+  core.Schedule(now_, &out_);
+  for (int i = 0; i < 3; ++i) {
+    wire::Frame f;
+    wire::TaskResult* r = f.mutable_results()->add_results();
+    r->set_job_id((*ids)[0]);
+    r->set_attempt(1);
+    r->set_ok(true);
+    r->set_output(std::string(100, 'x'));
+    r->set_output_size(300);
+    r->set_output_offset(100 * i);
+    core.OnWorkerFrame("w", "key-w", f, now_, &out_);
+    EXPECT_EQ(core.partial_result_bytes(), 0u);
+  }
+  const Job& job = *core.jobs().Find((*ids)[0]);
+  EXPECT_EQ(job.state, v1::Job::FAILED);
+  EXPECT_EQ(job.info().error_kind, "result_too_large");
+  EXPECT_EQ(job.info().result, "");
+  EXPECT_NE(job.info().error_message.find("300 bytes"), std::string::npos)
+      << job.info().error_message;
+  EXPECT_EQ(core.bad_result_pieces(), 0u);
+}
+
+TEST_F(BrokerCoreTest, APartialResultIsFreedWhenItsWorkerIsLostOrComesBack) {
+  Register("w", 1);
+  Register("v", 1);
+  std::vector<uint64_t> ids = Submit(2);
+  ASSERT_EQ(Dispatched().size(), 2u);
+  Piece("w", ids[0], 1, 10, 0, "abcd");
+  Piece("v", ids[1], 1, 10, 0, "abc");
+  EXPECT_EQ(core_.partial_result_bytes(), 7u);
+  // "v" registers again (a new broker session for it): its partial goes.
+  Register("v", 1);
+  EXPECT_EQ(core_.partial_result_bytes(), 4u);
+  // "w" falls silent: lost, and its partial with it.
+  now_ += absl::Milliseconds(3100);
+  wire::Frame hb;
+  hb.mutable_heartbeat();
+  core_.OnWorkerFrame("v", "key-v", hb, now_, &out_);
+  core_.Tick(now_, &out_);
+  EXPECT_EQ(core_.partial_result_bytes(), 0u);
+  EXPECT_EQ(JobOf(ids[0]).info().attempts[0].outcome, "worker_lost");
+  // Its later pieces come from an identity the broker no longer knows:
+  // dropped and counted (it resends the result after registering).
+  Piece("w", ids[0], 1, 10, 4, "efghij");
+  EXPECT_EQ(core_.partial_result_bytes(), 0u);
+  EXPECT_EQ(core_.bad_result_pieces(), 1u);
+  EXPECT_NE(JobOf(ids[0]).state, v1::Job::SUCCEEDED);
+}
+
 // on the drain report, a close queued after it.
 TEST_F(BrokerCoreTest, ASessionsEventsWaitForItsStreamBeyondTheWindow) {
   BrokerOptions o = Options();
@@ -813,6 +999,8 @@ TEST_F(BrokerCoreTest, GetJobsAndListJobsStopAtTheResponseBudget) {
 TEST_F(BrokerCoreTest, ATaskNameIsFreedWhenNoJobAndNoWorkerNamesIt) {
   BrokerOptions o = Options();
   o.retention = absl::Seconds(1);
+  // /metrics keeps the series (and so the names) of the first 10 tasks.
+  o.max_task_series = 10;
   BrokerCore core(o, kT0);
   const size_t before = TaskName::InternedCount();
   google::protobuf::RepeatedPtrField<v1::JobSpec> specs;
@@ -831,8 +1019,9 @@ TEST_F(BrokerCoreTest, ATaskNameIsFreedWhenNoJobAndNoWorkerNamesIt) {
   core.Tick(kT0 + absl::Milliseconds(100), &out_);  // heartbeat the worker
   core.Tick(kT0 + absl::Seconds(2), &out_);         // retention ends
   EXPECT_EQ(core.jobs().size(), 0u);
-  // The one a worker offers stays, with its run-time statistics.
-  EXPECT_EQ(TaskName::InternedCount(), before + 1);
+  // The one a worker offers stays, with its run-time statistics, and so do
+  // the names with metrics series (fresh-0 is both): no more than the cap.
+  EXPECT_EQ(TaskName::InternedCount(), before + 10);
 }
 
 TEST_F(BrokerCoreTest,
@@ -1179,6 +1368,53 @@ TEST_F(BrokerCoreTest, StatsGiveQueueWaitPercentilesOfTheLastMinute) {
   }
   EXPECT_EQ(core_.GetStats(now_).wait_samples(), 4096u);
   EXPECT_EQ(FromProto(core_.GetStats(now_).wait_p99()), absl::ZeroDuration());
+}
+
+}  // namespace
+}  // namespace dexec::broker
+
+namespace dexec::broker {
+namespace {
+
+class BrokerCoreMetricsTest : public BrokerCoreTest {};
+
+// Issue 13: histograms, requeue reasons and the oldest queued job.
+TEST_F(BrokerCoreMetricsTest, HistogramsRequeuesAndOldestQueuedFollowTheJobs) {
+  std::vector<uint64_t> ids = Submit(2);
+  now_ += absl::Milliseconds(300);
+  EXPECT_TRUE(core_.Metrics(now_).any_queued);
+  EXPECT_EQ(core_.Metrics(now_).oldest_queued_age, absl::Milliseconds(300));
+  Register("w", 2);
+  ASSERT_EQ(Dispatched().size(), 2u);
+  EXPECT_FALSE(core_.Metrics(now_).any_queued);
+  ResultTook("w", ids[0], absl::Seconds(2));
+  // The worker is lost with the second job: requeued, and it is the
+  // oldest queued job again (by its submit).
+  now_ += absl::Seconds(4);
+  core_.Tick(now_, &out_);
+  CoreMetrics m = core_.Metrics(now_);
+  EXPECT_EQ(m.requeues[0], 1u);  // worker_lost
+  EXPECT_EQ(m.requeues[1] + m.requeues[2] + m.requeues[3], 0u);
+  EXPECT_TRUE(m.any_queued);
+  EXPECT_EQ(m.oldest_queued_age, absl::Milliseconds(4300));
+  EXPECT_EQ(m.queue_wait.count(), 2u);
+  EXPECT_EQ(m.submit_to_start.count(), 2u);
+  EXPECT_EQ(m.run_time.count(), 1u);
+  EXPECT_DOUBLE_EQ(m.run_time.sum(), 2.0);
+  // 0.3 s waits, each in the 0.5 s bucket (index 11 of the bounds).
+  EXPECT_EQ(m.queue_wait.counts()[11], 2u);
+  Register("w2", 1);
+  ASSERT_EQ(Dispatched().size(), 1u);
+  m = core_.Metrics(now_);
+  EXPECT_EQ(m.queue_wait.count(), 3u);
+  EXPECT_EQ(m.submit_to_start.count(), 2u);  // first dispatches only
+  const TaskSeries& t = m.tasks.front();
+  EXPECT_EQ(t.task, "t");
+  EXPECT_EQ(t.submitted, 2u);
+  EXPECT_EQ(t.succeeded, 1u);
+  EXPECT_EQ(t.running, 1u);
+  EXPECT_EQ(t.queued, 0u);
+  EXPECT_EQ(m.tasks.back().task, "(other)");
 }
 
 }  // namespace

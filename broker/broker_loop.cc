@@ -43,11 +43,12 @@ BrokerLoop::BrokerLoop(BrokerOptions options, std::unique_ptr<Journal> journal,
   router_.set(zmq::sockopt::linger, 0);
   router_.set(zmq::sockopt::sndhwm, 0);
   router_.set(zmq::sockopt::rcvhwm, 0);
-  // One payload or result plus its envelope: a longer frame drops its
-  // connection at the header, before anything is buffered for it. (Workers
-  // are told the limit in Welcome and cut their Results frames under it.)
+  // What the protocol needs (wire.h), whatever the payload and result
+  // limits: a longer frame drops its connection at the header, before
+  // anything is buffered for it, authenticated or not. (Workers are told
+  // the limit in Welcome and send long outputs in pieces under it.)
   router_.set(zmq::sockopt::maxmsgsize,
-              static_cast<int64_t>(core_.options().MaxWorkerFrameBytes()));
+              static_cast<int64_t>(wire::kMaxWorkerFrameBytes));
 }
 
 BrokerLoop::~BrokerLoop() { Stop(); }
@@ -72,8 +73,8 @@ absl::StatusOr<std::string> BrokerLoop::BindWorkers(
       // A domain makes libzmq ask the handler for every handshake.
       router_.set(zmq::sockopt::zap_domain, "dexec-workers");
       // A peer that has not authenticated within 5 s is dropped, and with
-      // it whatever it buffered (libzmq has no smaller pre-handshake limit
-      // than maxmsgsize).
+      // it whatever it buffered (libzmq has no other pre-handshake limit
+      // than maxmsgsize, which is why that one is small).
       router_.set(zmq::sockopt::handshake_ivl, 5000);
       // Failed handshakes, for the refusal count (the handler only sees the
       // ones that got as far as offering a key).

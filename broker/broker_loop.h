@@ -120,6 +120,11 @@ class BrokerLoop {
   // Worker handshakes refused (no CURVE, or a key not admitted) and frames
   // dropped because their key was revoked since.
   uint64_t worker_auth_failures() const { return worker_auth_failures_.load(); }
+  // The journal's metrics (a locked copy; any thread); none in memory.
+  std::optional<JournalMetrics> journal_metrics() const {
+    if (journal_ == nullptr) return std::nullopt;
+    return journal_->metrics();
+  }
 
  private:
   void Run();

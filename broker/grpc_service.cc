@@ -64,13 +64,15 @@ grpc::Status NotParsed(absl::string_view what, absl::string_view type,
 class SessionReactor final
     : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  SessionReactor(BrokerLoop* loop, Caller caller)
+  SessionReactor(BrokerLoop* loop, Caller caller, GrpcMetrics* metrics)
       : loop_(loop),
+        metrics_(metrics),
         id_(loop->NewSessionId()),
         caller_(std::make_shared<const Caller>(std::move(caller))),
         sink_(
             std::make_shared<Sink>(this, loop->options().max_response_bytes)) {
     loop_->AddSession(id_, sink_, caller_->name);
+    metrics_->CountSessionOpened();
     StartRead(&request_);
   }
 
@@ -86,6 +88,11 @@ class SessionReactor final
     const size_t bytes = request_.Length();
     const bool parsed = ParseBytes(request_, req.get());
     request_.Clear();
+    metrics_->CountSessionRequest(
+        !parsed             ? SessionRequestKind::kOther
+        : req->has_submit() ? SessionRequestKind::kSubmit
+        : req->has_watch()  ? SessionRequestKind::kWatch
+                            : SessionRequestKind::kOther);
     if (!parsed) {
       EndAfterQueued(FromGrpcStatus(
           NotParsed(absl::StrCat("Session message ", requests_read_),
@@ -420,6 +427,7 @@ class SessionReactor final
   };
 
   BrokerLoop* const loop_;
+  GrpcMetrics* const metrics_;  // the service's; outlives every stream
   const SessionId id_;
   const std::shared_ptr<const Caller> caller_;
   std::shared_ptr<Sink> sink_;
@@ -637,7 +645,7 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
 BrokerService::Session(grpc::CallbackServerContext* ctx) {
   absl::StatusOr<Caller> caller = Authorize(ctx, Need::kSubmit, "Session");
   if (!caller.ok()) return new RefusedSession(caller.status());
-  return new SessionReactor(loop_, *std::move(caller));
+  return new SessionReactor(loop_, *std::move(caller), &grpc_metrics_);
 }
 
 // ---- Credentials. The stores do their own (small, synced) file writes on

@@ -23,6 +23,7 @@
 #include "auth/worker_key_store.h"
 #include "broker/broker_core.h"
 #include "broker/broker_loop.h"
+#include "broker/grpc_metrics.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "protos/dexec.grpc.pb.h"
 
@@ -111,6 +112,10 @@ class BrokerService final : public internal::RawBrokerService {
   std::atomic<uint64_t>* client_auth_failures_counter() {
     return &client_auth_failures_;
   }
+  // Calls by method and code (counted by the interceptors of
+  // MakeInterceptorCreators(&grpc_metrics()), which the server must be
+  // built with), Session streams and requests (counted here).
+  GrpcMetrics& grpc_metrics() { return grpc_metrics_; }
 
  private:
   // What a method asks of the caller's role.
@@ -125,6 +130,7 @@ class BrokerService final : public internal::RawBrokerService {
   const BrokerAuth auth_;
   std::atomic<uint64_t> client_auth_failures_{0};
   std::atomic<int64_t> last_refusal_logged_s_{0};
+  GrpcMetrics grpc_metrics_;
 };
 
 }  // namespace dexec::broker

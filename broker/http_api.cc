@@ -220,6 +220,13 @@ ApiReply Stats(ApiBackend& backend) {
   w.Uint(s->submitted_total());
   w.Key("finished_total");
   w.Uint(s->finished_total());
+  // finished_total by outcome (they add up to it).
+  w.Key("succeeded_total");
+  w.Uint(s->succeeded_total());
+  w.Key("failed_total");
+  w.Uint(s->failed_total());
+  w.Key("cancelled_total");
+  w.Uint(s->cancelled_total());
   w.Key("finish_rate");
   w.Double(s->finish_rate());
   w.Key("workers");
@@ -533,6 +540,17 @@ ApiReply HandleApi(const ApiRequest& req, const Caller& caller,
       absl::StrCat("no API at ", path.substr(0, 200),
                    ": see docs/HTTP_API.md (/api/stats, /api/jobs, "
                    "/api/jobs/{id}, /api/jobs/{id}/cancel, /api/workers)")));
+}
+
+absl::StatusOr<MetricsSnapshot> ApiBackend::GetMetrics() {
+  MetricsSnapshot m;
+  absl::StatusOr<v1::Stats> stats = GetStats();
+  if (!stats.ok()) return stats.status();
+  absl::StatusOr<v1::ListWorkersResponse> workers = ListWorkers();
+  if (!workers.ok()) return workers.status();
+  m.stats = *std::move(stats);
+  m.workers = *std::move(workers);
+  return m;
 }
 
 }  // namespace dexec::broker

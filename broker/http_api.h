@@ -27,6 +27,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -34,9 +35,19 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "broker/broker_core.h"
+#include "broker/journal_metrics.h"
 #include "protos/dexec.pb.h"
 
 namespace dexec::broker {
+
+// What /metrics renders of the broker's state, gathered in one question to
+// the loop (http_routes.h adds the gRPC counters, read where they are).
+struct MetricsSnapshot {
+  v1::Stats stats;
+  v1::ListWorkersResponse workers;
+  CoreMetrics core;
+  std::optional<JournalMetrics> journal;  // none for an in-memory broker
+};
 
 // Broker state as the API reads it. Each call returns the answer, or
 // UNAVAILABLE when the broker cannot answer in time (it is shutting down
@@ -52,6 +63,9 @@ class ApiBackend {
   virtual absl::StatusOr<v1::CancelResponse> Cancel(const Caller& caller,
                                                     uint64_t job_id) = 0;
   virtual absl::StatusOr<v1::ListWorkersResponse> ListWorkers() = 0;
+  // For /metrics. By default GetStats and ListWorkers, with empty core
+  // metrics and no journal.
+  virtual absl::StatusOr<MetricsSnapshot> GetMetrics();
 };
 
 struct ApiRequest {

@@ -161,6 +161,22 @@ TEST_F(HttpApiTest, StatsCountJobsAndWorkers) {
   EXPECT_EQ(Num(s, "submitted_total"), 3);
   EXPECT_EQ(Num(s, "workers"), 1);
   EXPECT_EQ(Num(s, "threads"), 4);
+  EXPECT_EQ(Num(s, "succeeded_total"), 0);
+}
+
+TEST_F(HttpApiTest, StatsCountFinishedJobsByOutcome) {
+  Register("w1", 4, {"t"});
+  const uint64_t a = Submit("t"), b = Submit("t");
+  Submit("t");
+  Schedule();
+  Result("w1", a, true, "ok");
+  Result("w1", b, false, "");
+  Call("POST", "/api/jobs/3/cancel");
+  Struct s = Call("GET", "/api/stats");
+  EXPECT_EQ(Num(s, "finished_total"), 3);
+  EXPECT_EQ(Num(s, "succeeded_total"), 1);
+  EXPECT_EQ(Num(s, "failed_total"), 1);
+  EXPECT_EQ(Num(s, "cancelled_total"), 1);
 }
 
 TEST_F(HttpApiTest, JobsFilterByStateAndTaskAndPageOnTheBroker) {

@@ -1,7 +1,9 @@
 #include "broker/http_routes.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -10,6 +12,7 @@
 #include "auth/token_store.h"
 #include "broker/caller_of.h"
 #include "broker/dashboard/dashboard_assets.h"
+#include "common/prometheus_text.h"
 #include "common/proto_time.h"
 
 namespace dexec::broker {
@@ -122,50 +125,98 @@ http::Response Logout() {
   return r;
 }
 
-void Series(std::string* out, absl::string_view name, absl::string_view type,
-            absl::string_view help) {
-  absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type,
-                  "\n");
-}
-
 }  // namespace
 
-std::string RenderMetrics(const v1::Stats& s,
-                          const v1::ListWorkersResponse& workers,
+std::string RenderMetrics(const MetricsSnapshot& m, const GrpcMetrics* grpc,
                           absl::Time now) {
-  std::string out;
-  Series(&out, "dexec_jobs", "gauge", "Jobs the broker holds, by state.");
+  const v1::Stats& s = m.stats;
+  PrometheusText t;
+  t.Family("dexec_jobs", "gauge",
+           "Jobs the broker holds, by state (finished ones until their "
+           "retention ends).");
   for (auto [state, n] :
        {std::pair<absl::string_view, uint64_t>{"queued", s.queued()},
         {"running", s.running()},
         {"succeeded", s.succeeded()},
         {"failed", s.failed()},
         {"cancelled", s.cancelled()}}) {
-    absl::StrAppend(&out, "dexec_jobs{state=\"", state, "\"} ", n, "\n");
+    t.Sample("dexec_jobs", {{"state", state}}, n);
   }
-  Series(&out, "dexec_jobs_submitted_total", "counter",
-         "Jobs accepted since the broker started.");
-  absl::StrAppend(&out, "dexec_jobs_submitted_total ", s.submitted_total(),
-                  "\n");
-  Series(&out, "dexec_jobs_finished_total", "counter",
-         "Jobs that reached a terminal state since the broker started, by "
-         "outcome.");
-  absl::StrAppend(&out, "dexec_jobs_finished_total{outcome=\"succeeded\"} ",
-                  s.succeeded_total(), "\n",
-                  "dexec_jobs_finished_total{outcome=\"failed\"} ",
-                  s.failed_total(), "\n",
-                  "dexec_jobs_finished_total{outcome=\"cancelled\"} ",
-                  s.cancelled_total(), "\n");
-  Series(&out, "dexec_queue_wait_seconds", "summary",
-         "Queue wait of the dispatches of the last 60 s.");
-  absl::StrAppend(&out, "dexec_queue_wait_seconds{quantile=\"0.5\"} ",
-                  absl::ToDoubleSeconds(dexec::FromProto(s.wait_p50())), "\n",
-                  "dexec_queue_wait_seconds{quantile=\"0.99\"} ",
-                  absl::ToDoubleSeconds(dexec::FromProto(s.wait_p99())), "\n",
-                  "dexec_queue_wait_seconds_count ", s.wait_samples(), "\n");
+  t.Family("dexec_jobs_submitted_total", "counter",
+           "Jobs accepted since the broker started.");
+  t.Sample("dexec_jobs_submitted_total", s.submitted_total());
+  t.Family("dexec_jobs_finished_total", "counter",
+           "Jobs that reached a terminal state since the broker started, by "
+           "outcome.");
+  t.Sample("dexec_jobs_finished_total", {{"outcome", "succeeded"}},
+           s.succeeded_total());
+  t.Sample("dexec_jobs_finished_total", {{"outcome", "failed"}},
+           s.failed_total());
+  t.Sample("dexec_jobs_finished_total", {{"outcome", "cancelled"}},
+           s.cancelled_total());
+
+  // By task, for at most --max_task_series names (task_metrics.h), the
+  // rest under task="(other)"; sorted so the text is stable.
+  std::vector<const TaskSeries*> tasks;
+  tasks.reserve(m.core.tasks.size());
+  for (const TaskSeries& ts : m.core.tasks) tasks.push_back(&ts);
+  std::sort(tasks.begin(), tasks.end(),
+            [](const TaskSeries* a, const TaskSeries* b) {
+              return a->task < b->task;
+            });
+  t.Family("dexec_task_jobs_submitted_total", "counter",
+           "Jobs accepted since the broker started, by task (at most "
+           "--max_task_series tasks; the rest, and tasks evicted to make "
+           "room, under task=\"(other)\").");
+  for (const TaskSeries* ts : tasks) {
+    t.Sample("dexec_task_jobs_submitted_total", {{"task", ts->task}},
+             ts->submitted);
+  }
+  t.Family("dexec_task_jobs_finished_total", "counter",
+           "Jobs finished since the broker started, by task and outcome.");
+  for (const TaskSeries* ts : tasks) {
+    t.Sample("dexec_task_jobs_finished_total",
+             {{"task", ts->task}, {"outcome", "succeeded"}}, ts->succeeded);
+    t.Sample("dexec_task_jobs_finished_total",
+             {{"task", ts->task}, {"outcome", "failed"}}, ts->failed);
+    t.Sample("dexec_task_jobs_finished_total",
+             {{"task", ts->task}, {"outcome", "cancelled"}}, ts->cancelled);
+  }
+  t.Family("dexec_task_jobs", "gauge",
+           "Jobs queued and running now, by task (0 once drained).");
+  for (const TaskSeries* ts : tasks) {
+    t.Sample("dexec_task_jobs", {{"task", ts->task}, {"state", "queued"}},
+             ts->queued);
+    t.Sample("dexec_task_jobs", {{"task", ts->task}, {"state", "running"}},
+             ts->running);
+  }
+
+  t.AddHistogram("dexec_queue_wait_seconds",
+                 "Queue wait of each dispatch: from submit, or from the end "
+                 "of the previous attempt, to dispatch.",
+                 m.core.queue_wait);
+  t.AddHistogram("dexec_submit_to_start_seconds",
+                 "From submit to the first dispatch, once per job.",
+                 m.core.submit_to_start);
+  t.AddHistogram("dexec_run_time_seconds",
+                 "Run time of each attempt whose result the broker took "
+                 "(the worker's start to finish).",
+                 m.core.run_time);
+  t.Family("dexec_requeues_total", "counter",
+           "Jobs put back in the queue for another attempt, by reason.");
+  for (size_t i = 0; i < kRequeueReasonCount; ++i) {
+    t.Sample("dexec_requeues_total", {{"reason", kRequeueReasons[i]}},
+             m.core.requeues[i]);
+  }
+  t.Family("dexec_oldest_queued_job_age_seconds", "gauge",
+           "Seconds since the submit of the queued job held longest (0 when "
+           "none is queued).");
+  t.Sample("dexec_oldest_queued_job_age_seconds",
+           absl::ToDoubleSeconds(m.core.oldest_queued_age));
+
   uint64_t ready = 0, draining = 0, busy = 0, threads = 0;
   double oldest_heartbeat = 0;
-  for (const v1::WorkerInfo& w : workers.workers()) {
+  for (const v1::WorkerInfo& w : m.workers.workers()) {
     (w.state() == v1::WorkerInfo::DRAINING ? draining : ready)++;
     busy += static_cast<uint64_t>(std::max(0, w.busy()));
     threads += static_cast<uint64_t>(std::max(0, w.threads()));
@@ -175,30 +226,71 @@ std::string RenderMetrics(const v1::Stats& s,
           absl::ToDoubleSeconds(now - dexec::FromProto(w.last_heartbeat())));
     }
   }
-  Series(&out, "dexec_workers", "gauge", "Connected workers, by state.");
-  absl::StrAppend(&out, "dexec_workers{state=\"ready\"} ", ready, "\n",
-                  "dexec_workers{state=\"draining\"} ", draining, "\n");
-  Series(&out, "dexec_worker_threads", "gauge",
-         "Threads of the connected workers.");
-  absl::StrAppend(&out, "dexec_worker_threads ", threads, "\n");
-  Series(&out, "dexec_worker_busy", "gauge",
-         "Jobs the connected workers hold (running or prefetched).");
-  absl::StrAppend(&out, "dexec_worker_busy ", busy, "\n");
-  Series(&out, "dexec_worker_heartbeat_age_max_seconds", "gauge",
-         "Age of the stalest connected worker's last heartbeat.");
-  absl::StrAppend(&out, "dexec_worker_heartbeat_age_max_seconds ",
-                  oldest_heartbeat, "\n");
-  Series(&out, "dexec_auth_failures_total", "counter",
-         "Refused credentials, by plane (client: gRPC and HTTP tokens; "
-         "worker: CURVE handshakes).");
-  absl::StrAppend(&out, "dexec_auth_failures_total{plane=\"client\"} ",
-                  s.client_auth_failures(), "\n",
-                  "dexec_auth_failures_total{plane=\"worker\"} ",
-                  s.worker_auth_failures(), "\n");
-  Series(&out, "dexec_uptime_seconds", "gauge", "Seconds since start.");
-  absl::StrAppend(&out, "dexec_uptime_seconds ",
-                  absl::ToDoubleSeconds(dexec::FromProto(s.uptime())), "\n");
-  return out;
+  t.Family("dexec_workers", "gauge", "Connected workers, by state.");
+  t.Sample("dexec_workers", {{"state", "ready"}}, ready);
+  t.Sample("dexec_workers", {{"state", "draining"}}, draining);
+  t.Family("dexec_worker_threads", "gauge",
+           "Threads of the connected workers.");
+  t.Sample("dexec_worker_threads", threads);
+  t.Family("dexec_worker_busy", "gauge",
+           "Jobs the connected workers hold (running or prefetched).");
+  t.Sample("dexec_worker_busy", busy);
+  t.Family("dexec_worker_heartbeat_age_max_seconds", "gauge",
+           "Age of the stalest connected worker's last heartbeat.");
+  t.Sample("dexec_worker_heartbeat_age_max_seconds", oldest_heartbeat);
+
+  if (m.journal.has_value()) {
+    t.AddHistogram("dexec_journal_commit_seconds",
+                   "Per journal round that wrote anything: its writes and "
+                   "its one sync.",
+                   m.journal->commit_seconds);
+    t.AddHistogram("dexec_journal_round_records",
+                   "Records (job records, payloads, batch keys) written per "
+                   "journal round.",
+                   m.journal->round_records);
+  }
+
+  if (grpc != nullptr) {
+    t.Family("dexec_grpc_requests_total", "counter",
+             "gRPC calls answered, by method and status code (every "
+             "method's OK always; other codes once seen). A Session stream "
+             "counts once, when it ends.");
+    for (size_t method = 0; method < kGrpcMethodCount; ++method) {
+      for (size_t code = 0; code < kGrpcCodeCount; ++code) {
+        const uint64_t n = grpc->calls(method, code);
+        if (n == 0 && (code != 0 || method + 1 == kGrpcMethodCount)) continue;
+        t.Sample(
+            "dexec_grpc_requests_total",
+            {{"method", kGrpcMethods[method]}, {"code", GrpcCodeName(code)}},
+            n);
+      }
+    }
+    t.Family("dexec_grpc_session_streams_opened_total", "counter",
+             "Session streams opened (authenticated).");
+    t.Sample("dexec_grpc_session_streams_opened_total",
+             grpc->sessions_opened());
+    t.Family("dexec_grpc_session_requests_total", "counter",
+             "Messages read on Session streams, by kind (submit, watch, "
+             "other: unparsable or empty).");
+    for (size_t k = 0; k < static_cast<size_t>(SessionRequestKind::kCount);
+         ++k) {
+      t.Sample("dexec_grpc_session_requests_total",
+               {{"kind", kSessionRequestKinds[k]}},
+               grpc->session_requests(static_cast<SessionRequestKind>(k)));
+    }
+  }
+
+  t.Family("dexec_auth_failures_total", "counter",
+           "Refused credentials, by plane (client: gRPC and HTTP tokens; "
+           "worker: CURVE handshakes).");
+  t.Sample("dexec_auth_failures_total", {{"plane", "client"}},
+           s.client_auth_failures());
+  t.Sample("dexec_auth_failures_total", {{"plane", "worker"}},
+           s.worker_auth_failures());
+  t.Family("dexec_uptime_seconds", "gauge", "Seconds since start.");
+  t.Sample("dexec_uptime_seconds",
+           absl::ToDoubleSeconds(dexec::FromProto(s.uptime())));
+  return t.Take();
 }
 
 http::Response ServeBrokerHttp(const http::Request& req,
@@ -230,17 +322,14 @@ http::Response ServeBrokerHttp(const http::Request& req,
       r.body = absl::StrCat(caller.status().message(), "\n");
       return r;
     }
-    absl::StatusOr<v1::Stats> stats = routes.backend->GetStats();
-    absl::StatusOr<v1::ListWorkersResponse> workers =
-        routes.backend->ListWorkers();
-    if (!stats.ok() || !workers.ok()) {
+    absl::StatusOr<MetricsSnapshot> snapshot = routes.backend->GetMetrics();
+    if (!snapshot.ok()) {
       r.status = 503;
-      r.body = absl::StrCat(
-          (!stats.ok() ? stats.status() : workers.status()).message(), "\n");
+      r.body = absl::StrCat(snapshot.status().message(), "\n");
       return r;
     }
     r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-    r.body = RenderMetrics(*stats, *workers, now);
+    r.body = RenderMetrics(*snapshot, routes.grpc, now);
     return r;
   }
   if (absl::StartsWith(req.path, "/api/")) {

@@ -24,6 +24,7 @@
 #include <string>
 
 #include "absl/time/time.h"
+#include "broker/grpc_metrics.h"
 #include "broker/http_api.h"
 #include "common/http_listener.h"
 
@@ -39,17 +40,18 @@ struct HttpRoutes {
   // Requests refused for a missing or bad token (added to the broker's
   // client authentication failures).
   std::atomic<uint64_t>* auth_failures = nullptr;
+  // The gRPC front end's counters, for /metrics (null: not shown).
+  const GrpcMetrics* grpc = nullptr;
 };
 
 // Answers one request at `now`.
 http::Response ServeBrokerHttp(const http::Request& req,
                                const HttpRoutes& routes, absl::Time now);
 
-// The Prometheus text exposition of `stats` and `workers` (kept pure for
-// its tests).
-std::string RenderMetrics(const v1::Stats& stats,
-                          const v1::ListWorkersResponse& workers,
-                          absl::Time now);
+// The Prometheus text exposition of `snapshot` and `grpc` (may be null),
+// docs/DESIGN.md "Metrics" (kept pure for its tests).
+std::string RenderMetrics(const MetricsSnapshot& snapshot,
+                          const GrpcMetrics* grpc, absl::Time now);
 
 }  // namespace dexec::broker
 

@@ -12,6 +12,7 @@ Job& JobTable::Insert(Job job) {
   job.state = v1::Job::QUEUED;
   ++counts_[v1::Job::QUEUED];
   ++submitted_total_;
+  task_metrics_.Submitted(job.task);
   if (!job.info().idempotency_key.empty()) by_key_[ScopedKey(job)] = job.id;
   auto [it, inserted] = jobs_.emplace(job.id, std::move(job));
   assert(inserted);
@@ -21,7 +22,10 @@ Job& JobTable::Insert(Job job) {
 void JobTable::Restore(Job job) {
   const uint64_t id = job.id;
   if (id >= next_id_) next_id_ = id + 1;
+  if (submitted_total_ == 0) queued_scan_from_ = next_id_;
   ++counts_[job.state];
+  task_metrics_.Restored(job.task, job.state);
+  if (job.state == v1::Job::QUEUED) requeued_.push(id);
   if (!job.info().idempotency_key.empty()) by_key_[ScopedKey(job)] = id;
   if (IsTerminal(job.state)) {
     // Keep the retention deque in finishing order.
@@ -64,6 +68,23 @@ void JobTable::SetState(Job& job, JobState state, absl::Time now) {
   assert(!IsTerminal(job.state));  // a job completes exactly once
   --counts_[job.state];
   ++counts_[state];
+  task_metrics_.Moved(job.task, job.state, state);
+  if (state == v1::Job::QUEUED && job.state != v1::Job::QUEUED) {
+    requeued_.push(job.id);
+    if (requeued_.size() > 2 * counts_[v1::Job::QUEUED] + 1024) {
+      // Mostly stale: keep the ids still queued.
+      std::vector<uint64_t> live;
+      while (!requeued_.empty()) {
+        const Job* j = Find(requeued_.top());
+        if (j != nullptr && j->state == v1::Job::QUEUED) {
+          live.push_back(requeued_.top());
+        }
+        requeued_.pop();
+      }
+      live.push_back(job.id);
+      for (uint64_t id : live) requeued_.push(id);
+    }
+  }
   job.state = state;
   if (IsTerminal(state)) {
     job.mutable_info().finished_at = now;
@@ -93,6 +114,22 @@ void JobTable::Expire(absl::Time now, absl::Duration retention,
     }
     jobs_.erase(it);
   }
+}
+
+const Job* JobTable::OldestQueued() {
+  auto queued = [this](uint64_t id) -> const Job* {
+    const Job* j = Find(id);
+    return j != nullptr && j->state == v1::Job::QUEUED ? j : nullptr;
+  };
+  while (!requeued_.empty() && queued(requeued_.top()) == nullptr) {
+    requeued_.pop();
+  }
+  // Past the heap's top there is nothing older to find.
+  const uint64_t limit = requeued_.empty() ? next_id_ : requeued_.top();
+  for (; queued_scan_from_ < limit; ++queued_scan_from_) {
+    if (const Job* j = queued(queued_scan_from_)) return j;
+  }
+  return requeued_.empty() ? nullptr : Find(requeued_.top());
 }
 
 void JobTable::ForEachNewest(const std::function<bool(const Job&)>& fn,

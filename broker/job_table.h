@@ -9,12 +9,14 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <queue>
 #include <string>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
 #include "broker/job.h"
+#include "broker/task_metrics.h"
 
 namespace dexec::broker {
 
@@ -32,7 +34,13 @@ class JobTable {
  public:
   // `first_id` is the first id handed out (a restarted broker passes one past
   // the largest id it ever used).
-  explicit JobTable(uint64_t first_id = 1) : next_id_(first_id) {}
+  // `max_task_series`: task names with metrics series of their own (see
+  // task_metrics.h).
+  explicit JobTable(uint64_t first_id = 1,
+                    size_t max_task_series = TaskMetrics::kDefaultCap)
+      : next_id_(first_id),
+        queued_scan_from_(first_id),
+        task_metrics_(max_task_series) {}
   JobTable(const JobTable&) = delete;
   JobTable& operator=(const JobTable&) = delete;
 
@@ -47,6 +55,7 @@ class JobTable {
   // Ids handed out from here on start at least at `next_id`.
   void AdvanceNextId(uint64_t next_id) {
     if (next_id > next_id_) next_id_ = next_id;
+    if (submitted_total_ == 0) queued_scan_from_ = next_id_;
   }
 
   // nullptr if unknown (never existed, or retention ended).
@@ -89,6 +98,13 @@ class JobTable {
   uint64_t finished_total(JobState s) const { return finished_by_state_[s]; }
   uint64_t next_id() const { return next_id_; }
 
+  // The queued job with the smallest id (the longest in the broker), or
+  // null if none is queued. Amortised O(1): it resumes a scan over ids that
+  // only moves forward (new jobs get larger ids), and requeued jobs, which
+  // go back to QUEUED with old ids, wait in a heap of their own.
+  const Job* OldestQueued();
+  const TaskMetrics& task_metrics() const { return task_metrics_; }
+
  private:
   uint64_t next_id_;
   absl::flat_hash_map<uint64_t, Job> jobs_;
@@ -103,6 +119,14 @@ class JobTable {
   uint64_t submitted_total_ = 0;
   uint64_t finished_total_ = 0;
   uint64_t finished_by_state_[v1::Job::State_ARRAYSIZE] = {};
+  // For OldestQueued: every QUEUED job has an id >= queued_scan_from_ or is
+  // in requeued_ (ids of jobs that went back to QUEUED; stale entries are
+  // dropped when they reach the top, or all at once when they outnumber
+  // the queued jobs).
+  uint64_t queued_scan_from_;
+  std::priority_queue<uint64_t, std::vector<uint64_t>, std::greater<>>
+      requeued_;
+  TaskMetrics task_metrics_;
 };
 
 }  // namespace dexec::broker

@@ -14,6 +14,7 @@
 #include "absl/base/internal/endian.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/log.h"
 #include "protos/store.pb.h"
 #include "rocksdb/options.h"
@@ -511,6 +512,7 @@ void Journal::Run() {
       if (round[i].batch.Count() > 0) last = static_cast<int>(i);
     }
     size_t from = 0;
+    const absl::Time write_started = absl::Now();
     rocksdb::Status s = last < 0 ? rocksdb::Status::OK()
                         : read_only_
                             ? rocksdb::Status::NotSupported("opened read-only")
@@ -524,7 +526,12 @@ void Journal::Run() {
     {
       MutexLock lock(&mu_);
       records_ += records;
-      if (last >= 0) ++syncs_;
+      if (last >= 0) {
+        ++syncs_;
+        metrics_.commit_seconds.Observe(
+            absl::ToDoubleSeconds(absl::Now() - write_started));
+        metrics_.round_records.Observe(static_cast<double>(records));
+      }
     }
     for (Pending& p : round) {
       for (Reply& r : p.replies) r();
@@ -549,6 +556,11 @@ void Journal::Close() {
 uint64_t Journal::syncs() const {
   MutexLock lock(&mu_);
   return syncs_;
+}
+
+JournalMetrics Journal::metrics() const {
+  MutexLock lock(&mu_);
+  return metrics_;
 }
 
 uint64_t Journal::records_written() const {

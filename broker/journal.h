@@ -32,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "broker/broker_core.h"
 #include "broker/job_table.h"
+#include "broker/journal_metrics.h"
 #include "common/mutex.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
@@ -83,6 +84,8 @@ class Journal {
   // Written and synced so far (for tests and stats).
   uint64_t syncs() const;
   uint64_t records_written() const;
+  // A copy of the metrics (thread-safe).
+  JournalMetrics metrics() const;
 
  private:
   struct Pending {
@@ -115,6 +118,8 @@ class Journal {
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t syncs_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t records_ ABSL_GUARDED_BY(mu_) = 0;
+  // Written by the journal thread after each round, read by /metrics.
+  JournalMetrics metrics_ ABSL_GUARDED_BY(mu_);
   // Why writes fail now; empty while they succeed.
   std::string failing_ ABSL_GUARDED_BY(mu_);
   bool failing_read_only_ ABSL_GUARDED_BY(mu_) = false;

@@ -180,6 +180,11 @@ TEST(JournalTest, RepliesRunInOrderEvenWhenTheyHaveNothingToWrite) {
   for (int i = 0; i < 50; ++i) EXPECT_EQ(order[i], i);
   // Each submit wrote 10 payloads, 10 job records and the next id.
   EXPECT_EQ((*journal)->records_written(), 25u * 21u);
+  // /metrics: one commit time and one record count per synced round.
+  const JournalMetrics m = (*journal)->metrics();
+  EXPECT_EQ(m.commit_seconds.count(), (*journal)->syncs());
+  EXPECT_EQ(m.round_records.count(), (*journal)->syncs());
+  EXPECT_DOUBLE_EQ(m.round_records.sum(), 25.0 * 21.0);
 }
 
 }  // namespace

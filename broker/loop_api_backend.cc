@@ -69,6 +69,25 @@ absl::StatusOr<v1::Stats> LoopApiBackend::GetStats() {
   return s;
 }
 
+absl::StatusOr<MetricsSnapshot> LoopApiBackend::GetMetrics() {
+  absl::StatusOr<MetricsSnapshot> m = Ask<MetricsSnapshot>(
+      [loop = loop_](BrokerLoop::Context& c) {
+        MetricsSnapshot s;
+        s.stats = c.core.GetStats(c.now);
+        s.stats.set_worker_auth_failures(loop->worker_auth_failures());
+        s.workers = c.core.ListWorkers();
+        s.core = c.core.Metrics(c.now);
+        return s;
+      },
+      /*read_only=*/true);
+  if (!m.ok()) return m;
+  if (client_auth_failures_ != nullptr) {
+    m->stats.set_client_auth_failures(client_auth_failures_->load());
+  }
+  m->journal = loop_->journal_metrics();
+  return m;
+}
+
 absl::StatusOr<v1::ListJobsResponse> LoopApiBackend::ListJobs(
     const Caller& caller, const v1::ListJobsRequest& req) {
   return Ask<v1::ListJobsResponse>(

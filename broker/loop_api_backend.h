@@ -42,6 +42,8 @@ class LoopApiBackend : public ApiBackend {
   absl::StatusOr<v1::CancelResponse> Cancel(const Caller& caller,
                                             uint64_t job_id) override;
   absl::StatusOr<v1::ListWorkersResponse> ListWorkers() override;
+  // Stats, workers and the core's metrics in one question to the loop.
+  absl::StatusOr<MetricsSnapshot> GetMetrics() override;
 
  private:
   // Runs `fill` on the loop and waits for its answer (released after the

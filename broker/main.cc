@@ -27,6 +27,7 @@
 #include "auth/token_store.h"
 #include "auth/worker_key_store.h"
 #include "broker/broker_loop.h"
+#include "broker/grpc_metrics.h"
 #include "broker/grpc_service.h"
 #include "broker/http_routes.h"
 #include "broker/journal.h"
@@ -107,6 +108,9 @@ ABSL_FLAG(std::vector<std::string>, tls_san, {},
 ABSL_FLAG(int32_t, max_worker_credit, 16384,
           "most tasks (threads + prefetch) one worker may claim; a worker "
           "registering more is cut down to it");
+ABSL_FLAG(uint64_t, max_task_series, 1000,
+          "task names with /metrics series of their own; the rest are "
+          "counted under task=\"(other)\"");
 
 namespace dexec::broker {
 namespace {
@@ -133,6 +137,7 @@ int Main() {
     return 2;
   }
   options.max_worker_credit = absl::GetFlag(FLAGS_max_worker_credit);
+  options.max_task_series = absl::GetFlag(FLAGS_max_task_series);
   options.max_queued_bytes = absl::GetFlag(FLAGS_max_queued_bytes);
   if (options.max_queued_bytes == 0) {
     const long pages = sysconf(_SC_PHYS_PAGES);
@@ -334,6 +339,9 @@ int Main() {
   int port = 0;
   builder.AddListeningPort(listen, server_credentials, &port);
   builder.RegisterService(&service);
+  // Counts every call's status by method for /metrics (grpc_metrics.h).
+  builder.experimental().SetInterceptorCreators(
+      MakeInterceptorCreators(&service.grpc_metrics()));
   // A batch of jobs can be larger than one payload; leave room for it.
   builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<uint64_t>(
       options.max_payload_bytes * 2 + (16 << 20), INT32_MAX)));
@@ -352,7 +360,8 @@ int Main() {
   LoopApiBackend api_backend(&loop, absl::Seconds(5),
                              service.client_auth_failures_counter());
   HttpRoutes routes{tokens.get(), &api_backend,
-                    service.client_auth_failures_counter()};
+                    service.client_auth_failures_counter(),
+                    &service.grpc_metrics()};
   std::unique_ptr<http::HttpListener> http_listener;
   std::string http_shown = "off";
   if (!http_listen.empty()) {
@@ -432,7 +441,8 @@ int main(int argc, char** argv) {
                {"Limits",
                 {"max_queued", "max_queued_bytes", "max_payload_bytes",
                  "max_result_bytes", "max_response_bytes", "max_watch_ids",
-                 "max_watched_per_session", "max_worker_credit"}},
+                 "max_watched_per_session", "max_worker_credit",
+                 "max_task_series"}},
                {"Storage", {"data_dir", "in_memory", "journal_min_free_bytes"}},
                {"Security",
                 {"auth_dir", "tls", "tls_cert", "tls_key", "tls_client_ca",

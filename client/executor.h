@@ -109,12 +109,10 @@ class MapResults {
 
   std::optional<absl::StatusOr<T>> Next() {
     if (!stream_) return std::nullopt;
-    std::optional<absl::StatusOr<std::shared_ptr<internal::FutureState>>> s =
-        stream_->Next();
-    if (!s.has_value()) return std::nullopt;
-    if (!s->ok()) return absl::StatusOr<T>(s->status());
-    absl::StatusOr<T> v =
-        internal::MakeFuture<T>(*std::move(*s)).Result(absl::ZeroDuration());
+    std::optional<absl::StatusOr<internal::MapElement>> e = stream_->Next();
+    if (!e.has_value()) return std::nullopt;
+    if (!e->ok()) return absl::StatusOr<T>(e->status());
+    absl::StatusOr<T> v = internal::DecodeResult<T>(*(*e)->job, (*e)->result);
     if (!v.ok()) stream_->Abort();
     return v;
   }

@@ -28,6 +28,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/future_state.h"
@@ -52,6 +53,22 @@ template <typename T>
 Future<T> MakeFuture(std::shared_ptr<FutureState> state);
 template <typename T>
 const std::shared_ptr<FutureState>& StateOf(const Future<T>& f);
+
+// `bytes` (a result of `state`'s job: all of it, or a chunked map item's
+// part) decoded with Codec<T>; INVALID_ARGUMENT naming the job if they do
+// not decode as T.
+template <typename T>
+absl::StatusOr<T> DecodeResult(const FutureState& state,
+                               absl::string_view bytes) {
+  absl::StatusOr<T> v = Codec<T>::Decode(bytes);
+  if (!v.ok()) {
+    absl::StatusOr<uint64_t> id = state.JobId(absl::InfinitePast());
+    return absl::InvalidArgumentError(absl::StrCat(
+        "result of job ", id.ok() ? absl::StrCat(*id) : "?",
+        " does not decode as the requested type: ", v.status().message()));
+  }
+  return v;
+}
 }  // namespace internal
 
 template <typename T = std::string>
@@ -72,14 +89,7 @@ class Future {
       return NotDone(timeout);
     }
     if (!state_->status().ok()) return state_->status();
-    absl::StatusOr<T> v = Codec<T>::Decode(state_->result());
-    if (!v.ok()) {
-      absl::StatusOr<uint64_t> id = state_->JobId(absl::InfinitePast());
-      return absl::InvalidArgumentError(absl::StrCat(
-          "result of job ", id.ok() ? absl::StrCat(*id) : "?",
-          " does not decode as the requested type: ", v.status().message()));
-    }
-    return v;
+    return internal::DecodeResult<T>(*state_, state_->result());
   }
 
   // The raw result bytes as the worker returned them, also when the job

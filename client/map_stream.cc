@@ -7,7 +7,6 @@
 #include "absl/time/clock.h"
 #include "client/future.h"
 #include "protos/chunk.h"
-#include "protos/tasks.pb.h"
 
 namespace dexec {
 namespace internal {
@@ -40,20 +39,25 @@ void MapStream::Refill() {
     std::vector<size_t> sizes;
     payloads.reserve(options_.jobs_per_message);
     std::string payload;
-    std::vector<std::string> items;
     while (payloads.size() < options_.jobs_per_message && !inputs_done_) {
-      items.clear();
+      if (options_.chunksize == 1) {
+        if (!inputs_(&payload)) {
+          inputs_done_ = true;
+          break;
+        }
+        sizes.push_back(1);
+        payloads.push_back(std::move(payload));
+        continue;
+      }
+      // Straight into the chunk's wire form, no message object per item.
+      chunk::ItemWriter items;
       while (items.size() < options_.chunksize && inputs_(&payload)) {
-        items.push_back(std::move(payload));
+        items.Add(payload);
       }
       if (items.size() < options_.chunksize) inputs_done_ = true;
-      if (items.empty()) break;
+      if (items.size() == 0) break;
       sizes.push_back(items.size());
-      if (options_.chunksize == 1) {
-        payloads.push_back(std::move(items[0]));
-      } else {
-        payloads.push_back(chunk::Encode(items));
-      }
+      payloads.push_back(std::move(items).Finish());
     }
     if (payloads.empty()) break;
     batch_.clear();
@@ -68,39 +72,30 @@ void MapStream::Refill() {
   }
 }
 
-absl::Status MapStream::Split(const std::shared_ptr<FutureState>& job) {
-  tasks::ChunkResult results;
-  if (!results.ParseFromString(job->result())) {
+absl::Status MapStream::Split(std::shared_ptr<FutureState> job) {
+  absl::StatusOr<std::vector<chunk::ItemResultView>> results =
+      chunk::DecodeResults(job->result());
+  if (!results.ok()) {
     return absl::DataLossError(
         absl::StrCat("map over '", task_,
                      "': a chunk's result is not a ChunkResult (is "
                      "the worker older than chunked maps?)"));
   }
-  absl::StatusOr<uint64_t> id = job->JobId(absl::InfinitePast());
-  size_t item = yielded_;
-  for (const tasks::ItemResult& r : results.results()) {
-    auto state = std::make_shared<FutureState>();
-    if (id.ok()) state->SetJobId(*id);
-    ++item;
-    if (r.ok()) {
-      state->Complete(absl::OkStatus(), r.output());
-    } else {
-      state->Complete(
-          JobErrorToStatus(
-              r.error_kind(),
-              absl::StrCat(r.error_message(), " (map item ", item, ", in job ",
-                           id.ok() ? absl::StrCat(*id) : "?", ")")),
-          r.output());
-    }
-    split_.push_back(std::move(state));
-  }
+  // Views into the job's result, which split_job_ keeps; no future per
+  // item: a chunk's thousand items would cost a thousand locked states.
+  split_ = *std::move(results);
+  next_split_ = 0;
+  split_job_ = std::move(job);
   return absl::OkStatus();
 }
 
-std::optional<absl::StatusOr<std::shared_ptr<FutureState>>> MapStream::Next() {
+std::optional<absl::StatusOr<MapElement>> MapStream::Next() {
   if (finished_) return std::nullopt;
-  if (split_.empty()) Refill();
-  if (split_.empty()) {
+  if (next_split_ == split_.size()) {
+    split_.clear();
+    next_split_ = 0;
+    split_job_.reset();
+    Refill();
     if (in_flight_.empty()) {
       finished_ = true;
       return std::nullopt;
@@ -113,7 +108,7 @@ std::optional<absl::StatusOr<std::shared_ptr<FutureState>>> MapStream::Next() {
           id.ok() ? absl::StrCat(*id) : "(not yet acknowledged)",
           " not done after ", absl::FormatDuration(options_.timeout)));
       Abort();
-      return absl::StatusOr<std::shared_ptr<FutureState>>(std::move(timeout));
+      return absl::StatusOr<MapElement>(std::move(timeout));
     }
     const size_t items = in_flight_sizes_.front();
     in_flight_.pop_front();
@@ -135,33 +130,40 @@ std::optional<absl::StatusOr<std::shared_ptr<FutureState>>> MapStream::Next() {
         failed = std::move(named);
       }
       Abort();
-      return absl::StatusOr<std::shared_ptr<FutureState>>(std::move(failed));
+      return absl::StatusOr<MapElement>(std::move(failed));
     }
     if (options_.chunksize == 1) {
       ++yielded_;
-      return absl::StatusOr<std::shared_ptr<FutureState>>(std::move(state));
+      const absl::string_view result = state->result();
+      return absl::StatusOr<MapElement>(MapElement{std::move(state), result});
     }
-    absl::Status split = Split(state);
+    absl::Status split = Split(std::move(state));
     if (!split.ok()) {
       Abort();
-      return absl::StatusOr<std::shared_ptr<FutureState>>(split);
+      return absl::StatusOr<MapElement>(split);
     }
     if (split_.empty()) return Next();  // an empty chunk: nothing to yield
   }
-  std::shared_ptr<FutureState> item = std::move(split_.front());
-  split_.pop_front();
+  const chunk::ItemResultView& item = split_[next_split_++];
   ++yielded_;
-  if (!item->status().ok()) {
+  if (!item.ok) {
+    absl::StatusOr<uint64_t> id = split_job_->JobId(absl::InfinitePast());
+    absl::Status failed = JobErrorToStatus(
+        item.error_kind,
+        absl::StrCat(item.error_message, " (map item ", yielded_, ", in job ",
+                     id.ok() ? absl::StrCat(*id) : "?", ")"));
     Abort();
-    return absl::StatusOr<std::shared_ptr<FutureState>>(item->status());
+    return absl::StatusOr<MapElement>(std::move(failed));
   }
-  return absl::StatusOr<std::shared_ptr<FutureState>>(std::move(item));
+  return absl::StatusOr<MapElement>(MapElement{split_job_, item.output});
 }
 
 void MapStream::Abort() {
   finished_ = true;
   inputs_done_ = true;
   split_.clear();
+  next_split_ = 0;
+  split_job_.reset();
   if (in_flight_.empty()) return;
   std::vector<std::shared_ptr<FutureState>> outstanding;
   outstanding.reserve(in_flight_.size());

@@ -1,8 +1,8 @@
 // The untyped engine behind MapResults<T>: pulls inputs lazily, keeps at most
 // `window` items in flight, packs `chunksize` items per job (protos/chunk.h),
 // submits `jobs_per_message` jobs per message, and hands back finished
-// items in input order (a chunk's items as futures of their own). Internal
-// to the client library.
+// items in input order (a chunk's items as views into its job's result).
+// Internal to the client library.
 //
 // Not thread-safe: owned by one MapResults, used by one consumer.
 #ifndef DEXEC_CLIENT_MAP_STREAM_H_
@@ -19,6 +19,7 @@
 #include "absl/strings/string_view.h"
 #include "client/future_state.h"
 #include "client/options.h"
+#include "protos/chunk.h"
 
 namespace dexec {
 namespace internal {
@@ -45,6 +46,14 @@ std::vector<bool> CancelStates(
     FutureHost* host, const std::vector<std::shared_ptr<FutureState>>& states,
     bool running_too = true);
 
+// One finished, successful map element: its result bytes, a view into the
+// result of `job` (all of it, or a chunked item's output), which `job`
+// keeps alive.
+struct MapElement {
+  std::shared_ptr<FutureState> job;
+  absl::string_view result;
+};
+
 class MapStream {
  public:
   // Writes the next input's payload to *out; false when inputs are
@@ -58,23 +67,25 @@ class MapStream {
   // Cancels what is still outstanding (see Abort).
   ~MapStream();
 
-  // The next job in input order, done. nullopt when all were yielded. An
-  // error (the job's own, or DEADLINE_EXCEEDED after options.timeout)
-  // aborts the stream: later calls return nullopt.
-  std::optional<absl::StatusOr<std::shared_ptr<FutureState>>> Next();
+  // The next element in input order. nullopt when all were yielded. An
+  // error (the job's or the item's own, or DEADLINE_EXCEEDED after
+  // options.timeout) aborts the stream: later calls return nullopt.
+  std::optional<absl::StatusOr<MapElement>> Next();
 
   // Stops submitting, cancels outstanding jobs (one Cancel RPC) and ends
   // the stream. Idempotent.
   void Abort();
 
   // Items submitted and not yet yielded (for tests: never above window).
-  size_t in_flight() const { return in_flight_items_ + split_.size(); }
+  size_t in_flight() const {
+    return in_flight_items_ + (split_.size() - next_split_);
+  }
 
  private:
   void Refill();
-  // The items of a finished chunk job as done futures, into split_; an
-  // error if its result is not a ChunkResult.
-  absl::Status Split(const std::shared_ptr<FutureState>& job);
+  // The items of a finished chunk job, into split_ (views into its result,
+  // held in split_job_); an error if its result is not a ChunkResult.
+  absl::Status Split(std::shared_ptr<FutureState> job);
 
   const std::shared_ptr<BatchSubmitter> submitter_;
   const std::string task_;
@@ -86,8 +97,10 @@ class MapStream {
   std::deque<std::shared_ptr<FutureState>> in_flight_;
   std::deque<size_t> in_flight_sizes_;
   size_t in_flight_items_ = 0;
-  // The items of the chunk being yielded, done.
-  std::deque<std::shared_ptr<FutureState>> split_;
+  // The chunk job being yielded, its item results, and the next to yield.
+  std::shared_ptr<FutureState> split_job_;
+  std::vector<chunk::ItemResultView> split_;
+  size_t next_split_ = 0;
   size_t yielded_ = 0;  // items yielded so far, for error messages
   std::vector<std::shared_ptr<FutureState>> batch_;  // reused per message
 };

@@ -182,6 +182,12 @@ class Driver {
       }
       r->set_started_at_us(in_.ConsumeIntegral<int64_t>());
       r->set_finished_at_us(in_.ConsumeIntegral<int64_t>());
+      if (in_.ConsumeIntegralInRange<int>(0, 2) == 0) {
+        // A piece of a longer output: in order, out of order, or past the
+        // limit (DecodeFrame drops the frame if it lies outside).
+        r->set_output_size(in_.ConsumeIntegralInRange<uint64_t>(1, 200));
+        r->set_output_offset(in_.ConsumeIntegralInRange<uint64_t>(0, 199));
+      }
     }
     absl::StatusOr<wire::Frame> decoded =
         wire::DecodeFrame(wire::EncodeFrame(f));
@@ -423,6 +429,12 @@ class Driver {
     if (jobs.finished_total() < terminal_.size()) {
       Fail("finished_total below the jobs seen finished");
     }
+    // One partial output per registered worker, each within the limit.
+    if (core_.partial_result_bytes() >
+        std::size(kIdentities) * core_.options().max_result_bytes) {
+      Fail(absl::StrCat("partial outputs hold ", core_.partial_result_bytes(),
+                        " bytes"));
+    }
   }
 
   FuzzedDataProvider& in_;
@@ -452,6 +464,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   o.max_queued = 48;
   o.max_queued_bytes = 4096;
   o.max_payload_bytes = 256;
+  o.max_result_bytes = 128;
   o.max_response_bytes = 1024;
   o.max_watch_ids = 16;
   o.max_watched_per_session = 40;

@@ -91,6 +91,20 @@ absl::Status ValidateResults(const Results& r) {
     if (t.job_id() == 0) {
       return absl::InvalidArgumentError("Results has a result without job id");
     }
+    if (t.output_size() == 0) {
+      if (t.output_offset() != 0) {
+        return absl::InvalidArgumentError(
+            "Results has an output offset without an output size");
+      }
+      continue;
+    }
+    // A piece: non-empty (each one makes progress) and inside the output.
+    if (t.output().empty() || t.output_offset() >= t.output_size() ||
+        t.output().size() > t.output_size() - t.output_offset()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Results has a piece of ", t.output().size(), " bytes at offset ",
+          t.output_offset(), " of an output of ", t.output_size(), " bytes"));
+    }
   }
   return absl::OkStatus();
 }
@@ -100,7 +114,8 @@ absl::Status ValidateWelcome(const Welcome& w) {
     return absl::InvalidArgumentError(
         "Welcome needs a positive heartbeat interval and liveness");
   }
-  if (w.max_result_bytes() < 0 || w.max_frame_bytes() < 0) {
+  if (w.max_result_bytes() < 0 || w.max_frame_bytes() < 0 ||
+      w.max_chunk_bytes() < 0) {
     return absl::InvalidArgumentError("Welcome limits must not be negative");
   }
   return absl::OkStatus();

@@ -26,11 +26,26 @@ inline constexpr uint32_t kProtocolVersion = 1;
 // further by the broker's --max_payload_bytes.
 inline constexpr size_t kMaxFrameBytes = 256 << 20;
 
-// What a frame carries beyond the one payload or result it may hold: ids,
-// names, an error message. The broker's worker socket refuses, at the
-// frame's header, anything longer than max(--max_payload_bytes,
-// --max_result_bytes) + kFrameEnvelopeBytes (Welcome.max_frame_bytes).
+// The longest frame the broker's worker socket accepts (its ZMQ_MAXMSGSIZE,
+// and Welcome.max_frame_bytes), whatever --max_payload_bytes and
+// --max_result_bytes say: a peer sending more loses its connection at the
+// frame's header, before it is authenticated too (libzmq has one limit per
+// socket, and it applies to the CURVE handshake). Every legitimate
+// worker -> broker frame fits: a Register at its limits below (about
+// 5.7 MiB: 200,000 held attempts, 2 x 4,096 task names of 256 bytes), a
+// Results frame (WorkerCore::kResultsFrameBudget), one result of up to
+// kMaxResultChunkBytes of output plus its envelope (wire_test checks them).
+// Frames the other way are not bounded by it: a worker trusts the broker it
+// authenticated, and takes up to kMaxFrameBytes.
+inline constexpr size_t kMaxWorkerFrameBytes = 8 << 20;
+// An output longer than this goes from worker to broker in pieces of at
+// most this many bytes (TaskResult.output_size; Welcome.max_chunk_bytes).
+inline constexpr size_t kMaxResultChunkBytes = 1 << 20;
+// What a frame carries beyond the one payload or output piece it may hold:
+// ids, names, an error message.
 inline constexpr size_t kFrameEnvelopeBytes = 1 << 20;
+static_assert(kMaxResultChunkBytes + kFrameEnvelopeBytes <=
+              kMaxWorkerFrameBytes);
 // A result's error message is cut to this many bytes (EncodeFrame), so it
 // fits the envelope.
 inline constexpr size_t kMaxErrorMessageBytes = 64 << 10;

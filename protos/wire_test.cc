@@ -1,5 +1,7 @@
 #include "protos/wire.h"
 
+#include <cstdint>
+#include <iostream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -161,6 +163,78 @@ TEST(Wire, AResultsErrorTextIsCutToItsBoundOnAUtf8Boundary) {
   EXPECT_EQ(back->results().results(0).error_message().size(),
             kMaxErrorMessageBytes);
   EXPECT_EQ(back->results().results(0).error_kind().size(), kMaxErrorKindBytes);
+}
+
+// The biggest frames a legitimate worker sends fit the broker's worker
+// socket limit, so no worker at its limits loses its connection.
+TEST(Wire, TheBiggestLegitimateWorkerFramesFitTheFrameLimit) {
+  Frame reg;
+  Register* r = reg.mutable_register_();
+  r->set_name(std::string(kMaxRegisterNameBytes, 'n'));
+  r->set_host(std::string(kMaxRegisterNameBytes, 'h'));
+  r->set_pid(INT32_MAX);
+  r->set_threads(100000);
+  r->set_prefetch(100000);
+  r->set_concurrency(1000000);
+  r->set_chunked_results(true);
+  for (int i = 0; i < kMaxRegisterTasks; ++i) {
+    std::string name = absl::StrCat(i, "-");
+    name.resize(kMaxRegisterNameBytes, 't');
+    r->add_tasks(name);
+    r->add_async_tasks(name);
+  }
+  for (int i = 0; i < kMaxRegisterHeld; ++i) {
+    TaskRef* ref = r->add_held();
+    ref->set_job_id(UINT64_MAX - i);  // the longest varints there are
+    ref->set_attempt(UINT32_MAX);
+  }
+  const std::string reg_bytes = EncodeFrame(reg);
+  ASSERT_TRUE(DecodeFrame(reg_bytes).ok());
+  EXPECT_LE(reg_bytes.size(), kMaxWorkerFrameBytes);
+  std::cerr << "largest Register: " << reg_bytes.size() << " bytes of "
+            << kMaxWorkerFrameBytes << "\n";
+
+  // One whole output of a chunk's length, or one piece, with the longest
+  // error text: well under the limit, as EncodeFrame cuts the text.
+  for (bool piece : {false, true}) {
+    Frame results;
+    TaskResult* t = results.mutable_results()->add_results();
+    t->set_job_id(UINT64_MAX);
+    t->set_attempt(UINT32_MAX);
+    t->set_output(std::string(kMaxResultChunkBytes, 'o'));
+    if (piece) {
+      t->set_output_size(UINT64_MAX);
+      t->set_output_offset(UINT64_MAX - kMaxResultChunkBytes);
+    }
+    t->set_error_kind(std::string(10 * kMaxErrorKindBytes, 'k'));
+    t->set_error_message(std::string(10 * kMaxErrorMessageBytes, 'm'));
+    t->set_started_at_us(INT64_MAX);
+    t->set_finished_at_us(INT64_MAX);
+    const std::string bytes = EncodeFrame(results);
+    ASSERT_TRUE(DecodeFrame(bytes).ok());
+    EXPECT_LE(bytes.size(), kMaxResultChunkBytes + kFrameEnvelopeBytes);
+  }
+}
+
+TEST(Wire, RejectsAPieceOutsideItsOutput) {
+  auto piece = [](uint64_t size, uint64_t offset, size_t len) {
+    Frame f;
+    TaskResult* t = f.mutable_results()->add_results();
+    t->set_job_id(1);
+    t->set_attempt(1);
+    t->set_output(std::string(len, 'x'));
+    t->set_output_size(size);
+    t->set_output_offset(offset);
+    return DecodeFrame(EncodeFrame(f)).ok();
+  };
+  EXPECT_TRUE(piece(10, 0, 4));
+  EXPECT_TRUE(piece(10, 6, 4));   // the last piece
+  EXPECT_FALSE(piece(10, 8, 4));  // past the end
+  EXPECT_FALSE(piece(10, 4, 0));  // empty
+  EXPECT_FALSE(piece(10, 10, 1));
+  EXPECT_FALSE(piece(UINT64_MAX, UINT64_MAX - 1, 4));  // no overflow
+  EXPECT_FALSE(piece(0, 3, 4));  // an offset without a size
+  EXPECT_TRUE(piece(0, 0, 4));   // a whole output
 }
 
 }  // namespace

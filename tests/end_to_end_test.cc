@@ -401,5 +401,38 @@ TEST(Limits, AnOversizedPayloadGetsAClearErrorAndNothingIsLost) {
   EXPECT_TRUE(ok.Result(kResultTimeout).ok());
 }
 
+// docs/DESIGN.md, "Frame sizes": a result many times the broker's 8 MiB
+// frame limit goes from the worker in 1 MiB pieces and comes back whole,
+// beside small ones finishing at the same time.
+TEST(Limits, AResultLongerThanTheFrameLimitArrivesWholeInPieces) {
+  TestCluster cluster;
+  ASSERT_TRUE(cluster
+                  .StartBroker({"--max_payload_bytes=33554432",
+                                "--max_result_bytes=100000000"})
+                  .ok());
+  ASSERT_TRUE(cluster.StartWorker(4).ok());
+  ASSERT_TRUE(cluster.WaitForWorkers(1).ok());
+  auto ex = Executor::Connect(cluster.executor_options());
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  std::string big(20 << 20, '\0');
+  for (size_t i = 0; i < big.size(); ++i) {
+    big[i] = static_cast<char>((i * 131) ^ (i >> 20));
+  }
+  std::vector<Future<std::string>> small;
+  Future<std::string> f = (*ex)->Submit("sys.echo", big);
+  for (int i = 0; i < 20; ++i) {
+    small.push_back((*ex)->Submit("sys.echo", absl::StrCat("small-", i)));
+  }
+  absl::StatusOr<std::string> r = f.Result(kResultTimeout);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->size(), big.size());
+  EXPECT_TRUE(*r == big) << "the output came back changed";
+  for (int i = 0; i < 20; ++i) {
+    absl::StatusOr<std::string> s = small[i].Result(kResultTimeout);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(*s, absl::StrCat("small-", i));
+  }
+}
+
 }  // namespace
 }  // namespace dexec

@@ -32,6 +32,7 @@
 #include "tests/cluster.h"
 #include "tests/netns.h"
 #include "tests/process.h"
+#include "tests/zmtp_peer.h"
 #include "zmq.hpp"
 
 namespace dexec::testing {
@@ -577,6 +578,25 @@ class RawPeer {
     Send(std::move(f));
   }
 
+  // Bytes as they are, one message.
+  void SendRaw(const std::string& bytes) {
+    socket_.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+  }
+
+  // One piece of a chunked output (docs/DESIGN.md, "Frame sizes").
+  void SendPiece(uint64_t job_id, uint32_t attempt, uint64_t size,
+                 uint64_t offset, const std::string& data) {
+    wire::Frame f;
+    wire::TaskResult* r = f.mutable_results()->add_results();
+    r->set_job_id(job_id);
+    r->set_attempt(attempt);
+    r->set_ok(true);
+    r->set_output(data);
+    r->set_output_size(size);
+    r->set_output_offset(offset);
+    Send(std::move(f));
+  }
+
   void SendResult(uint64_t job_id, uint32_t attempt,
                   const std::string& output) {
     wire::Frame f;
@@ -697,12 +717,13 @@ TEST(SecurityTest, PeersWithoutAnAdmittedKeyNeverJoinNorSeeAPayload) {
   EXPECT_FALSE(unknown.Recv(absl::ZeroDuration()).has_value());
 }
 
-// Frames on the worker port are bounded by what the protocol needs: one
-// payload or result plus its envelope (here 1 MiB + 1 MiB). Workers cut
-// their Results frames under it; a result over --max_result_bytes fails
-// its job and nothing else; a peer sending a longer frame, even with an
-// admitted key, loses its connection at the frame's header.
-TEST(SecurityTest, WorkerFramesAreBoundedByOnePayloadOrResultPlusEnvelope) {
+// Frames on the worker port are bounded by what the protocol needs
+// (wire::kMaxWorkerFrameBytes, 8 MiB), whatever the payload and result
+// limits: workers cut their Results frames under it and send long outputs
+// in pieces; a result over --max_result_bytes fails its job and nothing
+// else; a peer sending a longer frame, even with an admitted key, loses
+// its connection at the frame's header.
+TEST(SecurityTest, WorkerFramesAreBoundedByWhatTheProtocolNeeds) {
   TestCluster cluster;
   ASSERT_TRUE(cluster
                   .StartBroker({"--max_payload_bytes=1048576",
@@ -738,18 +759,129 @@ TEST(SecurityTest, WorkerFramesAreBoundedByOnePayloadOrResultPlusEnvelope) {
   EXPECT_EQ(GetWithResult(cluster.stub(), ids.back()).error().kind(),
             "result_too_large");
 
-  // A peer with an admitted key sending a 3 MiB frame is cut off at its
-  // header; the broker and its worker carry on.
+  // A peer with an admitted key sending a frame one byte over the limit
+  // is cut off at its header, registered or not; the broker and its worker
+  // carry on.
   const auth::WorkerCredentials greedy = NewWorkerKey(cluster, "greedy");
-  RawPeer peer(cluster.worker_endpoint(), greedy.key, greedy.broker_public_z85);
-  ASSERT_TRUE(peer.Barrier("greedy", 1, {"sys.echo"}));
-  peer.WatchDisconnects();
-  peer.SendResult(ids.back(), 1, std::string(3 << 20, 'x'));
-  EXPECT_TRUE(peer.Disconnected()) << "the broker took a 3 MiB frame";
+  const std::string over(wire::kMaxWorkerFrameBytes + 1, 'x');
+  for (bool registered : {true, false}) {
+    RawPeer peer(cluster.worker_endpoint(), greedy.key,
+                 greedy.broker_public_z85);
+    if (registered) ASSERT_TRUE(peer.Barrier("greedy", 1, {"sys.echo"}));
+    peer.WatchDisconnects();
+    peer.SendRaw(over);
+    EXPECT_TRUE(peer.Disconnected())
+        << "the broker took a frame over the limit, registered=" << registered;
+  }
   Future<std::string> after = (*ex)->Submit("sys.echo", "still here");
   absl::StatusOr<std::string> a = after.Result(kBound);
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(*a, "still here");
+}
+
+// Before the CURVE handshake (no key offered at all) the same limit holds:
+// a frame header claiming one byte more closes the connection at once, and
+// one claiming the old limit (65 MiB) likewise.
+TEST(SecurityTest, APeerWithoutAKeyCannotSendALongFrame) {
+  TestCluster cluster;
+  ASSERT_TRUE(cluster.StartBroker().ok());
+  for (uint64_t size :
+       {uint64_t{wire::kMaxWorkerFrameBytes} + 1, uint64_t{65} << 20}) {
+    PreHandshakePeer peer(cluster.worker_endpoint());
+    ASSERT_TRUE(peer.connected());
+    ASSERT_TRUE(peer.SendFrameHeader(size));
+    // What it sends after the header is never read.
+    EXPECT_TRUE(peer.ClosedByBroker(kBound))
+        << "a " << size << "-byte frame was accepted before the handshake";
+  }
+  // And a peer sending less than the limit is not cut off for its size
+  // (the handshake timeout ends it later).
+  PreHandshakePeer within(cluster.worker_endpoint());
+  ASSERT_TRUE(within.SendFrameHeader(wire::kMaxWorkerFrameBytes - 1));
+  EXPECT_FALSE(within.ClosedByBroker(absl::Milliseconds(500)));
+}
+
+// A registered worker with a valid key sending pieces against the rules:
+// each broken result fails only its own attempt (run again), the broker
+// stays up, and nothing is lost.
+TEST(SecurityTest, BrokenResultPiecesFailOnlyTheirAttempt) {
+  TestCluster cluster;
+  ASSERT_TRUE(cluster.StartBroker({"--max_result_bytes=3000000"}).ok());
+  ASSERT_TRUE(cluster.StartWorker(2).ok());
+  ASSERT_TRUE(cluster.WaitForWorkers(1).ok());
+  const auth::WorkerCredentials key = NewWorkerKey(cluster, "sloppy");
+  RawPeer peer(cluster.worker_endpoint(), key.key, key.broker_public_z85);
+  ASSERT_TRUE(peer.Barrier("sloppy", 8, {"raw.task"}));
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 4; ++i) {
+    ids.push_back(SubmitOne(cluster.stub(), "raw.task", absl::StrCat(i)));
+  }
+  std::vector<std::pair<uint64_t, uint32_t>> got;
+  ASSERT_TRUE(PollUntil([&] {
+    std::optional<wire::Frame> f = peer.Recv(absl::Milliseconds(100));
+    if (f.has_value() && f->has_dispatch()) {
+      for (const wire::Task& t : f->dispatch().tasks()) {
+        got.emplace_back(t.job_id(), t.attempt());
+      }
+    }
+    return got.size() == 4;
+  })) << "the peer got "
+      << got.size() << " of 4 tasks";
+  const std::string mib(1 << 20, 'p');
+  const uint64_t size = 2 * mib.size() + 1;
+  // 0: a gap. 1: another job's piece in the middle of it (2 then completes
+  // from offset 0). 3: 4 MiB in pieces, over --max_result_bytes.
+  peer.SendPiece(ids[0], 1, size, 0, mib);
+  peer.SendPiece(ids[0], 1, size, 2 * mib.size(), "z");
+  peer.SendPiece(ids[1], 1, size, 0, mib);
+  peer.SendPiece(ids[2], 1, 3, 0, "ab");
+  peer.SendPiece(ids[2], 1, 3, 2, "c");
+  for (int i = 0; i < 4; ++i) {
+    peer.SendPiece(ids[3], 1, 4 * mib.size(), i * mib.size(), mib);
+  }
+  v1::Job too_large;
+  ASSERT_TRUE(PollUntil([&] {
+    too_large = GetWithResult(cluster.stub(), ids[3]);
+    return Finished(too_large);
+  }));
+  EXPECT_EQ(too_large.state(), v1::Job::FAILED);
+  EXPECT_EQ(too_large.error().kind(), "result_too_large");
+  EXPECT_EQ(GetWithResult(cluster.stub(), ids[2]).result(), "abc");
+  for (int i : {0, 1}) {
+    const v1::Job j = GetWithResult(cluster.stub(), ids[i]);
+    ASSERT_GE(j.attempt_log_size(), 1) << i;
+    EXPECT_EQ(j.attempt_log(0).outcome(), "bad_result") << i;
+    EXPECT_NE(j.state(), v1::Job::SUCCEEDED) << i;
+  }
+  // The broken ones run again (here at the same peer, now sending them
+  // right), and the real worker is unaffected.
+  std::vector<uint64_t> again;
+  ASSERT_TRUE(PollUntil([&] {
+    std::optional<wire::Frame> f = peer.Recv(absl::Milliseconds(100));
+    if (f.has_value() && f->has_dispatch()) {
+      for (const wire::Task& t : f->dispatch().tasks()) {
+        EXPECT_EQ(t.attempt(), 2u);
+        peer.SendPiece(t.job_id(), t.attempt(), size, 0, mib);
+        peer.SendPiece(t.job_id(), t.attempt(), size, mib.size(), mib);
+        peer.SendPiece(t.job_id(), t.attempt(), size, 2 * mib.size(), "z");
+        again.push_back(t.job_id());
+      }
+    }
+    return again.size() == 2;
+  })) << "the broken attempts were not run again";
+  for (int i : {0, 1}) {
+    v1::Job j;
+    ASSERT_TRUE(PollUntil([&] {
+      j = GetWithResult(cluster.stub(), ids[i]);
+      return Finished(j);
+    }));
+    EXPECT_EQ(j.state(), v1::Job::SUCCEEDED) << i;
+    EXPECT_EQ(j.result(), mib + mib + "z") << i;
+  }
+  const uint64_t echo = SubmitOne(cluster.stub(), "sys.echo", "alive");
+  ASSERT_TRUE(
+      PollUntil([&] { return Finished(GetWithResult(cluster.stub(), echo)); }));
+  EXPECT_EQ(GetWithResult(cluster.stub(), echo).result(), "alive");
 }
 
 TEST(SecurityTest, AValidWorkerCannotCompleteAnAttemptItDoesNotHold) {

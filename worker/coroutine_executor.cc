@@ -41,7 +41,7 @@ struct LoopCommand {
 Task<absl::StatusOr<std::string>> RunChunk(const AsyncTaskFn* fn,
                                            TaskContext& ctx,
                                            tasks::Chunk chunk) {
-  tasks::ChunkResult results;
+  chunk::ResultWriter results;
   for (std::string& item : *chunk.mutable_items()) {
     if (ctx.cancelled()) {
       co_return TaskError(kCancelledKind, "the chunk was cancelled");
@@ -55,19 +55,16 @@ Task<absl::StatusOr<std::string>> RunChunk(const AsyncTaskFn* fn,
     } catch (const std::exception& e) {
       r = TaskError(kExceptionKind, absl::StrCat("the task threw: ", e.what()));
     }
-    tasks::ItemResult* out = results.add_results();
     if (r.ok()) {
-      out->set_ok(true);
-      out->set_output(*std::move(r));
+      results.AddOk(*r);
       continue;
     }
     absl::Status failed = r.status();
-    out->set_output(TakeOutput(failed));
-    out->set_error_kind(ErrorKindOf(failed));
-    out->set_error_message(std::string(failed.message()));
+    const std::string output = TakeOutput(failed);
+    results.AddError(output, ErrorKindOf(failed), failed.message());
     break;
   }
-  co_return results.SerializeAsString();
+  co_return std::move(results).Finish();
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -23,6 +24,8 @@
 
 namespace dexec::worker {
 namespace {
+
+class CurlShard;
 
 // What curl tells us through its callbacks, for one request.
 struct Transfer {
@@ -38,6 +41,8 @@ struct Transfer {
   int what = 0;
   // curl's next timeout; -1 = none.
   long timeout_ms = -1;
+  // On a loop: the multi handle it was added to.
+  CurlShard* shard = nullptr;
 };
 
 size_t OnBody(char* data, size_t size, size_t n, void* user) {
@@ -100,32 +105,25 @@ void GlobalInit() {
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
-// One curl multi handle per coroutine loop thread, shared by every
-// http.get on that loop: curl's sockets are watched by the loop's epoll
+// A share of a loop's http.get transfers: one curl multi handle with at
+// most kConnections connections, curl's sockets watched by the loop's epoll
 // (TaskScheduler::Watch) and its timeouts by a timerfd, so a wake costs
 // O(ready sockets), not O(requests), and connections are reused across
-// requests. Open connections are capped at this loop's share of the file
-// descriptor limit; curl queues transfers beyond the cap (they wait for a
-// connection, they do not fail). See docs/DESIGN.md, "Executors".
+// requests.
 //
-// Not thread-safe; owned by its loop thread (a thread_local).
-class CurlLoop final : public TaskScheduler::FdWatcher {
+// Why a share and not one multi handle per loop: curl 7.88 (Debian 12)
+// walks a multi handle's whole connection cache in every
+// curl_multi_remove_handle after a transfer that kept its connection
+// (close_connect_only), so one handle holding n connections costs O(n) per
+// request: at 10,000 in flight per loop that was most of the worker's CPU.
+//
+// Not thread-safe; owned by its loop thread, through its CurlLoop.
+class CurlShard final : public TaskScheduler::FdWatcher {
  public:
-  // This thread's, made on first use; nullptr (with *error set) if curl or
-  // the timerfd cannot start.
-  static CurlLoop* For(TaskScheduler* scheduler, std::string* error) {
-    thread_local std::unique_ptr<CurlLoop> loop;
-    if (loop == nullptr || loop->scheduler_ != scheduler) {
-      loop.reset();
-      auto made = std::unique_ptr<CurlLoop>(new CurlLoop(scheduler));
-      *error = made->Init();
-      if (!error->empty()) return nullptr;
-      loop = std::move(made);
-    }
-    return loop.get();
-  }
+  static constexpr long kConnections = 256;
 
-  ~CurlLoop() {
+  explicit CurlShard(TaskScheduler* scheduler) : scheduler_(scheduler) {}
+  ~CurlShard() {
     closing_ = true;  // curl_multi_cleanup's callbacks change nothing now
     if (multi_ != nullptr) curl_multi_cleanup(multi_);
     if (timerfd_ >= 0) {
@@ -133,53 +131,11 @@ class CurlLoop final : public TaskScheduler::FdWatcher {
       ::close(timerfd_);
     }
   }
-  CurlLoop(const CurlLoop&) = delete;
-  CurlLoop& operator=(const CurlLoop&) = delete;
+  CurlShard(const CurlShard&) = delete;
+  CurlShard& operator=(const CurlShard&) = delete;
 
-  // Starts `easy`'s transfer; `t->ctx` is woken when it is done.
-  absl::Status Add(CURL* easy, Transfer* t) {
-    curl_easy_setopt(easy, CURLOPT_PRIVATE, t);
-    const CURLMcode rc = curl_multi_add_handle(multi_, easy);
-    if (rc != CURLM_OK) {
-      return absl::InternalError(absl::StrCat(
-          "curl could not start a request: ", curl_multi_strerror(rc)));
-    }
-    return absl::OkStatus();
-  }
-  // Abandons a transfer that is not done (cancel, timeout).
-  void Remove(CURL* easy) { curl_multi_remove_handle(multi_, easy); }
-
-  void OnFdReady(int fd, uint32_t events) override {
-    int running = 0;
-    if (fd == timerfd_) {
-      uint64_t expirations;
-      (void)!::read(timerfd_, &expirations, sizeof(expirations));
-      curl_multi_socket_action(multi_, CURL_SOCKET_TIMEOUT, 0, &running);
-    } else {
-      const int mask =
-          ((events & TaskScheduler::kReadable) ? CURL_CSELECT_IN : 0) |
-          ((events & TaskScheduler::kWritable) ? CURL_CSELECT_OUT : 0);
-      curl_multi_socket_action(multi_, fd, mask, &running);
-    }
-    int queued = 0;
-    while (CURLMsg* msg = curl_multi_info_read(multi_, &queued)) {
-      if (msg->msg != CURLMSG_DONE) continue;
-      Transfer* t = nullptr;
-      curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &t);
-      CURL* easy = msg->easy_handle;
-      const CURLcode result = msg->data.result;
-      curl_multi_remove_handle(multi_, easy);  // msg is invalid from here
-      if (t == nullptr) continue;
-      t->result = result;
-      t->done = true;
-      scheduler_->Wake(*t->ctx);
-    }
-  }
-
- private:
-  explicit CurlLoop(TaskScheduler* scheduler) : scheduler_(scheduler) {}
-
-  std::string Init() {
+  // "" once ready, else why not.
+  std::string Init(long max_connections) {
     multi_ = curl_multi_init();
     if (multi_ == nullptr) return "curl_multi_init failed";
     timerfd_ = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
@@ -191,25 +147,69 @@ class CurlLoop final : public TaskScheduler::FdWatcher {
     curl_multi_setopt(multi_, CURLMOPT_SOCKETDATA, this);
     curl_multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, OnTimer);
     curl_multi_setopt(multi_, CURLMOPT_TIMERDATA, this);
-    // This loop's share of the fds, less a reserve for the worker's own
-    // sockets, files and sys.exec pipes (dexec-worker raises the soft
-    // limit to the hard one at start).
-    struct rlimit files = {};
-    long fds = 1024;
-    if (::getrlimit(RLIMIT_NOFILE, &files) == 0 &&
-        files.rlim_cur != RLIM_INFINITY) {
-      fds = static_cast<long>(std::min<rlim_t>(files.rlim_cur, 1 << 24));
-    }
-    const long reserve = std::min(fds / 2, 1024L);
-    const long cap =
-        std::max(8L, (fds - reserve) / std::max(1, scheduler_->loop_count()));
-    curl_multi_setopt(multi_, CURLMOPT_MAX_TOTAL_CONNECTIONS, cap);
-    curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, cap);
+    curl_multi_setopt(multi_, CURLMOPT_MAX_TOTAL_CONNECTIONS, max_connections);
+    curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, max_connections);
     return "";
   }
 
+  // Transfers added and not yet done or removed.
+  long in_flight() const { return in_flight_; }
+
+  // Starts `easy`'s transfer; `t->ctx` is woken when it is done.
+  absl::Status Add(CURL* easy, Transfer* t) {
+    curl_easy_setopt(easy, CURLOPT_PRIVATE, t);
+    const CURLMcode rc = curl_multi_add_handle(multi_, easy);
+    if (rc != CURLM_OK) {
+      return absl::InternalError(absl::StrCat(
+          "curl could not start a request: ", curl_multi_strerror(rc)));
+    }
+    ++in_flight_;
+    return absl::OkStatus();
+  }
+  // Abandons a transfer that is not done (cancel, timeout).
+  void Remove(CURL* easy) {
+    curl_multi_remove_handle(multi_, easy);
+    --in_flight_;
+  }
+
+  void OnFdReady(int fd, uint32_t events) override {
+    int running = 0;
+    if (fd == timerfd_) {
+      uint64_t expirations;
+      (void)!::read(timerfd_, &expirations, sizeof(expirations));
+      armed_at_once_ = false;
+      curl_multi_socket_action(multi_, CURL_SOCKET_TIMEOUT, 0, &running);
+    } else {
+      const int mask =
+          ((events & TaskScheduler::kReadable) ? CURL_CSELECT_IN : 0) |
+          ((events & TaskScheduler::kWritable) ? CURL_CSELECT_OUT : 0);
+      curl_multi_socket_action(multi_, fd, mask, &running);
+    }
+    // Every finished transfer first, then their removal: curl 7.88's
+    // curl_multi_remove_handle also walks the message queue, so removing
+    // each while the others still queue costs O(k^2) for k done at once.
+    done_.clear();
+    int queued = 0;
+    while (CURLMsg* msg = curl_multi_info_read(multi_, &queued)) {
+      if (msg->msg == CURLMSG_DONE) {
+        done_.push_back({msg->easy_handle, msg->data.result});
+      }
+    }
+    for (const auto& [easy, result] : done_) {
+      Transfer* t = nullptr;
+      curl_easy_getinfo(easy, CURLINFO_PRIVATE, &t);
+      curl_multi_remove_handle(multi_, easy);
+      --in_flight_;
+      if (t == nullptr) continue;
+      t->result = result;
+      t->done = true;
+      scheduler_->Wake(*t->ctx);
+    }
+  }
+
+ private:
   static int OnSocket(CURL*, curl_socket_t fd, int what, void* user, void*) {
-    auto* self = static_cast<CurlLoop*>(user);
+    auto* self = static_cast<CurlShard*>(user);
     if (self->closing_) return 0;
     if (what == CURL_POLL_REMOVE) {
       self->scheduler_->Unwatch(fd);
@@ -222,8 +222,12 @@ class CurlLoop final : public TaskScheduler::FdWatcher {
   }
 
   static int OnTimer(CURLM*, long timeout_ms, void* user) {
-    auto* self = static_cast<CurlLoop*>(user);
+    auto* self = static_cast<CurlShard*>(user);
     if (self->closing_) return 0;
+    // curl asks for "at once" on every curl_multi_add_handle: the first of
+    // a burst arms the timerfd, the rest would be a syscall each.
+    if (timeout_ms == 0 && self->armed_at_once_) return 0;
+    self->armed_at_once_ = timeout_ms == 0;
     itimerspec when = {};  // all zero: disarmed
     if (timeout_ms == 0) {
       when.it_value.tv_nsec = 1;  // at once, from the loop
@@ -238,6 +242,95 @@ class CurlLoop final : public TaskScheduler::FdWatcher {
   CURLM* multi_ = nullptr;
   int timerfd_ = -1;
   bool closing_ = false;
+  bool armed_at_once_ = false;  // the timerfd fires at once, not read yet
+  long in_flight_ = 0;
+  std::vector<std::pair<CURL*, CURLcode>> done_;  // reused per wake
+};
+
+// The http.get transfers of one coroutine loop thread, over CurlShards
+// made as needed: a transfer goes to the first shard with a free
+// connection (so connections left idle there are reused), else to a new
+// shard, else (at the loop's cap) to the least busy, where curl queues it.
+// The cap is this loop's share of the file descriptor limit; transfers
+// beyond it wait for a connection, they do not fail. See docs/DESIGN.md,
+// "Executors".
+//
+// Not thread-safe; owned by its loop thread (a thread_local).
+class CurlLoop {
+ public:
+  // This thread's, made on first use; nullptr (with *error set) if curl
+  // cannot start.
+  static CurlLoop* For(TaskScheduler* scheduler, std::string* error) {
+    thread_local std::unique_ptr<CurlLoop> loop;
+    if (loop == nullptr || loop->scheduler_ != scheduler) {
+      loop.reset();
+      loop = std::unique_ptr<CurlLoop>(new CurlLoop(scheduler));
+    }
+    // A first shard now, so that a loop that cannot run curl says so.
+    if (loop->shards_.empty()) {
+      *error = loop->AddShard();
+      if (!error->empty()) return nullptr;
+    }
+    return loop.get();
+  }
+
+  CurlLoop(const CurlLoop&) = delete;
+  CurlLoop& operator=(const CurlLoop&) = delete;
+
+  // Starts `easy`'s transfer on a shard (noted in t->shard).
+  absl::Status Add(CURL* easy, Transfer* t) {
+    CurlShard* shard = nullptr;
+    for (const std::unique_ptr<CurlShard>& s : shards_) {
+      if (s->in_flight() < CurlShard::kConnections) {
+        shard = s.get();
+        break;
+      }
+    }
+    if (shard == nullptr && static_cast<long>(shards_.size()) < max_shards_) {
+      const std::string error = AddShard();
+      if (!error.empty()) return absl::InternalError(error);
+      shard = shards_.back().get();
+    }
+    if (shard == nullptr) {
+      shard = std::min_element(shards_.begin(), shards_.end(),
+                               [](const auto& a, const auto& b) {
+                                 return a->in_flight() < b->in_flight();
+                               })
+                  ->get();
+    }
+    t->shard = shard;
+    return shard->Add(easy, t);
+  }
+
+ private:
+  explicit CurlLoop(TaskScheduler* scheduler) : scheduler_(scheduler) {
+    // This loop's share of the fds, less a reserve for the worker's own
+    // sockets, files, sys.exec pipes and the shards' timerfds
+    // (dexec-worker raises the soft limit to the hard one at start).
+    struct rlimit files = {};
+    long fds = 1024;
+    if (::getrlimit(RLIMIT_NOFILE, &files) == 0 &&
+        files.rlim_cur != RLIM_INFINITY) {
+      fds = static_cast<long>(std::min<rlim_t>(files.rlim_cur, 1 << 24));
+    }
+    const long reserve = std::min(fds / 2, 1024L);
+    cap_ =
+        std::max(8L, (fds - reserve) / std::max(1, scheduler_->loop_count()));
+    max_shards_ = std::max(1L, cap_ / CurlShard::kConnections);
+  }
+
+  std::string AddShard() {
+    auto shard = std::make_unique<CurlShard>(scheduler_);
+    std::string error =
+        shard->Init(std::min(cap_, static_cast<long>(CurlShard::kConnections)));
+    if (error.empty()) shards_.push_back(std::move(shard));
+    return error;
+  }
+
+  TaskScheduler* const scheduler_;
+  long cap_ = 8;         // connections of this loop, all shards together
+  long max_shards_ = 1;  // cap_ / CurlShard::kConnections
+  std::vector<std::unique_ptr<CurlShard>> shards_;
 };
 
 Task<absl::StatusOr<std::string>> HttpGet(TaskContext& ctx,
@@ -297,14 +390,13 @@ Task<absl::StatusOr<std::string>> HttpGet(TaskContext& ctx,
     // Detaches the transfer if the coroutine ends (or is destroyed, at
     // shutdown) before curl is done with it.
     struct Detach {
-      CurlLoop* loop;
       CURL* easy;
       Transfer* t;
       ~Detach() {
-        if (!t->done) loop->Remove(easy);
+        if (!t->done) t->shard->Remove(easy);
         t->done = true;
       }
-    } detach{loop, e, &t};
+    } detach{e, &t};
     while (!t.done) {
       const absl::Time now = absl::Now();
       if (ctx.cancelled() || now >= limit) break;

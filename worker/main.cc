@@ -3,6 +3,7 @@
 //
 // Prints one line when started, then works until a signal:
 //   dexec-worker started name=host:42 broker=tcp://127.0.0.1:50052 threads=8
+//     curve=on isolation=thread http=off (http=HOST:PORT with --http_listen)
 // SIGTERM or SIGINT: drain (finish received tasks, up to --drain_timeout),
 // then exit 0. A second signal: stop at once (cancel running tasks). A
 // third: exit immediately, for tasks that ignore cancellation.
@@ -18,6 +19,7 @@
 #include <atomic>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -33,11 +35,14 @@
 #include "auth/curve_keys.h"
 #include "common/flag_check.h"
 #include "common/flag_help.h"
+#include "common/http_listener.h"
 #include "common/log.h"
+#include "common/loopback.h"
 #include "common/mutex.h"
 #include "worker/builtin_tasks.h"
 #include "worker/task_registry.h"
 #include "worker/worker.h"
+#include "worker/worker_http.h"
 
 ABSL_FLAG(std::string, broker, "tcp://127.0.0.1:50052",
           "ZeroMQ endpoint of the broker's worker socket");
@@ -76,6 +81,10 @@ ABSL_FLAG(int32_t, concurrency, 10000,
 ABSL_FLAG(bool, allow_http, false,
           "offer http.get: make the HTTP requests that jobs send, from this "
           "worker's network");
+ABSL_FLAG(std::string, http_listen, "",
+          "HOST:PORT for /metrics (no token; loopback only unless "
+          "--insecure); port 0 picks one, shown as http= on the started "
+          "line; empty: off");
 ABSL_FLAG(bool, allow_exec, false,
           "offer sys.exec: run the shell commands that jobs send, as this "
           "worker's user");
@@ -156,6 +165,7 @@ int Main(int argc, char** argv) {
                       {"Isolation",
                        {"isolation", "max_tasks_per_child", "child_memory_mb"}},
                       {"Security", {"auth_dir", "worker_key", "insecure"}},
+                      {"Monitoring", {"http_listen"}},
                       {"Tasks", {"allow_exec", "allow_http"}}}})) {
     return 0;
   }
@@ -183,6 +193,19 @@ int Main(int argc, char** argv) {
   options.max_tasks_per_child = absl::GetFlag(FLAGS_max_tasks_per_child);
   options.concurrency = absl::GetFlag(FLAGS_concurrency);
   options.child_memory_limit_bytes = absl::GetFlag(FLAGS_child_memory_mb) << 20;
+
+  // The metrics listener is plaintext and unauthenticated: loopback only
+  // unless the operator says otherwise, as for the broker's.
+  const std::string http_listen = absl::GetFlag(FLAGS_http_listen);
+  if (!http_listen.empty() && !absl::GetFlag(FLAGS_insecure) &&
+      !IsLoopbackHostPort(http_listen)) {
+    std::cerr << "dexec-worker: refusing to serve /metrics without a token "
+                 "on --http_listen="
+              << http_listen
+              << ": use a loopback address (127.0.0.1:PORT) or pass "
+                 "--insecure\n";
+    return kUsageError;
+  }
 
   if (!absl::GetFlag(FLAGS_insecure)) {
     std::string path = absl::GetFlag(FLAGS_worker_key);
@@ -233,14 +256,38 @@ int Main(int argc, char** argv) {
     return absl::IsInvalidArgument(started) ? kUsageError : 1;
   }
   SignalWatcher watcher(&worker);
+  // After Start: the zygote is forked before any thread of ours exists.
+  std::unique_ptr<http::HttpListener> http_listener;
+  std::string http_shown = "off";
+  if (!http_listen.empty()) {
+    http::HttpListener::Options http_options;
+    http_options.name = "worker";
+    absl::StatusOr<std::unique_ptr<http::HttpListener>> listening =
+        http::HttpListener::Start(http_listen, http_options,
+                                  [&worker](const http::Request& r) {
+                                    return ServeWorkerHttp(r, worker);
+                                  });
+    if (!listening.ok()) {
+      std::cerr << "dexec-worker: " << listening.status().message()
+                << " (--http_listen)\n";
+      worker.Stop();
+      worker.Wait();
+      return 1;
+    }
+    http_listener = std::move(*listening);
+    http_shown = absl::StrCat(http_listen.substr(0, http_listen.rfind(':')),
+                              ":", http_listener->port());
+  }
   std::printf(
       "dexec-worker started name=%s broker=%s threads=%d curve=%s "
-      "isolation=%s\n",
+      "isolation=%s http=%s\n",
       worker.name().c_str(), options.broker.c_str(), worker.threads(),
-      options.curve_server_key.empty() ? "off" : "on", isolation.c_str());
+      options.curve_server_key.empty() ? "off" : "on", isolation.c_str(),
+      http_shown.c_str());
   std::fflush(stdout);
 
   worker.Wait();
+  http_listener.reset();  // before the worker it reads goes
   return 0;
 }
 

@@ -61,32 +61,38 @@ absl::Status TaskRegistry::Run(absl::string_view name, TaskContext& ctx,
 absl::Status TaskRegistry::RunChunk(absl::string_view name, TaskContext& ctx,
                                     absl::string_view payload,
                                     std::string* output) const {
-  absl::StatusOr<tasks::Chunk> chunk = chunk::Decode(payload);
-  if (!chunk.ok()) return TaskError(kBadPayloadKind, chunk.status().message());
-  tasks::ChunkResult results;
-  for (const std::string& item : chunk->items()) {
+  // Items as views into the payload and results written straight to their
+  // wire form (protos/chunk.h): no message object per item.
+  absl::StatusOr<std::vector<absl::string_view>> items =
+      chunk::DecodeItems(payload);
+  if (!items.ok()) return TaskError(kBadPayloadKind, items.status().message());
+  auto it = tasks_.find(name);
+  // A deadline is read from the clock per item only if the job has one.
+  const bool has_deadline = ctx.deadline() != absl::InfiniteFuture();
+  chunk::ResultWriter results;
+  std::string out;
+  for (const absl::string_view item : *items) {
     // Cancel and the deadline end the whole job: its items are one attempt.
     if (ctx.cancelled()) {
       return TaskError(kCancelledKind, "the chunk was cancelled");
     }
-    if (absl::Now() >= ctx.deadline()) {
-      return TaskError(kTimeoutKind,
-                       absl::StrCat("the chunk's deadline passed after ",
-                                    results.results_size(), " of ",
-                                    chunk->items_size(), " items"));
+    if (has_deadline && absl::Now() >= ctx.deadline()) {
+      return TaskError(
+          kTimeoutKind,
+          absl::StrCat("the chunk's deadline passed after ", results.size(),
+                       " of ", items->size(), " items"));
     }
-    tasks::ItemResult* r = results.add_results();
-    std::string out;
-    const absl::Status status = RunOne(name, ctx, item, &out);
-    r->set_ok(status.ok());
-    r->set_output(std::move(out));
+    out.clear();
+    const absl::Status status = it == tasks_.end()
+                                    ? UnknownTask(name)
+                                    : Invoke(name, it->second, ctx, item, &out);
     if (!status.ok()) {
-      r->set_error_kind(ErrorKindOf(status));
-      r->set_error_message(std::string(status.message()));
+      results.AddError(out, ErrorKindOf(status), status.message());
       break;  // as an unchunked map stops at its first error
     }
+    results.AddOk(out);
   }
-  *output = results.SerializeAsString();
+  *output = std::move(results).Finish();
   return absl::OkStatus();
 }
 
@@ -94,15 +100,22 @@ absl::Status TaskRegistry::RunOne(absl::string_view name, TaskContext& ctx,
                                   absl::string_view payload,
                                   std::string* output) const {
   auto it = tasks_.find(name);
-  if (it == tasks_.end()) {
-    return TaskError(
-        kUnknownTaskKind,
-        absl::StrCat("this worker has no task named '", name, "'"));
-  }
+  if (it == tasks_.end()) return UnknownTask(name);
+  return Invoke(name, it->second, ctx, payload, output);
+}
+
+absl::Status TaskRegistry::UnknownTask(absl::string_view name) {
+  return TaskError(kUnknownTaskKind,
+                   absl::StrCat("this worker has no task named '", name, "'"));
+}
+
+absl::Status TaskRegistry::Invoke(absl::string_view name, const Entry& entry,
+                                  TaskContext& ctx, absl::string_view payload,
+                                  std::string* output) {
   // A task's exception is its own failure, not the worker's: catch it here,
   // on the thread that ran the task, so it never unwinds a pool thread.
   try {
-    return it->second.fn(ctx, payload, output);
+    return entry.fn(ctx, payload, output);
   } catch (const std::exception& e) {
     return TaskError(kExceptionKind,
                      absl::StrCat("task '", name, "' threw: ", e.what()));

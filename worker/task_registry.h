@@ -145,6 +145,12 @@ class TaskRegistry {
     AsyncTaskFn async;
     TaskOptions options;
   };
+  static absl::Status UnknownTask(absl::string_view name);
+  // Runs `entry` (named `name`) on the calling thread; its exception
+  // becomes kind "exception".
+  static absl::Status Invoke(absl::string_view name, const Entry& entry,
+                             TaskContext& ctx, absl::string_view payload,
+                             std::string* output);
   absl::flat_hash_map<std::string, Entry> tasks_;
 };
 

@@ -22,6 +22,7 @@
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/mailbox.h"
+#include "common/mutex.h"
 #include "protos/wire.h"
 #include "protos/wire.pb.h"
 #include "worker/coroutine_executor.h"
@@ -75,6 +76,7 @@ class Worker::Impl {
   void Wait();
   const std::string& name() const { return name_; }
   int threads() const { return threads_; }
+  WorkerMetrics Metrics() const;
 
   static constexpr int kDrain = 1;
   static constexpr int kStop = 2;
@@ -95,6 +97,8 @@ class Worker::Impl {
   // The isolation `task` runs with.
   Isolation IsolationOf(absl::string_view task) const;
   int Busy() const;
+  // Copies what Metrics() shows from worker-io's state (each iteration).
+  void PublishMetrics();
 
   // Fixed at construction.
   const WorkerOptions options_;
@@ -131,6 +135,22 @@ class Worker::Impl {
     TaskExecutor* executor;
   };
   absl::flat_hash_map<uint64_t, Held> runs_;
+
+  // What Metrics() reads: written by worker-io (finished runs as they are
+  // collected, the rest once per loop iteration), read by HTTP threads.
+  const absl::Time started_at_ = absl::Now();
+  mutable Mutex metrics_mu_;
+  // Task name -> index into task_counts_; capped, then "(other)".
+  absl::flat_hash_map<std::string, size_t> task_index_
+      ABSL_GUARDED_BY(metrics_mu_);
+  std::vector<WorkerMetrics::TaskCounts> task_counts_
+      ABSL_GUARDED_BY(metrics_mu_);
+  WorkerMetrics::TaskCounts other_counts_ ABSL_GUARDED_BY(metrics_mu_){
+      "(other)"};
+  int busy_threads_ ABSL_GUARDED_BY(metrics_mu_) = 0;
+  int coroutines_running_ ABSL_GUARDED_BY(metrics_mu_) = 0;
+  absl::Time last_recv_ ABSL_GUARDED_BY(metrics_mu_) = absl::Now();
+  bool welcomed_ ABSL_GUARDED_BY(metrics_mu_) = false;
 };
 
 Worker::Impl::Impl(WorkerOptions options, const TaskRegistry* registry)
@@ -366,6 +386,7 @@ void Worker::Impl::IoLoop() {
     core_->set_busy(Busy());
     core_->Tick(now, &out);
     Apply(out, now);
+    PublishMetrics();
     if (left_) break;
 
     zmq::pollitem_t items[2];
@@ -519,7 +540,27 @@ void Worker::Impl::ReadFrames(absl::Time now, WorkerOutbox* out) {
 }
 
 void Worker::Impl::CollectResults() {
-  for (IoEvent& event : mailbox_.Drain()) {
+  std::vector<IoEvent> events = mailbox_.Drain();
+  {
+    MutexLock lock(&metrics_mu_);
+    for (const IoEvent& event : events) {
+      if (event.finished == nullptr) continue;
+      const TaskRun& run = *event.finished;
+      if (!runs_.contains(run.run_id)) continue;
+      WorkerMetrics::TaskCounts* c = &other_counts_;
+      auto at = task_index_.find(run.task.name());
+      if (at != task_index_.end()) {
+        c = &task_counts_[at->second];
+      } else if (task_counts_.size() < WorkerMetrics::kMaxTaskSeries) {
+        task_index_.emplace(run.task.name(), task_counts_.size());
+        task_counts_.push_back({run.task.name()});
+        c = &task_counts_.back();
+      }
+      ++c->run;
+      if (!run.result.ok()) ++c->failed;
+    }
+  }
+  for (IoEvent& event : events) {
     if (event.finished == nullptr) continue;  // a wake-up
     TaskRun& run = *event.finished;
     auto it = runs_.find(run.run_id);
@@ -527,6 +568,30 @@ void Worker::Impl::CollectResults() {
     runs_.erase(it);
     core_->OnFinished(run.run_id, std::move(run.result));
   }
+}
+
+void Worker::Impl::PublishMetrics() {
+  MutexLock lock(&metrics_mu_);
+  busy_threads_ = (pool_ != nullptr ? pool_->running() : 0) +
+                  (procs_ != nullptr ? procs_->running() : 0);
+  coroutines_running_ = coroutines_ != nullptr ? coroutines_->running() : 0;
+  last_recv_ = core_->last_recv();
+  welcomed_ = core_->welcomed();
+}
+
+WorkerMetrics Worker::Impl::Metrics() const {
+  WorkerMetrics m;
+  const absl::Time now = absl::Now();
+  MutexLock lock(&metrics_mu_);
+  m.tasks = task_counts_;
+  m.tasks.push_back(other_counts_);
+  m.threads = threads_;
+  m.busy_threads = busy_threads_;
+  m.coroutines = coroutines_running_;
+  m.heartbeat_age = std::max(now - last_recv_, absl::ZeroDuration());
+  m.connected = welcomed_;
+  m.uptime = now - started_at_;
+  return m;
 }
 
 // ------------------------------------------------------------ Worker
@@ -542,5 +607,6 @@ void Worker::Stop() { impl_->RequestShutdown(Impl::kStop); }
 void Worker::Wait() { impl_->Wait(); }
 const std::string& Worker::name() const { return impl_->name(); }
 int Worker::threads() const { return impl_->threads(); }
+WorkerMetrics Worker::Metrics() const { return impl_->Metrics(); }
 
 }  // namespace dexec::worker

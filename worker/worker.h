@@ -47,8 +47,10 @@
 #ifndef DEXEC_WORKER_WORKER_H_
 #define DEXEC_WORKER_WORKER_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -102,6 +104,30 @@ struct WorkerOptions {
   int64_t child_memory_limit_bytes = 0;
 };
 
+// What the worker's /metrics shows (worker/worker_http.h), a snapshot.
+struct WorkerMetrics {
+  // Runs finished here since start, by task, for at most kMaxTaskSeries
+  // names (a worker runs only the tasks it registered, but a broker could
+  // send any name); the rest under "(other)", which comes last.
+  struct TaskCounts {
+    std::string task;
+    uint64_t run = 0;     // finished, whatever the outcome
+    uint64_t failed = 0;  // of those, not ok (the task's error, a timeout,
+                          // a crash, a cancel)
+  };
+  static constexpr size_t kMaxTaskSeries = 1000;
+  std::vector<TaskCounts> tasks;
+  int threads = 0;
+  // Thread and process tasks running now, and coroutine tasks in flight.
+  int busy_threads = 0;
+  int coroutines = 0;
+  // Since the last frame from the broker (any frame counts as a
+  // heartbeat), and whether the broker has welcomed this connection.
+  absl::Duration heartbeat_age = absl::ZeroDuration();
+  bool connected = false;
+  absl::Duration uptime = absl::ZeroDuration();
+};
+
 class Worker {
  public:
   // `registry` is borrowed: it must outlive the Worker and not change once
@@ -134,6 +160,9 @@ class Worker {
   const std::string& name() const;
   // Pool threads (options.threads, or the hardware threads if 0).
   int threads() const;
+  // A snapshot for /metrics, as of worker-io's last loop iteration (at
+  // most a second old; heartbeat_age and uptime as of now).
+  WorkerMetrics Metrics() const;
 
  private:
   class Impl;

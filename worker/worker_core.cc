@@ -80,6 +80,7 @@ void WorkerCore::SendRegister(absl::Time now, WorkerOutbox* out) {
   reg->set_pid(options_.pid);
   reg->set_threads(options_.threads);
   reg->set_prefetch(options_.prefetch);
+  reg->set_chunked_results(true);
   for (const std::string& task : options_.tasks) reg->add_tasks(task);
   if (!options_.async_tasks.empty()) {
     reg->set_concurrency(options_.concurrency);
@@ -154,6 +155,7 @@ void WorkerCore::OnWelcome(const wire::Welcome& welcome, absl::Time now,
   liveness_ = welcome.liveness();
   max_result_bytes_ = static_cast<uint64_t>(welcome.max_result_bytes());
   max_frame_bytes_ = static_cast<uint64_t>(welcome.max_frame_bytes());
+  max_chunk_bytes_ = static_cast<uint64_t>(welcome.max_chunk_bytes());
   backoff_ = kInitialBackoff;
   welcomed_ = true;
   register_pending_ = false;
@@ -235,8 +237,8 @@ void WorkerCore::OnFinished(uint64_t run_id, wire::TaskResult result) {
 
 void WorkerCore::Flush(absl::Time now, WorkerOutbox* out) {
   if (unsent_.empty() || !welcomed_) return;
-  // Output bytes per frame: the budget, and under the broker's frame limit
-  // with room for the envelope (ids, error text: wire.h).
+  // Bytes per frame: the budget, and under the broker's frame limit with
+  // room for the envelope (ids, error text: wire.h).
   size_t budget = kResultsFrameBudget;
   if (max_frame_bytes_ > wire::kFrameEnvelopeBytes) {
     budget =
@@ -244,6 +246,17 @@ void WorkerCore::Flush(absl::Time now, WorkerOutbox* out) {
   }
   wire::Frame frame;
   size_t bytes = 0;
+  auto add = [&](wire::TaskResult piece) {
+    // The result's bytes in the frame, and a little for its tag and length.
+    const size_t size = piece.ByteSizeLong() + 16;
+    if (frame.results().results_size() > 0 && bytes + size > budget) {
+      Send(std::move(frame), now, out);
+      frame = wire::Frame();
+      bytes = 0;
+    }
+    bytes += size;
+    *frame.mutable_results()->add_results() = std::move(piece);
+  };
   for (wire::TaskResult& r : unsent_) {
     if (max_result_bytes_ > 0 && r.output().size() > max_result_bytes_) {
       const size_t size = r.output().size();
@@ -253,13 +266,29 @@ void WorkerCore::Flush(absl::Time now, WorkerOutbox* out) {
       r.set_error_message(wire::ResultTooLargeMessage(size, max_result_bytes_));
     }
     const size_t size = r.output().size();
-    if (frame.results().results_size() > 0 && bytes + size > budget) {
-      Send(std::move(frame), now, out);
-      frame = wire::Frame();
-      bytes = 0;
+    if (max_chunk_bytes_ == 0 || size <= max_chunk_bytes_) {
+      add(r);
+    } else {
+      // In pieces, back to back: the broker takes one output at a time per
+      // worker. The last piece says how the task ended.
+      for (size_t offset = 0; offset < size; offset += max_chunk_bytes_) {
+        const size_t n = std::min<size_t>(max_chunk_bytes_, size - offset);
+        wire::TaskResult piece;
+        piece.set_job_id(r.job_id());
+        piece.set_attempt(r.attempt());
+        piece.set_output_size(size);
+        piece.set_output_offset(offset);
+        piece.set_output(r.output().data() + offset, n);
+        if (offset + n == size) {
+          piece.set_ok(r.ok());
+          piece.set_error_kind(r.error_kind());
+          piece.set_error_message(r.error_message());
+          piece.set_started_at_us(r.started_at_us());
+          piece.set_finished_at_us(r.finished_at_us());
+        }
+        add(std::move(piece));
+      }
     }
-    bytes += size;
-    *frame.mutable_results()->add_results() = r;
     in_doubt_bytes_ += CostOf(r);
     in_doubt_.push_back(SentResult{now, std::move(r)});
   }

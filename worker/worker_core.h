@@ -28,6 +28,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "protos/wire.h"
 #include "protos/wire.pb.h"
 
 namespace dexec::worker {
@@ -96,10 +97,15 @@ class WorkerCore {
   // them; beyond it the oldest are forgotten (the broker then runs their
   // jobs again, should it have lost them).
   static constexpr size_t kMaxInDoubtBytes = 64 << 20;
-  // Output bytes per Results frame at most (one larger result goes alone),
-  // as the broker cuts its Dispatch frames: a frame the broker refuses
-  // would drop the connection and every result in it.
+  // Encoded bytes of results per Results frame at most (one larger result
+  // or piece goes alone), as the broker cuts its Dispatch frames: a frame
+  // the broker refuses would drop the connection and every result in it.
+  // Under wire::kMaxWorkerFrameBytes with room for one piece and its
+  // envelope.
   static constexpr size_t kResultsFrameBudget = 4 << 20;
+  static_assert(kResultsFrameBudget + wire::kMaxResultChunkBytes +
+                    wire::kFrameEnvelopeBytes <=
+                wire::kMaxWorkerFrameBytes);
   // A broker sending garbage is logged at most this often.
   static constexpr absl::Duration kBadFrameLogInterval = absl::Seconds(10);
 
@@ -124,10 +130,12 @@ class WorkerCore {
   // (abandoned, cut short by leaving).
   void OnFinished(uint64_t run_id, wire::TaskResult result);
   // Sends every result waiting (once welcomed), in Results frames of at
-  // most kResultsFrameBudget bytes of output each, and under the broker's
+  // most kResultsFrameBudget encoded bytes each, and under the broker's
   // Welcome.max_frame_bytes; a result larger than the budget goes alone.
-  // A result whose output is over Welcome.max_result_bytes is sent as a
-  // failure of kind result_too_large, without its output.
+  // An output longer than Welcome.max_chunk_bytes goes in pieces of that
+  // size, one after another (docs/DESIGN.md, "Frame sizes"). A result
+  // whose output is over Welcome.max_result_bytes is sent as a failure of
+  // kind result_too_large, without its output.
   void Flush(absl::Time now, WorkerOutbox* out);
 
   // Timers: reconnect, broker liveness, heartbeats, drain end.
@@ -145,6 +153,8 @@ class WorkerCore {
   void set_busy(int busy) { busy_ = busy; }
 
   bool connected() const { return connected_; }
+  // When the last frame from the broker arrived (or the core started).
+  absl::Time last_recv() const { return last_recv_; }
   bool welcomed() const { return welcomed_; }
   bool draining() const { return draining_; }
   bool left() const { return left_; }
@@ -153,6 +163,7 @@ class WorkerCore {
   // The broker's limits from its Welcome (0: not said).
   uint64_t max_result_bytes() const { return max_result_bytes_; }
   uint64_t max_frame_bytes() const { return max_frame_bytes_; }
+  uint64_t max_chunk_bytes() const { return max_chunk_bytes_; }
   // Attempts received and not yet reported.
   size_t held() const { return active_.size(); }
   size_t unsent() const { return unsent_.size(); }
@@ -190,6 +201,7 @@ class WorkerCore {
   int liveness_;
   uint64_t max_result_bytes_ = 0;
   uint64_t max_frame_bytes_ = 0;
+  uint64_t max_chunk_bytes_ = 0;
   absl::Duration backoff_ = kInitialBackoff;
   absl::Time reconnect_at_ = absl::InfinitePast();  // while !connected_
   absl::Time last_recv_;

@@ -40,12 +40,14 @@ class WorkerCoreTest : public ::testing::Test {
 
   void Connect() { core_.OnConnected(now_, &Out()); }
 
-  void Welcome(int64_t max_result_bytes = 0, int64_t max_frame_bytes = 0) {
+  void Welcome(int64_t max_result_bytes = 0, int64_t max_frame_bytes = 0,
+               int64_t max_chunk_bytes = 0) {
     wire::Frame f;
     f.mutable_welcome()->set_heartbeat_interval_ms(1000);
     f.mutable_welcome()->set_liveness(3);
     f.mutable_welcome()->set_max_result_bytes(max_result_bytes);
     f.mutable_welcome()->set_max_frame_bytes(max_frame_bytes);
+    f.mutable_welcome()->set_max_chunk_bytes(max_chunk_bytes);
     core_.OnFrame(f, now_, &Out());
   }
 
@@ -106,6 +108,7 @@ TEST_F(WorkerCoreTest, RegistersOnConnectWithItsTasksAndCredit) {
   EXPECT_EQ(std::vector<std::string>(r.tasks().begin(), r.tasks().end()),
             (std::vector<std::string>{"a", "b"}));
   EXPECT_EQ(r.held_size(), 0);
+  EXPECT_TRUE(r.chunked_results());
 }
 
 TEST_F(WorkerCoreTest, HeartbeatsOnlyAfterWelcomeAndOnlyWhenSilent) {
@@ -193,6 +196,98 @@ TEST_F(WorkerCoreTest, ResultsFramesAreCutUnderTheBrokersFrameLimit) {
   EXPECT_EQ(ids, (std::vector<uint64_t>{1, 2, 3, 4, 5})) << "in order";
 }
 
+// docs/DESIGN.md, "Frame sizes": an output longer than the broker's piece
+// size goes in pieces, one after another, each frame under the limit.
+TEST_F(WorkerCoreTest, ALongOutputGoesInPiecesBackToBack) {
+  Connect();
+  Welcome(/*max_result_bytes=*/64 << 20,
+          /*max_frame_bytes=*/wire::kMaxWorkerFrameBytes,
+          /*max_chunk_bytes=*/wire::kMaxResultChunkBytes);
+  EXPECT_EQ(core_.max_chunk_bytes(), wire::kMaxResultChunkBytes);
+  std::vector<TaskStart> starts = Dispatch({1, 2, 3});
+  std::string big(3 * wire::kMaxResultChunkBytes + 12345, '?');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7);
+  Finish(starts[0], true, "small");
+  wire::TaskResult r;
+  r.set_job_id(2);
+  r.set_attempt(1);
+  r.set_ok(false);
+  r.set_output(big);
+  r.set_error_kind("exit_code");
+  r.set_error_message("exit 3");
+  r.set_started_at_us(10);
+  r.set_finished_at_us(20);
+  core_.OnFinished(starts[1].run_id, r);
+  Finish(starts[2], true, "after");
+  core_.Flush(now_, &Out());
+  std::vector<wire::TaskResult> sent;
+  for (const wire::Frame& f : out_.frames) {
+    ASSERT_TRUE(f.has_results());
+    EXPECT_LE(wire::EncodeFrame(f).size(), wire::kMaxWorkerFrameBytes);
+    for (const wire::TaskResult& t : f.results().results()) sent.push_back(t);
+  }
+  ASSERT_EQ(sent.size(), 6u);  // small, 4 pieces, after
+  EXPECT_EQ(sent[0].output(), "small");
+  EXPECT_EQ(sent[0].output_size(), 0u);
+  std::string joined;
+  for (int i = 1; i <= 4; ++i) {
+    EXPECT_EQ(sent[i].job_id(), 2u);
+    EXPECT_EQ(sent[i].output_size(), big.size());
+    EXPECT_EQ(sent[i].output_offset(), joined.size());
+    EXPECT_LE(sent[i].output().size(), wire::kMaxResultChunkBytes);
+    joined += sent[i].output();
+    // Only the last piece says how the task ended.
+    EXPECT_EQ(sent[i].error_kind(), i == 4 ? "exit_code" : "");
+  }
+  EXPECT_EQ(joined, big);
+  EXPECT_EQ(sent[4].error_message(), "exit 3");
+  EXPECT_EQ(sent[4].finished_at_us(), 20);
+  EXPECT_EQ(sent[5].output(), "after");
+  // In doubt, the result is kept whole and offered again in pieces.
+  EXPECT_EQ(core_.in_doubt(), 3u);
+}
+
+TEST_F(WorkerCoreTest, AnOlderBrokerGetsWholeOutputs) {
+  Connect();
+  Welcome(/*max_result_bytes=*/0, /*max_frame_bytes=*/0,
+          /*max_chunk_bytes=*/0);
+  std::vector<TaskStart> starts = Dispatch({1});
+  Finish(starts[0], true, std::string(3 << 20, 'x'));
+  core_.Flush(now_, &Out());
+  ASSERT_EQ(out_.frames.size(), 1u);
+  ASSERT_EQ(out_.frames[0].results().results_size(), 1);
+  EXPECT_EQ(out_.frames[0].results().results(0).output().size(), 3u << 20);
+  EXPECT_EQ(out_.frames[0].results().results(0).output_size(), 0u);
+}
+
+// Error text counts against the frame budget too: 300 failures with the
+// longest message (19 MiB) go in frames the broker takes.
+TEST_F(WorkerCoreTest, ResultsFramesStayUnderTheLimitWhateverTheErrorText) {
+  Connect();
+  Welcome(/*max_result_bytes=*/64 << 20,
+          /*max_frame_bytes=*/wire::kMaxWorkerFrameBytes,
+          /*max_chunk_bytes=*/wire::kMaxResultChunkBytes);
+  std::vector<uint64_t> jobs;
+  for (uint64_t j = 1; j <= 300; ++j) jobs.push_back(j);
+  std::vector<TaskStart> starts = Dispatch(jobs);
+  for (const TaskStart& start : starts) {
+    wire::TaskResult r;
+    r.set_job_id(start.task.job_id());
+    r.set_attempt(1);
+    r.set_error_kind("task_error");
+    r.set_error_message(std::string(wire::kMaxErrorMessageBytes, 'e'));
+    core_.OnFinished(start.run_id, r);
+  }
+  core_.Flush(now_, &Out());
+  size_t results = 0;
+  for (const wire::Frame& f : out_.frames) {
+    EXPECT_LE(wire::EncodeFrame(f).size(), WorkerCore::kResultsFrameBudget);
+    results += f.results().results_size();
+  }
+  EXPECT_EQ(results, 300u);
+  EXPECT_GE(out_.frames.size(), 5u);
+}
+
 TEST_F(WorkerCoreTest, AResultOverTheBrokersLimitIsSentAsAFailure) {
   Connect();
   Welcome(/*max_result_bytes=*/1000, /*max_frame_bytes=*/0);
@@ -274,6 +369,33 @@ TEST_F(WorkerCoreTest, AReconnectBeforeTheWelcomeIsIgnored) {
   core_.OnFrame(reconnect, now_, &Out());
   EXPECT_EQ(Kinds(),
             std::vector<wire::Frame::BodyCase>{wire::Frame::kRegister});
+}
+
+// A long output in doubt is kept whole and offered again in pieces, all
+// of them, from its start: the broker dropped whatever pieces it got from
+// the connection it no longer knows.
+TEST_F(WorkerCoreTest, ALongOutputInDoubtIsSentAgainInPiecesFromItsStart) {
+  Connect();
+  Welcome(64 << 20, wire::kMaxWorkerFrameBytes, wire::kMaxResultChunkBytes);
+  std::vector<TaskStart> starts = Dispatch({1});
+  Finish(starts[0], true, std::string(2 * wire::kMaxResultChunkBytes + 1, 'z'));
+  core_.Flush(now_, &Out());
+  EXPECT_EQ(core_.in_doubt(), 1u);
+  Advance(absl::Milliseconds(500));
+  wire::Frame reconnect;
+  reconnect.mutable_reconnect();
+  core_.OnFrame(reconnect, now_, &Out());
+  ASSERT_EQ(out_.frames[0].register_().held_size(), 1);
+  Welcome(64 << 20, wire::kMaxWorkerFrameBytes, wire::kMaxResultChunkBytes);
+  std::vector<uint64_t> offsets;
+  for (const wire::Frame& f : out_.frames) {
+    for (const wire::TaskResult& r : f.results().results()) {
+      EXPECT_EQ(r.job_id(), 1u);
+      offsets.push_back(r.output_offset());
+    }
+  }
+  EXPECT_EQ(offsets, (std::vector<uint64_t>{0, wire::kMaxResultChunkBytes,
+                                            2 * wire::kMaxResultChunkBytes}));
 }
 
 TEST_F(WorkerCoreTest, ResultsInDoubtAreOfferedAgainUntilSettled) {

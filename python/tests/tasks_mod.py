@@ -129,6 +129,12 @@ def blob(n):
     return b"x" * n
 
 
+@dexec.task("t.patterned")
+def patterned(n):
+    # Every piece different, so a piece out of place shows.
+    return bytes(range(251)) * (n // 251) + bytes(range(n % 251))
+
+
 @dexec.task("a.timed_sleep")
 async def timed_sleep(s):
     t0 = time.time()

@@ -33,3 +33,17 @@ def test_many_mid_size_results_in_one_flush_arrive(procs):
         out = list(ex.map(t.blob, [1000000] * 40))
         assert out == [b"x" * 1000000] * 40
     assert w.proc.poll() is None
+
+
+def test_a_result_of_several_mib_arrives_whole_in_pieces(procs):
+    # Over the broker's piece size (1 MiB) many times over: the worker
+    # sends it in pieces under the broker's frame limit (8 MiB, whatever
+    # --max_result_bytes says) and the broker puts them back together.
+    b = procs.broker(in_memory=True, flags=["--max_result_bytes=67108864"])
+    w = procs.worker(b, flags=["--threads=2"])
+    with b.executor() as ex:
+        f = ex.submit(t.patterned, 20 << 20)
+        small = ex.submit(t.blob, 1000)
+        assert f.result(60) == t.patterned(20 << 20)
+        assert small.result(60) == b"x" * 1000
+    assert w.proc.poll() is None

@@ -19,7 +19,8 @@ def reference(results):
         f.results.results.add(
             job_id=r.job_id, attempt=r.attempt, ok=r.ok, output=r.output,
             error_kind=r.error_kind, error_message=r.error_message,
-            started_at_us=r.started_at_us, finished_at_us=r.finished_at_us)
+            started_at_us=r.started_at_us, finished_at_us=r.finished_at_us,
+            output_size=r.output_size, output_offset=r.output_offset)
     return f.SerializeToString()
 
 
@@ -72,3 +73,21 @@ def test_a_large_output_arrives_whole():
     assert f.version == 1
     (got,) = f.results.results
     assert got.job_id == 7 and got.ok and got.output == big
+
+
+def test_pieces_of_a_long_output_match_protobuf():
+    # The fields of a piece (output_size, output_offset), first, middle and
+    # last, as the worker sends an output over the broker's max_chunk_bytes.
+    from dexec.worker import _pieces
+    whole = Result(job_id=7, attempt=2, ok=False, output=bytes(range(256)) * 9,
+                   error_kind="exception", error_message="late",
+                   started_at_us=1796235791376942,
+                   finished_at_us=1796235791376999)
+    pieces = _pieces(whole, 1000)
+    assert [len(p.output) for p in pieces] == [1000, 1000, 304]
+    assert [p.output_offset for p in pieces] == [0, 1000, 2000]
+    assert b"".join(p.output for p in pieces) == whole.output
+    assert Encoder(1).frame(pieces) == reference(pieces)
+    last = wire.Frame.FromString(Encoder(1).frame(pieces)).results.results[-1]
+    assert (last.ok, last.error_message, last.output_size) == \
+        (False, "late", 2304)

@@ -35,9 +35,11 @@ LINGER_MS = 500
 MAX_IN_DOUBT_BYTES = 64 << 20
 BAD_FRAME_LOG_INTERVAL_S = 10.0
 # As the C++ worker (protos/wire.h, worker/worker_core.h): a Results frame
-# holds at most RESULTS_FRAME_BUDGET bytes of output (one larger result
+# holds at most RESULTS_FRAME_BUDGET bytes of results (one larger result
 # goes alone), and stays FRAME_ENVELOPE_BYTES under the broker's
-# max_frame_bytes; error text is cut so it fits the envelope.
+# max_frame_bytes; error text is cut so it fits the envelope; an output
+# longer than the Welcome's max_chunk_bytes goes in pieces, back to back
+# (docs/DESIGN.md, "Frame sizes").
 RESULTS_FRAME_BUDGET = 4 << 20
 FRAME_ENVELOPE_BYTES = 1 << 20
 MAX_ERROR_MESSAGE_BYTES = 64 << 10
@@ -63,6 +65,21 @@ def truncate_utf8(s, max_bytes):
 
 def _cost(r):
     return len(r.output) + len(r.error_message) + 64
+
+
+def _pieces(r, chunk):
+    """r's output in pieces of `chunk` bytes (TaskResult.output_size); the
+    last one says how the task ended."""
+    out = r.output
+    size = len(out)
+    last = (size - 1) // chunk * chunk
+    pieces = [Result(r.job_id, r.attempt, True, out[o:o + chunk], "", "", 0,
+                     0, output_size=size, output_offset=o)
+              for o in range(0, last, chunk)]
+    pieces.append(Result(r.job_id, r.attempt, r.ok, out[last:], r.error_kind,
+                         r.error_message, r.started_at_us, r.finished_at_us,
+                         output_size=size, output_offset=last))
+    return pieces
 
 
 class Worker:
@@ -128,6 +145,7 @@ class Worker:
         # The broker's limits, from its Welcome (0: not said).
         self._max_result_bytes = 0
         self._max_frame_bytes = 0
+        self._max_chunk_bytes = 0
         self._last_bad_log = -1e9
         self._encoder = Encoder(PROTOCOL_VERSION)
 
@@ -323,7 +341,7 @@ class Worker:
             self._in_doubt_bytes = 0
         reg = wire.Register(name=self.name, host=socket.gethostname(),
                             pid=os.getpid(), threads=self.slots,
-                            prefetch=self.prefetch)
+                            prefetch=self.prefetch, chunked_results=True)
         names = sorted(self._tasks)
         reg.tasks.extend(names)
         reg.tasks.extend(n + CHUNK_SUFFIX for n in names)
@@ -383,6 +401,7 @@ class Worker:
             self._liveness = frame.welcome.liveness or self._liveness
             self._max_result_bytes = frame.welcome.max_result_bytes
             self._max_frame_bytes = frame.welcome.max_frame_bytes
+            self._max_chunk_bytes = frame.welcome.max_chunk_bytes
             self._backoff = INITIAL_BACKOFF_S
             self._welcomed = True
             self._register_pending = False
@@ -512,7 +531,9 @@ class Worker:
         if self._max_frame_bytes > FRAME_ENVELOPE_BYTES:
             budget = min(budget, self._max_frame_bytes - FRAME_ENVELOPE_BYTES)
         limit = self._max_result_bytes
-        results = []
+        chunk = self._max_chunk_bytes
+        results = []  # the next frame's results, whole or pieces
+        whole = []  # the results whose last piece it carries
         n = 0
         size_sum = 0
         for r in self._unsent:
@@ -523,20 +544,32 @@ class Worker:
                 r.error_kind = RESULT_TOO_LARGE
                 r.error_message = result_too_large_message(size, limit)
                 size = 0
-            if n and size_sum + size > budget:
-                self._send_results(results, now)
-                results = []
-                n = 0
-                size_sum = 0
-            size_sum += size
-            n += 1
-            results.append(r)
+            if chunk and size > chunk:
+                pieces = _pieces(r, chunk)
+            else:
+                pieces = (r,)
+            for p in pieces:
+                # Error text counts too (failures only: successes have none).
+                cost = len(p.output) + (
+                    32 if p.ok else len(p.error_message) + 288)
+                if n and size_sum + cost > budget:
+                    self._send_results(results, whole, now)
+                    results = []
+                    whole = []
+                    n = 0
+                    size_sum = 0
+                size_sum += cost
+                n += 1
+                results.append(p)
+            whole.append(r)
         self._unsent = []
-        self._send_results(results, now)
+        self._send_results(results, whole, now)
         self._forget_settled()
 
-    def _send_results(self, results, now):
-        """One Results frame; its results stay in doubt until settled."""
+    def _send_results(self, results, whole, now):
+        """One Results frame of `results` (whole results or pieces); `whole`,
+        the results whose last piece it carries, stay in doubt until
+        settled (whole, so a result sent again goes in all its pieces)."""
         if self._sock is not None:
             try:
                 self._sock.send(self._encoder.frame(results), zmq.NOBLOCK)
@@ -544,11 +577,13 @@ class Worker:
                 log.error("send to broker failed worker=%s error=%r",
                           self.name, e)
             self._last_send = now
+        if not whole:
+            return
         cost = 0
-        for r in results:
+        for r in whole:
             cost += len(r.output) + len(r.error_message) + 64
         self._in_doubt_bytes += cost
-        self._in_doubt.append((now, results, cost))
+        self._in_doubt.append((now, whole, cost))
 
     def _forget_settled(self):
         # Sent an interval before the broker's latest frame: it has almost

@@ -20,6 +20,8 @@ _ERROR_KIND = b"\x2a"  # TaskResult.error_kind = 5
 _ERROR_MESSAGE = b"\x32"  # TaskResult.error_message = 6
 _STARTED = b"\x38"  # TaskResult.started_at_us = 7
 _FINISHED = b"\x40"  # TaskResult.finished_at_us = 8
+_OUTPUT_SIZE = b"\x48"  # TaskResult.output_size = 9
+_OUTPUT_OFFSET = b"\x50"  # TaskResult.output_offset = 10
 
 _SMALL = [bytes([i]) if i < 128 else bytes([(i & 0x7F) | 0x80, i >> 7])
           for i in range(1 << 14)]
@@ -49,10 +51,12 @@ class Result:
     until it is sent and for as long as it may need sending again."""
 
     __slots__ = ("job_id", "attempt", "ok", "output", "error_kind",
-                 "error_message", "started_at_us", "finished_at_us")
+                 "error_message", "started_at_us", "finished_at_us",
+                 "output_size", "output_offset")
 
     def __init__(self, job_id, attempt, ok, output, error_kind, error_message,
-                 started_at_us, finished_at_us):
+                 started_at_us, finished_at_us, output_size=0,
+                 output_offset=0):
         self.job_id = job_id
         self.attempt = attempt
         self.ok = ok
@@ -61,6 +65,10 @@ class Result:
         self.error_message = error_message
         self.started_at_us = started_at_us
         self.finished_at_us = finished_at_us
+        # A piece of a longer output (wire.proto): the whole output's
+        # length, and where this piece starts in it; 0 for a whole output.
+        self.output_size = output_size
+        self.output_offset = output_offset
 
 
 class Encoder:
@@ -124,6 +132,10 @@ class Encoder:
                     tail += _FINISHED + low14[t & 0x3FFF] + self._hi_bytes
                 else:
                     tail += _FINISHED + self._timestamp(t)
+            if r.output_size:
+                tail += _OUTPUT_SIZE + varint(r.output_size)
+            if r.output_offset:
+                tail += _OUTPUT_OFFSET + varint(r.output_offset)
             out = r.output
             n_out = len(out)
             if n_out:
