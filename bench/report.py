@@ -12,9 +12,13 @@ each phase took. latest.png: no-op throughput (tasks/s, log) and round-trip
 latency (p50, p99) per system. The chart needs matplotlib (Debian's
 python3-matplotlib, hence /usr/bin/python3); without it the report says so.
 
+The Python package's goals (issue 11) come from phase p's python.txt
+(--python): one table of goal, Python worker, C++ worker and
+ProcessPoolExecutor, from the same run.
+
 Usage: report.py DEXEC.txt PEERS.txt [--micro MICRO.json]
-                 [--shapes SHAPES.txt] --json OUT.json --md OUT.md
-                 [--png OUT.png]
+                 [--shapes SHAPES.txt] [--python PY.txt]
+                 --json OUT.json --md OUT.md [--png OUT.png]
 """
 import argparse
 import ast
@@ -392,6 +396,132 @@ def workload_table(results, letter):
             label(r), r["measure"], r["unit"], cell(r),
             ratio_cell(results, r), " ".join(notes),
             r.get("foreign_cores", "")))
+    return lines
+
+
+# ---------------------------------------------------------------- python
+
+def read_python(path):
+    """Phase p (bench/python_bench.py): its RESULT lines and the uptime
+    line run.sh wrote before it."""
+    rows, uptime = [], ""
+    if not path or not os.path.exists(path):
+        return rows, uptime
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("RESULT "):
+                r = parse_result(line)
+                if "system" in r and "measure" in r:
+                    rows.append(r)
+            elif line.startswith("# python_bench uptime="):
+                uptime = line.split("=", 1)[1].strip('"')
+    return rows, uptime
+
+
+# (goal, measure or measure prefix, unit, better, bound): issue 11's goals.
+PYTHON_GOALS = [
+    ("`submit` of no-ops from one Python process", "submit_", "jobs/s",
+     "higher", 50000),
+    ("`map`, chunksize 1", "map_c1", "items/s", "higher", 50000),
+    ("`map`, chunksize 1000", "map_c1000", "items/s", "higher", 1000000),
+    ("`submit(...).result()` round trip p50", "rtt_p50", "us", "lower",
+     1000),
+    ("`submit(...).result()` round trip p99 (no goal)", "rtt_p99", "us",
+     "lower", None),
+    ("10,000 concurrent `asyncio.sleep(1)` jobs, one worker process",
+     "async_10k_sleep_1s", "s", "lower", 1.5),
+    ("process pool CPU speedup, 16 × 0.25 s on 2 cores", "cpu_speedup", "x",
+     "higher", 1.9),
+]
+PYTHON_SYSTEMS = [("dexec_py_worker", "Python worker"),
+                  ("dexec_cxx_worker", "C++ worker"),
+                  ("processpool_2", "ProcessPoolExecutor(2)")]
+
+
+def python_goals(rows):
+    """One dict per goal: the value of each system (None: not measured),
+    the verdict on the Python worker's figure."""
+    def pick(system, measure):
+        got = [r for r in rows if r["system"] == system and (
+            r["measure"] == measure or (measure.endswith("_") and
+                                        r["measure"].startswith(measure)))]
+        return got[-1] if got else None
+
+    out = []
+    for name, measure, unit, better, bound in PYTHON_GOALS:
+        g = {"goal": name, "measure": measure, "unit": unit, "bound": bound,
+             "better": better, "systems": {}}
+        for system, _ in PYTHON_SYSTEMS:
+            r = pick(system, measure)
+            if r is not None:
+                g["systems"][system] = {
+                    "measure": r["measure"], "value": num(r["value"]),
+                    "runs": r.get("runs", ""),
+                    "foreign_cores": r.get("foreign_cores", ""),
+                    "load": r.get("load", "")}
+        if measure == "async_10k_sleep_1s":
+            r = pick("asyncio_in_process", measure)
+            if r is not None:
+                g["asyncio_in_process"] = num(r["value"])
+        py = g["systems"].get("dexec_py_worker")
+        if bound is None or py is None:
+            g["met"] = None
+        elif better == "higher":
+            g["met"] = py["value"] >= bound
+        else:
+            g["met"] = py["value"] <= bound
+        out.append(g)
+    return out
+
+
+def python_n(goals):
+    """Jobs per throughput run (the N in submit_<N>k)."""
+    for g in goals:
+        v = g["systems"].get("dexec_py_worker")
+        if v and measure_n(v["measure"]):
+            return measure_n(v["measure"])
+    return None
+
+
+def python_table(goals):
+    if not any(g["systems"] for g in goals):
+        return []
+    lines = ["| goal | | Python worker | C++ worker | "
+             "ProcessPoolExecutor(2) | |",
+             "|---|---|---|---|---|---|"]
+    for g in goals:
+        if g["bound"] is None:
+            target = "–"
+        else:
+            b = g["bound"]
+            target = "%s %s %s" % ("≥" if g["better"] == "higher" else "≤",
+                                   fmt(b) if b >= 10 else "%g" % b,
+                                   g["unit"].replace("us", "µs"))
+            target = target.replace(" x", "×")
+        cells = []
+        for system, _ in PYTHON_SYSTEMS:
+            v = g["systems"].get(system)
+            if v is None:
+                cells.append("–")
+                continue
+            c = fmt(v["value"])
+            if v["runs"] and "," in v["runs"]:
+                c += " (runs %s)" % v["runs"].replace(",", ", ")
+            if v["foreign_cores"]:
+                c += " [fc %s]" % v["foreign_cores"]
+            cells.append(c)
+        if "asyncio_in_process" in g:
+            cells[2] = "asyncio in one process: %s" % fmt(
+                g["asyncio_in_process"])
+        verdict = "" if g["met"] is None else (
+            "met" if g["met"] else "**missed**")
+        fc = num(g["systems"].get("dexec_py_worker", {}).get(
+            "foreign_cores"))
+        if verdict and fc >= SECURITY_NOISY_CORES:
+            verdict += " (noisy: foreign cores %.2f)" % fc
+        lines.append("| %s | %s | %s | %s |" % (
+            g["goal"], target, " | ".join(cells), verdict))
     return lines
 
 
@@ -1003,6 +1133,7 @@ def main():
     ap.add_argument("inputs", nargs="+")
     ap.add_argument("--micro")
     ap.add_argument("--shapes", help="bench/shapes_bench.sh's file (phase h)")
+    ap.add_argument("--python", help="phase p's python.txt")
     ap.add_argument("--json", required=True)
     ap.add_argument("--md", required=True)
     ap.add_argument("--png")
@@ -1018,6 +1149,8 @@ def main():
     sec = security_cost(results, micro)
     shapes = read_shapes(args.shapes)
     met = metrics_cost(results, meta.get("scrapes", []))
+    py_rows, py_uptime = read_python(args.python)
+    py_goals = python_goals(py_rows)
 
     with open(args.json, "w") as f:
         json.dump({"machine": mach, "versions": vers, "dexec_commit": commit,
@@ -1030,6 +1163,8 @@ def main():
                    "security_cost": sec,
                    "shapes": shapes_json(shapes),
                    "metrics_cost": met,
+                   "python": {"uptime": py_uptime, "goals": py_goals,
+                              "results": py_rows},
                    "results": results, "micro": micro}, f, indent=1)
 
     pv = vers.get("peers", {})
@@ -1126,6 +1261,26 @@ def main():
             if rates:
                 L.append("Submit rate with no worker: " + "; ".join(rates) + ".")
                 L.append("")
+    L.append("## p. Python package (issue 11)")
+    L.append("")
+    rows = python_table(py_goals)
+    if rows:
+        L.append("`bench/python_bench.py` in this run: one Python client "
+                 "(`dexec.Executor`); no-op jobs on one Python worker "
+                 "process (`--threads=4 --processes=2 "
+                 "--concurrency=10000`), and for the client's own ceiling on "
+                 "the C++ worker (`sys.echo`, 1 thread); the same work on "
+                 "`concurrent.futures.ProcessPoolExecutor(2)`. %s jobs or "
+                 "items per throughput run (the issue's goals are for 100k). "
+                 "A cell with runs is their median. [fc]: foreign cores "
+                 "during the measure, as above. Machine before the phase: "
+                 "`%s`." % (fmt_n(python_n(py_goals) or 0),
+                            py_uptime.strip() or "not recorded"))
+        L.append("")
+        L.extend(rows)
+    else:
+        L.append("Not measured in this run.")
+    L.append("")
     other = [r for r in results if workload_of(r) == "other"]
     if other:
         L.append("Other figures: " + "; ".join(

@@ -181,7 +181,7 @@ fi
 : >"$OUT/dexec.txt"
 : >"$OUT/peers.txt"
 : >"$OUT/peers.log"
-rm -f "$OUT/micro.json"
+rm -f "$OUT/micro.json" "$OUT/python.txt" "$OUT/python.md"
 {
   echo "# host nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')\" kernel=$(uname -r) date=$(date -u +%FT%TZ)"
   echo "# dexec commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- broker worker client common protos bench/dexec_bench.cc bench/micro_bench.cc || echo '+dirty')"
@@ -512,8 +512,8 @@ fi
 
 # ---- p: the Python package (issue 11's goals) beside ProcessPoolExecutor,
 # on the -c opt binaries; bench/python_bench.py starts and stops its own
-# broker and workers. Its RESULT lines go to python.txt, its table to
-# python.md (report.py does not read them yet).
+# broker and workers. Its RESULT lines go to python.txt (report.py's
+# "p." section, the goals table), its own table to python.md.
 if want p; then
   phase p
   ./python/gen_protos.sh >>"$WORK/python_bench.err" 2>&1
@@ -570,6 +570,7 @@ fi
 echo "# phase name=total seconds=$(elapsed "$T_START")" >>"$OUT/dexec.txt"
 "$PY" bench/report.py "$OUT/dexec.txt" "$OUT/peers.txt" \
   --micro "$OUT/micro.json" --shapes "$OUT/shapes.txt" \
+  --python "$OUT/python.txt" \
   --json "$OUT/latest.json" --md "$OUT/latest.md" --png "$OUT/latest.png"
 log "wrote $OUT/latest.md, latest.json, latest.png in $(elapsed "$T_START") s"
 if ((${#FAILED[@]})); then

@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from concurrent.futures._base import (CANCELLED, CANCELLED_AND_NOTIFIED,
-                                      FINISHED, PENDING)
+                                      FINISHED, PENDING, RUNNING)
 
 import grpc
 
@@ -259,11 +259,6 @@ class Future(cf.Future):
         cf.Future._invoke_callbacks(self)
 
     # -- completion, by the session (never raise on a settled future)
-
-    def _mark_running(self):
-        with self._condition:
-            if self._state == PENDING:
-                self.set_running_or_notify_cancel()
 
     def _finish(self, value=None, exc=None):
         with self._condition:
@@ -889,7 +884,12 @@ class _Session:
                 continue  # settled already: a duplicate event
             st = e.state
             if st == _RUNNING:
-                f._mark_running()
+                # set_running_or_notify_cancel() of a PENDING future, inline
+                # (the broker reports every job running before its result).
+                if f._state == PENDING:
+                    with f._condition.lock:
+                        if f._state == PENDING:
+                            f._state = RUNNING
                 continue
             if st != _SUCCEEDED or self._same_job or (
                     f._watched and f._done_callbacks):

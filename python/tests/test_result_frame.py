@@ -59,7 +59,8 @@ def test_frames_match_protobuf_for_mixed_results():
                     ["", "boom", "\u00fcber " * 50, "m" * 70000]),
                 # Timestamps move on between results and across the 2**14
                 # boundaries the encoder keeps varints for.
-                started_at_us=rng.choice([0, 5, now_us + round_ * 9999 + i]),
+                started_at_us=rng.choice([0, 5, -1,
+                                          now_us + round_ * 9999 + i]),
                 finished_at_us=rng.choice([0, now_us + round_ * 16384 + i,
                                            (1 << 63) - 1])))
         assert enc.frame(results) == reference(results)

@@ -6,6 +6,7 @@ paths) and serves their @dexec.task functions. SIGTERM or SIGINT drains
 one stops at once.
 """
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -80,6 +81,10 @@ def main(argv=None):
     except Exception as e:  # noqa: BLE001 - one line, exit 2
         print("dexec.worker: %s: %s" % (type(e).__name__, e), file=sys.stderr)
         return 2
+    # What is loaded by now (modules, the task modules' own state, the
+    # pools) lives as long as the worker: out of the cyclic GC's full
+    # passes, which otherwise walk it again while jobs churn objects.
+    gc.freeze()
     signals = [0]
 
     def on_signal(signum, frame):

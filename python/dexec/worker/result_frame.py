@@ -78,7 +78,7 @@ class Encoder:
         self._version = _FRAME_VERSION + varint(version)
         # Timestamps (about 2**50 us) share their high bits for seconds at
         # a time: their varint is kept from one result to the next.
-        self._hi = -1
+        self._hi = None
         self._hi_bytes = b""
 
     def _timestamp(self, n):
@@ -95,15 +95,24 @@ class Encoder:
         output is copied once, into the frame."""
         parts = [b"", b""]  # the frame's head, filled in below
         append = parts.append
-        ts = self._timestamp
         small = _SMALL
+        low14 = _LOW14
         size = 0
         for r in results:
+            # The common case inline (ids below 2**28, attempts below
+            # 2**14, timestamps sharing their high bits): this loop runs
+            # once per job.
             jid = r.job_id
+            if 16384 <= jid < 268435456:
+                head = _JOB_ID + low14[jid & 0x3FFF] + small[jid >> 14]
+            else:
+                head = _JOB_ID + varint(jid) if jid else b""
             att = r.attempt
-            head = (_JOB_ID + varint(jid) if jid else b"") + \
-                (_ATTEMPT + (small[att] if att < 16384 else varint(att))
-                 if att else b"") + (_OK_TRUE if r.ok else b"")
+            if att:
+                head += _ATTEMPT + (small[att] if att < 16384 else
+                                    varint(att))
+            if r.ok:
+                head += _OK_TRUE
             tail = b""
             if r.error_kind:
                 k = r.error_kind.encode("utf-8")
@@ -111,10 +120,18 @@ class Encoder:
             if r.error_message:
                 m = r.error_message.encode("utf-8")
                 tail += _ERROR_MESSAGE + varint(len(m)) + m
-            if r.started_at_us:
-                tail += _STARTED + ts(r.started_at_us)
-            if r.finished_at_us:
-                tail += _FINISHED + ts(r.finished_at_us)
+            t = r.started_at_us
+            if t:
+                if t >> 14 == self._hi:
+                    tail += _STARTED + low14[t & 0x3FFF] + self._hi_bytes
+                else:
+                    tail += _STARTED + self._timestamp(t)
+            t = r.finished_at_us
+            if t:
+                if t >> 14 == self._hi:
+                    tail += _FINISHED + low14[t & 0x3FFF] + self._hi_bytes
+                else:
+                    tail += _FINISHED + self._timestamp(t)
             if r.output_size:
                 tail += _OUTPUT_SIZE + varint(r.output_size)
             if r.output_offset:
@@ -122,15 +139,18 @@ class Encoder:
             out = r.output
             n_out = len(out)
             if n_out:
-                out_head = _OUTPUT + varint(n_out)
+                out_head = _OUTPUT + (small[n_out] if n_out < 16384 else
+                                      varint(n_out))
                 body = len(head) + len(out_head) + n_out + len(tail)
-                lead = _RESULTS_RESULTS + varint(body)
+                lead = _RESULTS_RESULTS + (small[body] if body < 16384 else
+                                           varint(body))
                 append(lead + head + out_head)
                 append(out)
                 append(tail)
             else:
                 body = len(head) + len(tail)
-                lead = _RESULTS_RESULTS + varint(body)
+                lead = _RESULTS_RESULTS + (small[body] if body < 16384 else
+                                           varint(body))
                 append(lead + head + tail)
             size += len(lead) + body
         parts[0] = self._version
