@@ -36,6 +36,7 @@ from concurrent.futures._base import (CANCELLED, CANCELLED_AND_NOTIFIED,
 import grpc
 
 from . import codec, credentials
+from ._varint import varint
 from pickle import dumps as _pickle_dumps
 from ._proto import dexec_pb2 as pb
 from .errors import AuthError, BrokerUnavailable, RemoteTraceback, TaskError
@@ -81,25 +82,8 @@ _NO_KWARGS = {}  # pickled as the kwargs of map's jobs; never changed
 # message per job costs several microseconds in Python, the bytes below
 # about one. Field numbers are those of protos/dexec.proto.
 
-_VARINT = [bytes([i]) if i < 128 else bytes([(i & 0x7F) | 0x80, i >> 7])
-           for i in range(1 << 14)]
-
-
-def _varint(n):
-    if n < 16384:
-        return _VARINT[n]
-    if n < 0:
-        n += 1 << 64
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _len_field(tag, data):
-    return tag + _varint(len(data)) + data
+    return tag + varint(len(data)) + data
 
 
 class _SpecTemplate:
@@ -113,27 +97,27 @@ class _SpecTemplate:
         self.head = _len_field(b"\x0a", task.encode()) + b"\x12"
         tail = b""
         if priority:
-            tail += b"\x18" + _varint(priority)
+            tail += b"\x18" + varint(priority)
         if timeout:
             secs = int(timeout)
             nanos = int(round((timeout - secs) * 1e9))
-            d = (b"\x08" + _varint(secs) if secs else b"") + \
-                (b"\x10" + _varint(nanos) if nanos else b"")
+            d = (b"\x08" + varint(secs) if secs else b"") + \
+                (b"\x10" + varint(nanos) if nanos else b"")
             tail += _len_field(b"\x22", d)
         if max_attempts:
-            tail += b"\x28" + _varint(max_attempts)
+            tail += b"\x28" + varint(max_attempts)
         if idempotency_key:
             tail += _len_field(b"\x32", idempotency_key.encode())
         self.tail = tail
 
     def encode(self, payload):
         """One repeated `jobs` entry (field 2 of Submit), framed."""
-        spec = self.head + _varint(len(payload)) + payload + self.tail
-        return b"\x12" + _varint(len(spec)) + spec
+        spec = self.head + varint(len(payload)) + payload + self.tail
+        return b"\x12" + varint(len(spec)) + spec
 
 
 def _encode_submit(seq, client_id, job_bytes):
-    body = b"\x08" + _varint(seq) + _len_field(b"\x1a", client_id) + \
+    body = b"\x08" + varint(seq) + _len_field(b"\x1a", client_id) + \
         b"".join(job_bytes)
     return _len_field(b"\x0a", body)
 

@@ -8,6 +8,8 @@ what protobuf writes for the same fields (result_frame_test.py checks them
 against the generated code), so the broker cannot tell the difference.
 """
 
+from .._varint import LOW14 as _LOW14, SMALL as _SMALL, varint
+
 # Field tags of protos/wire.proto: (field number << 3) | wire type.
 _FRAME_VERSION = b"\x08"  # Frame.version, varint
 _FRAME_RESULTS = b"\x32"  # Frame.results = 6, length-delimited
@@ -22,29 +24,6 @@ _STARTED = b"\x38"  # TaskResult.started_at_us = 7
 _FINISHED = b"\x40"  # TaskResult.finished_at_us = 8
 _OUTPUT_SIZE = b"\x48"  # TaskResult.output_size = 9
 _OUTPUT_OFFSET = b"\x50"  # TaskResult.output_offset = 10
-
-_SMALL = [bytes([i]) if i < 128 else bytes([(i & 0x7F) | 0x80, i >> 7])
-          for i in range(1 << 14)]
-# The low 14 bits of a varint of at least 2**14: two bytes, both with the
-# continuation bit.
-_LOW14 = [bytes([(i & 0x7F) | 0x80, (i >> 7) | 0x80]) for i in range(1 << 14)]
-
-
-def varint(n):
-    """The protobuf varint of n (an int64 below 0 as its 10-byte form)."""
-    if 0 <= n < 16384:
-        return _SMALL[n]
-    if 0 < n < 1 << 28:
-        return _LOW14[n & 0x3FFF] + _SMALL[n >> 14]
-    if n < 0:
-        n += 1 << 64
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
 
 class Result:
     """One attempt's outcome, as wire.TaskResult has it (same field names),
