@@ -124,6 +124,22 @@ void RaiseFdLimit() {
 // One client process: requests k, k + procs, ... of n. Says it is ready on
 // `ready`, waits for a byte on `start`, runs them all at once, writes a
 // Report to `done`.
+// A client process's end: its report to the parent through `done`, the
+// spread of its finish times with --spread, then _exit.
+[[noreturn]] void EndChild(int k, int done, const Report& report,
+                           const std::vector<double>& finished_at) {
+  (void)!write(done, &report, sizeof(report));
+  if (absl::GetFlag(FLAGS_spread) && !finished_at.empty()) {
+    const size_t m = finished_at.size();
+    std::fprintf(stderr,
+                 "shapes_http_limit: process %d: %zu done at p10 %.2f p50 %.2f "
+                 "p90 %.2f last %.2f s\n",
+                 k, m, finished_at[m / 10], finished_at[m / 2],
+                 finished_at[m * 9 / 10], finished_at[m - 1]);
+  }
+  _exit(0);  // the kernel closes the sockets; no cleanup to time or wait for
+}
+
 void RunClient(int k, int procs, int64_t n,
                const std::vector<std::string>& urls, int ready, int start,
                int done) {
@@ -221,16 +237,7 @@ void RunClient(int k, int procs, int64_t n,
       finished_at.push_back(absl::ToDoubleSeconds(absl::Now() - t0));
     }
   }
-  (void)!write(done, &report, sizeof(report));
-  if (absl::GetFlag(FLAGS_spread) && !finished_at.empty()) {
-    const size_t m = finished_at.size();
-    std::fprintf(stderr,
-                 "shapes_http_limit: process %d: %zu done at p10 %.2f p50 %.2f "
-                 "p90 %.2f last %.2f s\n",
-                 k, m, finished_at[m / 10], finished_at[m / 2],
-                 finished_at[m * 9 / 10], finished_at[m - 1]);
-  }
-  _exit(0);  // the kernel closes the sockets; no cleanup to time or wait for
+  EndChild(k, done, report, finished_at);
 }
 
 // host:port and path of an http:// URL; false if it is not one.
@@ -377,16 +384,7 @@ void RunRawClient(int k, int procs, int64_t n,
       }
     }
   }
-  (void)!write(done, &report, sizeof(report));
-  if (absl::GetFlag(FLAGS_spread) && !finished_at.empty()) {
-    const size_t m = finished_at.size();
-    std::fprintf(stderr,
-                 "shapes_http_limit: process %d: %zu done at p10 %.2f p50 %.2f "
-                 "p90 %.2f last %.2f s\n",
-                 k, m, finished_at[m / 10], finished_at[m / 2],
-                 finished_at[m * 9 / 10], finished_at[m - 1]);
-  }
-  _exit(0);
+  EndChild(k, done, report, finished_at);
 }
 
 }  // namespace
