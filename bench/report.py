@@ -525,19 +525,26 @@ def python_table(goals):
     return lines
 
 
-def security_cost(results, micro):
-    """Phase s: per measure, the secure and the insecure runs (one RESULT
-    line per run, the rounds alternated), their medians, the cost against
-    issue #9's goal, and the token check of the micro-suite."""
+def alternated_runs(results, phase, field):
+    """The runs of an alternated phase (s, m): {(measure, value of `field`):
+    [{value, round, foreign_cores}, ...]}, one entry per run."""
     runs = {}
     for r in results:
-        if workload_of(r) != "s":
+        if workload_of(r) != phase:
             continue
-        key = (r["measure"], r["security"])
+        key = (r["measure"], r[field])
         for v in r.get("runs", r["median"]).split(","):
             runs.setdefault(key, []).append({
                 "value": num(v), "round": r.get("round", "?"),
                 "foreign_cores": num(r.get("foreign_cores"))})
+    return runs
+
+
+def security_cost(results, micro):
+    """Phase s: per measure, the secure and the insecure runs (one RESULT
+    line per run, the rounds alternated), their medians, the cost against
+    issue #9's goal, and the token check of the micro-suite."""
+    runs = alternated_runs(results, "s", "security")
     out = {"rows": [], "token_check": []}
     specs = [
         (lambda m: m.startswith("noop_"), "no-op Map", "higher",
@@ -645,15 +652,7 @@ def metrics_cost(results, scrapes):
     """Phase m: per measure, the runs with and without a scraper, their
     medians and the ratio scraped / off; `scrapes`: the scraper's summary
     lines (scrapes made, failed, exposition size)."""
-    runs = {}
-    for r in results:
-        if workload_of(r) != "m":
-            continue
-        key = (r["measure"], r["metrics"])
-        for v in r.get("runs", r["median"]).split(","):
-            runs.setdefault(key, []).append({
-                "value": num(v), "round": r.get("round", "?"),
-                "foreign_cores": num(r.get("foreign_cores"))})
+    runs = alternated_runs(results, "m", "metrics")
     out = {"rows": [], "scrapes": scrapes}
     specs = [
         (lambda m: m.startswith("noop_"), "no-op Map", "tasks/s"),
