@@ -82,7 +82,7 @@ struct BrokerOptions {
   bool journal = false;
   // The most credit (threads + prefetch) a worker may claim: a worker that
   // registers more is cut down to it, so one peer cannot take every job.
-  int32_t max_worker_credit = 16384;
+  int32_t max_worker_credit = 65536;
   // Task names with /metrics series of their own; the rest are counted
   // under task="(other)" (task_metrics.h).
   size_t max_task_series = TaskMetrics::kDefaultCap;

@@ -105,7 +105,7 @@ ABSL_FLAG(std::string, tls_client_ca, "",
 ABSL_FLAG(std::vector<std::string>, tls_san, {},
           "extra host names or IPs for the generated server certificate "
           "(localhost, 127.0.0.1, ::1 and this host's name are always in)");
-ABSL_FLAG(int32_t, max_worker_credit, 16384,
+ABSL_FLAG(int32_t, max_worker_credit, 65536,
           "most tasks (threads + prefetch) one worker may claim; a worker "
           "registering more is cut down to it");
 ABSL_FLAG(uint64_t, max_task_series, 1000,
