@@ -181,8 +181,9 @@ CONF
   # least CPU per request) and with curl as http.get drives it; then dexec
   # and the seeds' crawlers, alternating with it so a drift of the
   # machine's load hits all alike. For each N of HTTP_N (one worker
-  # process holds at most the fd hard limit's sockets: at 20,000 URLs and
-  # a 20,000 hard limit, some wait for a second wave). Client ports left in
+  # process holds at most the fd hard limit's sockets, less a reserve of
+  # its own: at 20,000 URLs and a 20,000 hard limit, a few hundred wait for
+  # the first connections to come free). Client ports left in
   # TIME_WAIT by a round (60 s) are reused by the next:
   # net.ipv4.tcp_tw_reuse (2, the default, reuses them for loopback) is
   # logged with each round.

@@ -76,7 +76,10 @@ absl::Status RegisterBuiltinTasks(TaskRegistry* registry,
   if (options.allow_exec) {
     RETURN_IF_ERROR(registry->Register("sys.exec", ExecTask));
   }
-  if (options.allow_http) RETURN_IF_ERROR(RegisterHttpTask(registry));
+  if (options.allow_http) {
+    RETURN_IF_ERROR(RegisterHttpTask(
+        registry, {.max_connections = options.http_max_connections}));
+  }
   RETURN_IF_ERROR(registry->Register("bench.spin", Spin));
   return absl::OkStatus();
 }

@@ -20,6 +20,7 @@
 #define DEXEC_WORKER_BUILTIN_TASKS_H_
 
 #include "absl/status/status.h"
+#include "worker/http_task.h"
 #include "worker/task_registry.h"
 
 namespace dexec::worker {
@@ -30,6 +31,8 @@ struct BuiltinTaskOptions {
   bool allow_exec = false;
   // Offer http.get: jobs make HTTP requests from this worker's network.
   bool allow_http = false;
+  // http.get's HttpTaskOptions::max_connections (0: from the fd limit).
+  long http_max_connections = 0;
 };
 
 // Registers the built-in tasks in `registry` (sys.exec only with

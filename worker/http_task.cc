@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -25,6 +27,7 @@
 namespace dexec::worker {
 namespace {
 
+class CurlLoop;
 class CurlShard;
 
 // What curl tells us through its callbacks, for one request.
@@ -41,8 +44,14 @@ struct Transfer {
   int what = 0;
   // curl's next timeout; -1 = none.
   long timeout_ms = -1;
-  // On a loop: the multi handle it was added to.
+  // On a loop: the multi handle it was added to, or (queued) its place in
+  // the loop's queue of transfers waiting for a connection.
   CurlShard* shard = nullptr;
+  CURL* easy = nullptr;
+  bool queued = false;
+  std::list<Transfer*>::iterator queue_pos;
+  // Why a transfer the loop started from its queue could not start.
+  std::string start_error;
 };
 
 size_t OnBody(char* data, size_t size, size_t n, void* user) {
@@ -90,9 +99,6 @@ int OnTimer(CURLM*, long timeout_ms, void* user) {
   return 0;
 }
 
-struct EasyDeleter {
-  void operator()(CURL* c) const { curl_easy_cleanup(c); }
-};
 struct MultiDeleter {
   void operator()(CURLM* m) const { curl_multi_cleanup(m); }
 };
@@ -121,8 +127,12 @@ void GlobalInit() {
 class CurlShard final : public TaskScheduler::FdWatcher {
  public:
   static constexpr long kConnections = 256;
+  // Descriptors a shard holds besides its connections: its timerfd and
+  // the socketpair curl's multi handle makes for curl_multi_wakeup.
+  static constexpr long kOwnFds = 3;
 
-  explicit CurlShard(TaskScheduler* scheduler) : scheduler_(scheduler) {}
+  CurlShard(TaskScheduler* scheduler, CurlLoop* owner)
+      : scheduler_(scheduler), owner_(owner) {}
   ~CurlShard() {
     closing_ = true;  // curl_multi_cleanup's callbacks change nothing now
     if (multi_ != nullptr) curl_multi_cleanup(multi_);
@@ -136,6 +146,7 @@ class CurlShard final : public TaskScheduler::FdWatcher {
 
   // "" once ready, else why not.
   std::string Init(long max_connections) {
+    max_connections_ = max_connections;
     multi_ = curl_multi_init();
     if (multi_ == nullptr) return "curl_multi_init failed";
     timerfd_ = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
@@ -152,8 +163,9 @@ class CurlShard final : public TaskScheduler::FdWatcher {
     return "";
   }
 
-  // Transfers added and not yet done or removed.
-  long in_flight() const { return in_flight_; }
+  // Whether a transfer added now gets a connection at once (transfers
+  // added and not yet done or removed: below the shard's connections).
+  bool has_slot() const { return in_flight_ < max_connections_; }
 
   // Starts `easy`'s transfer; `t->ctx` is woken when it is done.
   absl::Status Add(CURL* easy, Transfer* t) {
@@ -205,6 +217,7 @@ class CurlShard final : public TaskScheduler::FdWatcher {
       t->done = true;
       scheduler_->Wake(*t->ctx);
     }
+    if (!done_.empty()) Refill();
   }
 
  private:
@@ -238,33 +251,51 @@ class CurlShard final : public TaskScheduler::FdWatcher {
     return ::timerfd_settime(self->timerfd_, 0, &when, nullptr) == 0 ? 0 : -1;
   }
 
+  // Starts transfers waiting in the owner's queue on the slots now free.
+  void Refill();
+
   TaskScheduler* const scheduler_;
+  CurlLoop* const owner_;
   CURLM* multi_ = nullptr;
   int timerfd_ = -1;
   bool closing_ = false;
   bool armed_at_once_ = false;  // the timerfd fires at once, not read yet
   long in_flight_ = 0;
+  long max_connections_ = kConnections;
   std::vector<std::pair<CURL*, CURLcode>> done_;  // reused per wake
 };
 
 // The http.get transfers of one coroutine loop thread, over CurlShards
 // made as needed: a transfer goes to the first shard with a free
 // connection (so connections left idle there are reused), else to a new
-// shard, else (at the loop's cap) to the least busy, where curl queues it.
-// The cap is this loop's share of the file descriptor limit; transfers
-// beyond it wait for a connection, they do not fail. See docs/DESIGN.md,
-// "Executors".
+// shard. At the loop's cap (its share of the file descriptor limit) it
+// waits in the loop's queue, first in first out, and starts on the first
+// slot any shard frees: so the requests past the cap start as soon as the
+// earliest connections are done, not behind one busy shard. Easy handles
+// of finished transfers are reset and kept for the next (up to
+// kEasyPool), which spares curl's allocations per request. See
+// docs/DESIGN.md, "Executors".
 //
 // Not thread-safe; owned by its loop thread (a thread_local).
 class CurlLoop {
  public:
+  // Easy handles kept for reuse, at most.
+  static constexpr size_t kEasyPool = 4096;
+  // Descriptors left to the worker itself, at most half of the limit: its
+  // own sockets and files (about 40), and per loop thread (one per
+  // --threads) room for a sys.exec's pipes or a process-isolated child's
+  // socket and pidfd on the thread executor's threads.
+  static constexpr long kReserveFds = 128;
+  static constexpr long kReserveFdsPerThread = 16;
+
   // This thread's, made on first use; nullptr (with *error set) if curl
   // cannot start.
-  static CurlLoop* For(TaskScheduler* scheduler, std::string* error) {
+  static CurlLoop* For(TaskScheduler* scheduler, const HttpTaskOptions& options,
+                       std::string* error) {
     thread_local std::unique_ptr<CurlLoop> loop;
     if (loop == nullptr || loop->scheduler_ != scheduler) {
       loop.reset();
-      loop = std::unique_ptr<CurlLoop>(new CurlLoop(scheduler));
+      loop = std::unique_ptr<CurlLoop>(new CurlLoop(scheduler, options));
     }
     // A first shard now, so that a loop that cannot run curl says so.
     if (loop->shards_.empty()) {
@@ -274,67 +305,136 @@ class CurlLoop {
     return loop.get();
   }
 
+  ~CurlLoop() {
+    shards_.clear();  // before the handles their transfers may still use
+    for (CURL* e : easy_pool_) curl_easy_cleanup(e);
+  }
   CurlLoop(const CurlLoop&) = delete;
   CurlLoop& operator=(const CurlLoop&) = delete;
 
-  // Starts `easy`'s transfer on a shard (noted in t->shard).
+  // An easy handle in its initial state: a kept one, else a new one;
+  // nullptr if curl cannot make one.
+  CURL* TakeEasy() {
+    if (easy_pool_.empty()) return curl_easy_init();
+    CURL* e = easy_pool_.back();
+    easy_pool_.pop_back();
+    return e;
+  }
+  // Takes back a handle that is in no multi handle.
+  void GiveBack(CURL* e) {
+    if (easy_pool_.size() >= kEasyPool) {
+      curl_easy_cleanup(e);
+      return;
+    }
+    curl_easy_reset(e);
+    easy_pool_.push_back(e);
+  }
+
+  // Starts `easy`'s transfer on a shard (noted in t->shard), or queues it.
   absl::Status Add(CURL* easy, Transfer* t) {
+    t->easy = easy;
     CurlShard* shard = nullptr;
     for (const std::unique_ptr<CurlShard>& s : shards_) {
-      if (s->in_flight() < CurlShard::kConnections) {
+      if (s->has_slot()) {
         shard = s.get();
         break;
       }
     }
-    if (shard == nullptr && static_cast<long>(shards_.size()) < max_shards_) {
+    if (shard == nullptr && CanAddShard()) {
       const std::string error = AddShard();
       if (!error.empty()) return absl::InternalError(error);
       shard = shards_.back().get();
     }
     if (shard == nullptr) {
-      shard = std::min_element(shards_.begin(), shards_.end(),
-                               [](const auto& a, const auto& b) {
-                                 return a->in_flight() < b->in_flight();
-                               })
-                  ->get();
+      t->queued = true;
+      t->queue_pos = waiting_.insert(waiting_.end(), t);
+      return absl::OkStatus();
     }
     t->shard = shard;
     return shard->Add(easy, t);
   }
 
+  // Abandons a transfer that is not done (cancel, timeout), queued or not.
+  void Remove(Transfer* t) {
+    if (t->queued) {
+      waiting_.erase(t->queue_pos);
+      t->queued = false;
+      return;
+    }
+    t->shard->Remove(t->easy);
+    Refill(t->shard);
+  }
+
+  // Starts queued transfers on `shard`'s free slots.
+  void Refill(CurlShard* shard) {
+    while (!waiting_.empty() && shard->has_slot()) {
+      Transfer* t = waiting_.front();
+      waiting_.pop_front();
+      t->queued = false;
+      t->shard = shard;
+      absl::Status added = shard->Add(t->easy, t);
+      if (!added.ok()) {  // ends its wait; HttpGet reports start_error
+        t->start_error = std::string(added.message());
+        t->done = true;
+        scheduler_->Wake(*t->ctx);
+      }
+    }
+  }
+
  private:
-  explicit CurlLoop(TaskScheduler* scheduler) : scheduler_(scheduler) {
+  CurlLoop(TaskScheduler* scheduler, const HttpTaskOptions& options)
+      : scheduler_(scheduler) {
     // This loop's share of the fds, less a reserve for the worker's own
-    // sockets, files, sys.exec pipes and the shards' timerfds
-    // (dexec-worker raises the soft limit to the hard one at start).
+    // (dexec-worker raises the soft limit to the hard one at start); each
+    // shard holds kConnections of it and kOwnFds of its own.
     struct rlimit files = {};
     long fds = 1024;
     if (::getrlimit(RLIMIT_NOFILE, &files) == 0 &&
         files.rlim_cur != RLIM_INFINITY) {
       fds = static_cast<long>(std::min<rlim_t>(files.rlim_cur, 1 << 24));
     }
-    const long reserve = std::min(fds / 2, 1024L);
-    cap_ =
-        std::max(8L, (fds - reserve) / std::max(1, scheduler_->loop_count()));
-    max_shards_ = std::max(1L, cap_ / CurlShard::kConnections);
+    const int loops = std::max(1, scheduler_->loop_count());
+    const long reserve =
+        std::min(fds / 2, kReserveFds + kReserveFdsPerThread * loops);
+    fds_left_ = std::max(CurlShard::kOwnFds + 8, (fds - reserve) / loops);
+    if (options.max_connections > 0) {
+      connections_left_ = std::max(1L, options.max_connections / loops);
+    }
   }
 
+  // Whether this loop's shares hold one more shard.
+  bool CanAddShard() const {
+    return fds_left_ > CurlShard::kOwnFds && connections_left_ > 0;
+  }
+
+  // A shard of kConnections, or of what is left of the shares (the last).
   std::string AddShard() {
-    auto shard = std::make_unique<CurlShard>(scheduler_);
-    std::string error =
-        shard->Init(std::min(cap_, static_cast<long>(CurlShard::kConnections)));
-    if (error.empty()) shards_.push_back(std::move(shard));
-    return error;
+    const long connections = std::max(
+        1L, std::min({CurlShard::kConnections, fds_left_ - CurlShard::kOwnFds,
+                      connections_left_}));
+    auto shard = std::make_unique<CurlShard>(scheduler_, this);
+    std::string error = shard->Init(connections);
+    if (!error.empty()) return error;
+    fds_left_ -= connections + CurlShard::kOwnFds;
+    connections_left_ -= connections;
+    shards_.push_back(std::move(shard));
+    return "";
   }
 
   TaskScheduler* const scheduler_;
-  long cap_ = 8;         // connections of this loop, all shards together
-  long max_shards_ = 1;  // cap_ / CurlShard::kConnections
+  // What this loop's shares have left for new shards: of the fds, and of
+  // HttpTaskOptions::max_connections.
+  long fds_left_ = 0;
+  long connections_left_ = std::numeric_limits<long>::max();
   std::vector<std::unique_ptr<CurlShard>> shards_;
+  std::list<Transfer*> waiting_;  // queued for a slot, oldest first
+  std::vector<CURL*> easy_pool_;
 };
 
-Task<absl::StatusOr<std::string>> HttpGet(TaskContext& ctx,
-                                          std::string payload) {
+void CurlShard::Refill() { owner_->Refill(this); }
+
+Task<absl::StatusOr<std::string>> HttpGet(TaskContext& ctx, std::string payload,
+                                          HttpTaskOptions options) {
   tasks::HttpRequest req;
   if (absl::StartsWith(payload, "http://") ||
       absl::StartsWith(payload, "https://")) {
@@ -345,13 +445,33 @@ Task<absl::StatusOr<std::string>> HttpGet(TaskContext& ctx,
                         "dexec.tasks.HttpRequest with a url");
   }
   GlobalInit();
+  // On a worker's loop: this loop's shards and its easy handles.
+  CurlLoop* loop = nullptr;
+  if (ctx.scheduler() != nullptr) {
+    std::string error;
+    loop = CurlLoop::For(ctx.scheduler(), options, &error);
+    if (loop == nullptr) co_return TaskError("http_error", error);
+  }
+  // Declared first, so it is given back last: after Detach below has
+  // taken it out of its multi handle.
+  struct Easy {
+    CURL* handle;
+    CurlLoop* loop;
+    ~Easy() {
+      if (handle == nullptr) return;
+      if (loop != nullptr) {
+        loop->GiveBack(handle);
+      } else {
+        curl_easy_cleanup(handle);
+      }
+    }
+  } easy{loop != nullptr ? loop->TakeEasy() : curl_easy_init(), loop};
   Transfer t;
-  std::unique_ptr<CURL, EasyDeleter> easy(curl_easy_init());
   std::unique_ptr<curl_slist, ListDeleter> headers;
-  if (easy == nullptr) {
+  if (easy.handle == nullptr) {
     co_return TaskError("http_error", "curl could not start a request");
   }
-  CURL* e = easy.get();
+  CURL* e = easy.handle;
   curl_easy_setopt(e, CURLOPT_URL, req.url().c_str());
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -379,29 +499,27 @@ Task<absl::StatusOr<std::string>> HttpGet(TaskContext& ctx,
   }
   bool finished = false;
   CURLcode result = CURLE_OK;
-  if (ctx.scheduler() != nullptr) {
-    // On a worker's loop: this loop's shared multi handle.
-    std::string error;
-    CurlLoop* loop = CurlLoop::For(ctx.scheduler(), &error);
-    if (loop == nullptr) co_return TaskError("http_error", error);
+  if (loop != nullptr) {
     t.ctx = &ctx;
     absl::Status added = loop->Add(e, &t);
     if (!added.ok()) co_return TaskError("http_error", added.message());
     // Detaches the transfer if the coroutine ends (or is destroyed, at
     // shutdown) before curl is done with it.
     struct Detach {
-      CURL* easy;
+      CurlLoop* loop;
       Transfer* t;
       ~Detach() {
-        if (!t->done) t->shard->Remove(easy);
+        if (!t->done) loop->Remove(t);
         t->done = true;
       }
-    } detach{e, &t};
+    } detach{loop, &t};
     while (!t.done) {
       const absl::Time now = absl::Now();
       if (ctx.cancelled() || now >= limit) break;
       co_await ctx.Sleep(limit - now);  // CurlLoop wakes us when done
     }
+    if (!t.start_error.empty())
+      co_return TaskError("http_error", t.start_error);
     finished = t.done;
     result = t.result;
   } else {
@@ -488,8 +606,11 @@ Task<absl::StatusOr<std::string>> HttpGet(TaskContext& ctx,
 
 }  // namespace
 
-absl::Status RegisterHttpTask(TaskRegistry* registry) {
-  return RegisterAsync(*registry, "http.get", HttpGet);
+absl::Status RegisterHttpTask(TaskRegistry* registry, HttpTaskOptions options) {
+  return RegisterAsync(*registry, "http.get",
+                       [options](TaskContext& ctx, std::string payload) {
+                         return HttpGet(ctx, std::move(payload), options);
+                       });
 }
 
 }  // namespace dexec::worker

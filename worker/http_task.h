@@ -24,8 +24,17 @@ namespace dexec::worker {
 
 inline constexpr size_t kHttpMaxBodyBytes = 64 << 20;
 
+struct HttpTaskOptions {
+  // The most connections http.get opens at once in this worker, split
+  // between its loop threads (dexec-worker --http_max_connections); the
+  // requests beyond wait for one, first come first served. 0: as many as
+  // the file descriptor limit holds, less a reserve for the worker's own.
+  long max_connections = 0;
+};
+
 // Registers "http.get" (a coroutine task) in `registry`.
-absl::Status RegisterHttpTask(TaskRegistry* registry);
+absl::Status RegisterHttpTask(TaskRegistry* registry,
+                              HttpTaskOptions options = {});
 
 }  // namespace dexec::worker
 

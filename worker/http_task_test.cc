@@ -1,7 +1,8 @@
 // http.get on the real coroutine loop against a real HTTP server on
 // loopback (a small one in this test, so the test needs nothing
 // installed): status codes, a body kept on failure, a server that never
-// answers, a refused connection, a bad URL, a large body.
+// answers, a refused connection, a bad URL, a large body; requests past
+// --http_max_connections waiting for a connection; reused curl handles.
 #include "worker/http_task.h"
 
 #include <arpa/inet.h>
@@ -9,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <memory>
@@ -39,7 +41,9 @@ constexpr size_t kGate = 400;
 //   /ok -> 200 "hello"; /missing -> 404 "not here"; /large -> 8 MiB;
 //   /hang -> reads the request and never answers;
 //   /gate -> held until kGate requests of /gate are open at once, then
-//            all answered 200 "gate".
+//            all answered 200 "gate";
+//   /hold -> held until ReleaseOne() or ReleaseAll(), then 200 "held";
+//   /echo -> 200 with the request's head as the body.
 class TestServer {
  public:
   TestServer() {
@@ -60,9 +64,29 @@ class TestServer {
     thread_.join();
     ::close(listen_);
     for (int fd : hanging_) ::close(fd);
+    for (int fd : held_) ::close(fd);
   }
   std::string Url(const std::string& path) const {
     return absl::StrCat("http://127.0.0.1:", port_, path);
+  }
+  // Connections accepted so far.
+  int accepted() const { return accepted_.load(); }
+  // /hold requests held now.
+  size_t held() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return held_.size();
+  }
+  // Answers the oldest held /hold request; false if none is held.
+  bool ReleaseOne() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (held_.empty()) return false;
+    Answer(held_.front(), "200 OK", "held");
+    held_.erase(held_.begin());
+    return true;
+  }
+  void ReleaseAll() {
+    while (ReleaseOne()) {
+    }
   }
 
  private:
@@ -70,6 +94,7 @@ class TestServer {
     while (!stop_.load()) {
       const int fd = ::accept4(listen_, nullptr, nullptr, SOCK_CLOEXEC);
       if (fd < 0) return;
+      accepted_.fetch_add(1);
       std::string request;
       char buf[4096];
       while (request.find("\r\n\r\n") == std::string::npos) {
@@ -87,6 +112,12 @@ class TestServer {
         for (int held : gated_) Answer(held, "200 OK", "gate");
         gated_.clear();
         continue;
+      } else if (absl::StartsWith(request, "GET /hold")) {
+        std::lock_guard<std::mutex> lock(mu_);
+        held_.push_back(fd);
+        continue;
+      } else if (absl::StrContains(request, " /echo ")) {
+        body = request.substr(0, request.find("\r\n\r\n"));
       } else if (absl::StartsWith(request, "GET /missing")) {
         status = "404 Not Found";
         body = "not here";
@@ -115,6 +146,9 @@ class TestServer {
   int listen_ = -1;
   int port_ = 0;
   std::atomic<bool> stop_{false};
+  std::atomic<int> accepted_{0};
+  std::mutex mu_;
+  std::vector<int> held_;     // guarded by mu_: the server thread adds
   std::vector<int> hanging_;  // the server thread's
   std::vector<int> gated_;    // the server thread's
   std::thread thread_;
@@ -122,8 +156,11 @@ class TestServer {
 
 class HttpTaskTest : public ::testing::Test {
  protected:
+  // What http.get is registered with.
+  virtual HttpTaskOptions Options() const { return {}; }
+
   void SetUp() override {
-    ASSERT_TRUE(RegisterHttpTask(&registry_).ok());
+    ASSERT_TRUE(RegisterHttpTask(&registry_, Options()).ok());
     executor_ = std::make_unique<CoroutineExecutor>(
         &registry_, 1, [this](std::shared_ptr<TaskRun> run) {
           std::lock_guard<std::mutex> lock(mu_);
@@ -134,16 +171,35 @@ class HttpTaskTest : public ::testing::Test {
   }
   void TearDown() override { executor_->Shutdown(); }
 
-  // Runs http.get with `payload` and returns its finished run.
-  std::shared_ptr<TaskRun> Get(const std::string& payload,
-                               absl::Duration timeout = kWait) {
+  // An http.get run of `payload`, not started.
+  std::shared_ptr<TaskRun> NewRun(const std::string& payload,
+                                  absl::Duration timeout = kWait) {
     wire::Task t;
     t.set_job_id(++next_id_);
     t.set_attempt(1);
     t.set_name("http.get");
     t.set_payload(payload);
-    auto run = std::make_shared<TaskRun>(next_id_, std::move(t),
-                                         absl::Now() + timeout);
+    return std::make_shared<TaskRun>(next_id_, std::move(t),
+                                     absl::Now() + timeout);
+  }
+
+  // Until `runs` have all ended (false if they do not within kWait).
+  bool WaitEnded(const std::vector<std::shared_ptr<TaskRun>>& runs) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, absl::ToChronoSeconds(kWait), [&] {
+      for (const auto& r : runs) {
+        if (std::find(done_.begin(), done_.end(), r) == done_.end()) {
+          return false;
+        }
+      }
+      return true;
+    });
+  }
+
+  // Runs http.get with `payload` and returns its finished run.
+  std::shared_ptr<TaskRun> Get(const std::string& payload,
+                               absl::Duration timeout = kWait) {
+    std::shared_ptr<TaskRun> run = NewRun(payload, timeout);
     executor_->Run({run});
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait_for(lock, absl::ToChronoSeconds(kWait + timeout),
@@ -270,6 +326,120 @@ TEST_F(HttpTaskTest, CancelEndsARequestAtOnce) {
   ASSERT_TRUE(cv_.wait_for(lock, absl::ToChronoSeconds(kWait),
                            [&] { return !done_.empty(); }));
   EXPECT_EQ(done_.back()->result.error_kind(), kCancelledKind);
+}
+
+}  // namespace
+}  // namespace dexec::worker
+
+namespace dexec::worker {
+namespace {
+
+// Polls `done` (a counter the test cannot wait on otherwise) until true.
+template <typename Fn>
+bool Eventually(Fn done) {
+  const absl::Time deadline = absl::Now() + kWait;
+  while (!done()) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(1));  // a counter, not a signal
+  }
+  return true;
+}
+
+// http.get with --http_max_connections=8 on one loop thread.
+class HttpTaskCapTest : public HttpTaskTest {
+ protected:
+  static constexpr int kCap = 8;
+  HttpTaskOptions Options() const override { return {.max_connections = kCap}; }
+
+  // Starts kCap /hold requests and waits until the server holds them all.
+  std::vector<std::shared_ptr<TaskRun>> FillConnections() {
+    std::vector<std::shared_ptr<TaskRun>> held;
+    for (int i = 0; i < kCap; ++i) held.push_back(NewRun(server_.Url("/hold")));
+    executor_->Run(held);
+    EXPECT_TRUE(Eventually([&] { return server_.held() == kCap; }))
+        << server_.held() << " of " << kCap << " held";
+    return held;
+  }
+};
+
+TEST_F(HttpTaskCapTest, ARequestPastTheCapWaitsAndNeverConnects) {
+  std::vector<std::shared_ptr<TaskRun>> held = FillConnections();
+  // A ninth request waits for one of the 8 connections: with none freed it
+  // times out by its own timeout_ms, and never reached the server.
+  tasks::HttpRequest req;
+  req.set_url(server_.Url("/ok"));
+  req.set_timeout_ms(300);
+  std::shared_ptr<TaskRun> waited = Get(req.SerializeAsString());
+  EXPECT_EQ(waited->result.error_kind(), kTimeoutKind)
+      << waited->result.error_message();
+  EXPECT_EQ(server_.accepted(), kCap);
+
+  // A queued request that is cancelled ends at once.
+  std::shared_ptr<TaskRun> cancelled = NewRun(server_.Url("/hold"));
+  executor_->Run({cancelled});
+  ASSERT_TRUE(Eventually([&] { return executor_->running() == kCap + 1; }));
+  executor_->Cancel(cancelled);
+  ASSERT_TRUE(WaitEnded({cancelled}));
+  EXPECT_EQ(cancelled->result.error_kind(), kCancelledKind);
+  EXPECT_EQ(server_.accepted(), kCap);
+
+  // The held ones are answered; the loop serves new requests after.
+  server_.ReleaseAll();
+  ASSERT_TRUE(WaitEnded(held));
+  for (const auto& run : held) {
+    ASSERT_TRUE(run->result.ok()) << run->result.error_message();
+    EXPECT_EQ(Response(*run).body(), "held");
+  }
+  std::shared_ptr<TaskRun> after = Get(server_.Url("/ok"));
+  ASSERT_TRUE(after->result.ok()) << after->result.error_message();
+}
+
+TEST_F(HttpTaskCapTest, QueuedRequestsStartOnTheFirstConnectionFreed) {
+  std::vector<std::shared_ptr<TaskRun>> held = FillConnections();
+  std::vector<std::shared_ptr<TaskRun>> queued;
+  for (int i = 0; i < 5; ++i) queued.push_back(NewRun(server_.Url("/ok")));
+  executor_->Run(queued);
+  ASSERT_TRUE(
+      Eventually([&] { return executor_->running() == kCap + queued.size(); }));
+  // One connection freed: the five run on it one after another, first
+  // come first served, while the other seven stay held.
+  ASSERT_TRUE(server_.ReleaseOne());
+  ASSERT_TRUE(WaitEnded(queued));
+  for (const auto& run : queued) {
+    ASSERT_TRUE(run->result.ok()) << run->result.error_message();
+  }
+  std::vector<std::shared_ptr<TaskRun>> order;  // the queued, as they ended
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& run : done_) {
+      if (std::find(queued.begin(), queued.end(), run) != queued.end()) {
+        order.push_back(run);
+      }
+    }
+  }
+  EXPECT_EQ(order, queued);
+  EXPECT_EQ(server_.held(), kCap - 1u);
+  server_.ReleaseAll();
+  ASSERT_TRUE(WaitEnded(held));
+}
+
+TEST_F(HttpTaskTest, AReusedHandleForgetsTheLastRequestsOptions) {
+  tasks::HttpRequest req;
+  req.set_url(server_.Url("/echo"));
+  req.set_method("PUT");
+  req.add_headers("X-Custom: one");
+  req.set_body("abc");
+  std::shared_ptr<TaskRun> custom = Get(req.SerializeAsString());
+  ASSERT_TRUE(custom->result.ok()) << custom->result.error_message();
+  EXPECT_TRUE(absl::StartsWith(Response(*custom).body(), "PUT /echo "));
+  EXPECT_TRUE(absl::StrContains(Response(*custom).body(), "X-Custom: one"));
+  // The next request on this loop gets the handle back: a plain GET.
+  std::shared_ptr<TaskRun> plain = Get(server_.Url("/echo"));
+  ASSERT_TRUE(plain->result.ok()) << plain->result.error_message();
+  EXPECT_TRUE(absl::StartsWith(Response(*plain).body(), "GET /echo "))
+      << Response(*plain).body();
+  EXPECT_FALSE(absl::StrContains(Response(*plain).body(), "X-Custom"));
+  EXPECT_FALSE(absl::StrContains(Response(*plain).body(), "Content-Length"));
 }
 
 }  // namespace

@@ -81,6 +81,10 @@ ABSL_FLAG(int32_t, concurrency, 10000,
 ABSL_FLAG(bool, allow_http, false,
           "offer http.get: make the HTTP requests that jobs send, from this "
           "worker's network");
+ABSL_FLAG(int64_t, http_max_connections, 0,
+          "--allow_http: the most connections http.get opens at once (the "
+          "requests beyond wait for one); 0: as many as the file "
+          "descriptor limit holds, less a reserve");
 ABSL_FLAG(std::string, http_listen, "",
           "HOST:PORT for /metrics (no token; loopback only unless "
           "--insecure); port 0 picks one, shown as http= on the started "
@@ -159,14 +163,16 @@ int Main(int argc, char** argv) {
           argc, argv,
           {.program = "dexec-worker",
            .summary = "runs dexec's built-in tasks for a broker.",
-           .groups = {{"Broker", {"broker", "name"}},
-                      {"Capacity",
-                       {"threads", "prefetch", "concurrency", "drain_timeout"}},
-                      {"Isolation",
-                       {"isolation", "max_tasks_per_child", "child_memory_mb"}},
-                      {"Security", {"auth_dir", "worker_key", "insecure"}},
-                      {"Monitoring", {"http_listen"}},
-                      {"Tasks", {"allow_exec", "allow_http"}}}})) {
+           .groups = {
+               {"Broker", {"broker", "name"}},
+               {"Capacity",
+                {"threads", "prefetch", "concurrency", "drain_timeout"}},
+               {"Isolation",
+                {"isolation", "max_tasks_per_child", "child_memory_mb"}},
+               {"Security", {"auth_dir", "worker_key", "insecure"}},
+               {"Monitoring", {"http_listen"}},
+               {"Tasks",
+                {"allow_exec", "allow_http", "http_max_connections"}}}})) {
     return 0;
   }
   if (!CheckFlagArguments(argc, argv, "dexec-worker", std::cerr)) {
@@ -193,6 +199,13 @@ int Main(int argc, char** argv) {
   options.max_tasks_per_child = absl::GetFlag(FLAGS_max_tasks_per_child);
   options.concurrency = absl::GetFlag(FLAGS_concurrency);
   options.child_memory_limit_bytes = absl::GetFlag(FLAGS_child_memory_mb) << 20;
+  if (absl::GetFlag(FLAGS_http_max_connections) < 0) {
+    std::cerr << "dexec-worker: bad value "
+              << absl::GetFlag(FLAGS_http_max_connections)
+              << " for --http_max_connections: use a count of connections, "
+                 "or 0 for as many as the file descriptor limit holds\n";
+    return kUsageError;
+  }
 
   // The metrics listener is plaintext and unauthenticated: loopback only
   // unless the operator says otherwise, as for the broker's.
@@ -223,8 +236,10 @@ int Main(int argc, char** argv) {
 
   TaskRegistry registry;
   absl::Status registered = RegisterBuiltinTasks(
-      &registry, {.allow_exec = absl::GetFlag(FLAGS_allow_exec),
-                  .allow_http = absl::GetFlag(FLAGS_allow_http)});
+      &registry,
+      {.allow_exec = absl::GetFlag(FLAGS_allow_exec),
+       .allow_http = absl::GetFlag(FLAGS_allow_http),
+       .http_max_connections = absl::GetFlag(FLAGS_http_max_connections)});
   if (!registered.ok()) {
     std::cerr << "dexec-worker: " << registered.message() << "\n";
     return 1;
