@@ -3,8 +3,10 @@
 // help printed "No flags matched" for these mains.
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
@@ -94,6 +96,29 @@ TEST(HelpFlag, ShortFormAndFlagsAroundItAlsoPrintHelp) {
     ASSERT_TRUE(help.ok()) << help.status();
     EXPECT_EQ(help->exit_code, 0) << binary << ": " << help->err;
     EXPECT_THAT(help->out, HasSubstr("Usage: "));
+  }
+}
+
+// A wrong flag value is a usage error (exit 2) with one line naming the
+// flag, before the binary binds or connects to anything.
+TEST(FlagErrors, BadValuesExitTwoWithOneLineNamingTheFlag) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{BinaryPath("worker/dexec-worker"), "--isolation=bogus"}, "--isolation"},
+      {{BinaryPath("worker/dexec-worker"), "--http_max_connections=-1"},
+       "--http_max_connections"},
+      {{BinaryPath("worker/dexec-worker"), "--no_such_flag"}, "no_such_flag"},
+      {{BinaryPath("broker/dexec-broker"), "--max_worker_credit=0"},
+       "--max_worker_credit"}};
+  for (const auto& [argv, flag] : cases) {
+    SCOPED_TRACE(argv[1]);
+    absl::StatusOr<CommandResult> r = RunCommand(argv, "", absl::Seconds(30));
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->exit_code, 2) << r->err;
+    EXPECT_THAT(r->err, HasSubstr(flag));
+    EXPECT_EQ(
+        Lines(std::string(absl::StripTrailingAsciiWhitespace(r->err))).size(),
+        1u)
+        << r->err;
   }
 }
 
