@@ -55,7 +55,9 @@
 #   PEER_TIMEOUT          seconds per peer script invocation [600]
 #   PEERS_RUNS PEERS_QUIET_MAX_WAIT_S  passed to the peer scripts [RUNS, 15]
 #   MICRO_MIN_TIME MICRO_REPS  micro_bench per-benchmark time, repetitions [0.3 3 / 0.05 1]
-#   BENCH_PEERS           where the peer scripts are [../shared/bench-peers]
+#   BENCH_PEERS           where the peer scripts are [../shared/bench-peers
+#                         beside this checkout, else beside the main worktree
+#                         of its repository (for a `git worktree` elsewhere)]
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -86,7 +88,33 @@ PEER_100K=${PEER_100K-cf}
 PEER_TIMEOUT=${PEER_TIMEOUT:-600}
 MICRO_MIN_TIME=${MICRO_MIN_TIME:-0.3}
 MICRO_REPS=${MICRO_REPS:-3}
-BENCH_PEERS=$(cd "${BENCH_PEERS:-../shared/bench-peers}" && pwd)
+# Prints the peer scripts' directory, absolute: $BENCH_PEERS if set, else
+# the first of ../shared/bench-peers beside this checkout and beside the
+# main worktree (a worktree added under another directory has no
+# ../shared of its own). Fails naming BENCH_PEERS if there is none.
+bench_peers_dir() {
+  local tried=() d common
+  if [ -n "${BENCH_PEERS:-}" ]; then
+    tried=("$BENCH_PEERS")
+  else
+    tried=("$ROOT/../shared/bench-peers")
+    if common=$(git -C "$ROOT" rev-parse --path-format=absolute \
+      --git-common-dir 2>/dev/null); then
+      tried+=("$(dirname "$common")/../shared/bench-peers")
+    fi
+  fi
+  for d in "${tried[@]}"; do
+    if [ -d "$d" ]; then
+      (cd "$d" && pwd)
+      return 0
+    fi
+  done
+  echo "bench: no peer scripts at ${tried[*]}; set BENCH_PEERS to their" \
+    "directory, or PEERS=0 to run dexec alone" >&2
+  return 1
+}
+# Only the peers need them.
+if [ "$PEERS" = 1 ]; then BENCH_PEERS=$(bench_peers_dir); fi
 ONLY=" $(tr ',' ' ' <<<"${ONLY:-a b c d e f g s m p h micro}") "
 export PEERS_RUNS=${PEERS_RUNS:-$RUNS}
 export PEERS_QUIET_MAX_WAIT_S=${PEERS_QUIET_MAX_WAIT_S:-15}

@@ -560,6 +560,8 @@ v1::Stats BrokerCore::GetStats(absl::Time now) const {
   s.set_succeeded_total(jobs_.finished_total(v1::Job::SUCCEEDED));
   s.set_failed_total(jobs_.finished_total(v1::Job::FAILED));
   s.set_cancelled_total(jobs_.finished_total(v1::Job::CANCELLED));
+  s.set_forged_results(forged_results_);
+  s.set_bad_result_pieces(bad_result_pieces_);
   // Rate over the last 10 seconds (or the uptime, if shorter), counting
   // the current second too.
   const int64_t sec = absl::ToUnixSeconds(now);

@@ -311,6 +311,7 @@ TEST_F(BrokerCoreTest, ABrokenPieceSequenceFailsItsAttemptAndFreesThePartial) {
     EXPECT_EQ(JobOf(t.job_id()).info().result, "abcd");
   }
   EXPECT_EQ(core_.bad_result_pieces(), 4u);
+  EXPECT_EQ(core_.GetStats(now_).bad_result_pieces(), 4u);
 }
 
 TEST_F(BrokerCoreTest, AnOutputOverTheLimitInPiecesKeepsNothingAndFails) {
@@ -727,6 +728,7 @@ TEST_F(BrokerCoreTest, AResultFromAKeyTheAttemptWasNotDispatchedToIsDropped) {
   Result("w", id, 1, true, "forged", "", "key-rogue");
   EXPECT_EQ(JobOf(id).state, v1::Job::RUNNING);
   EXPECT_EQ(core_.forged_results(), 3u);
+  EXPECT_EQ(core_.GetStats(now_).forged_results(), 3u);
   Result("w", id, 1, true, "real");
   EXPECT_EQ(JobOf(id).state, v1::Job::SUCCEEDED);
   EXPECT_EQ(JobOf(id).info().result, "real");

@@ -250,6 +250,10 @@ ApiReply Stats(ApiBackend& backend) {
   w.Uint(s->client_auth_failures());
   w.Key("worker_auth_failures");
   w.Uint(s->worker_auth_failures());
+  w.Key("forged_results");
+  w.Uint(s->forged_results());
+  w.Key("bad_result_pieces");
+  w.Uint(s->bad_result_pieces());
   w.EndObject();
   return Json(std::move(w));
 }

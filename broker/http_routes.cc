@@ -287,6 +287,14 @@ std::string RenderMetrics(const MetricsSnapshot& m, const GrpcMetrics* grpc,
            s.client_auth_failures());
   t.Sample("dexec_auth_failures_total", {{"plane", "worker"}},
            s.worker_auth_failures());
+  t.Family("dexec_forged_results_total", "counter",
+           "Worker results dropped because they came from a key their "
+           "attempt was not dispatched to.");
+  t.Sample("dexec_forged_results_total", s.forged_results());
+  t.Family("dexec_bad_result_pieces_total", "counter",
+           "Pieces of chunked worker results dropped as broken (out of "
+           "order, interleaved, or from an unregistered identity).");
+  t.Sample("dexec_bad_result_pieces_total", s.bad_result_pieces());
   t.Family("dexec_uptime_seconds", "gauge", "Seconds since start.");
   t.Sample("dexec_uptime_seconds",
            absl::ToDoubleSeconds(dexec::FromProto(s.uptime())));

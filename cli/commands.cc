@@ -929,6 +929,8 @@ int Stats(const ParsedCommand& cmd, v1::Broker::Stub& broker, std::ostream& out,
   t.AddRow({"finish rate", absl::StrFormat("%.1f/s", st.finish_rate())});
   t.AddRow({"workers", absl::StrCat(st.workers())});
   t.AddRow({"threads", absl::StrCat(st.threads())});
+  t.AddRow({"forged results", absl::StrCat(st.forged_results())});
+  t.AddRow({"bad result pieces", absl::StrCat(st.bad_result_pieces())});
   t.AddRow({"uptime", absl::FormatDuration(absl::Trunc(FromProto(st.uptime()),
                                                        absl::Seconds(1)))});
   t.Print(out);

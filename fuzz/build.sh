@@ -8,7 +8,10 @@
 #   fuzz/build.sh            # all targets, into fuzz/out/
 #   fuzz/build.sh wire_decode_fuzz
 #
-# An object is rebuilt when its source is newer; FUZZ_CLEAN=1 rebuilds all.
+# An object (or a target) is rebuilt when anything it was compiled from is
+# newer: its source and every header clang listed in its depfile (-MMD -MP,
+# beside it as .d), or when its command line changed (kept beside it as
+# .cmd). FUZZ_CLEAN=1 rebuilds all.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -47,20 +50,42 @@ SERVICE_SRCS="$CORE_SRCS $GEN/protos/dexec.grpc.pb.cc broker/broker_loop.cc
   auth/curve_keys.cc auth/worker_key_store.cc auth/token_store.cc
   auth/name.cc auth/secret_file.cc"
 
+# Succeeds if `out` must be built again with command line `cmd`: it is
+# missing, it was built with another command, or its depfile (out.d) is
+# missing or names a file that is newer than it or gone. Only the depfile's
+# first rule counts (-MP's phony rules follow it); paths have no spaces.
+stale() {
+  local out="$1" cmd="$2" dep
+  [ -e "$out" ] && [ -e "$out.d" ] && [ -e "$out.cmd" ] || return 0
+  [ "$(cat "$out.cmd")" = "$cmd" ] || return 0
+  for dep in $(awk '{ more = sub(/\\$/, ""); if (NR == 1) sub(/^[^:]*:/, "");
+                      print; if (!more) exit }' "$out.d"); do
+    if [ ! -e "$dep" ] || [ "$dep" -nt "$out" ]; then return 0; fi
+  done
+  return 1
+}
+
 # Compiles the sources named (library code: instrumented for coverage,
 # without libFuzzer's main) and prints their objects.
 objects() {
   local todo=() objs=() src obj
+  local cmd="$CXX $CXXFLAGS -fsanitize=fuzzer-no-link"
   for src in "$@"; do
     obj="$OBJ/$(echo "${src#"$GEN"/}" | tr / _).o"
     objs+=("$obj")
-    if [ ! -e "$obj" ] || [ "$src" -nt "$obj" ]; then todo+=("$src:$obj"); fi
+    if stale "$obj" "$cmd"; then
+      # Written again only once the compile succeeded, so an interrupted
+      # or failed one is retried.
+      rm -f "$obj.cmd"
+      todo+=("$src:$obj")
+    fi
   done
   if ((${#todo[@]})); then
     printf '%s\n' "${todo[@]}" | xargs -P "${FUZZ_JOBS:-2}" -I{} sh -c \
       'src="${1%%:*}"; obj="${1#*:}"; echo "fuzz: compiling $src" >&2;
-       '"$CXX $CXXFLAGS"' -fsanitize=fuzzer-no-link -c "$src" -o "$obj"' \
-      _ {}
+       '"$cmd"' -MMD -MP -MF "$obj.d" -c "$src" -o "$obj" &&
+       printf "%s\n" "$2" >"$obj.cmd"' \
+      _ {} "$cmd"
   fi
   echo "${objs[@]}"
 }
@@ -80,18 +105,18 @@ build() {
   esac
   # shellcheck disable=SC2086
   local objs; objs="$(objects $srcs)"
-  local newest f
-  if [ -e "$OUT/$target" ]; then
-    newest=""
-    for f in "fuzz/$target.cc" $objs; do
-      [ "$f" -nt "$OUT/$target" ] && newest="$f"
-    done
-    [ -z "$newest" ] && return 0
-  fi
+  # The target's own source is compiled as it links; its depfile lists
+  # that source's headers, and the objects are checked here.
+  local out="$OUT/$target" cmd f newer=0
+  cmd="$CXX $CXXFLAGS -fsanitize=fuzzer $libs"
+  for f in $objs; do [ "$f" -nt "$out" ] && newer=1; done
+  if ((!newer)) && ! stale "$out" "$cmd"; then return 0; fi
+  rm -f "$out.cmd"
   echo "fuzz: linking $target" >&2
   # shellcheck disable=SC2086
-  $CXX $CXXFLAGS -fsanitize=fuzzer "fuzz/$target.cc" $objs $libs \
-    -o "$OUT/$target"
+  $CXX $CXXFLAGS -fsanitize=fuzzer -MMD -MP -MF "$out.d" "fuzz/$target.cc" \
+    $objs $libs -o "$out"
+  printf '%s\n' "$cmd" >"$out.cmd"
 }
 
 TARGETS=("$@")

@@ -151,6 +151,13 @@ TEST_F(CliTest, WorkersAndStatsDescribeTheCluster) {
   CommandResult stats = Cli({"stats", "--json"});
   EXPECT_EQ(stats.exit_code, 0) << stats.err;
   EXPECT_NE(stats.out.find("\"workers\":1"), std::string::npos) << stats.out;
+  // The table shows the worker-plane integrity counters, at 0 here
+  // (tests/security_test.cc makes them rise).
+  CommandResult table = Cli({"stats"});
+  EXPECT_EQ(table.exit_code, 0) << table.err;
+  for (const char* row : {"forged results", "bad result pieces"}) {
+    EXPECT_NE(table.out.find(row), std::string::npos) << row << table.out;
+  }
 }
 
 TEST_F(CliTest, AQueuedJobsStatusSaysWhyItWaits) {

@@ -3,6 +3,7 @@
 // namespaces for another host), raw gRPC and raw ZeroMQ peers without
 // credentials, with wrong ones, and with valid ones doing what they must
 // not.
+#include <httplib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -66,6 +68,37 @@ v1::Stats Stats(v1::Broker::Stub& stub) {
   grpc::Status s = stub.GetStats(Ctx().get(), v1::GetStatsRequest(), &stats);
   EXPECT_TRUE(s.ok()) << s.error_message();
   return stats;
+}
+
+// The value of the unlabelled series `name` on the broker's /metrics, as
+// an operator scrapes it with the admin token; -1 (and a failure) if the
+// scrape fails or the series is absent.
+double MetricValue(const TestCluster& cluster, const std::string& name) {
+  const std::string& a = cluster.http_address();
+  int port = 0;
+  const size_t colon = a.rfind(':');
+  if (colon == std::string::npos ||
+      !absl::SimpleAtoi(a.substr(colon + 1), &port)) {
+    ADD_FAILURE() << "no HTTP listener: http=" << a;
+    return -1;
+  }
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(10, 0);
+  auto m =
+      c.Get("/metrics", {{"Authorization", "Bearer " + cluster.admin_token()}});
+  if (!m || m->status != 200) {
+    ADD_FAILURE() << "GET /metrics failed: " << (m ? m->body : "no answer");
+    return -1;
+  }
+  for (absl::string_view line : absl::StrSplit(m->body, '\n')) {
+    double v = 0;
+    if (absl::ConsumePrefix(&line, name) && absl::ConsumePrefix(&line, " ") &&
+        absl::SimpleAtod(line, &v)) {
+      return v;
+    }
+  }
+  ADD_FAILURE() << name << " is not on /metrics";
+  return -1;
 }
 
 // Makes a token with the admin stub; returns its secret.
@@ -812,6 +845,8 @@ TEST(SecurityTest, BrokenResultPiecesFailOnlyTheirAttempt) {
   const auth::WorkerCredentials key = NewWorkerKey(cluster, "sloppy");
   RawPeer peer(cluster.worker_endpoint(), key.key, key.broker_public_z85);
   ASSERT_TRUE(peer.Barrier("sloppy", 8, {"raw.task"}));
+  EXPECT_EQ(Stats(cluster.stub()).bad_result_pieces(), 0u);
+  EXPECT_EQ(MetricValue(cluster, "dexec_bad_result_pieces_total"), 0);
   std::vector<uint64_t> ids;
   for (int i = 0; i < 4; ++i) {
     ids.push_back(SubmitOne(cluster.stub(), "raw.task", absl::StrCat(i)));
@@ -847,6 +882,13 @@ TEST(SecurityTest, BrokenResultPiecesFailOnlyTheirAttempt) {
   EXPECT_EQ(too_large.state(), v1::Job::FAILED);
   EXPECT_EQ(too_large.error().kind(), "result_too_large");
   EXPECT_EQ(GetWithResult(cluster.stub(), ids[2]).result(), "abc");
+  // Operators see the two broken outputs (0's gap, 1's interruption), and
+  // nothing here was forged.
+  const v1::Stats broken = Stats(cluster.stub());
+  EXPECT_EQ(broken.bad_result_pieces(), 2u);
+  EXPECT_EQ(broken.forged_results(), 0u);
+  EXPECT_EQ(MetricValue(cluster, "dexec_bad_result_pieces_total"), 2);
+  EXPECT_EQ(MetricValue(cluster, "dexec_forged_results_total"), 0);
   for (int i : {0, 1}) {
     const v1::Job j = GetWithResult(cluster.stub(), ids[i]);
     ASSERT_GE(j.attempt_log_size(), 1) << i;
@@ -902,6 +944,8 @@ TEST(SecurityTest, AValidWorkerCannotCompleteAnAttemptItDoesNotHold) {
   ASSERT_TRUE(registered.Barrier("worker-0", 1, {"sys.sleep"}));
   RawPeer stranger(cluster.worker_endpoint(), mallory.key,
                    mallory.broker_public_z85);
+  EXPECT_EQ(Stats(cluster.stub()).forged_results(), 0u);
+  EXPECT_EQ(MetricValue(cluster, "dexec_forged_results_total"), 0);
   for (uint32_t attempt : {1u, 2u, 0u}) {
     registered.SendResult(id, attempt, "forged");
     stranger.SendResult(id, attempt, "forged");
@@ -910,6 +954,13 @@ TEST(SecurityTest, AValidWorkerCannotCompleteAnAttemptItDoesNotHold) {
   ASSERT_TRUE(stranger.Barrier("stranger", 1, {"sys.sleep"}));
   EXPECT_EQ(GetWithResult(cluster.stub(), id).state(), v1::Job::RUNNING)
       << "a forged result completed the job";
+  // Only attempt 1 exists, so its two copies are forged; attempts 2 and 0
+  // are merely stale. Operators see the forgeries.
+  const v1::Stats forged = Stats(cluster.stub());
+  EXPECT_EQ(forged.forged_results(), 2u);
+  EXPECT_EQ(forged.bad_result_pieces(), 0u);
+  EXPECT_EQ(MetricValue(cluster, "dexec_forged_results_total"), 2);
+  EXPECT_EQ(MetricValue(cluster, "dexec_bad_result_pieces_total"), 0);
 
   ASSERT_TRUE(
       PollUntil([&] { return Finished(GetWithResult(cluster.stub(), id)); }));
