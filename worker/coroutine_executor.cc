@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <coroutine>
 #include <cstdint>
+#include <deque>
 #include <exception>
 #include <queue>
 #include <string>
@@ -139,6 +140,8 @@ class CoroutineExecutor::Loop : public TaskScheduler {
   void Finish(Active& a, absl::Status status, std::string output);
   void RunExpiredTimers(absl::Time now);
   void OnCommand(LoopCommand& c, absl::Time now);
+  // Starts up to kStartSlice of the runs waiting in to_start_.
+  void StartSome();
 
   CoroutineExecutor& x_;
   const int index_;
@@ -158,6 +161,12 @@ class CoroutineExecutor::Loop : public TaskScheduler {
   // Watch()ed fds; their epoll key is kWatchKey | fd (run ids are small).
   static constexpr uint64_t kWatchKey = uint64_t{1} << 63;
   absl::flat_hash_map<int, FdWatcher*> watchers_;
+  // Runs received and not yet started, oldest first: a burst is started a
+  // slice per turn of the loop, with the fds polled between slices, so the
+  // first tasks' IO goes on while the rest start (docs/DESIGN.md,
+  // "Executors").
+  static constexpr size_t kStartSlice = 256;
+  std::deque<std::shared_ptr<TaskRun>> to_start_;
 };
 
 absl::Status CoroutineExecutor::Loop::Watch(int fd, uint32_t events,
@@ -295,6 +304,15 @@ void CoroutineExecutor::Loop::StartRun(std::shared_ptr<TaskRun> run,
   Resume(a, a.task->handle());
 }
 
+void CoroutineExecutor::Loop::StartSome() {
+  const absl::Time now = absl::Now();
+  for (size_t i = 0; i < kStartSlice && !to_start_.empty(); ++i) {
+    std::shared_ptr<TaskRun> run = std::move(to_start_.front());
+    to_start_.pop_front();
+    StartRun(std::move(run), now);
+  }
+}
+
 void CoroutineExecutor::Loop::RunExpiredTimers(absl::Time now) {
   while (!timers_.empty() && timers_.top().when <= now) {
     const Timer t = timers_.top();
@@ -308,7 +326,7 @@ void CoroutineExecutor::Loop::RunExpiredTimers(absl::Time now) {
 void CoroutineExecutor::Loop::OnCommand(LoopCommand& c, absl::Time now) {
   switch (c.type) {
     case LoopCommand::kRun:
-      for (auto& run : c.runs) StartRun(std::move(run), now);
+      for (auto& run : c.runs) to_start_.push_back(std::move(run));
       break;
     case LoopCommand::kCancel: {
       auto it = active_.find(c.run_id);
@@ -338,9 +356,10 @@ void CoroutineExecutor::Loop::Main() {
         }
       }
     }
+    StartSome();
     int timeout_ms = -1;
-    if (!ready_now_.empty()) {
-      timeout_ms = 0;  // woken while the last batch of events ran
+    if (!ready_now_.empty() || !to_start_.empty()) {
+      timeout_ms = 0;  // woken while the last batch ran, or more to start
     } else if (!timers_.empty()) {
       timeout_ms = static_cast<int>(std::clamp<int64_t>(
           absl::ToInt64Milliseconds(

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -55,6 +56,8 @@ Task<int64_t> Twice(TaskContext& ctx, int64_t ms) {
   co_return 2 * ms;
 }
 
+std::atomic<int64_t> g_steps{0};
+
 TaskRegistry& Registry() {
   static TaskRegistry* registry = [] {
     auto* r = new TaskRegistry();
@@ -84,6 +87,15 @@ TaskRegistry& Registry() {
                        char c = 0;
                        (void)::read(n, &c, 1);
                        co_return std::string(1, c);
+                     }));
+    // Its start and its resume after a zero sleep, as steps of one
+    // counter shared by all runs: "start resume".
+    ok(RegisterAsync(*r, "test.yield",
+                     [](TaskContext& ctx, std::string) -> Task<std::string> {
+                       const int64_t started = g_steps.fetch_add(1);
+                       co_await ctx.Sleep(absl::ZeroDuration());
+                       co_return absl::StrCat(started, " ",
+                                              g_steps.fetch_add(1));
                      }));
     ok(RegisterAsync(*r, "test.throw",
                      [](TaskContext&, std::string) -> Task<std::string> {
@@ -189,6 +201,36 @@ TEST_F(CoroutineExecutorTest, NestedCoroutinesFdReadinessAndExceptions) {
   EXPECT_EQ(done[3]->result.error_kind(), kUnknownTaskKind);
   ::close(fds[0]);
   ::close(fds[1]);
+}
+
+// A burst of runs is started a slice at a time, with the loop's timers and
+// fds served between slices: the first run's wake-up comes before the last
+// run of the burst starts (before, a loop started all 2,000 first, so a
+// burst of http.get connected every request before sending any).
+TEST(CoroutineExecutorBurst, TheFirstRunsResumeBeforeTheLastOnesStart) {
+  Collector collector;
+  CoroutineExecutor executor(&Registry(), 1, collector.Callback());
+  ASSERT_TRUE(executor.Start().ok());
+  constexpr int kRuns = 2000;
+  std::vector<std::shared_ptr<TaskRun>> runs;
+  for (int i = 0; i < kRuns; ++i)
+    runs.push_back(MakeRun(i + 1, "test.yield", ""));
+  executor.Run(std::move(runs));
+  std::vector<std::shared_ptr<TaskRun>> done = collector.WaitFor(kRuns);
+  ASSERT_EQ(done.size(), static_cast<size_t>(kRuns));
+  std::sort(done.begin(), done.end(),
+            [](const auto& a, const auto& b) { return a->run_id < b->run_id; });
+  int64_t first_resumed = 0, last_started = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(done.front()->result.output().substr(
+                                   done.front()->result.output().find(' ') + 1),
+                               &first_resumed))
+      << done.front()->result.output();
+  ASSERT_TRUE(absl::SimpleAtoi(done.back()->result.output().substr(
+                                   0, done.back()->result.output().find(' ')),
+                               &last_started))
+      << done.back()->result.output();
+  EXPECT_LT(first_resumed, last_started);
+  executor.Shutdown();
 }
 
 TEST(CoroutineTaskOnAThread, RunsBlockingThroughTheRegistry) {
