@@ -34,6 +34,7 @@ HTTP_N=${HTTP_N:-20000 18000}
 SLEEP_N=${SLEEP_N:-10000}
 MAP_N=${MAP_N:-2000000}
 ROUNDS=${ROUNDS:-3}
+HTTP_ROUNDS=${HTTP_ROUNDS:-$ROUNDS}
 OUT=${OUT:-bench/results/shapes.txt}
 SHAPES_ONLY=${SHAPES_ONLY:-memory sleeps map http}
 want() { [[ " $SHAPES_ONLY " == *" $1 "* ]]; }
@@ -75,18 +76,29 @@ for _ in $(seq 100); do
 done
 GRPC=$(sed -n 's/.*grpc=\([^ ]*\).*/\1/p' "$TMP/broker.out")
 WORKERS=$(sed -n 's/.*workers=\([^ ]*\).*/\1/p' "$TMP/broker.out")
-"$BIN/dexec-worker" --broker="$WORKERS" --threads=2 --insecure \
-  --allow_http --concurrency=${CONCURRENCY:-20000} \
-  >"$TMP/worker.out" 2>"$TMP/worker.err" &
-WORKER_PID=$!
-PIDS+=($WORKER_PID)
-for _ in $(seq 100); do
-  grep -q started "$TMP/worker.out" 2>/dev/null && break
-  sleep 0.1
-done
+# start_worker: a new worker (stopping the last one by PID first, SIGTERM:
+# it drains, holding no job here); WORKER_PID is the new one's.
+WORKER_PID=
+start_worker() {
+  if [ -n "$WORKER_PID" ]; then
+    kill -TERM "$WORKER_PID" 2>/dev/null || true
+    wait "$WORKER_PID" 2>/dev/null || true
+  fi
+  : >"$TMP/worker.out"
+  "$BIN/dexec-worker" --broker="$WORKERS" --threads=2 --insecure \
+    --allow_http --concurrency=${CONCURRENCY:-20000} \
+    >"$TMP/worker.out" 2>>"$TMP/worker.err" &
+  WORKER_PID=$!
+  PIDS+=($WORKER_PID)
+  for _ in $(seq 100); do
+    grep -q started "$TMP/worker.out" 2>/dev/null && break
+    sleep 0.1  # the worker prints "started" once registered
+  done
+}
+start_worker
 B="$BIN/shapes_bench --broker=$GRPC"
 
-log "# shapes run date=$(date -u +%FT%TZ) commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- broker worker client common protos bench/shapes_bench.cc bench/shapes_http_limit.cc || echo '+dirty') cores=$(nproc) load=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ,) http_n=${HTTP_N// /,} sleep_n=$SLEEP_N map_n=$MAP_N rounds=$ROUNDS quick=${SHAPES_QUICK:-0}"
+log "# shapes run date=$(date -u +%FT%TZ) commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- broker worker client common protos bench/shapes_bench.cc bench/shapes_http_limit.cc || echo '+dirty') cores=$(nproc) load=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ,) http_n=${HTTP_N// /,} sleep_n=$SLEEP_N map_n=$MAP_N rounds=$ROUNDS http_rounds=$HTTP_ROUNDS quick=${SHAPES_QUICK:-0}"
 # Warm-up (connections, the broker's task statistics).
 $B --workload=sleeps --n=100 >/dev/null
 # Memory first, while the worker's heap has never held 10,000 tasks.
@@ -188,10 +200,18 @@ CONF
   # net.ipv4.tcp_tw_reuse (2, the default, reuses them for loopback) is
   # logged with each round.
   for n in $HTTP_N; do
-    for round in $(seq "${HTTP_ROUNDS:-1}"); do
+    for round in $(seq "$HTTP_ROUNDS"); do
       log "# load $(cut -d' ' -f1-3 /proc/loadavg) tcp_tw_reuse=$(cat /proc/sys/net/ipv4/tcp_tw_reuse) timewait=$(ss -Htan state time-wait | wc -l) fd_hard_limit=$(ulimit -Hn)"
       timed "raw_$n" $L --n="$n" --client=raw || log "# raw limit client failed"
       timed "curl_$n" $L --n="$n" --client=curl || log "# curl limit client failed"
+      # dexec twice: on a fresh worker, so that every request opens a
+      # connection, as the limit clients' do (system=dexec_fresh); then
+      # again on the same worker, whose curl keeps those connections alive
+      # (system=dexec, as a long-running worker crawling the same hosts).
+      start_worker
+      $B --workload=sleeps --n=100 >/dev/null  # it serves
+      timed "dexec_fresh_$n" $B --workload=http --n="$n" --url="$URLS" \
+        --label=dexec_fresh || log "# dexec http.get failed (see above)"
       timed "dexec_$n" $B --workload=http --n="$n" --url="$URLS" ||
         log "# dexec http.get failed (see above)"
       timed "aiohttp_$n" /usr/bin/python3 bench/shapes_peers.py aiohttp "$URLS" "$n" ||
