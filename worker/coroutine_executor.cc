@@ -139,7 +139,7 @@ class CoroutineExecutor::Loop : public TaskScheduler {
   void Resume(Active& a, std::coroutine_handle<> h);
   void Finish(Active& a, absl::Status status, std::string output);
   void RunExpiredTimers(absl::Time now);
-  void OnCommand(LoopCommand& c, absl::Time now);
+  void OnCommand(LoopCommand& c);
   // Starts up to kStartSlice of the runs waiting in to_start_.
   void StartSome();
 
@@ -323,7 +323,7 @@ void CoroutineExecutor::Loop::RunExpiredTimers(absl::Time now) {
   }
 }
 
-void CoroutineExecutor::Loop::OnCommand(LoopCommand& c, absl::Time now) {
+void CoroutineExecutor::Loop::OnCommand(LoopCommand& c) {
   switch (c.type) {
     case LoopCommand::kRun:
       for (auto& run : c.runs) to_start_.push_back(std::move(run));
@@ -368,11 +368,10 @@ void CoroutineExecutor::Loop::Main() {
     }
     const int n = ::epoll_wait(epoll_, events, kMaxEvents, timeout_ms);
     if (n < 0 && errno != EINTR) break;
-    now = absl::Now();
     for (int i = 0; i < n; ++i) {
       const uint64_t id = events[i].data.u64;
       if (id == 0) {
-        for (LoopCommand& c : inbox_.Drain()) OnCommand(c, now);
+        for (LoopCommand& c : inbox_.Drain()) OnCommand(c);
         continue;
       }
       if (id & kWatchKey) {

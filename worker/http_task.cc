@@ -47,7 +47,7 @@ struct Transfer {
   // On a loop: the multi handle it was added to, or (queued) its place in
   // the loop's queue of transfers waiting for a connection.
   CurlShard* shard = nullptr;
-  CURL* easy = nullptr;
+  CURL* easy = nullptr;  // the request's handle, set before Add
   bool queued = false;
   std::list<Transfer*>::iterator queue_pos;
   // Why a transfer the loop started from its queue could not start.
@@ -167,10 +167,10 @@ class CurlShard final : public TaskScheduler::FdWatcher {
   // added and not yet done or removed: below the shard's connections).
   bool has_slot() const { return in_flight_ < max_connections_; }
 
-  // Starts `easy`'s transfer; `t->ctx` is woken when it is done.
-  absl::Status Add(CURL* easy, Transfer* t) {
-    curl_easy_setopt(easy, CURLOPT_PRIVATE, t);
-    const CURLMcode rc = curl_multi_add_handle(multi_, easy);
+  // Starts `t->easy`'s transfer; `t->ctx` is woken when it is done.
+  absl::Status Add(Transfer* t) {
+    curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
+    const CURLMcode rc = curl_multi_add_handle(multi_, t->easy);
     if (rc != CURLM_OK) {
       return absl::InternalError(absl::StrCat(
           "curl could not start a request: ", curl_multi_strerror(rc)));
@@ -330,9 +330,9 @@ class CurlLoop {
     easy_pool_.push_back(e);
   }
 
-  // Starts `easy`'s transfer on a shard (noted in t->shard), or queues it.
-  absl::Status Add(CURL* easy, Transfer* t) {
-    t->easy = easy;
+  // Starts `t->easy`'s transfer on a shard (noted in t->shard), or queues
+  // it.
+  absl::Status Add(Transfer* t) {
     CurlShard* shard = nullptr;
     for (const std::unique_ptr<CurlShard>& s : shards_) {
       if (s->has_slot()) {
@@ -351,7 +351,7 @@ class CurlLoop {
       return absl::OkStatus();
     }
     t->shard = shard;
-    return shard->Add(easy, t);
+    return shard->Add(t);
   }
 
   // Abandons a transfer that is not done (cancel, timeout), queued or not.
@@ -372,7 +372,7 @@ class CurlLoop {
       waiting_.pop_front();
       t->queued = false;
       t->shard = shard;
-      absl::Status added = shard->Add(t->easy, t);
+      absl::Status added = shard->Add(t);
       if (!added.ok()) {  // ends its wait; HttpGet reports start_error
         t->start_error = std::string(added.message());
         t->done = true;
@@ -501,7 +501,8 @@ Task<absl::StatusOr<std::string>> HttpGet(TaskContext& ctx, std::string payload,
   CURLcode result = CURLE_OK;
   if (loop != nullptr) {
     t.ctx = &ctx;
-    absl::Status added = loop->Add(e, &t);
+    t.easy = e;
+    absl::Status added = loop->Add(&t);
     if (!added.ok()) co_return TaskError("http_error", added.message());
     // Detaches the transfer if the coroutine ends (or is destroyed, at
     // shutdown) before curl is done with it.
