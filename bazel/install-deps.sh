@@ -12,6 +12,8 @@ PACKAGES=(
   libabsl-dev
   libsodium-dev libssl-dev
   libcurl4-openssl-dev
+  # dexec-worker's allocator (bazel/BUILD, "tcmalloc")
+  libgoogle-perftools-dev
   # the --http_listen server (metrics, JSON API, dashboard)
   libcpp-httplib-dev
   # http.get tests and bench: a local server answering after 1 s
