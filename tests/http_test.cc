@@ -381,8 +381,12 @@ TEST_F(HttpMetricsTest, HistogramBucketsAreCumulativeAndCountTheJobsThatRan) {
   std::vector<std::pair<std::string, double>> run =
       e.Buckets("dexec_run_time_seconds_bucket");
   for (const auto& [le, n] : run) {
-    if (le == "0.25") EXPECT_EQ(n, 12);
-    if (le == "0.5") EXPECT_EQ(n, 13);
+    if (le == "0.25") {
+      EXPECT_EQ(n, 12);
+    }
+    if (le == "0.5") {
+      EXPECT_EQ(n, 13);
+    }
   }
 }
 

@@ -800,7 +800,9 @@ TEST(SecurityTest, WorkerFramesAreBoundedByWhatTheProtocolNeeds) {
   for (bool registered : {true, false}) {
     RawPeer peer(cluster.worker_endpoint(), greedy.key,
                  greedy.broker_public_z85);
-    if (registered) ASSERT_TRUE(peer.Barrier("greedy", 1, {"sys.echo"}));
+    if (registered) {
+      ASSERT_TRUE(peer.Barrier("greedy", 1, {"sys.echo"}));
+    }
     peer.WatchDisconnects();
     peer.SendRaw(over);
     EXPECT_TRUE(peer.Disconnected())
