@@ -929,6 +929,17 @@ int Stats(const ParsedCommand& cmd, v1::Broker::Stub& broker, std::ostream& out,
   t.AddRow({"finish rate", absl::StrFormat("%.1f/s", st.finish_rate())});
   t.AddRow({"workers", absl::StrCat(st.workers())});
   t.AddRow({"threads", absl::StrCat(st.threads())});
+  t.AddRow(
+      {"auth failures", absl::StrCat("client ", st.client_auth_failures(),
+                                     ", worker ", st.worker_auth_failures())});
+  // Of the jobs dispatched in the last 60 s (at most 4096 of them).
+  t.AddRow({"queue wait",
+            st.wait_samples() == 0
+                ? std::string("- (no job dispatched in the last 60 s)")
+                : absl::StrCat(
+                      "p50 ", absl::FormatDuration(FromProto(st.wait_p50())),
+                      ", p99 ", absl::FormatDuration(FromProto(st.wait_p99())),
+                      " (", st.wait_samples(), " jobs, last 60 s)")});
   t.AddRow({"forged results", absl::StrCat(st.forged_results())});
   t.AddRow({"bad result pieces", absl::StrCat(st.bad_result_pieces())});
   t.AddRow({"uptime", absl::FormatDuration(absl::Trunc(FromProto(st.uptime()),

@@ -158,6 +158,25 @@ TEST_F(CliTest, WorkersAndStatsDescribeTheCluster) {
   for (const char* row : {"forged results", "bad result pieces"}) {
     EXPECT_NE(table.out.find(row), std::string::npos) << row << table.out;
   }
+  // No job dispatched yet: no queue wait to show.
+  EXPECT_NE(table.out.find("no job dispatched in the last 60 s"),
+            std::string::npos)
+      << table.out;
+}
+
+TEST_F(CliTest, StatsCountRefusedCallsAndShowTheQueueWait) {
+  // A caller with a token the broker never issued is refused, and counted.
+  CommandResult refused = Cli({"--token=not-a-token", "stats"});
+  EXPECT_NE(refused.exit_code, 0) << refused.out;
+  CommandResult done = Cli({"submit", "--wait", "sys.echo", "x"});
+  ASSERT_EQ(done.exit_code, 0) << done.err;
+  CommandResult table = Cli({"stats"});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_NE(table.out.find("client 1, worker 0"), std::string::npos)
+      << table.out;
+  EXPECT_NE(table.out.find("(1 jobs, last 60 s)"), std::string::npos)
+      << table.out;
+  EXPECT_NE(table.out.find("p50 "), std::string::npos) << table.out;
 }
 
 TEST_F(CliTest, AQueuedJobsStatusSaysWhyItWaits) {
