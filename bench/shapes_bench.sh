@@ -77,12 +77,16 @@ done
 GRPC=$(sed -n 's/.*grpc=\([^ ]*\).*/\1/p' "$TMP/broker.out")
 WORKERS=$(sed -n 's/.*workers=\([^ ]*\).*/\1/p' "$TMP/broker.out")
 # start_worker: a new worker (stopping the last one by PID first, SIGTERM:
-# it drains, holding no job here); WORKER_PID is the new one's.
+# it drains, holding no job here); WORKER_PID is the new one's. The
+# stopped one leaves PIDS, so the exit trap never signals its PID reused.
 WORKER_PID=
 start_worker() {
   if [ -n "$WORKER_PID" ]; then
     kill -TERM "$WORKER_PID" 2>/dev/null || true
     wait "$WORKER_PID" 2>/dev/null || true
+    local kept=() p
+    for p in "${PIDS[@]}"; do [ "$p" = "$WORKER_PID" ] || kept+=("$p"); done
+    PIDS=("${kept[@]}")
   fi
   : >"$TMP/worker.out"
   "$BIN/dexec-worker" --broker="$WORKERS" --threads=2 --insecure \
