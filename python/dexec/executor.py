@@ -855,6 +855,10 @@ class _Session:
                     else:
                         self._settle(f, exc=TaskError("rejected",
                                                       s.error_message))
+                # cancel() waits for these written jobs' ids: they are
+                # done instead, and it must not wait out its deadline.
+                with self._mu:
+                    self._ack_cv.notify_all()
         if resp.HasField("events"):
             self._on_events(resp.events.events)
 
