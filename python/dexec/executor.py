@@ -437,6 +437,13 @@ class _Session:
                 self._send_cv.notify()
 
     def attach(self, job_ids, decode):
+        for jid in job_ids:
+            # Checked before any is watched: one bad id would otherwise
+            # fail the session stream's encoding, for every future on it.
+            if isinstance(jid, bool) or not isinstance(jid, int) or jid < 0:
+                raise TypeError(
+                    "attach() takes job ids (ints >= 0, Future.job_id once "
+                    "the broker has the job), not %r" % (jid,))
         out = []
         with self._mu:
             if self._broken is not None:

@@ -184,7 +184,12 @@ def test_map_timeout(ex):
 def test_attach_follows_jobs_of_another_executor(cluster, ex):
     f = ex.submit(t.sleep, 0.3)
     g = ex.submit("sys.echo", b"raw")
+    # job_id is set when the broker acknowledges the submit: g's result
+    # comes after that of both (f's batch is g's, or an earlier one).
+    assert g.result(10) == b"raw"
     with cluster.executor() as other:
+        with pytest.raises(TypeError, match="job ids"):
+            other.attach([None])
         a, b = other.attach([f.job_id, g.job_id])
         assert a.result(10) == 0.3
         (c,) = other.attach([g.job_id], raw=True)
