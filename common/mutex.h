@@ -6,6 +6,9 @@
 // other builds) and keeps absl's conditional waits. Remove once Abseil is
 // built with TSan or we link an instrumented one.
 //
+// DEXEC_TSAN is defined by --config=tsan (.bazelrc), which undefines
+// __SANITIZE_THREAD__ for the sake of the uninstrumented libraries' headers.
+//
 // Thread-safe.
 #ifndef DEXEC_COMMON_MUTEX_H_
 #define DEXEC_COMMON_MUTEX_H_
@@ -17,14 +20,14 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
-#if defined(__SANITIZE_THREAD__)
+#if defined(DEXEC_TSAN)
 #include <sanitizer/tsan_interface.h>
 #endif
 
 namespace dexec {
 
 inline void TsanAcquire(const void* addr) {
-#if defined(__SANITIZE_THREAD__)
+#if defined(DEXEC_TSAN)
   __tsan_acquire(const_cast<void*>(addr));
 #else
   (void)addr;
@@ -32,7 +35,7 @@ inline void TsanAcquire(const void* addr) {
 }
 
 inline void TsanRelease(const void* addr) {
-#if defined(__SANITIZE_THREAD__)
+#if defined(DEXEC_TSAN)
   __tsan_release(const_cast<void*>(addr));
 #else
   (void)addr;
@@ -50,7 +53,7 @@ class ABSL_LOCKABLE Mutex {
     TsanAcquire(this);
   }
   void Unlock() ABSL_UNLOCK_FUNCTION() {
-#if defined(__SANITIZE_THREAD__)
+#if defined(DEXEC_TSAN)
     // Waiters re-check their predicate on their own thread (see
     // AwaitWithDeadline), so wake them whenever the state may have changed.
     if (waiters_ > 0) cv_.SignalAll();
@@ -70,7 +73,7 @@ class ABSL_LOCKABLE Mutex {
   template <typename Pred>
   bool AwaitWithDeadline(const Pred& pred, absl::Time deadline)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(this) {
-#if defined(__SANITIZE_THREAD__)
+#if defined(DEXEC_TSAN)
     // Whoever holds the lock may have changed the state before waiting, and
     // its release inside the wait bypasses Unlock(): wake the others once.
     if (waiters_ > 0) cv_.SignalAll();
@@ -94,7 +97,7 @@ class ABSL_LOCKABLE Mutex {
 
  private:
   absl::Mutex mu_;
-#if defined(__SANITIZE_THREAD__)
+#if defined(DEXEC_TSAN)
   absl::CondVar cv_;
   int waiters_ = 0;  // guarded by mu_
 #endif

@@ -63,7 +63,7 @@ int LargeJobs() {
 
 // Under a sanitizer the broker's memory is the sanitizer allocator's
 // (quarantined frees, no glibc arenas to trim): its RSS says nothing here.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if defined(__SANITIZE_ADDRESS__) || defined(DEXEC_TSAN)
 constexpr bool kSanitized = true;
 #else
 constexpr bool kSanitized = false;

@@ -20,7 +20,7 @@
 #include "worker/task_registry.h"
 #include "worker/task_run.h"
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if defined(__SANITIZE_ADDRESS__) || defined(DEXEC_TSAN)
 #define DEXEC_SANITIZED 1
 #else
 #define DEXEC_SANITIZED 0
