@@ -992,7 +992,9 @@ def shapes_section(shapes):
     dexec_rows = (("dexec_fresh", ", fresh worker (a new connection per "
                    "request)"),
                   ("dexec", ", warm worker (connections kept alive from the "
-                   "round before)"))
+                   "round before)"),
+                  ("dexec_chunked", ", fresh worker, chunks of 100 URLs "
+                   "(`--chunksize=100`)"))
     for n in http_ns:
         measure = "http_%d" % n
         limits = {s: x for (s, m), x in res.items()
@@ -1007,11 +1009,12 @@ def shapes_section(shapes):
         peers_cell = "; ".join(
             "%s %s s" % (s, cell_of(x)) for (s, m), x in sorted(res.items())
             if m == measure and s not in
-            ("dexec", "dexec_fresh", "raw_epoll", "curl_multi")) or "–"
+            ("dexec", "dexec_fresh", "dexec_chunked", "raw_epoll",
+             "curl_multi")) or "–"
         has_fresh = ("dexec_fresh", measure) in res
         for system, what in dexec_rows:
             v = res.get((system, measure), [])
-            if not v and system == "dexec_fresh":
+            if not v and system in ("dexec_fresh", "dexec_chunked"):
                 continue
             ratio = (statistics.median(v) / statistics.median(lv)
                      if v and lv else float("nan"))

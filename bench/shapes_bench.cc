@@ -7,6 +7,7 @@
 //   shapes_bench --workload=memory --n=10000 --worker_pid=PID
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -25,7 +26,9 @@ ABSL_FLAG(std::string, broker, "127.0.0.1:50051", "broker gRPC address");
 ABSL_FLAG(std::string, workload, "sleeps",
           "sleeps | http | chunked_map | memory");
 ABSL_FLAG(int64_t, n, 10000, "jobs (sleeps, http, memory) or items");
-ABSL_FLAG(int64_t, chunksize, 1000, "chunked_map: items per job");
+ABSL_FLAG(int64_t, chunksize, 0,
+          "items per job (0: the workload's own, 1000 for chunked_map, 1 "
+          "for sleeps and http)");
 ABSL_FLAG(int64_t, window, 0, "Map window; 0 = n (or 64 chunks)");
 ABSL_FLAG(std::string, url, "",
           "http: comma-separated URLs; job i gets URL i % count");
@@ -97,16 +100,22 @@ int Main() {
     options.window = absl::GetFlag(FLAGS_window) > 0
                          ? absl::GetFlag(FLAGS_window)
                          : static_cast<size_t>(n);
+    options.chunksize = std::max<int64_t>(1, absl::GetFlag(FLAGS_chunksize));
     const absl::Duration took = RunMap(
         **ex, workload == "sleeps" ? "sys.sleep" : "http.get", inputs, options);
     if (took < absl::ZeroDuration()) return 1;
-    std::printf("RESULT system=%s measure=%s_%lld unit=s value=%.3f\n",
+    std::printf("RESULT system=%s measure=%s_%lld unit=s value=%.3f%s\n",
                 label.c_str(), workload.c_str(), static_cast<long long>(n),
-                absl::ToDoubleSeconds(took));
+                absl::ToDoubleSeconds(took),
+                options.chunksize > 1
+                    ? absl::StrCat(" chunksize=", options.chunksize).c_str()
+                    : "");
     return 0;
   }
   if (workload == "chunked_map") {
-    const int64_t chunksize = absl::GetFlag(FLAGS_chunksize);
+    const int64_t chunksize = absl::GetFlag(FLAGS_chunksize) > 0
+                                  ? absl::GetFlag(FLAGS_chunksize)
+                                  : 1000;
     std::vector<std::string> inputs(n, std::string());
     options.chunksize = chunksize;
     options.jobs_per_message = 16;

@@ -218,6 +218,13 @@ CONF
         --label=dexec_fresh || log "# dexec http.get failed (see above)"
       timed "dexec_$n" $B --workload=http --n="$n" --url="$URLS" ||
         log "# dexec http.get failed (see above)"
+      # And chunked, on a fresh worker: 100 URLs per job, fetched at once
+      # (system=dexec_chunked): the same requests, 1 % of the jobs.
+      start_worker
+      $B --workload=sleeps --n=100 >/dev/null
+      timed "dexec_chunked_$n" $B --workload=http --n="$n" --url="$URLS" \
+        --chunksize=100 --label=dexec_chunked ||
+        log "# dexec http.get failed (see above)"
       timed "aiohttp_$n" /usr/bin/python3 bench/shapes_peers.py aiohttp "$URLS" "$n" ||
         log "# aiohttp crawler failed"
     done

@@ -182,6 +182,27 @@ TEST_F(WorkerShapesTest, TenThousandSleepsOverlapOnATwoThreadWorker) {
               absl::FormatDuration(took).c_str());
 }
 
+TEST_F(WorkerShapesTest, AChunkOfCoroutineTasksRunsItsItemsAtOnce) {
+  StartCluster(2);
+  // 20 jobs of 500 one-second sleeps: with its items one after another a
+  // chunk would take 500 s; run at once, all 10,000 overlap.
+  std::vector<std::string> inputs(10000, "1000");
+  MapOptions options;
+  options.chunksize = 500;
+  const absl::Time start = absl::Now();
+  size_t n = 0;
+  for (absl::StatusOr<std::string>& r :
+       executor_->Map("sys.sleep", inputs, options)) {
+    ASSERT_TRUE(r.ok()) << r.status();
+    ++n;
+  }
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_EQ(n, inputs.size());
+  EXPECT_LT(took, absl::Seconds(30)) << took;
+  std::printf("10000 x sys.sleep 1000 in chunks of 500, 2-thread worker: %s\n",
+              absl::FormatDuration(took).c_str());
+}
+
 TEST_F(WorkerShapesTest, ChunkedMapSplitsResultsInOrderAndNamesAFailedItem) {
   StartCluster(2);
   std::vector<std::string> inputs;

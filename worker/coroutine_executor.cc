@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <optional>
 #include <queue>
 #include <string>
 #include <thread>
@@ -35,38 +36,6 @@ struct LoopCommand {
   std::vector<std::shared_ptr<TaskRun>> runs;  // kRun
   uint64_t run_id = 0;                         // kCancel
 };
-
-// A chunked map's job of a coroutine task: its items one after another
-// (concurrency comes from many jobs; chunk coroutine tasks only to save
-// dispatches).
-Task<absl::StatusOr<std::string>> RunChunk(const AsyncTaskFn* fn,
-                                           TaskContext& ctx,
-                                           tasks::Chunk chunk) {
-  chunk::ResultWriter results;
-  for (std::string& item : *chunk.mutable_items()) {
-    if (ctx.cancelled()) {
-      co_return TaskError(kCancelledKind, "the chunk was cancelled");
-    }
-    if (absl::Now() >= ctx.deadline()) {
-      co_return TaskError(kTimeoutKind, "the chunk's deadline passed");
-    }
-    absl::StatusOr<std::string> r;
-    try {
-      r = co_await (*fn)(ctx, std::move(item));
-    } catch (const std::exception& e) {
-      r = TaskError(kExceptionKind, absl::StrCat("the task threw: ", e.what()));
-    }
-    if (r.ok()) {
-      results.AddOk(*r);
-      continue;
-    }
-    absl::Status failed = r.status();
-    const std::string output = TakeOutput(failed);
-    results.AddError(output, ErrorKindOf(failed), failed.message());
-    break;
-  }
-  co_return std::move(results).Finish();
-}
 
 }  // namespace
 
@@ -114,19 +83,41 @@ class CoroutineExecutor::Loop : public TaskScheduler {
   int loop_count() const override { return x_.threads_; }
 
  private:
-  // One run in flight.
+  // A chunked map's job of a coroutine task: its items, each run as a
+  // coroutine of its own (an Active with its own TaskContext), started in
+  // order while the loop's share of max_coroutines allows.
+  struct ChunkItems {
+    const AsyncTaskFn* fn = nullptr;
+    tasks::Chunk items;  // each payload moved out as its item starts
+    std::vector<std::optional<absl::StatusOr<std::string>>> results;
+    std::vector<uint64_t> keys;  // a running item's key, else 0
+    size_t next = 0;             // the next item to start
+    size_t end = 0;      // items reported: all, or to the first failure's
+    size_t running = 0;  // items started and not yet ended
+  };
+  // One run in flight, or one item of a chunk.
   struct Active {
-    std::shared_ptr<TaskRun> run;
+    uint64_t key = 0;  // in active_: the run id, or kItemKey | a sequence
+    std::shared_ptr<TaskRun> run;  // an item's: its chunk's run
     std::optional<Task<absl::StatusOr<std::string>>> task;
     absl::Time started;
     void* waiting = nullptr;  // the suspended coroutine, if any
     int fd = -1;              // registered in epoll_ while waiting
     uint64_t timer_seq = 0;   // its live timer entry, 0 if none
+    // An item: its own context (its waits and its cancel are its own),
+    // and its chunk's key and index.
+    std::unique_ptr<TaskContext> item_ctx;
+    uint64_t chunk_key = 0;
+    size_t item = 0;
+    // A chunk, which has no coroutine of its own: its items.
+    std::unique_ptr<ChunkItems> chunk;
+
+    TaskContext& ctx() { return item_ctx != nullptr ? *item_ctx : run->ctx; }
   };
   struct Timer {
     absl::Time when;
     uint64_t seq;
-    uint64_t run_id;
+    uint64_t key;  // its Active's
     bool operator>(const Timer& o) const {
       return when != o.when ? when > o.when : seq > o.seq;
     }
@@ -138,6 +129,16 @@ class CoroutineExecutor::Loop : public TaskScheduler {
   void Wake(Active& a, bool ready);
   void Resume(Active& a, std::coroutine_handle<> h);
   void Finish(Active& a, absl::Status status, std::string output);
+  // Starts up to kStartSlice items of the chunks in chunks_to_start_, as
+  // far as max_items_ allows.
+  void StartItems();
+  void StartItem(Active& chunk, size_t i, absl::Time now);
+  // Ends item `a` with `result` (erasing it), and its chunk once every
+  // item it reports has ended.
+  void FinishItem(Active& a, absl::StatusOr<std::string> result);
+  // Reports no item from `from` on: cancels those running.
+  void StopItemsFrom(ChunkItems& c, size_t from);
+  void FinishChunk(Active& chunk);
   void RunExpiredTimers(absl::Time now);
   void OnCommand(LoopCommand& c);
   // Starts up to kStartSlice of the runs waiting in to_start_.
@@ -167,6 +168,13 @@ class CoroutineExecutor::Loop : public TaskScheduler {
   // "Executors").
   static constexpr size_t kStartSlice = 256;
   std::deque<std::shared_ptr<TaskRun>> to_start_;
+  // Chunks with items left to start, oldest first (keys; a finished one is
+  // skipped), and the items' coroutines in flight, at most max_items_.
+  static constexpr uint64_t kItemKey = uint64_t{1} << 62;
+  std::deque<uint64_t> chunks_to_start_;
+  uint64_t next_item_ = 1;
+  int items_in_flight_ = 0;
+  const int max_items_ = std::max(1, x_.max_coroutines_ / x_.threads_);
 };
 
 absl::Status CoroutineExecutor::Loop::Watch(int fd, uint32_t events,
@@ -202,19 +210,19 @@ void CoroutineExecutor::Loop::Suspend(TaskContext&, int fd, uint32_t events,
     epoll_event ev = {};
     ev.events = ((events & kReadable) ? EPOLLIN : 0u) |
                 ((events & kWritable) ? EPOLLOUT : 0u);
-    ev.data.u64 = a.run->run_id;
+    ev.data.u64 = a.key;
     if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev) == 0) {
       a.fd = fd;
     } else {
       // Not pollable (a regular file is always ready) or bad: over at once.
-      a.run->ctx.set_wait_ready(errno == EPERM);
-      ready_now_.push_back(a.run->run_id);
+      a.ctx().set_wait_ready(errno == EPERM);
+      ready_now_.push_back(a.key);
       return;
     }
   }
   if (when != absl::InfiniteFuture()) {
     a.timer_seq = next_seq_++;
-    timers_.push(Timer{when, a.timer_seq, a.run->run_id});
+    timers_.push(Timer{when, a.timer_seq, a.key});
   }
 }
 
@@ -226,7 +234,7 @@ void CoroutineExecutor::Loop::Wake(Active& a, bool ready) {
     a.fd = -1;
   }
   a.timer_seq = 0;
-  if (ready) a.run->ctx.set_wait_ready(true);
+  if (ready) a.ctx().set_wait_ready(true);
   Resume(a, std::coroutine_handle<>::from_address(waiting));
 }
 
@@ -248,7 +256,9 @@ void CoroutineExecutor::Loop::Resume(Active& a, std::coroutine_handle<> h) {
                                     "' threw something not derived from "
                                     "std::exception"));
   }
-  if (result.ok()) {
+  if (a.item_ctx != nullptr) {
+    FinishItem(a, std::move(result));
+  } else if (result.ok()) {
     Finish(a, absl::OkStatus(), *std::move(result));
   } else {
     absl::Status failed = result.status();
@@ -287,21 +297,136 @@ void CoroutineExecutor::Loop::StartRun(std::shared_ptr<TaskRun> run,
   Active& a = *owned;
   if (!active_.emplace(run_id, std::move(owned)).second) return;
   x_.running_.fetch_add(1, std::memory_order_relaxed);
+  a.key = run_id;
   a.run = std::move(run);
   a.started = now;
   a.run->ctx.set_scheduler(this, run_id);
   std::string payload = std::move(*a.run->task.mutable_payload());
-  if (chunk::IsChunk(payload)) {
-    absl::StatusOr<tasks::Chunk> items = chunk::Decode(payload);
-    if (!items.ok()) {
-      Finish(a, TaskError(kBadPayloadKind, items.status().message()), "");
-      return;
-    }
-    a.task.emplace(RunChunk(fn, a.run->ctx, *std::move(items)));
-  } else {
+  if (!chunk::IsChunk(payload)) {
     a.task.emplace((*fn)(a.run->ctx, std::move(payload)));
+    Resume(a, a.task->handle());
+    return;
   }
+  // A chunk: its items run concurrently, as coroutines of their own
+  // (StartItems), and are reported in order.
+  absl::StatusOr<tasks::Chunk> items = chunk::Decode(payload);
+  if (!items.ok()) {
+    Finish(a, TaskError(kBadPayloadKind, items.status().message()), "");
+    return;
+  }
+  a.chunk = std::make_unique<ChunkItems>();
+  ChunkItems& c = *a.chunk;
+  c.fn = fn;
+  c.items = *std::move(items);
+  const size_t n = static_cast<size_t>(c.items.items_size());
+  c.results.resize(n);
+  c.keys.assign(n, 0);
+  c.end = n;
+  if (n == 0) {
+    FinishChunk(a);
+    return;
+  }
+  chunks_to_start_.push_back(run_id);
+}
+
+void CoroutineExecutor::Loop::StartItems() {
+  const absl::Time now = absl::Now();
+  size_t started = 0;
+  while (!chunks_to_start_.empty() && started < kStartSlice &&
+         items_in_flight_ < max_items_) {
+    auto it = active_.find(chunks_to_start_.front());
+    if (it == active_.end() ||
+        it->second->chunk->next >= it->second->chunk->end) {
+      chunks_to_start_.pop_front();  // finished, stopped or all started
+      continue;
+    }
+    Active& chunk = *it->second;
+    // May end the item, and the chunk with it, before it returns.
+    StartItem(chunk, chunk.chunk->next++, now);
+    ++started;
+  }
+}
+
+void CoroutineExecutor::Loop::StartItem(Active& chunk, size_t i,
+                                        absl::Time now) {
+  ChunkItems& c = *chunk.chunk;
+  const uint64_t key = kItemKey | next_item_++;
+  auto owned = std::make_unique<Active>();
+  Active& a = *owned;
+  active_.emplace(key, std::move(owned));
+  a.key = key;
+  a.run = chunk.run;
+  a.started = now;
+  a.chunk_key = chunk.key;
+  a.item = i;
+  const TaskContext& job = chunk.run->ctx;
+  a.item_ctx = std::make_unique<TaskContext>(job.job_id(), job.attempt(),
+                                             job.deadline());
+  a.item_ctx->set_scheduler(this, key);
+  c.keys[i] = key;
+  ++c.running;
+  ++items_in_flight_;
+  if (now >= job.deadline()) {
+    FinishItem(a, TaskError(kTimeoutKind,
+                            "the chunk's deadline passed before this item "
+                            "started"));
+    return;
+  }
+  a.task.emplace((*c.fn)(
+      *a.item_ctx, std::move(*c.items.mutable_items(static_cast<int>(i)))));
   Resume(a, a.task->handle());
+}
+
+void CoroutineExecutor::Loop::FinishItem(Active& a,
+                                         absl::StatusOr<std::string> result) {
+  const uint64_t key = a.key;
+  const uint64_t chunk_key = a.chunk_key;
+  const size_t i = a.item;
+  --items_in_flight_;
+  active_.erase(key);  // destroys its coroutine frames; `a` is gone
+  auto it = active_.find(chunk_key);
+  if (it == active_.end()) return;
+  Active& chunk = *it->second;
+  ChunkItems& c = *chunk.chunk;
+  c.keys[i] = 0;
+  --c.running;
+  // As an unchunked map: the first failure (in input order) is the last
+  // item reported; the ones after it are cancelled.
+  if (!result.ok() && i < c.end) StopItemsFrom(c, i + 1);
+  c.results[i] = std::move(result);
+  if (c.running == 0 && c.next >= c.end) FinishChunk(chunk);
+}
+
+void CoroutineExecutor::Loop::StopItemsFrom(ChunkItems& c, size_t from) {
+  for (size_t j = from; j < c.end; ++j) {
+    if (c.keys[j] == 0) continue;
+    auto it = active_.find(c.keys[j]);
+    if (it == active_.end()) continue;
+    it->second->item_ctx->Cancel();
+    ready_now_.push_back(c.keys[j]);  // resumed on the loop's next turn
+  }
+  c.end = std::min(c.end, from);
+}
+
+void CoroutineExecutor::Loop::FinishChunk(Active& chunk) {
+  if (chunk.run->ctx.cancelled()) {
+    Finish(chunk, TaskError(kCancelledKind, "the chunk was cancelled"), "");
+    return;
+  }
+  ChunkItems& c = *chunk.chunk;
+  chunk::ResultWriter results;
+  for (size_t i = 0; i < c.end; ++i) {
+    absl::StatusOr<std::string>& r = *c.results[i];
+    if (r.ok()) {
+      results.AddOk(*r);
+      continue;
+    }
+    absl::Status failed = r.status();
+    const std::string output = TakeOutput(failed);
+    results.AddError(output, ErrorKindOf(failed), failed.message());
+    break;
+  }
+  Finish(chunk, absl::OkStatus(), std::move(results).Finish());
 }
 
 void CoroutineExecutor::Loop::StartSome() {
@@ -317,7 +442,7 @@ void CoroutineExecutor::Loop::RunExpiredTimers(absl::Time now) {
   while (!timers_.empty() && timers_.top().when <= now) {
     const Timer t = timers_.top();
     timers_.pop();
-    auto it = active_.find(t.run_id);
+    auto it = active_.find(t.key);
     if (it == active_.end() || it->second->timer_seq != t.seq) continue;
     Wake(*it->second, /*ready=*/false);
   }
@@ -330,7 +455,15 @@ void CoroutineExecutor::Loop::OnCommand(LoopCommand& c) {
       break;
     case LoopCommand::kCancel: {
       auto it = active_.find(c.run_id);
-      if (it != active_.end()) Wake(*it->second, /*ready=*/false);
+      if (it == active_.end()) break;
+      Active& a = *it->second;
+      if (a.chunk == nullptr) {
+        Wake(a, /*ready=*/false);
+        break;
+      }
+      // A chunk: its running items end cancelled, no other starts.
+      StopItemsFrom(*a.chunk, 0);
+      if (a.chunk->running == 0) FinishChunk(a);
       break;
     }
     case LoopCommand::kStop:
@@ -351,14 +484,16 @@ void CoroutineExecutor::Loop::Main() {
       for (uint64_t id : ready) {
         auto it = active_.find(id);
         if (it != active_.end()) {
-          const bool was_ready = it->second->run->ctx.wait_ready();
+          const bool was_ready = it->second->ctx().wait_ready();
           Wake(*it->second, was_ready);
         }
       }
     }
     StartSome();
+    StartItems();
     int timeout_ms = -1;
-    if (!ready_now_.empty() || !to_start_.empty()) {
+    if (!ready_now_.empty() || !to_start_.empty() ||
+        (!chunks_to_start_.empty() && items_in_flight_ < max_items_)) {
       timeout_ms = 0;  // woken while the last batch ran, or more to start
     } else if (!timers_.empty()) {
       timeout_ms = static_cast<int>(std::clamp<int64_t>(
@@ -390,13 +525,18 @@ void CoroutineExecutor::Loop::Main() {
     }
   }
   // Shutdown: the frames are destroyed unresumed; no result is reported.
-  x_.running_.fetch_sub(static_cast<int>(active_.size()));
+  int runs = 0;
+  for (const auto& [key, a] : active_) runs += a->item_ctx == nullptr;
+  x_.running_.fetch_sub(runs);
   active_.clear();
 }
 
 CoroutineExecutor::CoroutineExecutor(const TaskRegistry* registry, int threads,
-                                     RunDone done)
-    : registry_(registry), threads_(threads), done_(std::move(done)) {}
+                                     RunDone done, int max_coroutines)
+    : registry_(registry),
+      threads_(threads),
+      done_(std::move(done)),
+      max_coroutines_(max_coroutines) {}
 
 CoroutineExecutor::~CoroutineExecutor() { Shutdown(); }
 

@@ -3,8 +3,11 @@
 // runs round-robin. A suspended task holds no thread, only its coroutine
 // frames and its TaskRun, so one worker keeps thousands in flight (the
 // broker sends up to WorkerOptions::concurrency). Cancel and the deadline
-// resume a suspended task at once. See task_executor.h and
-// docs/DESIGN.md, "Executors".
+// resume a suspended task at once. A chunked map's job of a coroutine
+// task runs its items concurrently, each a coroutine of its own with at
+// most `max_coroutines` in flight per executor (split between the loops):
+// the broker counts a chunk as one of the worker's concurrency. See
+// task_executor.h and docs/DESIGN.md, "Executors".
 //
 // Thread-safe as task_executor.h says. This header is C++17; its .cc is
 // C++20.
@@ -23,8 +26,10 @@ namespace dexec::worker {
 
 class CoroutineExecutor : public TaskExecutor {
  public:
-  // `registry` is borrowed and must outlive the executor.
-  CoroutineExecutor(const TaskRegistry* registry, int threads, RunDone done);
+  // `registry` is borrowed and must outlive the executor. `max_coroutines`
+  // (WorkerOptions::concurrency) bounds the items of chunks in flight.
+  CoroutineExecutor(const TaskRegistry* registry, int threads, RunDone done,
+                    int max_coroutines = 10000);
   ~CoroutineExecutor() override;
   CoroutineExecutor(const CoroutineExecutor&) = delete;
   CoroutineExecutor& operator=(const CoroutineExecutor&) = delete;
@@ -42,7 +47,8 @@ class CoroutineExecutor : public TaskExecutor {
   const TaskRegistry* const registry_;
   const int threads_;
   const RunDone done_;
-  std::atomic<int> running_{0};
+  const int max_coroutines_;
+  std::atomic<int> running_{0};  // runs (jobs), not a chunk's items
   std::vector<std::unique_ptr<Loop>> loops_;  // worker-io only
   size_t next_loop_ = 0;                      // worker-io only
 };

@@ -16,8 +16,10 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "protos/chunk.h"
 #include "worker/task.h"
 #include "worker/task_error.h"
 #include "worker/task_registry.h"
@@ -58,6 +60,14 @@ Task<int64_t> Twice(TaskContext& ctx, int64_t ms) {
 
 std::atomic<int64_t> g_steps{0};
 
+// test.span's record: how many are suspended now, the most at once, and
+// each one's start and end.
+std::atomic<int> g_spans_in_flight{0};
+std::atomic<int> g_spans_most{0};
+std::mutex g_spans_mu;
+std::vector<std::pair<absl::Time, absl::Time>>
+    g_spans;  // guarded by g_spans_mu
+
 TaskRegistry& Registry() {
   static TaskRegistry* registry = [] {
     auto* r = new TaskRegistry();
@@ -97,6 +107,35 @@ TaskRegistry& Registry() {
                        co_return absl::StrCat(started, " ",
                                               g_steps.fetch_add(1));
                      }));
+    // "ID:MS": sleeps MS ms, answers ID (ID "fail": fails then); recorded
+    // as above.
+    ok(RegisterAsync(
+        *r, "test.span",
+        [](TaskContext& ctx,
+           std::string in) -> Task<absl::StatusOr<std::string>> {
+          std::vector<std::string> parts = absl::StrSplit(in, ':');
+          int64_t ms = 0;
+          if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &ms)) {
+            co_return TaskError(kBadPayloadKind, "not ID:MS");
+          }
+          const absl::Time start = absl::Now();
+          const int now = g_spans_in_flight.fetch_add(1) + 1;
+          int most = g_spans_most.load();
+          while (now > most && !g_spans_most.compare_exchange_weak(most, now)) {
+          }
+          const bool slept = co_await ctx.Sleep(absl::Milliseconds(ms));
+          g_spans_in_flight.fetch_sub(1);
+          {
+            std::lock_guard<std::mutex> lock(g_spans_mu);
+            g_spans.emplace_back(start, absl::Now());
+          }
+          if (!slept) {
+            co_return TaskError(ctx.cancelled() ? kCancelledKind : kTimeoutKind,
+                                "woken early");
+          }
+          if (parts[0] == "fail") co_return TaskError("test_failure", "fail");
+          co_return parts[0];
+        }));
     ok(RegisterAsync(*r, "test.throw",
                      [](TaskContext&, std::string) -> Task<std::string> {
                        throw std::runtime_error("boom");
@@ -207,6 +246,135 @@ TEST_F(CoroutineExecutorTest, NestedCoroutinesFdReadinessAndExceptions) {
 // fds served between slices: the first run's wake-up comes before the last
 // run of the burst starts (before, a loop started all 2,000 first, so a
 // burst of http.get connected every request before sending any).
+// A chunked map's job: its items' results, checked to be a ChunkResult.
+std::vector<chunk::ItemResultView> ItemsOf(const TaskRun& run) {
+  EXPECT_TRUE(run.result.ok()) << run.result.error_message();
+  absl::StatusOr<std::vector<chunk::ItemResultView>> items =
+      chunk::DecodeResults(run.result.output());
+  EXPECT_TRUE(items.ok()) << items.status();
+  return items.ok() ? *items : std::vector<chunk::ItemResultView>{};
+}
+
+void ResetSpans() {
+  g_spans_in_flight = 0;
+  g_spans_most = 0;
+  std::lock_guard<std::mutex> lock(g_spans_mu);
+  g_spans.clear();
+}
+
+TEST_F(CoroutineExecutorTest, AChunksItemsOverlapAndComeBackInOrder) {
+  ResetSpans();
+  constexpr int kItems = 200;
+  std::vector<std::string> items;
+  for (int i = 0; i < kItems; ++i) items.push_back(absl::StrCat(i, ":300"));
+  executor_->Run({MakeRun(1, "test.span", chunk::Encode(items))});
+  std::vector<std::shared_ptr<TaskRun>> done = collector_.WaitFor(1);
+  ASSERT_EQ(done.size(), 1u);
+  std::vector<chunk::ItemResultView> results = ItemsOf(*done[0]);
+  ASSERT_EQ(results.size(), size_t{kItems});
+  for (int i = 0; i < kItems; ++i) {
+    ASSERT_TRUE(results[i].ok) << i << ": " << results[i].error_message;
+    EXPECT_EQ(results[i].output, absl::StrCat(i));
+  }
+  // Every item started before any ended: one job, 200 suspended at once.
+  std::lock_guard<std::mutex> lock(g_spans_mu);
+  ASSERT_EQ(g_spans.size(), size_t{kItems});
+  absl::Time latest_start = absl::InfinitePast();
+  absl::Time earliest_end = absl::InfiniteFuture();
+  for (const auto& [start, end] : g_spans) {
+    latest_start = std::max(latest_start, start);
+    earliest_end = std::min(earliest_end, end);
+  }
+  EXPECT_LT(latest_start, earliest_end);
+}
+
+TEST_F(CoroutineExecutorTest, AFailedItemIsTheLastAndCancelsTheItemsAfterIt) {
+  ResetSpans();
+  // Item 1 fails after 50 ms; item 0 still runs to its end at 100 ms and is
+  // reported; item 2 (a minute) is cancelled then, so the job ends well
+  // within kWait.
+  executor_->Run({MakeRun(1, "test.span",
+                          chunk::Encode({"a:100", "fail:50", "c:60000"}))});
+  std::vector<std::shared_ptr<TaskRun>> done = collector_.WaitFor(1);
+  ASSERT_EQ(done.size(), 1u);
+  std::vector<chunk::ItemResultView> results = ItemsOf(*done[0]);
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_TRUE(results[0].ok);
+  EXPECT_EQ(results[0].output, "a");
+  EXPECT_FALSE(results[1].ok);
+  EXPECT_EQ(results[1].error_kind, "test_failure");
+  // The job ended after its cancelled item did, not before.
+  EXPECT_EQ(g_spans_in_flight.load(), 0);
+  std::lock_guard<std::mutex> lock(g_spans_mu);
+  EXPECT_EQ(g_spans.size(), 3u);
+}
+
+TEST_F(CoroutineExecutorTest, AnItemThatFailsAtOnceStopsTheItemsAfterIt) {
+  executor_->Run({MakeRun(1, "test.sleep",
+                          chunk::Encode({"10", "not a number", "60000"}))});
+  std::vector<std::shared_ptr<TaskRun>> done = collector_.WaitFor(1);
+  ASSERT_EQ(done.size(), 1u);
+  std::vector<chunk::ItemResultView> results = ItemsOf(*done[0]);
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[0].output, "slept");
+  EXPECT_EQ(results[1].error_kind, kBadPayloadKind);
+}
+
+TEST_F(CoroutineExecutorTest, CancelResumesAChunksSuspendedItemsAtOnce) {
+  ResetSpans();
+  constexpr int kItems = 50;
+  std::vector<std::string> items(kItems, "x:60000");
+  std::shared_ptr<TaskRun> run = MakeRun(1, "test.span", chunk::Encode(items));
+  executor_->Run({run});
+  const absl::Time deadline = absl::Now() + kWait;
+  while (g_spans_in_flight.load() < kItems) {
+    ASSERT_LT(absl::Now(), deadline);
+    absl::SleepFor(absl::Milliseconds(1));  // a counter, not a signal
+  }
+  const absl::Time cancelled_at = absl::Now();
+  executor_->Cancel(run);
+  std::vector<std::shared_ptr<TaskRun>> done = collector_.WaitFor(1);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0]->result.error_kind(), kCancelledKind);
+  EXPECT_LT(absl::Now() - cancelled_at, absl::Milliseconds(500));
+  EXPECT_EQ(g_spans_in_flight.load(), 0);
+  EXPECT_EQ(executor_->running(), 0);
+}
+
+TEST_F(CoroutineExecutorTest, TheDeadlineEndsAChunksItems) {
+  const absl::Time start = absl::Now();
+  executor_->Run({MakeRun(1, "test.sleep", chunk::Encode({"60000", "60000"}),
+                          start + absl::Milliseconds(100))});
+  std::vector<std::shared_ptr<TaskRun>> done = collector_.WaitFor(1);
+  ASSERT_EQ(done.size(), 1u);
+  // The whole job timed out, as an unchunked one: retried as one.
+  EXPECT_EQ(done[0]->result.error_kind(), kTimeoutKind);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+TEST(CoroutineExecutorChunks, ItemsInFlightStayWithinMaxCoroutines) {
+  ResetSpans();
+  Collector collector;
+  CoroutineExecutor executor(&Registry(), 1, collector.Callback(),
+                             /*max_coroutines=*/3);
+  ASSERT_TRUE(executor.Start().ok());
+  std::vector<std::string> items;
+  for (int i = 0; i < 12; ++i) items.push_back(absl::StrCat(i, ":20"));
+  executor.Run({MakeRun(1, "test.span", chunk::Encode(items)),
+                MakeRun(2, "test.span", chunk::Encode(items))});
+  std::vector<std::shared_ptr<TaskRun>> done = collector.WaitFor(2);
+  executor.Shutdown();
+  ASSERT_EQ(done.size(), 2u);
+  for (const auto& run : done) {
+    std::vector<chunk::ItemResultView> results = ItemsOf(*run);
+    ASSERT_EQ(results.size(), items.size());
+    for (size_t i = 0; i < items.size(); ++i) {
+      EXPECT_EQ(results[i].output, absl::StrCat(i));
+    }
+  }
+  EXPECT_EQ(g_spans_most.load(), 3);
+}
+
 TEST(CoroutineExecutorBurst, TheFirstRunsResumeBeforeTheLastOnesStart) {
   Collector collector;
   CoroutineExecutor executor(&Registry(), 1, collector.Callback());

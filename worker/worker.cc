@@ -277,8 +277,8 @@ absl::Status Worker::Impl::Start() {
     if (!pool_started.ok()) return pool_started;
   }
   if (!core.async_tasks.empty()) {
-    coroutines_ =
-        std::make_unique<CoroutineExecutor>(registry_, threads_, done);
+    coroutines_ = std::make_unique<CoroutineExecutor>(registry_, threads_, done,
+                                                      options_.concurrency);
     absl::Status loops_started = coroutines_->Start();
     if (!loops_started.ok()) return loops_started;
   }
