@@ -112,6 +112,14 @@ async def asleep(s):
     return s
 
 
+@dexec.task("a.nap")
+async def anap(s, fail=False):
+    await asyncio.sleep(s)
+    if fail:
+        raise ValueError("nap %s failed" % s)
+    return s
+
+
 @dexec.task("a.raise")
 async def araise(msg):
     await asyncio.sleep(0)

@@ -86,16 +86,7 @@ async def run_async(d, chunk, payload):
         return bad_payload(d.name, e)
     fn = d.fn
     if chunk:
-        outs = await asyncio.gather(*(fn(*a) for a in call),
-                                    return_exceptions=True)
-        values = []
-        for v in outs:
-            if isinstance(v, asyncio.CancelledError):
-                raise v
-            if isinstance(v, BaseException):
-                return (True, codec.dumps((values, _chunk_error(v))), "", "")
-            values.append(v)
-        return (True, codec.dumps((values, None)), "", "")
+        return await _run_chunk(fn, call)
     args, kwargs = call
     try:
         return (True, codec.dumps(await fn(*args, **kwargs)), "", "")
@@ -103,3 +94,27 @@ async def run_async(d, chunk, payload):
         raise
     except Exception as e:  # noqa: BLE001
         return failure(e)
+
+
+async def _run_chunk(fn, calls):
+    """A chunk's items at once, as the C++ worker's loop runs them: reported
+    in order up to the first failure, whose later items are cancelled (and
+    awaited, so none outlives the job); cancelling the job cancels them
+    all."""
+    items = [asyncio.ensure_future(fn(*a)) for a in calls]
+    values = []
+    try:
+        for i, item in enumerate(items):
+            try:
+                values.append(await item)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the task's own failure
+                return (True, codec.dumps((values, _chunk_error(e))), "", "")
+        return (True, codec.dumps((values, None)), "", "")
+    finally:
+        left = [item for item in items if not item.done()]
+        for item in left:
+            item.cancel()
+        if left:
+            await asyncio.gather(*left, return_exceptions=True)
