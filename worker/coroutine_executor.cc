@@ -99,14 +99,16 @@ class CoroutineExecutor::Loop : public TaskScheduler {
   struct Active {
     uint64_t key = 0;  // in active_: the run id, or kItemKey | a sequence
     std::shared_ptr<TaskRun> run;  // an item's: its chunk's run
+    // An item: its own context (its waits and its cancel are its own).
+    // Declared before `task`, so a frame destroyed unfinished (shutdown)
+    // still sees it.
+    std::unique_ptr<TaskContext> item_ctx;
     std::optional<Task<absl::StatusOr<std::string>>> task;
     absl::Time started;
     void* waiting = nullptr;  // the suspended coroutine, if any
     int fd = -1;              // registered in epoll_ while waiting
     uint64_t timer_seq = 0;   // its live timer entry, 0 if none
-    // An item: its own context (its waits and its cancel are its own),
-    // and its chunk's key and index.
-    std::unique_ptr<TaskContext> item_ctx;
+    // An item: its chunk's key and its index there.
     uint64_t chunk_key = 0;
     size_t item = 0;
     // A chunk, which has no coroutine of its own: its items.

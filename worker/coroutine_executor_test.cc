@@ -341,6 +341,21 @@ TEST_F(CoroutineExecutorTest, CancelResumesAChunksSuspendedItemsAtOnce) {
   EXPECT_EQ(executor_->running(), 0);
 }
 
+TEST_F(CoroutineExecutorTest, ShutdownDestroysAChunksSuspendedItems) {
+  ResetSpans();
+  std::vector<std::string> items(20, "x:60000");
+  executor_->Run({MakeRun(1, "test.span", chunk::Encode(items)),
+                  MakeRun(2, "test.sleep", "60000")});
+  const absl::Time deadline = absl::Now() + kWait;
+  while (g_spans_in_flight.load() < 20 || executor_->running() < 2) {
+    ASSERT_LT(absl::Now(), deadline);
+    absl::SleepFor(absl::Milliseconds(1));  // a counter, not a signal
+  }
+  executor_->Shutdown();  // frames destroyed unresumed, none reported
+  EXPECT_EQ(executor_->running(), 0);
+  EXPECT_TRUE(collector_.WaitFor(0).empty());
+}
+
 TEST_F(CoroutineExecutorTest, TheDeadlineEndsAChunksItems) {
   const absl::Time start = absl::Now();
   executor_->Run({MakeRun(1, "test.sleep", chunk::Encode({"60000", "60000"}),
