@@ -1006,11 +1006,15 @@ def shapes_section(shapes):
                                               cell_of(x)) +
                                ("**" if s == best else "")
                                for s, x in sorted(limits.items())) or "–"
+        one_proc = res.get(("raw_1proc", measure), [])
+        if one_proc:
+            limit_cell += ("; raw_epoll in one process (not the limit) %s s"
+                           % cell_of(one_proc))
         peers_cell = "; ".join(
             "%s %s s" % (s, cell_of(x)) for (s, m), x in sorted(res.items())
             if m == measure and s not in
             ("dexec", "dexec_fresh", "dexec_chunked", "raw_epoll",
-             "curl_multi")) or "–"
+             "curl_multi", "raw_1proc")) or "–"
         has_fresh = ("dexec_fresh", measure) in res
         for system, what in dexec_rows:
             v = res.get((system, measure), [])

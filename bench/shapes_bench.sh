@@ -208,6 +208,15 @@ CONF
       log "# load $(cut -d' ' -f1-3 /proc/loadavg) tcp_tw_reuse=$(cat /proc/sys/net/ipv4/tcp_tw_reuse) timewait=$(ss -Htan state time-wait | wc -l) fd_hard_limit=$(ulimit -Hn)"
       timed "raw_$n" $L --n="$n" --client=raw || log "# raw limit client failed"
       timed "curl_$n" $L --n="$n" --client=curl || log "# curl limit client failed"
+      # The same raw client as one process, as one worker is: not the
+      # limit, the fastest a single process gets here (system=raw_1proc;
+      # above the fd hard limit it cannot hold every connection, so only
+      # for N below it).
+      if [ "$n" -lt "$(ulimit -Hn)" ]; then
+        timed "raw_1proc_$n" "$BIN/shapes_http_limit" --urls="$URLS" --procs=1 \
+          --n="$n" --client=raw --label=raw_1proc ||
+          log "# raw one-process client failed"
+      fi
       # dexec twice: on a fresh worker, so that every request opens a
       # connection, as the limit clients' do (system=dexec_fresh); then
       # again on the same worker, whose curl keeps those connections alive

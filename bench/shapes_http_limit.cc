@@ -57,6 +57,8 @@ ABSL_FLAG(bool, spread, false,
           "start: 10th, 50th, 90th percentile, last) to stderr");
 ABSL_FLAG(bool, forbid_reuse, false,
           "CURLOPT_FORBID_REUSE: close each connection after its request");
+ABSL_FLAG(std::string, label, "",
+          "system= of the RESULT line (default raw_epoll or curl_multi)");
 
 namespace {
 
@@ -469,8 +471,10 @@ int main(int argc, char** argv) {
                  static_cast<long long>(n), total.first_error);
     return 1;
   }
+  std::string label = absl::GetFlag(FLAGS_label);
+  if (label.empty()) label = raw ? "raw_epoll" : "curl_multi";
   std::printf("RESULT system=%s measure=http_%lld unit=s value=%.3f procs=%d\n",
-              raw ? "raw_epoll" : "curl_multi", static_cast<long long>(n),
+              label.c_str(), static_cast<long long>(n),
               absl::ToDoubleSeconds(took), procs);
   return 0;
 }
