@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "protos/chunk.h"
 #include "protos/tasks.pb.h"
 #include "worker/coroutine_executor.h"
 #include "worker/task_error.h"
@@ -305,6 +306,47 @@ TEST_F(HttpTaskTest, RequestsBeyondOneMultiHandleAreAllInFlightAtOnce) {
     ASSERT_TRUE(run->result.ok()) << run->result.error_message();
     EXPECT_EQ(Response(*run).body(), "gate");
   }
+}
+
+TEST_F(HttpTaskTest, AChunksRequestsAreAllInFlightAtOnceAndInOrder) {
+  // One chunked job of kGate /gate requests: the server answers none
+  // until all kGate are open, so its items must run at once, not one
+  // after another. Then a chunk whose third item is refused: the two
+  // before it come back, then its error, and the one after it is dropped.
+  std::vector<std::string> gate(kGate, server_.Url("/gate"));
+  std::shared_ptr<TaskRun> run = Get(chunk::Encode(gate));
+  ASSERT_TRUE(run->result.ok()) << run->result.error_message();
+  absl::StatusOr<std::vector<chunk::ItemResultView>> items =
+      chunk::DecodeResults(run->result.output());
+  ASSERT_TRUE(items.ok()) << items.status();
+  ASSERT_EQ(items->size(), kGate);
+  for (const chunk::ItemResultView& item : *items) {
+    ASSERT_TRUE(item.ok) << item.error_message;
+    tasks::HttpResponse r;
+    ASSERT_TRUE(r.ParseFromArray(item.output.data(),
+                                 static_cast<int>(item.output.size())));
+    EXPECT_EQ(r.body(), "gate");
+  }
+  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr = {};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(s, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(s);
+  const std::string refused =
+      absl::StrCat("http://127.0.0.1:", ntohs(addr.sin_port), "/");
+  run = Get(chunk::Encode({server_.Url("/ok"), server_.Url("/large"), refused,
+                           server_.Url("/ok")}));
+  ASSERT_TRUE(run->result.ok()) << run->result.error_message();
+  items = chunk::DecodeResults(run->result.output());
+  ASSERT_TRUE(items.ok()) << items.status();
+  ASSERT_EQ(items->size(), 3u);
+  EXPECT_TRUE((*items)[0].ok);
+  EXPECT_TRUE((*items)[1].ok);
+  EXPECT_FALSE((*items)[2].ok);
+  EXPECT_EQ((*items)[2].error_kind, "http_error");
 }
 
 TEST_F(HttpTaskTest, CancelEndsARequestAtOnce) {
