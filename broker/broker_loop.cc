@@ -11,15 +11,6 @@
 #include "common/log.h"
 #include "protos/wire.h"
 
-// gperftools' C API (gperftools/malloc_extension_c.h), declared weak: set
-// when the binary links tcmalloc (dexec-broker does), null otherwise (the
-// sanitizer builds, tests linking the default allocator).
-extern "C" {
-__attribute__((weak)) int MallocExtension_GetNumericProperty(
-    const char* property, size_t* value);
-__attribute__((weak)) void MallocExtension_ReleaseFreeMemory();
-}
-
 namespace dexec::broker {
 namespace {
 
@@ -31,8 +22,7 @@ constexpr size_t kMaxCachedConnections = 65536;
 // How often the loop asks whether the allocator holds much freed memory,
 // and how much is much (see ReturnFreedMemory).
 constexpr absl::Duration kTrimInterval = absl::Seconds(1);
-constexpr size_t kTrimAboveBytes = 32 << 20;    // glibc
-constexpr size_t kReleaseAboveBytes = 8 << 20;  // tcmalloc
+constexpr size_t kTrimAboveBytes = 32 << 20;
 
 std::string PeerName(const std::string& identity) {
   return absl::BytesToHexString(identity);
@@ -254,40 +244,21 @@ void BrokerLoop::ReadMonitorEvents(absl::Time now) {
 }
 
 void BrokerLoop::ReturnFreedMemory() {
-  // An allocator keeps freed memory for reuse: after a burst of large
-  // payloads, or of jobs expiring by the hundred thousand, the broker
-  // stayed gigabytes larger than what it held. So at most once a second,
-  // and only when much lies free (after a large free, not in a steady
-  // state, where freed memory is reused; how much is much depends on the
-  // allocator, below), the free pages go back to the system. See
-  // docs/DESIGN.md, "Memory".
+  // glibc keeps freed memory in its arenas for reuse, and returns only the
+  // top of each heap: after a burst of large payloads, or of jobs expiring
+  // by the hundred thousand, the broker stayed gigabytes larger than what
+  // it held. malloc_trim(0) hands every free page back. It takes the loop
+  // 2-20 ms (measured on 100-500 MB heaps), so it runs at most once a
+  // second, and only when at least kTrimAboveBytes and half as much as is
+  // in use lie free — after a large free, not in a steady state, where
+  // freed memory is reused. See docs/DESIGN.md, "Memory".
+  const struct mallinfo2 info = mallinfo2();
+  const size_t free_bytes = info.fordblks;
+  if (free_bytes < kTrimAboveBytes || free_bytes < info.uordblks / 2) return;
   const absl::Time start = absl::Now();
-  size_t free_bytes = 0;
-  size_t in_use_bytes = 0;
-  if (MallocExtension_ReleaseFreeMemory != nullptr) {
-    // tcmalloc (dexec-broker links it): its page heap's free spans, where
-    // freed large blocks (payloads) wait for reuse; glibc unmaps those at
-    // once (M_MMAP_THRESHOLD, main.cc), so here any kReleaseAboveBytes of
-    // them go back, not only half the heap's worth. Releasing costs an madvise
-    // per free span, and the pages' faults when reused.
-    MallocExtension_GetNumericProperty("tcmalloc.pageheap_free_bytes",
-                                       &free_bytes);
-    MallocExtension_GetNumericProperty("generic.current_allocated_bytes",
-                                       &in_use_bytes);
-    if (free_bytes < kReleaseAboveBytes) return;
-    MallocExtension_ReleaseFreeMemory();
-  } else {
-    // glibc (sanitizer builds, or a binary without tcmalloc) returns only
-    // the top of each heap by itself; malloc_trim(0) hands every free page
-    // back, in 2-20 ms of the loop on 100-500 MB heaps.
-    const struct mallinfo2 info = mallinfo2();
-    free_bytes = info.fordblks;
-    in_use_bytes = info.uordblks;
-    if (free_bytes < kTrimAboveBytes || free_bytes < in_use_bytes / 2) return;
-    malloc_trim(0);
-  }
+  malloc_trim(0);
   DEXEC_LOG(DEBUG) << "returned freed memory free_bytes=" << free_bytes
-                   << " in_use_bytes=" << in_use_bytes
+                   << " in_use_bytes=" << info.uordblks
                    << " took=" << absl::FormatDuration(absl::Now() - start);
 }
 
