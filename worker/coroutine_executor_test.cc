@@ -52,6 +52,18 @@ class Collector {
   std::vector<std::shared_ptr<TaskRun>> done_;
 };
 
+// Whether done() turns true within kWait, polled: it reads counters, not
+// signals.
+template <typename Fn>
+bool Eventually(Fn done) {
+  const absl::Time deadline = absl::Now() + kWait;
+  while (!done()) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return true;
+}
+
 Task<int64_t> Twice(TaskContext& ctx, int64_t ms) {
   co_await ctx.Sleep(absl::Milliseconds(ms));
   co_await ctx.Sleep(absl::Milliseconds(ms));
@@ -200,11 +212,7 @@ TEST_F(CoroutineExecutorTest, TenThousandOneSecondSleepsOverlapOnTwoThreads) {
 TEST_F(CoroutineExecutorTest, CancelResumesASuspendedCoroutineAtOnce) {
   std::shared_ptr<TaskRun> run = MakeRun(1, "test.sleep", "60000");
   executor_->Run({run});
-  const absl::Time deadline = absl::Now() + kWait;
-  while (executor_->running() == 0) {
-    ASSERT_LT(absl::Now(), deadline);
-    absl::SleepFor(absl::Milliseconds(1));  // a counter, not a signal
-  }
+  ASSERT_TRUE(Eventually([&] { return executor_->running() > 0; }));
   const absl::Time cancelled_at = absl::Now();
   executor_->Cancel(run);
   std::vector<std::shared_ptr<TaskRun>> done = collector_.WaitFor(1);
@@ -326,11 +334,7 @@ TEST_F(CoroutineExecutorTest, CancelResumesAChunksSuspendedItemsAtOnce) {
   std::vector<std::string> items(kItems, "x:60000");
   std::shared_ptr<TaskRun> run = MakeRun(1, "test.span", chunk::Encode(items));
   executor_->Run({run});
-  const absl::Time deadline = absl::Now() + kWait;
-  while (g_spans_in_flight.load() < kItems) {
-    ASSERT_LT(absl::Now(), deadline);
-    absl::SleepFor(absl::Milliseconds(1));  // a counter, not a signal
-  }
+  ASSERT_TRUE(Eventually([] { return g_spans_in_flight.load() == kItems; }));
   const absl::Time cancelled_at = absl::Now();
   executor_->Cancel(run);
   std::vector<std::shared_ptr<TaskRun>> done = collector_.WaitFor(1);
@@ -346,11 +350,9 @@ TEST_F(CoroutineExecutorTest, ShutdownDestroysAChunksSuspendedItems) {
   std::vector<std::string> items(20, "x:60000");
   executor_->Run({MakeRun(1, "test.span", chunk::Encode(items)),
                   MakeRun(2, "test.sleep", "60000")});
-  const absl::Time deadline = absl::Now() + kWait;
-  while (g_spans_in_flight.load() < 20 || executor_->running() < 2) {
-    ASSERT_LT(absl::Now(), deadline);
-    absl::SleepFor(absl::Milliseconds(1));  // a counter, not a signal
-  }
+  ASSERT_TRUE(Eventually([&] {
+    return g_spans_in_flight.load() == 20 && executor_->running() == 2;
+  }));
   executor_->Shutdown();  // frames destroyed unresumed, none reported
   EXPECT_EQ(executor_->running(), 0);
   EXPECT_TRUE(collector_.WaitFor(0).empty());

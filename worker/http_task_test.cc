@@ -155,6 +155,20 @@ class TestServer {
   std::thread thread_;
 };
 
+// A URL of a loopback port that was free a moment ago and has no listener
+// now: connecting to it is refused.
+std::string RefusedUrl() {
+  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr = {};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(s, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(s);
+  return absl::StrCat("http://127.0.0.1:", ntohs(addr.sin_port), "/");
+}
+
 class HttpTaskTest : public ::testing::Test {
  protected:
   // What http.get is registered with.
@@ -258,17 +272,7 @@ TEST_F(HttpTaskTest, AServerThatNeverAnswersTimesOut) {
 }
 
 TEST_F(HttpTaskTest, ARefusedConnectionIsAnHttpError) {
-  // A port that was free a moment ago and has no listener now.
-  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr = {};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(s, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(s);
-  std::shared_ptr<TaskRun> run =
-      Get(absl::StrCat("http://127.0.0.1:", ntohs(addr.sin_port), "/"));
+  std::shared_ptr<TaskRun> run = Get(RefusedUrl());
   EXPECT_EQ(run->result.error_kind(), "http_error");
 }
 
@@ -327,16 +331,7 @@ TEST_F(HttpTaskTest, AChunksRequestsAreAllInFlightAtOnceAndInOrder) {
                                  static_cast<int>(item.output.size())));
     EXPECT_EQ(r.body(), "gate");
   }
-  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr = {};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(s, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(s);
-  const std::string refused =
-      absl::StrCat("http://127.0.0.1:", ntohs(addr.sin_port), "/");
+  const std::string refused = RefusedUrl();
   run = Get(chunk::Encode({server_.Url("/ok"), server_.Url("/large"), refused,
                            server_.Url("/ok")}));
   ASSERT_TRUE(run->result.ok()) << run->result.error_message();
