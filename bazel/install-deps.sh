@@ -12,6 +12,8 @@ PACKAGES=(
   libabsl-dev
   libsodium-dev libssl-dev
   libcurl4-openssl-dev
+  # http.get's plain path parses responses with it (worker/http1.h)
+  libhttp-parser-dev
   # dexec-worker's allocator (bazel/BUILD, "tcmalloc")
   libgoogle-perftools-dev
   # the --http_listen server (metrics, JSON API, dashboard)

@@ -78,7 +78,8 @@ absl::Status RegisterBuiltinTasks(TaskRegistry* registry,
   }
   if (options.allow_http) {
     RETURN_IF_ERROR(RegisterHttpTask(
-        registry, {.max_connections = options.http_max_connections}));
+        registry, {.max_connections = options.http_max_connections,
+                   .plain = options.http_plain}));
   }
   RETURN_IF_ERROR(registry->Register("bench.spin", Spin));
   return absl::OkStatus();

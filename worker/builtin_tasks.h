@@ -33,6 +33,8 @@ struct BuiltinTaskOptions {
   bool allow_http = false;
   // http.get's HttpTaskOptions::max_connections (0: from the fd limit).
   long http_max_connections = 0;
+  // http.get's HttpTaskOptions::plain.
+  bool http_plain = true;
 };
 
 // Registers the built-in tasks in `registry` (sys.exec only with

@@ -6,12 +6,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <limits>
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -20,6 +22,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "protos/tasks.pb.h"
+#include "worker/http1.h"
+#include "worker/plain_http.h"
 #include "worker/task.h"
 #include "worker/task_context.h"
 #include "worker/task_error.h"
@@ -276,8 +280,11 @@ class CurlShard final : public TaskScheduler::FdWatcher {
 // kEasyPool), which spares curl's allocations per request. See
 // docs/DESIGN.md, "Executors".
 //
+// The loop's plain path (plain_http.h) takes its connections from the
+// same shares, one at a time, and gives them back when it closes them.
+//
 // Not thread-safe; owned by its loop thread (a thread_local).
-class CurlLoop {
+class CurlLoop final : public ConnectionBudget {
  public:
   // Easy handles kept for reuse, at most.
   static constexpr size_t kEasyPool = 4096;
@@ -308,6 +315,20 @@ class CurlLoop {
   ~CurlLoop() {
     shards_.clear();  // before the handles their transfers may still use
     for (CURL* e : easy_pool_) curl_easy_cleanup(e);
+  }
+
+  PlainPool& plain() { return plain_; }
+
+  // ConnectionBudget, for plain_: one connection of the shares.
+  bool Take() override {
+    if (fds_left_ <= CurlShard::kOwnFds || connections_left_ <= 0) return false;
+    --fds_left_;
+    --connections_left_;
+    return true;
+  }
+  void Give() override {
+    ++fds_left_;
+    ++connections_left_;
   }
   CurlLoop(const CurlLoop&) = delete;
   CurlLoop& operator=(const CurlLoop&) = delete;
@@ -383,7 +404,7 @@ class CurlLoop {
 
  private:
   CurlLoop(TaskScheduler* scheduler, const HttpTaskOptions& options)
-      : scheduler_(scheduler) {
+      : scheduler_(scheduler), plain_(scheduler, this) {
     // This loop's share of the fds, less a reserve for the worker's own
     // (dexec-worker raises the soft limit to the hard one at start); each
     // shard holds kConnections of it and kOwnFds of its own.
@@ -429,9 +450,59 @@ class CurlLoop {
   std::vector<std::unique_ptr<CurlShard>> shards_;
   std::list<Transfer*> waiting_;  // queued for a slot, oldest first
   std::vector<CURL*> easy_pool_;
+  PlainPool plain_;  // last: its idle connections close first
 };
 
 void CurlShard::Refill() { owner_->Refill(this); }
+
+std::atomic<uint64_t> plain_requests{0};
+std::atomic<uint64_t> curl_requests{0};
+
+// Whether curl would send plain http:// through a proxy (it reads these;
+// the plain path does not, so it steps aside).
+bool ProxyConfigured() {
+  static const bool configured = [] {
+    for (const char* name : {"http_proxy", "all_proxy", "ALL_PROXY"}) {
+      const char* v = getenv(name);
+      if (v != nullptr && *v != '\0') return true;
+    }
+    return false;
+  }();
+  return configured;
+}
+
+// The task's end for a response: its bytes, failing with kind http_status
+// (the response kept as output) unless the status is 2xx.
+absl::StatusOr<std::string> Answered(const std::string& url,
+                                     const tasks::HttpResponse& response) {
+  std::string output = response.SerializeAsString();
+  const int status = response.status();
+  if (status < 200 || status > 299) {
+    // The response is the job's result even so: the body often says why.
+    return WithOutput(
+        TaskError("http_status",
+                  absl::StrCat("http.get of ", url, " answered ", status)),
+        output);
+  }
+  return output;
+}
+
+absl::Status TooLarge(const std::string& url) {
+  return TaskError("http_error",
+                   absl::StrCat("http.get of ", url, ": the body is over ",
+                                kHttpMaxBodyBytes, " bytes"));
+}
+
+absl::Status NoAnswer(const std::string& url, absl::Time start) {
+  return TaskError(kTimeoutKind,
+                   absl::StrCat("http.get of ", url, " had no answer after ",
+                                absl::FormatDuration(absl::Now() - start)));
+}
+
+absl::Status Cancelled(const std::string& url) {
+  return TaskError(kCancelledKind,
+                   absl::StrCat("http.get of ", url, " was cancelled"));
+}
 
 Task<absl::StatusOr<std::string>> HttpGet(TaskContext& ctx, std::string payload,
                                           HttpTaskOptions options) {
@@ -444,13 +515,54 @@ Task<absl::StatusOr<std::string>> HttpGet(TaskContext& ctx, std::string payload,
                         "http.get expects a URL (http:// or https://) or a "
                         "dexec.tasks.HttpRequest with a url");
   }
+  for (const std::string& h : req.headers()) {
+    if (http1::HeaderIsUnsafe(h)) {
+      co_return TaskError(kBadPayloadKind,
+                          "http.get: a header has a CR, LF or NUL in it");
+    }
+  }
   GlobalInit();
-  // On a worker's loop: this loop's shards and its easy handles.
+  const absl::Time start = absl::Now();
+  absl::Time limit = ctx.deadline();
+  if (req.timeout_ms() > 0) {
+    limit = std::min(limit, start + absl::Milliseconds(req.timeout_ms()));
+  }
+  // On a worker's loop: this loop's shards, its easy handles and its
+  // plain path's connections.
   CurlLoop* loop = nullptr;
   if (ctx.scheduler() != nullptr) {
     std::string error;
     loop = CurlLoop::For(ctx.scheduler(), options, &error);
     if (loop == nullptr) co_return TaskError("http_error", error);
+  }
+  if (loop != nullptr && options.plain && !ProxyConfigured()) {
+    std::optional<http1::Target> target = http1::ParseTarget(req.url());
+    std::optional<std::string> bytes;
+    if (target.has_value()) bytes = http1::BuildRequest(req, *target);
+    if (bytes.has_value()) {
+      PlainOutcome got = co_await PlainFetch(
+          ctx, loop->plain(), *target, *bytes, http1::MethodOf(req) == "HEAD",
+          kHttpMaxBodyBytes, limit);
+      using Kind = PlainOutcome::Kind;
+      if (got.kind != Kind::kUseCurl)
+        plain_requests.fetch_add(1, std::memory_order_relaxed);
+      switch (got.kind) {
+        case Kind::kDone:
+          co_return Answered(req.url(), got.response);
+        case Kind::kError:
+          co_return TaskError(
+              "http_error",
+              absl::StrCat("http.get of ", req.url(), ": ", got.error));
+        case Kind::kTooLarge:
+          co_return TooLarge(req.url());
+        case Kind::kTimeout:
+          co_return NoAnswer(req.url(), start);
+        case Kind::kCancelled:
+          co_return Cancelled(req.url());
+        case Kind::kUseCurl:
+          break;  // every slot is curl's: it queues for one of them
+      }
+    }
   }
   // Declared first, so it is given back last: after Detach below has
   // taken it out of its multi handle.
@@ -472,6 +584,7 @@ Task<absl::StatusOr<std::string>> HttpGet(TaskContext& ctx, std::string payload,
     co_return TaskError("http_error", "curl could not start a request");
   }
   CURL* e = easy.handle;
+  curl_requests.fetch_add(1, std::memory_order_relaxed);
   curl_easy_setopt(e, CURLOPT_URL, req.url().c_str());
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -479,7 +592,9 @@ Task<absl::StatusOr<std::string>> HttpGet(TaskContext& ctx, std::string payload,
   curl_easy_setopt(e, CURLOPT_WRITEDATA, &t);
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, OnHeader);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, &t);
-  if (!req.method().empty() && req.method() != "GET") {
+  if (req.method() == "HEAD") {
+    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);  // else curl waits for a body
+  } else if (!req.method().empty() && req.method() != "GET") {
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req.method().c_str());
   }
   if (!req.body().empty()) {
@@ -492,11 +607,6 @@ Task<absl::StatusOr<std::string>> HttpGet(TaskContext& ctx, std::string payload,
   }
   if (headers != nullptr)
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers.get());
-  const absl::Time start = absl::Now();
-  absl::Time limit = ctx.deadline();
-  if (req.timeout_ms() > 0) {
-    limit = std::min(limit, start + absl::Milliseconds(req.timeout_ms()));
-  }
   bool finished = false;
   CURLcode result = CURLE_OK;
   if (loop != nullptr) {
@@ -572,40 +682,26 @@ Task<absl::StatusOr<std::string>> HttpGet(TaskContext& ctx, std::string payload,
   long status = 0;
   curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
   t.response.set_status(static_cast<int32_t>(status));
-  std::string output = t.response.SerializeAsString();
   if (!finished) {
-    if (ctx.cancelled()) {
-      co_return TaskError(
-          kCancelledKind,
-          absl::StrCat("http.get of ", req.url(), " was cancelled"));
-    }
-    co_return TaskError(
-        kTimeoutKind,
-        absl::StrCat("http.get of ", req.url(), " had no answer after ",
-                     absl::FormatDuration(absl::Now() - start)));
+    if (ctx.cancelled()) co_return Cancelled(req.url());
+    co_return NoAnswer(req.url(), start);
   }
-  if (t.too_large) {
-    co_return TaskError(
-        "http_error",
-        absl::StrCat("http.get of ", req.url(), ": the body is over ",
-                     kHttpMaxBodyBytes, " bytes"));
-  }
+  if (t.too_large) co_return TooLarge(req.url());
   if (result != CURLE_OK) {
     co_return TaskError("http_error",
                         absl::StrCat("http.get of ", req.url(), ": ",
                                      curl_easy_strerror(result)));
   }
-  if (status < 200 || status > 299) {
-    // The response is the job's result even so: the body often says why.
-    co_return WithOutput(
-        TaskError("http_status", absl::StrCat("http.get of ", req.url(),
-                                              " answered ", status)),
-        output);
-  }
-  co_return output;
+  co_return Answered(req.url(), t.response);
 }
 
 }  // namespace
+
+HttpCounts HttpTaskCounts() {
+  return {.plain_requests = plain_requests.load(std::memory_order_relaxed),
+          .curl_requests = curl_requests.load(std::memory_order_relaxed),
+          .plain_connections = PlainConnectionsOpened()};
+}
 
 absl::Status RegisterHttpTask(TaskRegistry* registry, HttpTaskOptions options) {
   return RegisterAsync(*registry, "http.get",

@@ -7,6 +7,8 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -155,6 +157,138 @@ class TestServer {
   std::thread thread_;
 };
 
+// An HTTP/1.1 server on 127.0.0.1 that keeps connections open, for the
+// plain path's pool, served by one thread over poll:
+//   /ok -> 200 "hello" (Content-Length); /chunked -> 200 "abcde" chunked;
+//   /garbage -> bytes that are no HTTP response, and the connection closed.
+// CloseIdle() closes every connection between requests; DropNext() makes
+// it close the next request's connection without an answer, if that
+// request is not the connection's first (a kept connection going stale).
+class KeepAliveServer {
+ public:
+  KeepAliveServer() {
+    listen_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr = {};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(listen_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    ::listen(listen_, 64);
+    socklen_t len = sizeof(addr);
+    ::getsockname(listen_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    wake_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~KeepAliveServer() {
+    stop_.store(true);
+    Poke();
+    thread_.join();
+    for (const Conn& c : conns_) ::close(c.fd);
+    ::close(listen_);
+    ::close(wake_);
+  }
+  std::string Url(const std::string& path) const {
+    return absl::StrCat("http://127.0.0.1:", port_, path);
+  }
+  int port() const { return port_; }
+  int accepted() const { return accepted_.load(); }
+  int requests() const { return requests_.load(); }
+  // Closes every open connection (none is mid-request in these tests);
+  // returns once they are closed.
+  void CloseIdle() {
+    close_idle_.store(true);
+    Poke();
+    while (close_idle_.load()) {
+      absl::SleepFor(absl::Milliseconds(1));  // a flag, not a signal
+    }
+  }
+  void DropNext() { drop_next_.store(true); }
+
+ private:
+  struct Conn {
+    int fd;
+    std::string in;
+    int served = 0;
+  };
+  void Poke() {
+    const uint64_t one = 1;
+    (void)!::write(wake_, &one, sizeof(one));
+  }
+  void Serve() {
+    while (!stop_.load()) {
+      std::vector<pollfd> fds = {{listen_, POLLIN, 0}, {wake_, POLLIN, 0}};
+      for (const Conn& c : conns_) fds.push_back({c.fd, POLLIN, 0});
+      if (::poll(fds.data(), fds.size(), -1) < 0) continue;
+      if (fds[1].revents) {
+        uint64_t n;
+        (void)!::read(wake_, &n, sizeof(n));
+        if (close_idle_.load()) {
+          for (const Conn& c : conns_) ::close(c.fd);
+          conns_.clear();
+          close_idle_.store(false);
+          continue;
+        }
+      }
+      if (fds[0].revents) {
+        const int fd = ::accept4(listen_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd >= 0) {
+          accepted_.fetch_add(1);
+          conns_.push_back({fd});
+        }
+      }
+      std::vector<int> gone;
+      for (size_t i = 2; i < fds.size(); ++i) {
+        if (!fds[i].revents) continue;
+        Conn& c = conns_[i - 2];
+        char buf[4096];
+        const ssize_t n = ::read(c.fd, buf, sizeof(buf));
+        if (n <= 0) {
+          gone.push_back(c.fd);
+          continue;
+        }
+        c.in.append(buf, n);
+        const size_t end = c.in.find("\r\n\r\n");
+        if (end == std::string::npos) continue;
+        const std::string head = c.in.substr(0, end);
+        c.in.erase(0, end + 4);
+        requests_.fetch_add(1);
+        if (c.served++ > 0 && drop_next_.exchange(false)) {
+          gone.push_back(c.fd);
+          continue;
+        }
+        std::string response;
+        if (absl::StartsWith(head, "GET /chunked")) {
+          response =
+              "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+              "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        } else if (absl::StartsWith(head, "GET /garbage")) {
+          response = "SSH-2.0-NotHttp\r\n";
+          gone.push_back(c.fd);
+        } else {
+          response = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        }
+        (void)!::send(c.fd, response.data(), response.size(), MSG_NOSIGNAL);
+      }
+      for (int fd : gone) {
+        ::close(fd);
+        conns_.erase(std::find_if(conns_.begin(), conns_.end(),
+                                  [fd](const Conn& c) { return c.fd == fd; }));
+      }
+    }
+  }
+
+  int listen_ = -1;
+  int wake_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> close_idle_{false};
+  std::atomic<bool> drop_next_{false};
+  std::atomic<int> accepted_{0};
+  std::atomic<int> requests_{0};
+  std::vector<Conn> conns_;  // the server thread's
+  std::thread thread_;
+};
+
 // A URL of a loopback port that was free a moment ago and has no listener
 // now: connecting to it is refused.
 std::string RefusedUrl() {
@@ -169,10 +303,12 @@ std::string RefusedUrl() {
   return absl::StrCat("http://127.0.0.1:", ntohs(addr.sin_port), "/");
 }
 
-class HttpTaskTest : public ::testing::Test {
+// Every test runs twice: with the plain path (http:// to 127.0.0.1 skips
+// curl) and without it (all through curl).
+class HttpTaskTest : public ::testing::TestWithParam<bool> {
  protected:
   // What http.get is registered with.
-  virtual HttpTaskOptions Options() const { return {}; }
+  virtual HttpTaskOptions Options() const { return {.plain = GetParam()}; }
 
   void SetUp() override {
     ASSERT_TRUE(RegisterHttpTask(&registry_, Options()).ok());
@@ -238,7 +374,7 @@ class HttpTaskTest : public ::testing::Test {
   uint64_t next_id_ = 0;
 };
 
-TEST_F(HttpTaskTest, A200GivesStatusHeadersAndBody) {
+TEST_P(HttpTaskTest, A200GivesStatusHeadersAndBody) {
   std::shared_ptr<TaskRun> run = Get(server_.Url("/ok"));
   ASSERT_TRUE(run->result.ok()) << run->result.error_message();
   tasks::HttpResponse r = Response(*run);
@@ -249,7 +385,7 @@ TEST_F(HttpTaskTest, A200GivesStatusHeadersAndBody) {
   EXPECT_TRUE(header);
 }
 
-TEST_F(HttpTaskTest, A404FailsWithHttpStatusAndKeepsTheBody) {
+TEST_P(HttpTaskTest, A404FailsWithHttpStatusAndKeepsTheBody) {
   tasks::HttpRequest req;
   req.set_url(server_.Url("/missing"));
   std::shared_ptr<TaskRun> run = Get(req.SerializeAsString());
@@ -260,7 +396,7 @@ TEST_F(HttpTaskTest, A404FailsWithHttpStatusAndKeepsTheBody) {
   EXPECT_EQ(r.body(), "not here");
 }
 
-TEST_F(HttpTaskTest, AServerThatNeverAnswersTimesOut) {
+TEST_P(HttpTaskTest, AServerThatNeverAnswersTimesOut) {
   tasks::HttpRequest req;
   req.set_url(server_.Url("/hang"));
   req.set_timeout_ms(200);
@@ -271,23 +407,43 @@ TEST_F(HttpTaskTest, AServerThatNeverAnswersTimesOut) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
 }
 
-TEST_F(HttpTaskTest, ARefusedConnectionIsAnHttpError) {
+TEST_P(HttpTaskTest, ARefusedConnectionIsAnHttpError) {
   std::shared_ptr<TaskRun> run = Get(RefusedUrl());
   EXPECT_EQ(run->result.error_kind(), "http_error");
 }
 
-TEST_F(HttpTaskTest, ABadUrlIsABadPayloadOrAnHttpError) {
+TEST_P(HttpTaskTest, ABadUrlIsABadPayloadOrAnHttpError) {
   EXPECT_EQ(Get("ftp://example.com/")->result.error_kind(), kBadPayloadKind);
   EXPECT_EQ(Get("http://[::1")->result.error_kind(), "http_error");
 }
 
-TEST_F(HttpTaskTest, ALargeBodyArrivesWhole) {
+TEST_P(HttpTaskTest, AHeaderThatWouldSplitTheRequestIsRefused) {
+  tasks::HttpRequest req;
+  req.set_url(server_.Url("/echo"));
+  req.add_headers("X-A: 1\r\nX-Injected: 2");
+  std::shared_ptr<TaskRun> run = Get(req.SerializeAsString());
+  EXPECT_EQ(run->result.error_kind(), kBadPayloadKind);
+  EXPECT_EQ(server_.accepted(), 0);
+}
+
+TEST_P(HttpTaskTest, AHeadHasNoBody) {
+  tasks::HttpRequest req;
+  req.set_url(server_.Url("/ok"));
+  req.set_method("HEAD");
+  req.set_timeout_ms(10'000);
+  std::shared_ptr<TaskRun> run = Get(req.SerializeAsString());
+  ASSERT_TRUE(run->result.ok()) << run->result.error_message();
+  EXPECT_EQ(Response(*run).status(), 200);
+  EXPECT_EQ(Response(*run).body(), "");
+}
+
+TEST_P(HttpTaskTest, ALargeBodyArrivesWhole) {
   std::shared_ptr<TaskRun> run = Get(server_.Url("/large"));
   ASSERT_TRUE(run->result.ok()) << run->result.error_message();
   EXPECT_EQ(Response(*run).body().size(), kLargeBody);
 }
 
-TEST_F(HttpTaskTest, RequestsBeyondOneMultiHandleAreAllInFlightAtOnce) {
+TEST_P(HttpTaskTest, RequestsBeyondOneMultiHandleAreAllInFlightAtOnce) {
   // The server answers none until kGate are open: if the loop's multi
   // handles (CurlShard, 256 connections each) did not add up past one,
   // curl would queue the rest and every request would time out.
@@ -312,7 +468,7 @@ TEST_F(HttpTaskTest, RequestsBeyondOneMultiHandleAreAllInFlightAtOnce) {
   }
 }
 
-TEST_F(HttpTaskTest, AChunksRequestsAreAllInFlightAtOnceAndInOrder) {
+TEST_P(HttpTaskTest, AChunksRequestsAreAllInFlightAtOnceAndInOrder) {
   // One chunked job of kGate /gate requests: the server answers none
   // until all kGate are open, so its items must run at once, not one
   // after another. Then a chunk whose third item is refused: the two
@@ -344,7 +500,7 @@ TEST_F(HttpTaskTest, AChunksRequestsAreAllInFlightAtOnceAndInOrder) {
   EXPECT_EQ((*items)[2].error_kind, "http_error");
 }
 
-TEST_F(HttpTaskTest, CancelEndsARequestAtOnce) {
+TEST_P(HttpTaskTest, CancelEndsARequestAtOnce) {
   wire::Task t;
   t.set_job_id(99);
   t.set_attempt(1);
@@ -364,6 +520,11 @@ TEST_F(HttpTaskTest, CancelEndsARequestAtOnce) {
                            [&] { return !done_.empty(); }));
   EXPECT_EQ(done_.back()->result.error_kind(), kCancelledKind);
 }
+
+std::string PathName(const ::testing::TestParamInfo<bool>& info) {
+  return info.param ? "plain" : "curl";
+}
+INSTANTIATE_TEST_SUITE_P(Paths, HttpTaskTest, ::testing::Bool(), PathName);
 
 }  // namespace
 }  // namespace dexec::worker
@@ -386,7 +547,9 @@ bool Eventually(Fn done) {
 class HttpTaskCapTest : public HttpTaskTest {
  protected:
   static constexpr int kCap = 8;
-  HttpTaskOptions Options() const override { return {.max_connections = kCap}; }
+  HttpTaskOptions Options() const override {
+    return {.max_connections = kCap, .plain = GetParam()};
+  }
 
   // Starts kCap /hold requests and waits until the server holds them all.
   std::vector<std::shared_ptr<TaskRun>> FillConnections() {
@@ -399,7 +562,7 @@ class HttpTaskCapTest : public HttpTaskTest {
   }
 };
 
-TEST_F(HttpTaskCapTest, ARequestPastTheCapWaitsAndNeverConnects) {
+TEST_P(HttpTaskCapTest, ARequestPastTheCapWaitsAndNeverConnects) {
   std::vector<std::shared_ptr<TaskRun>> held = FillConnections();
   // A ninth request waits for one of the 8 connections: with none freed it
   // times out by its own timeout_ms, and never reached the server.
@@ -431,13 +594,14 @@ TEST_F(HttpTaskCapTest, ARequestPastTheCapWaitsAndNeverConnects) {
   ASSERT_TRUE(after->result.ok()) << after->result.error_message();
 }
 
-TEST_F(HttpTaskCapTest, QueuedRequestsStartOnTheFirstConnectionFreed) {
+TEST_P(HttpTaskCapTest, QueuedRequestsStartOnTheFirstConnectionFreed) {
   std::vector<std::shared_ptr<TaskRun>> held = FillConnections();
   std::vector<std::shared_ptr<TaskRun>> queued;
   for (int i = 0; i < 5; ++i) queued.push_back(NewRun(server_.Url("/ok")));
   executor_->Run(queued);
-  ASSERT_TRUE(
-      Eventually([&] { return executor_->running() == kCap + queued.size(); }));
+  ASSERT_TRUE(Eventually([&] {
+    return static_cast<size_t>(executor_->running()) == kCap + queued.size();
+  }));
   // One connection freed: the five run on it one after another, first
   // come first served, while the other seven stay held.
   ASSERT_TRUE(server_.ReleaseOne());
@@ -460,7 +624,7 @@ TEST_F(HttpTaskCapTest, QueuedRequestsStartOnTheFirstConnectionFreed) {
   ASSERT_TRUE(WaitEnded(held));
 }
 
-TEST_F(HttpTaskTest, AReusedHandleForgetsTheLastRequestsOptions) {
+TEST_P(HttpTaskTest, AReusedHandleForgetsTheLastRequestsOptions) {
   tasks::HttpRequest req;
   req.set_url(server_.Url("/echo"));
   req.set_method("PUT");
@@ -478,6 +642,72 @@ TEST_F(HttpTaskTest, AReusedHandleForgetsTheLastRequestsOptions) {
   EXPECT_FALSE(absl::StrContains(Response(*plain).body(), "X-Custom"));
   EXPECT_FALSE(absl::StrContains(Response(*plain).body(), "Content-Length"));
 }
+
+INSTANTIATE_TEST_SUITE_P(Paths, HttpTaskCapTest, ::testing::Bool(), PathName);
+
+// Kept connections, against a keep-alive server.
+class KeepAliveTest : public HttpTaskTest {
+ protected:
+  KeepAliveServer keep_;
+};
+
+TEST_P(KeepAliveTest, SequentialRequestsShareOneConnection) {
+  const HttpCounts before = HttpTaskCounts();
+  for (int i = 0; i < 20; ++i) {
+    std::shared_ptr<TaskRun> run = Get(keep_.Url(i % 2 ? "/ok" : "/chunked"));
+    ASSERT_TRUE(run->result.ok()) << run->result.error_message();
+    EXPECT_EQ(Response(*run).body(), i % 2 ? "hello" : "abcde");
+  }
+  // curl keeps connections too: one, whichever path.
+  EXPECT_EQ(keep_.accepted(), 1);
+  // And the path is the one asked for.
+  const HttpCounts after = HttpTaskCounts();
+  const bool plain = GetParam();
+  EXPECT_EQ(after.plain_requests - before.plain_requests, plain ? 20u : 0u);
+  EXPECT_EQ(after.curl_requests - before.curl_requests, plain ? 0u : 20u);
+  EXPECT_EQ(after.plain_connections - before.plain_connections,
+            plain ? 1u : 0u);
+}
+
+TEST_P(KeepAliveTest, HostNamesGoThroughCurl) {
+  const HttpCounts before = HttpTaskCounts();
+  std::shared_ptr<TaskRun> run =
+      Get(absl::StrCat("http://localhost:", keep_.port(), "/ok"));
+  ASSERT_TRUE(run->result.ok()) << run->result.error_message();
+  EXPECT_EQ(HttpTaskCounts().curl_requests - before.curl_requests, 1u);
+}
+
+TEST_P(KeepAliveTest, AKeptConnectionTheServerClosedIsReplaced) {
+  ASSERT_TRUE(Get(keep_.Url("/ok"))->result.ok());
+  keep_.CloseIdle();  // the server closed it while it was kept
+  std::shared_ptr<TaskRun> run = Get(keep_.Url("/ok"));
+  ASSERT_TRUE(run->result.ok()) << run->result.error_message();
+  EXPECT_EQ(keep_.accepted(), 2);
+  EXPECT_EQ(keep_.requests(), 2);
+}
+
+TEST_P(KeepAliveTest, ARequestTheKeptConnectionDroppedIsSentAgain) {
+  ASSERT_TRUE(Get(keep_.Url("/ok"))->result.ok());
+  // The server reads the next request on that connection and closes it
+  // without a byte of answer: a race no check before sending can see.
+  keep_.DropNext();
+  std::shared_ptr<TaskRun> run = Get(keep_.Url("/ok"));
+  ASSERT_TRUE(run->result.ok()) << run->result.error_message();
+  EXPECT_EQ(Response(*run).body(), "hello");
+  EXPECT_EQ(keep_.accepted(), 2);
+  EXPECT_EQ(keep_.requests(), 3);
+}
+
+TEST_P(KeepAliveTest, AnAnswerThatIsNotHttpIsAnHttpError) {
+  std::shared_ptr<TaskRun> run = Get(keep_.Url("/garbage"));
+  EXPECT_EQ(run->result.error_kind(), "http_error");
+  EXPECT_FALSE(run->result.error_message().empty());
+  // The loop goes on: the next request gets a new connection.
+  std::shared_ptr<TaskRun> next = Get(keep_.Url("/ok"));
+  ASSERT_TRUE(next->result.ok()) << next->result.error_message();
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, KeepAliveTest, ::testing::Bool(), PathName);
 
 }  // namespace
 }  // namespace dexec::worker

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "common/prometheus_text.h"
+#include "worker/http_task.h"
 
 namespace dexec::worker {
 
@@ -46,6 +47,18 @@ std::string RenderWorkerMetrics(const WorkerMetrics& m) {
   t.Sample("dexec_worker_connected", uint64_t{m.connected ? 1u : 0u});
   t.Family("dexec_worker_uptime_seconds", "gauge", "Seconds since start.");
   t.Sample("dexec_worker_uptime_seconds", absl::ToDoubleSeconds(m.uptime));
+  const HttpCounts http = HttpTaskCounts();
+  t.Family("dexec_worker_http_requests_total", "counter",
+           "http.get requests, by the client that sent them: plain (dexec's "
+           "own, http:// to an address) or curl.");
+  t.Sample("dexec_worker_http_requests_total", {{"client", "plain"}},
+           http.plain_requests);
+  t.Sample("dexec_worker_http_requests_total", {{"client", "curl"}},
+           http.curl_requests);
+  t.Family("dexec_worker_http_connections_opened_total", "counter",
+           "Connections http.get's plain path opened (the rest were reused).");
+  t.Sample("dexec_worker_http_connections_opened_total",
+           http.plain_connections);
   return t.Take();
 }
 
