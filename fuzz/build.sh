@@ -101,6 +101,9 @@ build() {
       srcs="$SERVICE_SRCS"
       libs="-lgrpc++ -lgrpc -lgpr -lprotobuf -lrocksdb -lzmq -lsodium
             -lcrypto $ABSL -lpthread" ;;
+    http1_fuzz)
+      srcs="worker/http1.cc $GEN/protos/tasks.pb.cc"
+      libs="-lhttp_parser -lprotobuf $ABSL" ;;
     *) echo "fuzz: unknown target $target" >&2; return 2 ;;
   esac
   # shellcheck disable=SC2086
@@ -120,5 +123,6 @@ build() {
 }
 
 TARGETS=("$@")
-((${#TARGETS[@]})) || TARGETS=(wire_decode_fuzz broker_core_fuzz broker_requests_fuzz)
+((${#TARGETS[@]})) || TARGETS=(wire_decode_fuzz broker_core_fuzz broker_requests_fuzz
+                               http1_fuzz)
 for t in "${TARGETS[@]}"; do build "$t"; done

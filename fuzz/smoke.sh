@@ -13,7 +13,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 SECONDS_EACH="${FUZZ_SECONDS:-5}"
 LOGS="${FUZZ_LOGS:-$ROOT/bazel-testlogs-fuzz}"
-TARGETS=(wire_decode_fuzz broker_core_fuzz broker_requests_fuzz)
+TARGETS=(wire_decode_fuzz broker_core_fuzz broker_requests_fuzz http1_fuzz)
 
 fuzz/build.sh "${TARGETS[@]}" || exit 1
 

@@ -114,7 +114,7 @@ std::optional<Target> ParseTarget(absl::string_view url) {
   // As curl: no ":80" in Host for the default port.
   t.authority = port == 80 ? (v6 ? absl::StrCat("[", host, "]") : host_z)
                            : std::string(authority);
-  t.path = rest.empty() ? "/"
+  t.path = rest.empty()     ? "/"
            : rest[0] == '?' ? absl::StrCat("/", rest)
                             : std::string(rest);
   t.key = absl::StrCat(v6 ? "6/" : "4/", host, "/", port);
@@ -184,8 +184,8 @@ ResponseParser::ResponseParser(bool head_request, size_t max_body)
 
 void ResponseParser::EndHeader() {
   if (in_value_ || !field_.empty()) {
-    response_.add_headers(absl::StrCat(
-        field_, ": ", absl::StripTrailingAsciiWhitespace(value_)));
+    response_.add_headers(
+        absl::StrCat(field_, ": ", absl::StripTrailingAsciiWhitespace(value_)));
   }
   field_.clear();
   value_.clear();
@@ -255,7 +255,8 @@ ResponseParser::State ResponseParser::Feed(const char* data, size_t n) {
   const auto err = static_cast<http_errno>(parser_.http_errno);
   if (too_large_) return Fail("the body is too large");
   if (err != HPE_OK) {
-    return Fail(absl::StrCat("bad HTTP response: ", http_errno_description(err)));
+    return Fail(
+        absl::StrCat("bad HTTP response: ", http_errno_description(err)));
   }
   return state_;
 }

@@ -43,10 +43,11 @@ TEST(ParseTargetTest, TakesAddressLiterals) {
 TEST(ParseTargetTest, LeavesTheRestToCurl) {
   for (const char* url :
        {"https://127.0.0.1/", "http://localhost/", "http://example.com/",
-        "http://user:pw@127.0.0.1/", "http://127.0.0.1:/", "http://127.0.0.1:0/",
-        "http://127.0.0.1:65536/", "http://127.0.0.1:8x/", "http://127.1/",
-        "http://[::1/", "http://[::1]x/", "http://127.0.0.1/a b",
-        "http://127.0.0.1/\r\nX: y", "http:///", "ftp://127.0.0.1/"}) {
+        "http://user:pw@127.0.0.1/", "http://127.0.0.1:/",
+        "http://127.0.0.1:0/", "http://127.0.0.1:65536/",
+        "http://127.0.0.1:8x/", "http://127.1/", "http://[::1/",
+        "http://[::1]x/", "http://127.0.0.1/a b", "http://127.0.0.1/\r\nX: y",
+        "http:///", "ftp://127.0.0.1/"}) {
     EXPECT_FALSE(ParseTarget(url).has_value()) << url;
   }
 }
@@ -65,8 +66,8 @@ TEST(BuildRequestTest, MatchesCurlsRequest) {
             "Content-Type: application/x-www-form-urlencoded\r\n\r\na=1");
   req.set_method("PUT");
   req.add_headers("Content-Type: text/plain");
-  req.add_headers("Accept:");       // removes Accept
-  req.add_headers("X-Empty;");      // an empty header
+  req.add_headers("Accept:");        // removes Accept
+  req.add_headers("X-Empty;");       // an empty header
   req.add_headers("Host:  other ");  // replaces Host
   EXPECT_EQ(*BuildRequest(req, t),
             "PUT /p HTTP/1.1\r\nContent-Length: 3\r\n"
@@ -75,9 +76,9 @@ TEST(BuildRequestTest, MatchesCurlsRequest) {
 
 TEST(BuildRequestTest, LeavesFramingAndOddMethodsToCurl) {
   const Target t = *ParseTarget("http://127.0.0.1/");
-  for (const char* h : {"Content-Length: 5", "transfer-encoding: chunked",
-                        "Connection: close", "Expect: 100-continue",
-                        "no colon", "X-A; not empty", "Bad Name: 1"}) {
+  for (const char* h :
+       {"Content-Length: 5", "transfer-encoding: chunked", "Connection: close",
+        "Expect: 100-continue", "no colon", "X-A; not empty", "Bad Name: 1"}) {
     tasks::HttpRequest req;
     req.add_headers(h);
     EXPECT_FALSE(BuildRequest(req, t).has_value()) << h;
@@ -161,8 +162,8 @@ TEST(ResponseParserTest, BadInput) {
   const Case cases[] = {
       {"garbage", "SSH-2.0-OpenSSH\r\n", false},
       {"bad status", "HTTP/1.1 2x0 OK\r\n\r\n", false},
-      {"bad chunk", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-       false},
+      {"bad chunk",
+       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", false},
       {"short body", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", true},
       {"nothing", "", true},
       {"huge header",

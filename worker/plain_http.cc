@@ -57,6 +57,27 @@ bool PlainPool::CloseOneIdle() {
   return false;
 }
 
+void PlainPool::Sweep(absl::Time now) {
+  last_sweep_ = now;
+  for (auto it = idle_.begin(); it != idle_.end();) {
+    std::vector<Idle>& conns = it->second;
+    // Oldest first: kept in the order they came back.
+    size_t old = 0;
+    while (old < conns.size() && now - conns[old].since >= kMaxIdle) {
+      ::close(conns[old].fd);
+      budget_->Give();
+      ++old;
+    }
+    conns.erase(conns.begin(), conns.begin() + old);
+    idle_count_ -= old;
+    if (conns.empty()) {
+      idle_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+}
+
 void PlainPool::Enqueue(Waiter& w) {
   w.queued = true;
   w.pos = waiting_.insert(waiting_.end(), &w);
@@ -83,8 +104,8 @@ void PlainPool::Forget(Waiter& w) {
   }
 }
 
-PlainPool::Lease PlainPool::Acquire(const http1::Target& target,
-                                    absl::Time now, Waiter& w) {
+PlainPool::Lease PlainPool::Acquire(const http1::Target& target, absl::Time now,
+                                    Waiter& w) {
   Lease lease;
   if (w.granted) {
     w.granted = false;
@@ -143,6 +164,7 @@ PlainPool::Lease PlainPool::Acquire(const http1::Target& target,
   }
   connections_opened.fetch_add(1, std::memory_order_relaxed);
   ++in_use_;
+  most_in_use_ = std::max(most_in_use_, in_use_);
   lease.fd = fd;
   return lease;
 }
@@ -150,6 +172,10 @@ PlainPool::Lease PlainPool::Acquire(const http1::Target& target,
 void PlainPool::Release(const std::string& key, int fd, bool keep,
                         absl::Time now) {
   --in_use_;
+  if (now - last_sweep_ >= absl::Seconds(1)) Sweep(now);
+  if (keep && idle_count_ >= std::max(kMinIdleCap, most_in_use_)) {
+    keep = CloseOneIdle();  // an older one goes; else this one does
+  }
   if (keep) {
     idle_[key].push_back({fd, now});
     ++idle_count_;
@@ -225,8 +251,7 @@ Task<PlainOutcome> PlainFetch(TaskContext& ctx, PlainPool& pool,
     bool retry = false;
     size_t sent = 0;
     while (sent < request.size()) {
-      const ssize_t n = ::send(fd, request.data() + sent,
-                               request.size() - sent,
+      const ssize_t n = ::send(fd, request.data() + sent, request.size() - sent,
                                MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n > 0) {
         sent += static_cast<size_t>(n);
@@ -234,8 +259,7 @@ Task<PlainOutcome> PlainFetch(TaskContext& ctx, PlainPool& pool,
       }
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         // Connecting, or the socket's buffer is full.
-        if (!co_await ctx.WaitWritable(fd, limit - absl::Now()) &&
-            stopped()) {
+        if (!co_await ctx.WaitWritable(fd, limit - absl::Now()) && stopped()) {
           co_return out;
         }
         continue;
@@ -259,8 +283,7 @@ Task<PlainOutcome> PlainFetch(TaskContext& ctx, PlainPool& pool,
         continue;
       }
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        if (!co_await ctx.WaitReadable(fd, limit - absl::Now()) &&
-            stopped()) {
+        if (!co_await ctx.WaitReadable(fd, limit - absl::Now()) && stopped()) {
           co_return out;
         }
         continue;

@@ -42,6 +42,10 @@ class PlainPool {
   // Idle connections older than this are closed, not reused (curl's
   // CURLOPT_MAXAGE_CONN default).
   static constexpr absl::Duration kMaxIdle = absl::Seconds(118);
+  // Idle connections kept, at most: the most this loop had in use at once
+  // (so a round of n requests finds its n connections in the next round,
+  // as curl's caches do), and at least kMinIdleCap.
+  static constexpr size_t kMinIdleCap = 256;
 
   PlainPool(TaskScheduler* scheduler, ConnectionBudget* budget)
       : scheduler_(scheduler), budget_(budget) {}
@@ -91,6 +95,9 @@ class PlainPool {
     int fd;
     absl::Time since;
   };
+  // Closes the idle connections older than kMaxIdle (at most once a
+  // second, from Release: O(idle)).
+  void Sweep(absl::Time now);
   void Enqueue(Waiter& w);
   void GrantNext();
   bool CloseOneIdle();
@@ -100,8 +107,10 @@ class PlainPool {
   absl::flat_hash_map<std::string, std::vector<Idle>> idle_;
   size_t idle_count_ = 0;
   size_t in_use_ = 0;
+  size_t most_in_use_ = 0;
+  absl::Time last_sweep_ = absl::InfinitePast();
   std::list<Waiter*> waiting_;  // queued, oldest first
-  long grants_ = 0;              // waiters woken and not yet served
+  long grants_ = 0;             // waiters woken and not yet served
 };
 
 // Connections the plain path opened in this process so far.
