@@ -994,7 +994,9 @@ def shapes_section(shapes):
                   ("dexec", ", warm worker (connections kept alive from the "
                    "round before)"),
                   ("dexec_chunked", ", fresh worker, chunks of 100 URLs "
-                   "(`--chunksize=100`)"))
+                   "(`--chunksize=100`)"),
+                  ("dexec_fresh_curl", ", fresh worker, every request "
+                   "through curl (`--nohttp_plain`)"))
     for n in http_ns:
         measure = "http_%d" % n
         limits = {s: x for (s, m), x in res.items()
@@ -1013,12 +1015,13 @@ def shapes_section(shapes):
         peers_cell = "; ".join(
             "%s %s s" % (s, cell_of(x)) for (s, m), x in sorted(res.items())
             if m == measure and s not in
-            ("dexec", "dexec_fresh", "dexec_chunked", "raw_epoll",
-             "curl_multi", "raw_1proc")) or "–"
+            ("dexec", "dexec_fresh", "dexec_chunked", "dexec_fresh_curl",
+             "raw_epoll", "curl_multi", "raw_1proc")) or "–"
         has_fresh = ("dexec_fresh", measure) in res
         for system, what in dexec_rows:
             v = res.get((system, measure), [])
-            if not v and system in ("dexec_fresh", "dexec_chunked"):
+            if not v and system in ("dexec_fresh", "dexec_chunked",
+                                    "dexec_fresh_curl"):
                 continue
             ratio = (statistics.median(v) / statistics.median(lv)
                      if v and lv else float("nan"))

@@ -80,7 +80,7 @@ WORKERS=$(sed -n 's/.*workers=\([^ ]*\).*/\1/p' "$TMP/broker.out")
 # it drains, holding no job here); WORKER_PID is the new one's. The
 # stopped one leaves PIDS, so the exit trap never signals its PID reused.
 WORKER_PID=
-start_worker() {
+start_worker() {  # [dexec-worker flags]
   if [ -n "$WORKER_PID" ]; then
     kill -TERM "$WORKER_PID" 2>/dev/null || true
     wait "$WORKER_PID" 2>/dev/null || true
@@ -90,7 +90,7 @@ start_worker() {
   fi
   : >"$TMP/worker.out"
   "$BIN/dexec-worker" --broker="$WORKERS" --threads=2 --insecure \
-    --allow_http --concurrency=${CONCURRENCY:-20000} \
+    --allow_http --concurrency=${CONCURRENCY:-20000} "$@" \
     >"$TMP/worker.out" 2>>"$TMP/worker.err" &
   WORKER_PID=$!
   PIDS+=($WORKER_PID)
@@ -219,7 +219,7 @@ CONF
       fi
       # dexec twice: on a fresh worker, so that every request opens a
       # connection, as the limit clients' do (system=dexec_fresh); then
-      # again on the same worker, whose curl keeps those connections alive
+      # again on the same worker, which kept those connections alive
       # (system=dexec, as a long-running worker crawling the same hosts).
       start_worker
       $B --workload=sleeps --n=100 >/dev/null  # it serves
@@ -227,6 +227,13 @@ CONF
         --label=dexec_fresh || log "# dexec http.get failed (see above)"
       timed "dexec_$n" $B --workload=http --n="$n" --url="$URLS" ||
         log "# dexec http.get failed (see above)"
+      # A fresh worker again, with every request through curl
+      # (--nohttp_plain; system=dexec_fresh_curl): what the plain path
+      # saves.
+      start_worker --nohttp_plain
+      $B --workload=sleeps --n=100 >/dev/null
+      timed "dexec_fresh_curl_$n" $B --workload=http --n="$n" --url="$URLS" \
+        --label=dexec_fresh_curl || log "# dexec http.get failed (see above)"
       # And chunked, on a fresh worker: 100 URLs per job, fetched at once
       # (system=dexec_chunked): the same requests, 1 % of the jobs.
       start_worker
