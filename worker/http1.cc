@@ -254,6 +254,8 @@ ResponseParser::State ResponseParser::Feed(const char* data, size_t n) {
   }
   const auto err = static_cast<http_errno>(parser_.http_errno);
   if (too_large_) return Fail("the body is too large");
+  // 101 Switching Protocols, never asked for: what follows is not HTTP.
+  if (parser_.upgrade) return Fail("the server switched protocols");
   if (err != HPE_OK) {
     return Fail(
         absl::StrCat("bad HTTP response: ", http_errno_description(err)));

@@ -169,6 +169,10 @@ TEST(ResponseParserTest, BadInput) {
       {"huge header",
        absl::StrCat("HTTP/1.1 200 OK\r\nX: ", std::string(200 << 10, 'a')),
        false},
+      {"switched protocols",
+       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: "
+       "upgrade\r\n\r\nbinary",
+       false},
       {"two lengths",
        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
        false},
