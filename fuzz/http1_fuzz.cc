@@ -34,7 +34,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (bool head : {false, true}) {
     ResponseParser p(head, kMaxBody);
     ResponseParser::State s = p.Feed(bytes, split);
-    if (s == ResponseParser::State::kMore) s = p.Feed(bytes + split, size - split);
+    if (s == ResponseParser::State::kMore)
+      s = p.Feed(bytes + split, size - split);
     if (s == ResponseParser::State::kMore) s = p.FeedEof();
     Check(s != ResponseParser::State::kMore, "still wants bytes after EOF");
     Check(p.response().body().size() <= kMaxBody, "body over the limit");
@@ -57,7 +58,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     dexec::tasks::HttpRequest req;
     req.set_url(std::string(url));
-    std::optional<std::string> wire = dexec::worker::http1::BuildRequest(req, *t);
+    std::optional<std::string> wire =
+        dexec::worker::http1::BuildRequest(req, *t);
     Check(wire.has_value(), "a plain GET it would not build");
     Check(wire->find("\r\n\r\n") == wire->size() - 4, "a head that ends early");
   }

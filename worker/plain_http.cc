@@ -243,7 +243,7 @@ Task<PlainOutcome> PlainFetch(TaskContext& ctx, PlainPool& pool,
       ~Held() { pool.Release(key, fd, keep, absl::Now()); }
     } held{pool, target.key, lease.fd};
     const int fd = lease.fd;
-    if (!lease.reused && request.size() > kNoDelayAbove) {
+    if (request.size() > kNoDelayAbove) {  // also on a kept connection
       const int one = 1;
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }

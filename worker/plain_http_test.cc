@@ -107,7 +107,8 @@ TEST_F(PlainPoolTest, IdleConnectionsAreSweptAndCapped) {
     ASSERT_GE(l.fd, 0) << l.error;
     fds.push_back(l.fd);
   }
-  for (int i = 0; i < 300; ++i) pool.Release(targets_[i % 2].key, fds[i], true, t0_);
+  for (int i = 0; i < 300; ++i)
+    pool.Release(targets_[i % 2].key, fds[i], true, t0_);
   EXPECT_EQ(pool.idle(), 300u);
   EXPECT_EQ(slots.left, 700);
   // A release two minutes on sweeps the old ones (and this one's kept).
@@ -121,8 +122,9 @@ TEST_F(PlainPoolTest, IdleConnectionsAreSweptAndCapped) {
 TEST_F(PlainPoolTest, AtTheCapRequestsQueueAndSlotsPassInOrder) {
   Slots slots(2);
   PlainPool pool(&scheduler_, &slots);
-  TaskContext c1(1, 1, absl::InfiniteFuture()), c2(2, 1, absl::InfiniteFuture()),
-      c3(3, 1, absl::InfiniteFuture()), c4(4, 1, absl::InfiniteFuture());
+  TaskContext c1(1, 1, absl::InfiniteFuture()),
+      c2(2, 1, absl::InfiniteFuture()), c3(3, 1, absl::InfiniteFuture()),
+      c4(4, 1, absl::InfiniteFuture());
   PlainPool::Waiter w1(&c1), w2(&c2), w3(&c3), w4(&c4);
   const http1::Target& a = targets_[0];
   const http1::Target& b = targets_[1];
