@@ -25,6 +25,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "auth/secret_file.h"
+#include "cli/render.h"
 #include "cli/table.h"
 #include "client/executor.h"
 #include "common/backoff.h"
@@ -600,7 +601,7 @@ int Submit(const ParsedCommand& cmd, v1::Broker::Stub& broker, Terminal& term) {
     PrintJobError(e.status, term.err);
     return kExitFailed;
   }
-  term.out << e.result << std::flush;
+  term.out << ResultText(cmd.task, e.result) << std::flush;
   return kExitOk;
 }
 
@@ -682,7 +683,7 @@ int Map(const ParsedCommand& cmd, Terminal& term) {
       ++done;
       // Flush per line so results stream out as they arrive, also into a
       // pipe: a consumer may be waiting on the first lines.
-      term.out << **r << '\n' << std::flush;
+      term.out << ResultLine(cmd.task, std::move(**r)) << '\n' << std::flush;
       if (!term.out) {
         // The reader went away (e.g. `| head`); leaving `results` cancels
         // the jobs still queued.
@@ -801,7 +802,7 @@ int Result(const ParsedCommand& cmd, v1::Broker::Stub& broker,
   if (cmd.json) PrintJson(j, out);
   switch (j.state()) {
     case v1::Job::SUCCEEDED:
-      if (!cmd.json) out << j.result() << std::flush;
+      if (!cmd.json) out << ResultText(j.task(), j.result()) << std::flush;
       return kExitOk;
     case v1::Job::FAILED:
     case v1::Job::CANCELLED:

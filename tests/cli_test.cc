@@ -1,8 +1,13 @@
 // The dexec CLI against a real broker and real workers, run as a user runs
 // it: a separate process, its stdout, stderr and exit code.
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -184,6 +189,61 @@ TEST_F(CliTest, AQueuedJobsStatusSaysWhyItWaits) {
   CommandResult r = Cli({"status", id});
   EXPECT_NE(r.out.find("no live worker offers task"), std::string::npos)
       << r.out;
+}
+
+// The seeds' crawler from the CLI, against a real HTTP server (Python's
+// http.server from Debian, serving files of the test's own): one JSON
+// line per URL, in order; a URL that fails ends the map naming its line;
+// `submit --wait` prints the body, as curl does.
+TEST(CliHttpTest, MapHttpGetPrintsAJsonLinePerUrl) {
+  const std::string dir = absl::StrCat(std::getenv("TEST_TMPDIR"), "/www");
+  ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+  std::ofstream(dir + "/a.txt") << "hello\n\"world\"\n";
+  std::ofstream(dir + "/b.bin", std::ios::binary) << std::string("\xff\x00", 2);
+  absl::StatusOr<::dexec::testing::Process> server =
+      ::dexec::testing::Process::Start({"/usr/bin/python3", "-u", "-m",
+                                        "http.server", "0", "--bind",
+                                        "127.0.0.1", "--directory", dir});
+  ASSERT_TRUE(server.ok()) << server.status();
+  // "Serving HTTP on 127.0.0.1 port N (http://127.0.0.1:N/) ..."
+  absl::StatusOr<std::string> serving = server->ReadLine(absl::Seconds(30));
+  ASSERT_TRUE(serving.ok()) << serving.status();
+  const size_t at = serving->find("(http://");
+  ASSERT_NE(at, std::string::npos) << *serving;
+  const std::string base =
+      serving->substr(at + 1, serving->find(')', at) - at - 1);
+
+  TestCluster cluster;
+  ASSERT_TRUE(cluster.StartBroker().ok());
+  ASSERT_TRUE(cluster.StartWorker(2, {"--allow_http"}).ok());
+  ASSERT_TRUE(cluster.WaitForWorkers(1).ok());
+
+  absl::StatusOr<CommandResult> r = cluster.Cli(
+      {"map", "http.get"}, absl::StrCat(base, "a.txt\n", base, "b.bin\n"));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 0) << r->err;
+  std::vector<std::string> lines =
+      absl::StrSplit(absl::StripTrailingAsciiWhitespace(r->out), '\n');
+  ASSERT_EQ(lines.size(), 2u) << r->out;
+  EXPECT_TRUE(absl::StartsWith(lines[0], "{\"status\":200,\"headers\":["))
+      << lines[0];
+  EXPECT_TRUE(
+      absl::EndsWith(lines[0], ",\"body\":\"hello\\n\\\"world\\\"\\n\"}"))
+      << lines[0];
+  EXPECT_TRUE(absl::EndsWith(lines[1], ",\"body_base64\":\"/wA=\"}"))
+      << lines[1];
+
+  r = cluster.Cli({"map", "http.get"},
+                  absl::StrCat(base, "a.txt\n", base, "missing\n"));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 1) << r->err;
+  EXPECT_NE(r->err.find("line 2"), std::string::npos) << r->err;
+  EXPECT_NE(r->err.find("404"), std::string::npos) << r->err;
+
+  r = cluster.Cli({"submit", "--wait", "http.get", base + "a.txt"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 0) << r->err;
+  EXPECT_EQ(r->out, "hello\n\"world\"\n");
 }
 
 TEST(CliErrors, UnknownCommandBadFlagAndUnreachableBrokerExitTwo) {
