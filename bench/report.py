@@ -962,8 +962,10 @@ def shapes_section(shapes):
              "*Server limit*: `bench/shapes_http_limit`, every request in "
              "flight at once from 4 processes, with plain sockets on epoll "
              "(raw_epoll: one request per connection, the least CPU per "
-             "request) and with curl as http.get drives it (curl_multi); the "
-             "lesser (bold) is the limit, the least time any client here "
+             "request, each connection closed; raw_keep: the same, each "
+             "left open once answered, as a keep-alive client leaves it) "
+             "and with curl as http.get drives it (curl_multi); the "
+             "least (bold) is the limit, the least time any client here "
              "gets from this nginx (4 processes answering each request after "
              "1 s)." % (
                  run.get("date", "?"), run.get("commit", "?"),
@@ -1000,7 +1002,8 @@ def shapes_section(shapes):
     for n in http_ns:
         measure = "http_%d" % n
         limits = {s: x for (s, m), x in res.items()
-                  if m == measure and s in ("raw_epoll", "curl_multi")}
+                  if m == measure and s in ("raw_epoll", "raw_keep",
+                                              "curl_multi")}
         best = min(limits, key=lambda s: statistics.median(limits[s]),
                    default=None)
         lv = limits.get(best, [])
@@ -1016,7 +1019,7 @@ def shapes_section(shapes):
             "%s %s s" % (s, cell_of(x)) for (s, m), x in sorted(res.items())
             if m == measure and s not in
             ("dexec", "dexec_fresh", "dexec_chunked", "dexec_fresh_curl",
-             "raw_epoll", "curl_multi", "raw_1proc")) or "–"
+             "raw_epoll", "raw_keep", "curl_multi", "raw_1proc")) or "–"
         has_fresh = ("dexec_fresh", measure) in res
         for system, what in dexec_rows:
             v = res.get((system, measure), [])

@@ -207,6 +207,11 @@ CONF
     for round in $(seq "$HTTP_ROUNDS"); do
       log "# load $(cut -d' ' -f1-3 /proc/loadavg) tcp_tw_reuse=$(cat /proc/sys/net/ipv4/tcp_tw_reuse) timewait=$(ss -Htan state time-wait | wc -l) fd_hard_limit=$(ulimit -Hn)"
       timed "raw_$n" $L --n="$n" --client=raw || log "# raw limit client failed"
+      # The raw client again, keep-alive: each connection left open once
+      # its response is whole, as a keep-alive client (curl, dexec) leaves
+      # it, so no close in the round (system=raw_keep; a limit candidate).
+      timed "raw_keep_$n" $L --n="$n" --client=raw --keep_open --label=raw_keep ||
+        log "# raw keep-alive limit client failed"
       timed "curl_$n" $L --n="$n" --client=curl || log "# curl limit client failed"
       # The same raw client as one process, as one worker is: not the
       # limit, the fastest a single process gets here (system=raw_1proc;

@@ -37,6 +37,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -57,6 +58,10 @@ ABSL_FLAG(bool, spread, false,
           "start: 10th, 50th, 90th percentile, last) to stderr");
 ABSL_FLAG(bool, forbid_reuse, false,
           "CURLOPT_FORBID_REUSE: close each connection after its request");
+ABSL_FLAG(bool, keep_open, false,
+          "--client=raw: keep-alive requests, each connection left open once "
+          "its (chunked) response is whole, as a keep-alive client leaves "
+          "it, rather than Connection: close and a close");
 ABSL_FLAG(std::string, label, "",
           "system= of the RESULT line (default raw_epoll or curl_multi)");
 
@@ -267,6 +272,7 @@ void RunRawClient(int k, int procs, int64_t n,
                   const std::vector<std::string>& urls, int ready, int start,
                   int done) {
   RaiseFdLimit();
+  const bool keep_open = absl::GetFlag(FLAGS_keep_open);
   struct Target {
     sockaddr_in addr;
     std::string request;
@@ -283,13 +289,14 @@ void RunRawClient(int k, int procs, int64_t n,
       _exit(2);
     }
     t.request = "GET " + path + " HTTP/1.1\r\nHost: " + host +
-                "\r\nConnection: close\r\n\r\n";
+                (keep_open ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n");
     targets.push_back(std::move(t));
   }
   struct Conn {
     const Target* target = nullptr;
     bool sent = false;
     bool status_seen = false;
+    std::string tail;  // --keep_open: the response's last bytes
   };
   std::vector<int64_t> mine;
   for (int64_t i = k; i < n; i += procs) mine.push_back(i);
@@ -367,6 +374,14 @@ void RunRawClient(int k, int procs, int64_t n,
                 fail("HTTP " + std::string(buf, std::min<ssize_t>(r, 12)));
               }
             }
+            if (keep_open) {
+              conn.tail.append(buf, r);
+              if (conn.tail.size() > 16) conn.tail.erase(0, conn.tail.size() - 16);
+              if (absl::EndsWith(conn.tail, "\r\n0\r\n\r\n")) {
+                finished = true;
+                break;
+              }
+            }
             continue;
           }
           if (r == 0) {
@@ -379,7 +394,11 @@ void RunRawClient(int k, int procs, int64_t n,
           break;
         }
       }
-      if (finished) {
+      if (finished && keep_open && conn.sent) {
+        epoll_ctl(ep, EPOLL_CTL_DEL, fd, nullptr);  // left open, as kept
+        ++report.done;
+        finished_at.push_back(absl::ToDoubleSeconds(absl::Now() - t0));
+      } else if (finished) {
         close(fd);  // also leaves the epoll set
         ++report.done;
         finished_at.push_back(absl::ToDoubleSeconds(absl::Now() - t0));
