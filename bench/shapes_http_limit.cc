@@ -376,7 +376,8 @@ void RunRawClient(int k, int procs, int64_t n,
             }
             if (keep_open) {
               conn.tail.append(buf, r);
-              if (conn.tail.size() > 16) conn.tail.erase(0, conn.tail.size() - 16);
+              if (conn.tail.size() > 16)
+                conn.tail.erase(0, conn.tail.size() - 16);
               if (absl::EndsWith(conn.tail, "\r\n0\r\n\r\n")) {
                 finished = true;
                 break;

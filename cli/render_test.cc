@@ -28,9 +28,10 @@ TEST(RenderTest, HttpGetPrintsTheBodyAlone) {
 }
 
 TEST(RenderTest, HttpGetInAMapIsOneJsonLine) {
-  EXPECT_EQ(ResultLine("http.get", Response(200, "a\n\"b\"\t\\c\x01")),
-            "{\"status\":200,\"headers\":[\"Content-Type: text/plain\","
-            "\"X-Quote: \\\"q\\\"\"],\"body\":\"a\\n\\\"b\\\"\\t\\\\c\\u0001\"}");
+  EXPECT_EQ(
+      ResultLine("http.get", Response(200, "a\n\"b\"\t\\c\x01")),
+      "{\"status\":200,\"headers\":[\"Content-Type: text/plain\","
+      "\"X-Quote: \\\"q\\\"\"],\"body\":\"a\\n\\\"b\\\"\\t\\\\c\\u0001\"}");
   // Not UTF-8: base64.
   EXPECT_EQ(ResultLine("http.get", Response(200, std::string("\xff\x00", 2))),
             "{\"status\":200,\"headers\":[\"Content-Type: text/plain\","
@@ -43,10 +44,10 @@ TEST(RenderTest, Utf8) {
   EXPECT_TRUE(IsUtf8(""));
   EXPECT_TRUE(IsUtf8("plain"));
   EXPECT_TRUE(IsUtf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
-  EXPECT_FALSE(IsUtf8("\xc3"));          // cut short
-  EXPECT_FALSE(IsUtf8("\xc0\xaf"));      // overlong '/'
-  EXPECT_FALSE(IsUtf8("\xe0\x80\xaf"));  // overlong
-  EXPECT_FALSE(IsUtf8("\xed\xa0\x80"));  // a surrogate
+  EXPECT_FALSE(IsUtf8("\xc3"));              // cut short
+  EXPECT_FALSE(IsUtf8("\xc0\xaf"));          // overlong '/'
+  EXPECT_FALSE(IsUtf8("\xe0\x80\xaf"));      // overlong
+  EXPECT_FALSE(IsUtf8("\xed\xa0\x80"));      // a surrogate
   EXPECT_FALSE(IsUtf8("\xf4\x90\x80\x80"));  // past U+10FFFF
   EXPECT_FALSE(IsUtf8("\x80"));
   EXPECT_FALSE(IsUtf8("\xe2\x82"));
