@@ -160,7 +160,8 @@ std::optional<std::string> BuildRequest(const tasks::HttpRequest& req,
   if (!own_accept) out += "Accept: */*\r\n";
   if (!req.body().empty()) {
     absl::StrAppend(&out, "Content-Length: ", req.body().size(), "\r\n");
-    if (!own_type && method == "POST" && req.method().empty()) {
+    // curl sends a body as a POST's, whatever the method's name.
+    if (!own_type) {
       out += "Content-Type: application/x-www-form-urlencoded\r\n";
     }
   }

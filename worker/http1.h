@@ -8,7 +8,8 @@
 // Content-Length, Transfer-Encoding, Connection, Expect, Upgrade or TE of
 // the caller's). Everything else (https, host names, proxies) goes
 // through curl, whose request it matches: the same method rules (a body
-// without a method is a POST with curl's default Content-Type), the same
+// without a method is a POST; a body has curl's default Content-Type
+// unless the caller sets one), the same
 // Host and Accept headers, which a caller's header of the same name
 // replaces, or with "Name:" removes; "Name;" sends the header empty.
 #ifndef DEXEC_WORKER_HTTP1_H_

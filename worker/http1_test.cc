@@ -64,6 +64,11 @@ TEST(BuildRequestTest, MatchesCurlsRequest) {
             "POST /p HTTP/1.1\r\nHost: 127.0.0.1:81\r\nAccept: */*\r\n"
             "Content-Length: 3\r\n"
             "Content-Type: application/x-www-form-urlencoded\r\n\r\na=1");
+  req.set_method("PATCH");  // curl's Content-Type with any method's body
+  EXPECT_EQ(*BuildRequest(req, t),
+            "PATCH /p HTTP/1.1\r\nHost: 127.0.0.1:81\r\nAccept: */*\r\n"
+            "Content-Length: 3\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n\r\na=1");
   req.set_method("PUT");
   req.add_headers("Content-Type: text/plain");
   req.add_headers("Accept:");        // removes Accept

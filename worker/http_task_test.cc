@@ -634,12 +634,24 @@ TEST_P(HttpTaskTest, AReusedHandleForgetsTheLastRequestsOptions) {
   ASSERT_TRUE(custom->result.ok()) << custom->result.error_message();
   EXPECT_TRUE(absl::StartsWith(Response(*custom).body(), "PUT /echo "));
   EXPECT_TRUE(absl::StrContains(Response(*custom).body(), "X-Custom: one"));
+  // Both paths send what curl does with a body: its form Content-Type.
+  EXPECT_TRUE(
+      absl::StrContains(Response(*custom).body(),
+                        "Content-Type: application/x-www-form-urlencoded"))
+      << Response(*custom).body();
   // The next request on this loop gets the handle back: a plain GET.
   std::shared_ptr<TaskRun> plain = Get(server_.Url("/echo"));
   ASSERT_TRUE(plain->result.ok()) << plain->result.error_message();
   EXPECT_TRUE(absl::StartsWith(Response(*plain).body(), "GET /echo "))
       << Response(*plain).body();
   EXPECT_FALSE(absl::StrContains(Response(*plain).body(), "X-Custom"));
+  // Byte for byte the request curl sends, on either path.
+  const std::string url = server_.Url("/echo");
+  EXPECT_EQ(Response(*plain).body(),
+            absl::StrCat(
+                "GET /echo HTTP/1.1\r\nHost: ",
+                url.substr(std::string("http://").size(), url.size() - 7 - 5),
+                "\r\nAccept: */*"));
   EXPECT_FALSE(absl::StrContains(Response(*plain).body(), "Content-Length"));
 }
 
