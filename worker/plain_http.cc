@@ -105,7 +105,7 @@ void PlainPool::Forget(Waiter& w) {
 }
 
 PlainPool::Lease PlainPool::Acquire(const http1::Target& target, absl::Time now,
-                                    Waiter& w) {
+                                    Waiter& w, bool reuse) {
   Lease lease;
   if (w.granted) {
     w.granted = false;
@@ -116,7 +116,7 @@ PlainPool::Lease PlainPool::Acquire(const http1::Target& target, absl::Time now,
     lease.wait = true;
     return lease;
   }
-  auto found = idle_.find(target.key);
+  auto found = reuse ? idle_.find(target.key) : idle_.end();
   if (found != idle_.end()) {
     std::vector<Idle>& conns = found->second;
     while (!conns.empty()) {
@@ -218,7 +218,8 @@ Task<PlainOutcome> PlainFetch(TaskContext& ctx, PlainPool& pool,
         ~Queued() { pool.Forget(w); }
       } queued{pool, PlainPool::Waiter(&ctx)};
       for (;;) {
-        lease = pool.Acquire(target, absl::Now(), queued.w);
+        lease = pool.Acquire(target, absl::Now(), queued.w,
+                             /*reuse=*/attempt == 0);
         if (!lease.wait) break;
         co_await ctx.Sleep(limit - absl::Now());  // Release wakes us
         if (stopped()) co_return out;

@@ -79,7 +79,10 @@ class PlainPool {
     bool wait = false;
     std::string error;
   };
-  Lease Acquire(const http1::Target& target, absl::Time now, Waiter& w);
+  // `reuse` false: a new connection even if one is kept (a request's
+  // second try, after a kept one died under it).
+  Lease Acquire(const http1::Target& target, absl::Time now, Waiter& w,
+                bool reuse = true);
   // Ends a lease: keeps the connection for the next request to `key` or
   // closes it; either way the first waiter is woken for the slot.
   void Release(const std::string& key, int fd, bool keep, absl::Time now);

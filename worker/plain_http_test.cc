@@ -84,6 +84,14 @@ TEST_F(PlainPoolTest, AKeptConnectionIsReusedUntilItIsTooOld) {
   EXPECT_TRUE(again.reused);
   pool.Release(a.key, again.fd, true, t0_ + absl::Seconds(100));
 
+  // Not reused when asked for a new one (a request's second try).
+  PlainPool::Lease other = pool.Acquire(a, t0_ + absl::Seconds(100), w,
+                                        /*reuse=*/false);
+  ASSERT_GE(other.fd, 0);
+  EXPECT_FALSE(other.reused);
+  EXPECT_NE(other.fd, first.fd);
+  pool.Release(a.key, other.fd, false, t0_ + absl::Seconds(100));
+
   // Past kMaxIdle it is closed and its slot taken for a new one.
   PlainPool::Lease fresh =
       pool.Acquire(a, t0_ + absl::Seconds(100) + PlainPool::kMaxIdle, w);
