@@ -40,6 +40,20 @@ constexpr size_t kLargeBody = 8 << 20;
 // More than one CurlShard holds (256 connections): all open at once.
 constexpr size_t kGate = 400;
 
+// A listening socket on 127.0.0.1 and a port the OS picked (in *port).
+int ListenOnLoopback(int* port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr = {};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  ::listen(fd, 64);
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
 // An HTTP/1.0 server on 127.0.0.1, one connection at a time:
 //   /ok -> 200 "hello"; /missing -> 404 "not here"; /large -> 8 MiB;
 //   /hang -> reads the request and never answers;
@@ -50,15 +64,7 @@ constexpr size_t kGate = 400;
 class TestServer {
  public:
   TestServer() {
-    listen_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr = {};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(listen_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    ::listen(listen_, 64);
-    socklen_t len = sizeof(addr);
-    ::getsockname(listen_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
+    listen_ = ListenOnLoopback(&port_);
     thread_ = std::thread([this] { Serve(); });
   }
   ~TestServer() {
@@ -167,15 +173,7 @@ class TestServer {
 class KeepAliveServer {
  public:
   KeepAliveServer() {
-    listen_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr = {};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(listen_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    ::listen(listen_, 64);
-    socklen_t len = sizeof(addr);
-    ::getsockname(listen_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
+    listen_ = ListenOnLoopback(&port_);
     wake_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     thread_ = std::thread([this] { Serve(); });
   }
