@@ -53,8 +53,6 @@ class PlainPool {
   PlainPool(const PlainPool&) = delete;
   PlainPool& operator=(const PlainPool&) = delete;
 
-  TaskScheduler* scheduler() const { return scheduler_; }
-
   // A task's place in the queue for a slot, first come first served:
   // one per request, living as long as its PlainFetch (whose end or
   // destruction, Forget, takes it out).
@@ -89,9 +87,8 @@ class PlainPool {
   // Takes `w` out of the queue (passing a slot it was woken for on).
   void Forget(Waiter& w);
 
-  // For tests and metrics.
+  // Idle connections kept now (for tests).
   size_t idle() const { return idle_count_; }
-  size_t in_use() const { return in_use_; }
 
  private:
   struct Idle {
